@@ -1,0 +1,107 @@
+"""``edged bench kernels``: the streaming neuron step against a plain NumPy step.
+
+Net: 256 inputs (5 % active per step) -> 512 hidden -> 10 outputs, meta-neurons by
+default. ``numpy_step`` is the straightforward NumPy version of ``edged.neurons.step``
+(the same maths, one array op per line); the tests use it as their reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--neuron", choices=("meta", "lif"), default="meta")
+    p.add_argument("--inputs", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--outputs", type=int, default=10)
+    p.add_argument("--density", type=float, default=0.05, help="fraction of inputs spiking per step")
+    p.add_argument("--steps", type=int, default=2000, help="distinct input steps cycled through")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def example_intrinsics(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Plausible heterogeneous intrinsics (seconds, unit threshold) for benchmarks and tests."""
+    if kind == "lif":
+        return {"tau": rng.uniform(0.01, 0.05, n), "theta": rng.uniform(0.8, 1.2, n),
+                "v_reset": np.zeros(n), "R": np.ones(n)}
+    return {"tau0": rng.uniform(0.01, 0.05, n), "theta0": rng.uniform(0.8, 1.2, n),
+            "v_reset": np.zeros(n), "R": np.ones(n), "beta": rng.uniform(0.0, 0.5, n),
+            "tau_a": rng.uniform(0.05, 0.2, n), "kappa": rng.uniform(0.0, 1.0, n),
+            "tau_r": rng.uniform(0.005, 0.02, n)}
+
+
+def example_net(kind: str, n_in: int, n_hidden: int, n_out: int, seed: int):
+    from edged import neurons
+
+    rng = np.random.default_rng(seed)
+    return neurons.net(kind, rng.normal(0.0, 1.5, (n_in, n_hidden)),
+                       rng.normal(0.0, 0.5, (n_hidden, n_out)),
+                       example_intrinsics(kind, n_hidden, rng), example_intrinsics(kind, n_out, rng),
+                       dt=1e-3)
+
+
+def _numpy_layer(c, st, s, current, subtract_reset):
+    v, a, r = st.v[s], st.a[s], st.r[s]
+    r[:] = c.alpha_r * r + (1 - c.alpha_r) * np.abs(current)
+    alpha = c.alpha0 * np.exp(-c.kappa_dt * r)
+    v_new = alpha * v + (1 - alpha) * c.gain * current
+    theta = c.theta0 + c.beta * a
+    fired = v_new >= theta
+    v[:] = np.where(fired, v_new - theta if subtract_reset else c.v_reset, v_new)
+    a[:] = c.alpha_a * a + fired
+    return fired
+
+
+def numpy_step(n, st, s: int, channels: np.ndarray) -> np.ndarray:
+    """One step of ``edged.neurons.step`` in plain NumPy; returns the output spikes (bool)."""
+    hidden = _numpy_layer(n.hidden, st.hidden, s, n.w_in[channels].sum(axis=0), n.subtract_reset)
+    return _numpy_layer(n.out, st.out, s, n.w_out[hidden].sum(axis=0), n.subtract_reset)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from edged import neurons
+    from edged.bench import best_time, result
+
+    n = example_net(args.neuron, args.inputs, args.hidden, args.outputs, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    active = rng.random((args.steps, args.inputs)) < args.density
+    channels = [np.flatnonzero(row).astype(np.int64) for row in active]
+    t = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(channels)])
+    ch = np.concatenate(channels)
+    out = np.zeros(args.outputs, np.uint8)
+    outs = np.zeros((args.steps, args.outputs), np.uint8)
+
+    state = neurons.zero_state(n, 1)
+    step = neurons.bind(neurons.step, n, state, 0, channels[0], out)
+    simulate = neurons.bind(neurons.simulate, n, state, 0, t, ch, 0, outs)
+    cursor = iter(range(1 << 62))
+
+    def streaming():
+        step(n, state, 0, channels[next(cursor) % args.steps], out)
+
+    def inloop():
+        simulate(n, state, 0, t, ch, 0, outs)
+
+    np_state = neurons.zero_state(n, 1)
+
+    def numpy():
+        numpy_step(n, np_state, 0, channels[next(cursor) % args.steps])
+
+    base = ("numpy_step_us", best_time(numpy) * 1e6)
+    results = [
+        result(*base, "us"),
+        result("edged_step_us", best_time(streaming) * 1e6, "us", base),
+        result("edged_inloop_step_us", best_time(inloop) / args.steps * 1e6, "us", base),
+        result("state_bytes_per_stream", neurons.state_bytes(n), "B"),
+        result("state_gib_10k_streams", neurons.state_bytes(n) * 10_000 / 2**30, "GiB"),
+    ]
+    return {"bench": "kernels",
+            "params": {"neuron": args.neuron, "net": f"{args.inputs}-{args.hidden}-{args.outputs}",
+                       "density": args.density, "seed": args.seed},
+            "results": results,
+            "notes": ["edged_step_us: one step called from Python through neurons.bind",
+                      "edged_inloop_step_us: the same step inside one neurons.simulate call",
+                      "state excludes the LZC windows (see bench lzc)"]}

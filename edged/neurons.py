@@ -1,0 +1,285 @@
+"""Spiking neuron kernels: LIF and the adaptive meta-neuron, event-driven, in Numba.
+
+The one implementation of the neuron models, used by the trainer, the daemon and the
+benchmarks. Time is discrete with step ``dt`` seconds; every time constant is in seconds.
+
+Meta-neuron, per neuron, at each step with input current ``I`` (the sum of the weight
+rows of the presynaptic neurons or input channels that spiked at this step)::
+
+    r     <- alpha_r * r + (1 - alpha_r) * |I|          input-drive trace, tau_r
+    tau    = tau0 / (1 + kappa * r)                     activity-dependent time constant
+    alpha  = exp(-dt / tau) = exp(-dt/tau0) * exp(-(dt*kappa/tau0) * r)
+    v     <- alpha * v + (1 - alpha) * R * I            exact exponential integration
+    theta  = theta0 + beta * a                          adaptive threshold
+    s      = v >= theta
+    v     <- v_reset          if s  (or v - theta with subtractive reset)
+    a     <- alpha_a * a + s                            own-spike trace, tau_a
+
+with ``alpha_x = exp(-dt/tau_x)`` and ``v_rest = 0``. Strong input of either sign
+shortens the membrane time constant (a high-conductance state); each spike raises the
+threshold by ``beta``, decaying with ``tau_a``. **LIF** is the special case
+``beta = kappa = 0``: intrinsics ``tau, theta, v_reset, R``; its ``a`` and ``r`` stay
+inert. Valid ranges: ``edged.intrinsics``.
+
+Network: input channels -> hidden layer -> output layer, feed-forward, weights
+``w_in[n_in, n_hidden]`` and ``w_out[n_hidden, n_out]`` (one row per presynaptic unit,
+so an event adds one contiguous row). A hidden spike at step t drives the output layer
+in the same step. Recurrent hidden weights are not supported.
+
+Empty steps in closed form. With no input, over ``k`` steps::
+
+    r_k = alpha_r**k * r,   a_k = alpha_a**k * a,
+    v_k = v * alpha0**k * exp(-(dt*kappa/tau0) * r * alpha_r * (1 - alpha_r**k) / (1 - alpha_r))
+
+which is exact (up to float rounding) as long as no neuron fires on the way. Since
+``theta >= theta0 > 0`` and ``|v|`` only shrinks without input, no neuron can fire once
+every ``v < theta0`` (``is_quiet``). That holds after every step for LIF with reset to
+``v_reset``; for the meta-neuron (a threshold that decays below a slowly decaying ``v``)
+or subtractive reset, ``advance_empty`` steps explicitly until quiet, then jumps.
+
+Escape-noise (probabilistic) firing is not implemented: inference is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from edged.intrinsics import NeuronKind, check_intrinsics
+
+class Layer(NamedTuple):
+    """Per-neuron step coefficients of one layer, each ``float32[n]`` (see module maths)."""
+
+    alpha0: np.ndarray  # exp(-dt/tau0)
+    kappa_dt: np.ndarray  # dt * kappa / tau0
+    gain: np.ndarray  # R
+    theta0: np.ndarray
+    beta: np.ndarray
+    v_reset: np.ndarray
+    alpha_a: np.ndarray  # exp(-dt/tau_a)
+    alpha_r: np.ndarray  # exp(-dt/tau_r)
+
+
+class Net(NamedTuple):
+    """Weights and step coefficients of a feed-forward input -> hidden -> output net."""
+
+    w_in: np.ndarray  # float32[n_in, n_hidden]
+    w_out: np.ndarray  # float32[n_hidden, n_out]
+    hidden: Layer
+    out: Layer
+    subtract_reset: bool
+
+
+class LayerState(NamedTuple):
+    """Dynamic state of one layer for many streams, each ``float32[streams, n]``."""
+
+    v: np.ndarray
+    a: np.ndarray
+    r: np.ndarray
+
+
+class State(NamedTuple):
+    hidden: LayerState
+    out: LayerState
+
+
+def layer(kind: NeuronKind, p: dict[str, np.ndarray], dt: float) -> Layer:
+    """Step coefficients of one layer from its intrinsics (validated)."""
+    check_intrinsics(kind, p)
+    f = {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
+    if kind == "lif":
+        f = {"tau0": f["tau"], "theta0": f["theta"], "v_reset": f["v_reset"], "R": f["R"],
+             "beta": np.zeros_like(f["tau"]), "kappa": np.zeros_like(f["tau"]),
+             "tau_a": np.ones_like(f["tau"]), "tau_r": np.ones_like(f["tau"])}
+    c = Layer(alpha0=np.exp(-dt / f["tau0"]), kappa_dt=dt * f["kappa"] / f["tau0"],
+              gain=f["R"], theta0=f["theta0"], beta=f["beta"], v_reset=f["v_reset"],
+              alpha_a=np.exp(-dt / f["tau_a"]), alpha_r=np.exp(-dt / f["tau_r"]))
+    return Layer(*(np.ascontiguousarray(x, dtype=np.float32) for x in c))
+
+
+def net(kind: NeuronKind, w_in: np.ndarray, w_out: np.ndarray, hidden: dict, out: dict,
+        dt: float, reset: Literal["value", "subtract"] = "value") -> Net:
+    """Build a ``Net`` from weights and per-layer intrinsics."""
+    w_in = np.ascontiguousarray(w_in, dtype=np.float32)
+    w_out = np.ascontiguousarray(w_out, dtype=np.float32)
+    if w_in.ndim != 2 or w_out.ndim != 2 or w_in.shape[1] != w_out.shape[0]:
+        raise ValueError(f"weight shapes {w_in.shape} and {w_out.shape} do not chain")
+    return Net(w_in, w_out, layer(kind, hidden, dt), layer(kind, out, dt), reset == "subtract")
+
+
+def zero_state(n: Net, streams: int) -> State:
+    def zeros(k: int) -> LayerState:
+        return LayerState(*(np.zeros((streams, k), np.float32) for _ in range(3)))
+    return State(zeros(n.w_in.shape[1]), zeros(n.w_out.shape[1]))
+
+
+def bind(kernel, *args):
+    """The compiled entry point of ``kernel`` for the types of ``args``. Calling it skips
+    Numba's per-call type dispatch (about 1 µs for nested tuples); every later call must
+    pass arguments of exactly these types."""
+    from numba import typeof
+
+    sig = tuple(typeof(a) for a in args)
+    kernel.compile(sig)
+    return kernel.overloads[sig].entry_point
+
+
+def state_bytes(n: Net) -> int:
+    """Bytes of neuron state per stream."""
+    return 3 * 4 * (n.w_in.shape[1] + n.w_out.shape[1])
+
+
+@njit(cache=True, nogil=True)
+def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
+    """``out = exp(x)`` for ``x <= 0`` (float32, ``out`` not aliasing ``x``), vectorisable.
+
+    Cody-Waite reduction ``x = k*ln2 + f`` with ``|f| <= ln2/2``, a degree-7 Taylor
+    polynomial for ``exp(f)``, and ``2**k`` added to the exponent bits; ``x`` is clamped
+    at -86 (``exp(-86) ~ 4e-38``). Relative error below 1e-7 (about one float32 ulp)."""
+    bits = out.view(np.int32)
+    for j in range(x.shape[0]):
+        xj = max(x[j], np.float32(-86.0))
+        k = np.floor(xj * np.float32(1.4426950408889634) + np.float32(0.5))
+        f = xj - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)
+        p = np.float32(1.0 / 5040.0)
+        p = p * f + np.float32(1.0 / 720.0)
+        p = p * f + np.float32(1.0 / 120.0)
+        p = p * f + np.float32(1.0 / 24.0)
+        p = p * f + np.float32(1.0 / 6.0)
+        p = p * f + np.float32(0.5)
+        p = p * f + np.float32(1.0)
+        out[j] = p * f + np.float32(1.0)
+        bits[j] += np.int32(k) << 23
+
+
+@njit(cache=True, nogil=True)
+def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
+               subtract_reset: bool, spikes: np.ndarray) -> int:
+    """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count."""
+    v, a, r = st.v[s], st.a[s], st.r[s]
+    n = v.shape[0]
+    one = np.float32(1.0)
+    exponent = np.empty(n, np.float32)
+    decay = np.empty(n, np.float32)
+    for j in range(n):
+        r[j] = c.alpha_r[j] * r[j] + (one - c.alpha_r[j]) * abs(current[j])
+        exponent[j] = -c.kappa_dt[j] * r[j]
+    exp_nonpos(exponent, decay)
+    n_spikes = 0
+    for j in range(n):
+        alpha = c.alpha0[j] * decay[j]
+        vj = alpha * v[j] + (one - alpha) * c.gain[j] * current[j]
+        theta = c.theta0[j] + c.beta[j] * a[j]
+        fired = vj >= theta
+        after = vj - theta if subtract_reset else c.v_reset[j]
+        v[j] = after if fired else vj
+        a[j] = c.alpha_a[j] * a[j] + (one if fired else np.float32(0.0))
+        spikes[j] = fired
+        n_spikes += fired
+    return n_spikes
+
+
+@njit(cache=True, nogil=True)
+def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
+    """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
+    add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
+    n_hidden = n.w_in.shape[1]
+    current = np.zeros(n_hidden, np.float32)
+    for ch in channels:
+        row = n.w_in[ch]
+        for j in range(n_hidden):
+            current[j] += row[j]
+    hidden_spikes = np.empty(n_hidden, np.uint8)
+    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes)
+    n_out = n.w_out.shape[1]
+    out_current = np.zeros(n_out, np.float32)
+    ops = channels.shape[0] * n_hidden
+    for j in range(n_hidden):
+        if hidden_spikes[j]:
+            row = n.w_out[j]
+            for k in range(n_out):
+                out_current[k] += row[k]
+            ops += n_out
+    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes)
+    return ops
+
+
+@njit(cache=True, nogil=True)
+def _layer_quiet(c: Layer, st: LayerState, s: int) -> bool:
+    v = st.v[s]
+    for j in range(v.shape[0]):
+        if v[j] >= c.theta0[j]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def is_quiet(n: Net, st: State, s: int) -> bool:
+    """True when no neuron of stream ``s`` can fire without input (all ``v < theta0``)."""
+    return _layer_quiet(n.hidden, st.hidden, s) and _layer_quiet(n.out, st.out, s)
+
+
+@njit(cache=True, nogil=True)
+def _layer_decay(c: Layer, st: LayerState, s: int, k: int) -> None:
+    v, a, r = st.v[s], st.a[s], st.r[s]
+    for j in range(v.shape[0]):
+        ar = np.float64(c.alpha_r[j])
+        rj = np.float64(r[j])
+        drive = rj * k if ar == 1.0 else rj * ar * (1.0 - ar ** k) / (1.0 - ar)
+        decay = np.float64(c.alpha0[j]) ** k * math.exp(-np.float64(c.kappa_dt[j]) * drive)
+        v[j] = np.float32(v[j] * decay)
+        a[j] = np.float32(a[j] * np.float64(c.alpha_a[j]) ** k)
+        r[j] = np.float32(rj * ar ** k)
+
+
+@njit(cache=True, nogil=True)
+def decay(n: Net, st: State, s: int, k: int) -> None:
+    """Advance quiet stream ``s`` by ``k`` empty steps in closed form (no spikes)."""
+    if k > 0:
+        _layer_decay(n.hidden, st.hidden, s, k)
+        _layer_decay(n.out, st.out, s, k)
+
+
+@njit(cache=True, nogil=True)
+def settle(n: Net, st: State, s: int, k: int, out_spikes: np.ndarray) -> int:
+    """Step stream ``s`` without input until quiet, at most ``min(k, len(out_spikes))``
+    steps, writing each step's output spikes to ``out_spikes[i]``; return the steps taken."""
+    no_input = np.empty(0, np.int64)
+    m = min(k, out_spikes.shape[0])
+    for i in range(m):
+        if is_quiet(n, st, s):
+            return i
+        step(n, st, s, no_input, out_spikes[i])
+    return m
+
+
+@njit(cache=True, nogil=True)
+def simulate(n: Net, st: State, s: int, t: np.ndarray, ch: np.ndarray,
+             t0: int, out: np.ndarray) -> int:
+    """Advance stream ``s`` over steps ``t0 .. t0 + len(out) - 1``, events ``(t[i], ch[i])``
+    sorted by time within that range; output spikes go to ``out[step - t0]``. Empty
+    stretches are settled then decayed in closed form. Returns synaptic ops."""
+    t_end = t0 + out.shape[0]
+    ops = 0
+    now = t0
+    i = 0
+    while now < t_end:
+        nxt = t_end
+        if i < t.shape[0]:
+            nxt = t[i]
+        if nxt > now:
+            done = settle(n, st, s, nxt - now, out[now - t0:nxt - t0])
+            decay(n, st, s, nxt - now - done)
+            out[now - t0 + done:nxt - t0] = 0
+            now = nxt
+            continue
+        j = i
+        while j < t.shape[0] and t[j] == now:
+            j += 1
+        ops += step(n, st, s, ch[i:j], out[now - t0])
+        i = j
+        now += 1
+    return ops

@@ -1,0 +1,32 @@
+"""Shared fixtures: small real models written to disk, free loopback ports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edged.bench.kernels import example_intrinsics
+from edged.model import Model, save
+from edged.readout import linear_onnx
+
+
+def small_model(kind: str = "meta", n_in: int = 8, n_hidden: int = 16, n_out: int = 3,
+                classes: int = 2, seed: int = 0, window: int = 64, hop: int = 8,
+                features: tuple[str, ...] = ("lzc", "rate")) -> Model:
+    """A small random but valid model (not trained: for format and plumbing tests)."""
+    rng = np.random.default_rng(seed)
+    n_feat = n_out * len(features)
+    return Model(neuron=kind, w_in=rng.normal(0, 1.5, (n_in, n_hidden)).astype(np.float32),
+                 w_out=rng.normal(0, 1.0, (n_hidden, n_out)).astype(np.float32),
+                 hidden={k: v.astype(np.float32) for k, v in example_intrinsics(kind, n_hidden, rng).items()},
+                 output={k: v.astype(np.float32) for k, v in example_intrinsics(kind, n_out, rng).items()},
+                 readout=linear_onnx(rng.normal(size=(n_feat, classes)), rng.normal(size=classes)),
+                 classes=tuple(f"c{i}" for i in range(classes)), window=window, hop=hop,
+                 features=features, provenance={"task": "test", "seed": seed})
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.npz"
+    save(path, small_model())
+    return path
