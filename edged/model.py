@@ -67,7 +67,7 @@ class Model:
     reset: Literal["value", "subtract"] = "value"
     window: int = 1024
     hop: int = 16
-    variant: Literal["lz76", "lz78"] = "lz76"
+    variant: Literal["lz76"] = "lz76"
     features: tuple[str, ...] = ("lzc",)
     encoding: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -228,7 +228,8 @@ def _validate(h: dict[str, Any], arrays: dict[str, np.ndarray], readout: bytes) 
     lz = h["lzc"]
     _expect(isinstance(lz, dict) and set(lz) == {"variant", "window", "hop"},
             "lzc must have exactly variant, window, hop")
-    _expect(lz["variant"] in ("lz76", "lz78"), f"lzc variant {lz['variant']!r} is not lz76 or lz78")
+    _expect(lz["variant"] == "lz76", f"lzc variant {lz['variant']!r} is not supported for streaming "
+            "(only 'lz76'; edged.lzc.lzc offers 'lz78' for offline analysis)")
     _expect(type(lz["window"]) is int and 2 <= lz["window"] <= 1 << 16,
             f"lzc window {lz['window']!r} must be an int in [2, 65536]")
     _expect(type(lz["hop"]) is int and 1 <= lz["hop"] <= lz["window"],

@@ -21,7 +21,7 @@ def features(lz_counts: np.ndarray, spike_counts: np.ndarray, n: int,
     """The readout input for windows of ``n`` steps: ``float32[..., n_out * len(names)]``."""
     from edged.lzc import normalise
 
-    parts = {"lzc": lambda: normalise(lz_counts, n),
+    parts = {"lzc": lambda: np.asarray(lz_counts, np.float64) * normalise(1, n),
              "rate": lambda: np.asarray(spike_counts, np.float64) / max(n, 1)}
     return np.concatenate([parts[f]() for f in names], axis=-1).astype(np.float32)
 

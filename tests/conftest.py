@@ -5,9 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edged import neurons
 from edged.bench.kernels import example_intrinsics
 from edged.model import Model, save
 from edged.readout import linear_onnx
+
+
+def firing_weights(n_in: int, n_hidden: int, n_out: int, rng: np.random.Generator):
+    """Positive-mean weights strong enough that hidden and output layers both fire."""
+    return (rng.normal(2.0, 1.0, (n_in, n_hidden)).astype(np.float32),
+            rng.normal(3.0 / np.sqrt(n_hidden / 12), 1.0, (n_hidden, n_out)).astype(np.float32))
+
+
+def firing_net(kind: str, n_in: int, n_hidden: int, n_out: int, seed: int, reset: str = "value"):
+    rng = np.random.default_rng(seed)
+    w_in, w_out = firing_weights(n_in, n_hidden, n_out, rng)
+    return neurons.net(kind, w_in, w_out, example_intrinsics(kind, n_hidden, rng),
+                       example_intrinsics(kind, n_out, rng), 1e-3, reset)
 
 
 def small_model(kind: str = "meta", n_in: int = 8, n_hidden: int = 16, n_out: int = 3,
@@ -16,8 +30,8 @@ def small_model(kind: str = "meta", n_in: int = 8, n_hidden: int = 16, n_out: in
     """A small random but valid model (not trained: for format and plumbing tests)."""
     rng = np.random.default_rng(seed)
     n_feat = n_out * len(features)
-    return Model(neuron=kind, w_in=rng.normal(0, 1.5, (n_in, n_hidden)).astype(np.float32),
-                 w_out=rng.normal(0, 1.0, (n_hidden, n_out)).astype(np.float32),
+    w_in, w_out = firing_weights(n_in, n_hidden, n_out, rng)
+    return Model(neuron=kind, w_in=w_in, w_out=w_out,
                  hidden={k: v.astype(np.float32) for k, v in example_intrinsics(kind, n_hidden, rng).items()},
                  output={k: v.astype(np.float32) for k, v in example_intrinsics(kind, n_out, rng).items()},
                  readout=linear_onnx(rng.normal(size=(n_feat, classes)), rng.normal(size=classes)),

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from edged import neurons
-from edged.bench.kernels import example_intrinsics, numpy_step
+from edged.bench.kernels import numpy_step
+
+from conftest import firing_net
 
 DT = 1e-3
 HALF = DT / math.log(2)  # a time constant giving a decay factor of exactly 0.5 per step
@@ -74,10 +76,7 @@ def test_exp_nonpos_accuracy():
 
 def random_net(data, kind: str, reset: str) -> neurons.Net:
     n_in, n_h, n_o = (data.draw(st.integers(1, k)) for k in (12, 24, 5))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    return neurons.net(kind, rng.normal(0, 2.0, (n_in, n_h)), rng.normal(0, 1.5, (n_h, n_o)),
-                       example_intrinsics(kind, n_h, rng), example_intrinsics(kind, n_o, rng),
-                       DT, reset)
+    return firing_net(kind, n_in, n_h, n_o, data.draw(st.integers(0, 2**32 - 1)), reset)
 
 
 @settings(max_examples=60, deadline=None)
