@@ -157,13 +157,14 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
-               subtract_reset: bool, spikes: np.ndarray) -> int:
-    """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count."""
+               subtract_reset: bool, spikes: np.ndarray, scratch: np.ndarray) -> int:
+    """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
+    ``scratch`` is float32 work space of at least twice the layer's size."""
     v, a, r = st.v[s], st.a[s], st.r[s]
     n = v.shape[0]
     one = np.float32(1.0)
-    exponent = np.empty(n, np.float32)
-    decay = np.empty(n, np.float32)
+    exponent = scratch[:n]
+    decay = scratch[n:2 * n]
     for j in range(n):
         r[j] = c.alpha_r[j] * r[j] + (one - c.alpha_r[j]) * abs(current[j])
         exponent[j] = -c.kappa_dt[j] * r[j]
@@ -186,16 +187,18 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
 def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
     """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
     add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
-    n_hidden = n.w_in.shape[1]
-    current = np.zeros(n_hidden, np.float32)
+    n_hidden, n_out = n.w_out.shape
+    work = np.empty(3 * (n_hidden + n_out), np.float32)
+    current, scratch = work[:n_hidden], work[n_hidden:]
+    current[:] = 0
     for ch in channels:
         row = n.w_in[ch]
         for j in range(n_hidden):
             current[j] += row[j]
     hidden_spikes = np.empty(n_hidden, np.uint8)
-    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes)
-    n_out = n.w_out.shape[1]
-    out_current = np.zeros(n_out, np.float32)
+    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
+    out_current = current[:n_out]
+    out_current[:] = 0
     ops = channels.shape[0] * n_hidden
     for j in range(n_hidden):
         if hidden_spikes[j]:
@@ -203,7 +206,7 @@ def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray
             for k in range(n_out):
                 out_current[k] += row[k]
             ops += n_out
-    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes)
+    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch)
     return ops
 
 
