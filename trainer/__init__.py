@@ -1,0 +1,1 @@
+"""edged-train: offline training of edged models (tasks, learning rules, readout, CLI)."""

@@ -1,0 +1,352 @@
+"""Surrogate-gradient BPTT through the exact kernels of ``edged.neurons``.
+
+Forward: ``record`` runs one sample per stream through ``edged.neurons.layer_step`` (the
+one implementation of the neuron maths, wired exactly as ``edged.neurons.step``) and
+records each layer's state before every step, the post-step input trace ``r``, the
+input current and the spikes. Backward (hand-derived, this module): reverse time through
+the step of ``edged.neurons`` with the spike's derivative replaced by the SuperSpike
+surrogate ``ds/du = -ds/dtheta = scale / (1 + gamma*|u - theta|)**2`` (Zenke & Ganguli
+2018). Per step, with ``G_x`` the gradient of the loss w.r.t. ``x``::
+
+    G_s     = G_s(ext) + G_a'            [+ G_v' * dv'/ds when the reset is not detached]
+    G_u     = G_v' * dv'/du + G_s * sg + G_u(ext)      dv'/du = 1 - s (value reset) or 1
+    G_theta = G_v' * dv'/dtheta - G_s * sg             dv'/dtheta = 0 or -s (subtract)
+    G_a     = alpha_a * G_a' + beta * G_theta
+    G_v     = alpha * G_u
+    G_r'    = G_r'(from t+1) - kappa_dt * D * alpha0 * (v - R I) * G_u,   D = exp(-kappa_dt r')
+    G_r     = alpha_r * G_r'
+    G_I     = (1 - alpha) R G_u + (1 - alpha_r) sign(I) G_r'
+
+plus the gradients of the eight step coefficients (``trainer.params.COEFFS``) and of the
+weights (``G_w_in[i] += x_i G_I_hidden``, ``G_w_out[j] += s_j G_I_out``,
+``G_s_hidden = w_out G_I_out``). With ``scale = 0`` the spikes are constants and the
+backward is the exact derivative of the piecewise-smooth forward (what the tests check
+against finite differences).
+
+Objective: spike-count cross-entropy, ``logits = lam * counts`` of the output neurons
+over the sample, plus an optional linear probe ``sum G_u(ext) * u`` used by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from edged import neurons
+from edged.intrinsics import NeuronKind
+from trainer import params as P
+from trainer.linear import Adam
+
+N_COEFFS = 8
+THREADS = max(1, min(2, os.cpu_count() or 1))
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="bptt"))
+    return _POOL[0]
+
+
+@njit(cache=True, nogil=True)
+def _record(net, st, b, x, I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o):
+    """Run sample ``x[T, n_in]`` on stream ``b`` of ``st``, recording every step."""
+    T, n_in = x.shape
+    n_h = net.w_in.shape[1]
+    n_o = net.w_out.shape[1]
+    cur_h = np.zeros(n_h, np.float32)
+    cur_o = np.zeros(n_o, np.float32)
+    spk_h = np.zeros(n_h, np.uint8)
+    spk_o = np.zeros(n_o, np.uint8)
+    scratch = np.empty(2 * max(n_h, n_o), np.float32)
+    for t in range(T):
+        cur_h[:] = 0
+        for i in range(n_in):
+            for _ in range(x[t, i]):
+                row = net.w_in[i]
+                for j in range(n_h):
+                    cur_h[j] += row[j]
+        I_h[t] = cur_h
+        v_h[t] = st.hidden.v[b]
+        a_h[t] = st.hidden.a[b]
+        r0_h[t] = st.hidden.r[b]
+        neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch)
+        r1_h[t] = st.hidden.r[b]
+        s_h[t] = spk_h
+        cur_o[:] = 0
+        for j in range(n_h):
+            if spk_h[j]:
+                row = net.w_out[j]
+                for k in range(n_o):
+                    cur_o[k] += row[k]
+        I_o[t] = cur_o
+        v_o[t] = st.out.v[b]
+        a_o[t] = st.out.a[b]
+        r0_o[t] = st.out.r[b]
+        neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch)
+        r1_o[t] = st.out.r[b]
+        s_o[t] = spk_o
+
+
+@njit(cache=True, nogil=True)
+def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r_post, s,
+                    g_s, g_u, G_I, gc):
+    """Reverse time through one layer; write ``G_I[T, n]``, add to ``gc[8, n]``."""
+    T, n = I.shape
+    probe = g_u.shape[0] > 0
+    for j in range(n):
+        a0 = np.float64(c.alpha0[j])
+        kd = np.float64(c.kappa_dt[j])
+        R = np.float64(c.gain[j])
+        th0 = np.float64(c.theta0[j])
+        beta = np.float64(c.beta[j])
+        vr = np.float64(c.v_reset[j])
+        aa = np.float64(c.alpha_a[j])
+        ar = np.float64(c.alpha_r[j])
+        Gv = 0.0
+        Ga = 0.0
+        Gr = 0.0
+        for t in range(T - 1, -1, -1):
+            cur = np.float64(I[t, j])
+            v = np.float64(v_pre[t, j])
+            a = np.float64(a_pre[t, j])
+            rp = np.float64(r_post[t, j])
+            sp = np.float64(s[t, j])
+            D = np.exp(-kd * rp)
+            al = a0 * D
+            u = al * v + (1.0 - al) * R * cur
+            th = th0 + beta * a
+            sg = scale / (1.0 + gamma * abs(u - th)) ** 2
+            Gs = g_s[t, j] + Ga
+            if subtract:
+                Gu = Gv
+                Gth = -Gv * sp
+                if not detach:
+                    Gs -= Gv * th
+            else:
+                Gu = Gv * (1.0 - sp)
+                Gth = 0.0
+                gc[5, j] += Gv * sp
+                if not detach:
+                    Gs += Gv * (vr - u)
+            Gu += Gs * sg
+            if probe:
+                Gu += g_u[t, j]
+            Gth -= Gs * sg
+            gc[3, j] += Gth
+            gc[4, j] += Gth * a
+            gc[6, j] += Ga * a
+            Ga = Ga * aa + Gth * beta
+            Gal = Gu * (v - R * cur)
+            gc[2, j] += Gu * (1.0 - al) * cur
+            GI = Gu * (1.0 - al) * R
+            gc[0, j] += Gal * D
+            GD = Gal * a0
+            Grp = Gr - GD * D * kd
+            gc[1, j] -= GD * D * rp
+            r0 = np.float64(r_pre[t, j])
+            gc[7, j] += Grp * (r0 - abs(cur))
+            if cur > 0:
+                GI += Grp * (1.0 - ar)
+            elif cur < 0:
+                GI -= Grp * (1.0 - ar)
+            G_I[t, j] = GI
+            Gv = Gu * al
+            Gr = Grp * ar
+
+
+@njit(cache=True, nogil=True)
+def batch_grad(net, st, x, y, lam, scale, gamma, detach, probe_h, probe_o,
+               g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, lo, hi):
+    """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term).
+    Per-sample results go to ``g_*[b]``, ``loss[b]``, ``counts[b]`` (output spikes),
+    ``hidden_counts[b]``, the output layer's pre-reset potential ``u`` to ``u_out[b]``
+    (unless it is ``[B, 0, n_out]``); ``probe_h[b]``/``probe_o[b]`` (``[T, n]``, or ``[0, n]`` for none)
+    add ``sum probe * u`` to the loss. ``st`` has one stream per sample, zeroed. Only
+    samples ``lo <= b < hi`` are processed (threads split a batch; the GIL is released)."""
+    B, T, n_in = x.shape
+    n_h = net.w_in.shape[1]
+    n_o = net.w_out.shape[1]
+    for b in range(lo, hi):
+        I_h = np.empty((T, n_h), np.float32)
+        v_h = np.empty((T, n_h), np.float32)
+        a_h = np.empty((T, n_h), np.float32)
+        r0_h = np.empty((T, n_h), np.float32)
+        r1_h = np.empty((T, n_h), np.float32)
+        s_h = np.empty((T, n_h), np.uint8)
+        I_o = np.empty((T, n_o), np.float32)
+        v_o = np.empty((T, n_o), np.float32)
+        a_o = np.empty((T, n_o), np.float32)
+        r0_o = np.empty((T, n_o), np.float32)
+        r1_o = np.empty((T, n_o), np.float32)
+        s_o = np.empty((T, n_o), np.uint8)
+        _record(net, st, b, x[b], I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)
+        cnt = np.zeros(n_o)
+        for t in range(T):
+            for k in range(n_o):
+                cnt[k] += s_o[t, k]
+        hc = 0.0
+        for t in range(T):
+            for j in range(n_h):
+                hc += s_h[t, j]
+        counts[b] = cnt
+        hidden_counts[b] = hc
+        if u_out.shape[1] > 0:
+            for t in range(T):
+                for k in range(n_o):
+                    u_out[b, t, k] = _u(net.out, v_o[t, k], r1_o[t, k], I_o[t, k], k)
+        g_cnt = np.zeros(n_o)
+        L = 0.0
+        if y[b] >= 0:
+            z = lam * cnt
+            zmax = z.max()
+            e = np.exp(z - zmax)
+            tot = e.sum()
+            L = np.log(tot) + zmax - z[y[b]]
+            for k in range(n_o):
+                g_cnt[k] = lam * (e[k] / tot - (1.0 if k == y[b] else 0.0))
+        g_s_o = np.empty((T, n_o))
+        for t in range(T):
+            g_s_o[t] = g_cnt
+        ph = probe_h[b]
+        po = probe_o[b]
+        if po.shape[0] > 0:
+            for t in range(T):
+                for k in range(n_o):
+                    u = _u(net.out, v_o[t, k], r1_o[t, k], I_o[t, k], k)
+                    L += po[t, k] * u
+        if ph.shape[0] > 0:
+            for t in range(T):
+                for j in range(n_h):
+                    L += ph[t, j] * _u(net.hidden, v_h[t, j], r1_h[t, j], I_h[t, j], j)
+        loss[b] = L
+        GI_o = np.empty((T, n_o))
+        _layer_backward(net.out, net.subtract_reset, detach, scale, gamma, I_o, v_o, a_o, r0_o,
+                        r1_o, s_o, g_s_o, po, GI_o, gc_o[b])
+        g_s_h = np.zeros((T, n_h))
+        for t in range(T):
+            for j in range(n_h):
+                acc = 0.0
+                for k in range(n_o):
+                    acc += net.w_out[j, k] * GI_o[t, k]
+                g_s_h[t, j] = acc
+                if s_h[t, j]:
+                    for k in range(n_o):
+                        g_wout[b, j, k] += GI_o[t, k]
+        GI_h = np.empty((T, n_h))
+        _layer_backward(net.hidden, net.subtract_reset, detach, scale, gamma, I_h, v_h, a_h,
+                        r0_h, r1_h, s_h, g_s_h, ph, GI_h, gc_h[b])
+        for t in range(T):
+            for i in range(n_in):
+                if x[b, t, i]:
+                    for j in range(n_h):
+                        g_win[b, i, j] += x[b, t, i] * GI_h[t, j]
+
+
+@njit(cache=True)
+def _u(c, v, r_post, cur, j):
+    al = np.float64(c.alpha0[j]) * np.exp(-np.float64(c.kappa_dt[j]) * np.float64(r_post))
+    return al * np.float64(v) + (1.0 - al) * np.float64(c.gain[j]) * np.float64(cur)
+
+
+class Grad(NamedTuple):
+    loss: np.ndarray  # float64[B]
+    counts: np.ndarray  # float64[B, n_out]
+    hidden_counts: np.ndarray  # float64[B]
+    raw: dict[str, np.ndarray]  # summed over the batch, same keys as the raw params
+    u_out: np.ndarray  # float64[B, T, n_out] output potentials, or [B, 0, n_out]
+
+
+def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+             dt: float = 1e-3, reset: str = "value", lam: float = 0.1, scale: float = 0.3,
+             gamma: float = 5.0, detach: bool = True, probe_h: np.ndarray | None = None,
+             probe_o: np.ndarray | None = None, potentials: bool = False) -> Grad:
+    """Loss and its gradient over every raw parameter for the batch ``x[B, T, n_in]``."""
+    net = P.to_net(kind, raw, dt, reset)
+    B = x.shape[0]
+    n_in, n_h = net.w_in.shape
+    n_o = net.w_out.shape[1]
+    g_win = np.zeros((B, n_in, n_h))
+    g_wout = np.zeros((B, n_h, n_o))
+    gc_h = np.zeros((B, N_COEFFS, n_h))
+    gc_o = np.zeros((B, N_COEFFS, n_o))
+    loss = np.zeros(B)
+    counts = np.zeros((B, n_o))
+    hidden_counts = np.zeros(B)
+    u_out = np.zeros((B, x.shape[1] if potentials else 0, n_o))
+    ph = np.zeros((B, 0, n_h)) if probe_h is None else np.ascontiguousarray(probe_h, np.float64)
+    po = np.zeros((B, 0, n_o)) if probe_o is None else np.ascontiguousarray(probe_o, np.float64)
+    args = (net, neurons.zero_state(net, B), np.ascontiguousarray(x, np.uint8),
+            np.asarray(y, np.int64), lam, scale, gamma, detach, ph, po, g_win, g_wout, gc_h,
+            gc_o, loss, counts, hidden_counts, u_out)
+    bounds = np.linspace(0, B, min(THREADS, B) + 1).astype(int)
+    if len(bounds) == 2:
+        batch_grad(*args, 0, B)
+    else:
+        list(_pool().map(lambda i: batch_grad(*args, bounds[i], bounds[i + 1]), range(len(bounds) - 1)))
+    g = {"w_in": g_win.sum(0), "w_out": g_wout.sum(0)}
+    for prefix, gc in (("hidden", gc_h.sum(0)), ("output", gc_o.sum(0))):
+        layer_raw = {n.split(".", 1)[1]: raw[n] for n in P.layer_names(prefix, kind)}
+        g |= {f"{prefix}.{k}": v for k, v in P.coeff_grad_to_raw(kind, layer_raw, gc, dt).items()}
+    return Grad(loss, counts, hidden_counts, g, u_out)
+
+
+class Config(NamedTuple):
+    epochs: int = 6
+    batch: int = 16
+    lr: float = 3e-3  # weights
+    lr_intrinsics: float = 1e-2
+    lam: float = 0.1  # logit per output spike
+    scale: float = 0.3
+    gamma: float = 5.0
+    detach: bool = True
+
+
+def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+          learn_intrinsics: bool, cfg: Config, seed: int,
+          log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
+    """Adam on the count cross-entropy; returns the trained raw params and a history of
+    per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` = count argmax on train)."""
+    raw = {k: v.copy() for k, v in raw.items()}
+    names = ["w_in", "w_out"] + ([k for k in raw if "." in k] if learn_intrinsics else [])
+    opt = Adam([raw[k] for k in names], cfg.lr)
+    lrs = np.array([cfg.lr if k.startswith("w_") else cfg.lr_intrinsics for k in names])
+    rng = np.random.default_rng([seed, 0xB77])
+    history = []
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(y))
+        t0 = time.perf_counter()
+        losses, correct = [], 0
+        for start in range(0, len(y), cfg.batch):
+            idx = np.sort(order[start:start + cfg.batch])
+            g = gradient(kind, raw, x[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
+                         gamma=cfg.gamma, detach=cfg.detach)
+            grads = [g.raw[k] / len(idx) for k in names]
+            _adam_per_group(opt, grads, lrs)
+            losses.append(g.loss.mean())
+            correct += int(np.sum(np.argmax(g.counts, axis=1) == y[idx]))
+        dur = time.perf_counter() - t0
+        h = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "acc": correct / len(y),
+             "samples_per_s": len(y) / dur}
+        history.append(h)
+        if log:
+            log(f"bptt epoch {h['epoch']}/{cfg.epochs} loss {h['loss']:.4f} "
+                f"train-acc {h['acc']:.3f} {h['samples_per_s']:.0f} samples/s")
+    return raw, history
+
+
+def _adam_per_group(opt: Adam, grads: list[np.ndarray], lrs: np.ndarray) -> None:
+    """One Adam step where parameter ``i`` uses learning rate ``lrs[i]``."""
+    opt.t += 1
+    c1, c2 = 1 - opt.b1 ** opt.t, 1 - opt.b2 ** opt.t
+    for p, g, m, v, lr in zip(opt.params, grads, opt.m, opt.v, lrs):
+        m *= opt.b1
+        m += (1 - opt.b1) * g
+        v *= opt.b2
+        v += (1 - opt.b2) * g * g
+        p -= lr * (m / c1) / (np.sqrt(v / c2) + opt.eps)

@@ -1,0 +1,152 @@
+"""``edged-train``: train, evaluate and run the paper experiment.
+
+    edged-train run --task poisson-structure --neuron meta --rule bptt --intrinsics learned \\
+        --seed 0 --out models/meta.npz [--set depth=0.9 ...] [--report run.png]
+    edged-train evaluate --model models/meta.npz --seed 7 [--n 300] [--json]
+    edged-train experiment paper [--quick] [--out models/experiments/paper-table.json]
+
+Heavy modules (Numba, onnxruntime) are imported inside the subcommands, so ``--help``
+is instant. Exit codes: 0 ok, 1 runtime failure, 2 bad usage, task parameter or model
+file (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+class UsageError(Exception):
+    """Bad input at the CLI boundary: printed as one line, exit code 2."""
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _task_params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise UsageError(f"--set expects NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trainer import data
+    from trainer.pipeline import Spec
+
+    try:
+        params = data.task_params(args.task, **_task_params(args.set))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    overrides = {k: v for k, v in params.items() if v != data.TASKS[args.task][k]}
+    spec = Spec(task=args.task, task_params=overrides, neuron=args.neuron, rule=args.rule,
+                intrinsics=args.intrinsics, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+                n_train=args.n_train, n_test=args.n_test, seed=args.seed, hop=args.hop,
+                readout=args.readout)
+    from edged.model import save
+    from trainer.pipeline import run
+
+    _log(f"run {spec}")
+    model, metrics, extras = run(spec, log=_log)
+    sha = save(args.out, model)
+    _log(f"wrote {args.out} sha256 {sha[:16]}")
+    if args.report:
+        from trainer.report import write_report
+
+        if write_report(args.report, model, extras):
+            _log(f"wrote {args.report}")
+        else:
+            _log("matplotlib not installed: no PNG report (pip install edged[report])")
+    print(json.dumps({"model": args.out, "sha256": sha, **metrics}, sort_keys=True))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edged.model import ModelError, load
+    from trainer.pipeline import evaluate
+
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    try:
+        model = load(args.model)
+        result = evaluate(model, args.seed, args.n)
+    except (ModelError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"accuracy {result['accuracy']:.4f} on n={result['n']} fresh samples of "
+              f"{result['task']} (seed {args.seed})")
+        for c, r in result["per_class"].items():
+            print(f"  {c:14s} {r['correct']}/{r['n']}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from trainer.experiment import paper
+
+    if args.name != "paper":
+        raise UsageError(f"unknown experiment {args.name!r}; the only one is 'paper'")
+    paper(args.out, quick=args.quick, seeds=args.seeds, log=_log)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from trainer.data import TASKS
+
+    p = argparse.ArgumentParser(prog="edged-train", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train one model and write it")
+    r.add_argument("--task", choices=sorted(TASKS), default="poisson-structure")
+    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="task parameter override (see trainer/data.py), repeatable")
+    r.add_argument("--neuron", choices=("lif", "meta"), default="meta")
+    r.add_argument("--rule", choices=("bptt", "stdp", "tempotron"), default="bptt")
+    r.add_argument("--intrinsics", choices=("fixed", "learned"), default="learned")
+    r.add_argument("--hidden", type=int, default=64)
+    r.add_argument("--epochs", type=int, default=6)
+    r.add_argument("--lr", type=float, default=0.02)
+    r.add_argument("--n-train", type=int, default=600)
+    r.add_argument("--n-test", type=int, default=400)
+    r.add_argument("--hop", type=int, default=16, help="decision hop of the daemon (steps)")
+    r.add_argument("--readout", choices=("linear", "nearest-mean"), default="linear")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", required=True)
+    r.add_argument("--report", help="write a PNG report here (needs matplotlib)")
+    r.set_defaults(func=cmd_run)
+    e = sub.add_parser("evaluate", help="accuracy of a model on fresh samples of its task")
+    e.add_argument("--model", required=True)
+    e.add_argument("--seed", type=int, required=True)
+    e.add_argument("--n", type=int, default=300)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    x = sub.add_parser("experiment", help="run a named experiment")
+    x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x {fixed,learned}")
+    x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
+    x.add_argument("--seeds", type=int, default=3)
+    x.add_argument("--out", default="models/experiments/paper-table.json")
+    x.set_defaults(func=cmd_experiment)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "run" and (args.hidden < 1 or args.epochs < 0 or args.n_train < 2):
+            raise UsageError("--hidden >= 1, --epochs >= 0 and --n-train >= 2 are required")
+        return args.func(args)
+    except UsageError as e:
+        print(f"edged-train: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

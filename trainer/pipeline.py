@@ -1,0 +1,160 @@
+"""One training run end to end: task -> rule -> engine features -> readout -> ``Model``.
+
+``run(spec)`` draws the ``train`` and ``test`` splits of the task, initialises the net
+(``trainer.params.init``), trains it with the rule, extracts features through
+``edged.engine`` (``trainer.features``), fits the multinomial logistic readout
+(``trainer.linear``) or the nearest-class-mean baseline on the train features, and
+measures test accuracy through the ONNX graph the model file will carry
+(``edged.readout.Readout``). ``evaluate(model, seed, n)`` does the last step on fresh
+samples (the ``evaluate`` split) of the task recorded in the model's provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from trainer import data, linear
+from trainer import params as P
+
+Rule = Literal["bptt", "stdp", "tempotron"]
+RULES: tuple[str, ...] = ("bptt", "stdp", "tempotron")
+DT = 1e-3
+
+
+@dataclass(frozen=True)
+class Spec:
+    task: str = "poisson-structure"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    neuron: Literal["lif", "meta"] = "meta"
+    rule: Rule = "bptt"
+    intrinsics: Literal["fixed", "learned"] = "learned"
+    hidden: int = 64
+    epochs: int = 6
+    lr: float = 0.02
+    n_train: int = 600
+    n_test: int = 400
+    seed: int = 0
+    hop: int = 16
+    readout: Literal["linear", "nearest-mean"] = "linear"
+    eval_split: Literal["test", "validation"] = "test"
+
+
+def rule_module(rule: str):
+    from trainer import bptt, stdp, tempotron
+
+    return {"bptt": bptt, "stdp": stdp, "tempotron": tempotron}[rule]
+
+
+def rule_config(spec: Spec):
+    """The rule's config with the spec's budget (epochs) and learning rate; the learning
+    rate of the intrinsics is tied to it (same budget for ``fixed`` and ``learned``)."""
+    mod = rule_module(spec.rule)
+    cfg = mod.Config(epochs=spec.epochs, lr=spec.lr)
+    if spec.rule == "bptt":
+        cfg = cfg._replace(lr_intrinsics=spec.lr)
+    elif spec.rule == "stdp":
+        cfg = cfg._replace(lr_out=spec.lr)
+    return cfg
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in ("edged", "numpy", "numba", "onnx", "onnxruntime"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def engine_for(kind: str, raw: dict, spec: Spec, features=("lzc", "rate"), window: int = 1024):
+    from edged.engine import Engine
+
+    return Engine(P.to_net(kind, raw, DT), window=window, hop=spec.hop, features=features)
+
+
+def run(spec: Spec, log: Callable[[str], None] | None = None):
+    """Train per ``spec``; return ``(model, metrics, extras)`` (extras: raw params, history,
+    test features and rasters for reports)."""
+    from edged.model import Model
+    from edged.readout import Readout, nearest_mean_onnx
+    from trainer.features import extract
+
+    t_start = time.perf_counter()
+    tr = data.make(spec.task, spec.n_train, spec.seed, "train", **spec.task_params)
+    te = data.make(spec.task, spec.n_test, spec.seed, spec.eval_split, **spec.task_params)
+    T, n_in = tr.x.shape[1:]
+    K = len(tr.classes)
+    raw = P.init(spec.neuron, n_in, spec.hidden, K, spec.seed, input_rate=float(tr.x.mean()))
+    mod = rule_module(spec.rule)
+    t0 = time.perf_counter()
+    raw, history = mod.train(spec.neuron, raw, tr.x, tr.y, spec.intrinsics == "learned",
+                             rule_config(spec), spec.seed, log=log, dt=DT)
+    train_s = time.perf_counter() - t0
+    eng = engine_for(spec.neuron, raw, spec, window=T)
+    f_tr, _, _ = extract(eng, tr)
+    f_te, lz_te, spikes_te = extract(eng, te)
+    fit = linear.fit(f_tr, tr.y, K)
+    means = linear.class_means(f_tr[:, :K], tr.y, K)  # paper baseline: output LZC only
+    readout = fit.onnx() if spec.readout == "linear" else None
+    features = ("lzc", "rate")
+    if spec.readout == "nearest-mean":
+        readout, features = nearest_mean_onnx(means), ("lzc",)
+    x_te = f_te if features == ("lzc", "rate") else f_te[:, :K]
+    scores = Readout(readout).scores(x_te)
+    acc = float(np.mean(np.argmax(scores, axis=1) == te.y))
+    nm = float(np.mean(np.argmax(Readout(nearest_mean_onnx(means)).scores(f_te[:, :K]), 1) == te.y))
+    floor = linear.accuracy(linear.fit(data.counts(tr), tr.y, K), data.counts(te), te.y)
+    metrics = {"accuracy": acc, "n_test": len(te.y), "split": spec.eval_split,
+               "nearest_mean_lzc_accuracy": nm, "count_floor_accuracy": floor,
+               "train_readout_accuracy": linear.accuracy(fit, f_tr, tr.y),
+               "train_seconds": round(train_s, 2),
+               "train_samples_per_s": round(spec.n_train * max(spec.epochs, 1) / train_s, 1),
+               "total_seconds": round(time.perf_counter() - t_start, 2)}
+    hidden = {k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "hidden").items()}
+    output = {k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "output").items()}
+    provenance = {"task": spec.task, "task_params": tr.params, "rule": spec.rule,
+                  "intrinsics": spec.intrinsics, "seed": spec.seed, "spec": asdict(spec),
+                  "metrics": metrics, "accuracy": acc, "history": history,
+                  "versions": versions(), "trainer": "edged-train run"}
+    model = Model(neuron=spec.neuron, w_in=raw["w_in"].astype(np.float32),
+                  w_out=raw["w_out"].astype(np.float32), hidden=hidden, output=output,
+                  readout=readout, classes=tr.classes, dt=DT, reset="value", window=T,
+                  hop=spec.hop, variant="lz76", features=features,
+                  encoding={"kind": "channels", "n_in": n_in, "dt": DT, "task": spec.task},
+                  provenance=provenance)
+    extras = {"raw": raw, "history": history, "test": te, "features_test": f_te,
+              "lz_test": lz_te, "spikes_test": spikes_te}
+    return model, metrics, extras
+
+
+def evaluate(model, seed: int, n: int = 300) -> dict[str, Any]:
+    """Accuracy of ``model`` on ``n`` fresh samples (``evaluate`` split, ``seed``) of the
+    task in its provenance, decided by ``edged.engine`` + the model's ONNX readout."""
+    from edged.engine import Engine
+    from edged.readout import Readout
+    from trainer.features import extract
+
+    prov = model.provenance
+    if "task" not in prov or prov["task"] not in data.TASKS:
+        raise ValueError(f"model provenance names no known task (got {prov.get('task')!r})")
+    params = dict(prov.get("task_params", {}))
+    d = data.make(prov["task"], n, seed, "evaluate", **params)
+    if d.x.shape[2] != model.n_in:
+        raise ValueError(f"task has {d.x.shape[2]} channels but the model {model.n_in} inputs")
+    if d.classes != model.classes:
+        raise ValueError(f"task classes {d.classes} differ from the model's {model.classes}")
+    feats, _, _ = extract(Engine.for_model(model), d)
+    pred = np.argmax(Readout(model.readout).scores(feats), axis=1)
+    per_class = {c: {"n": int(np.sum(d.y == k)), "correct": int(np.sum((d.y == k) & (pred == k))),
+                     "predicted": int(np.sum(pred == k))} for k, c in enumerate(d.classes)}
+    confusion = np.zeros((len(d.classes), len(d.classes)), np.int64)
+    np.add.at(confusion, (d.y, pred), 1)
+    return {"accuracy": float(np.mean(pred == d.y)), "n": int(n), "seed": seed,
+            "task": prov["task"], "task_params": d.params, "per_class": per_class,
+            "confusion": confusion.tolist(), "model_sha256": model.sha256}
