@@ -13,8 +13,9 @@ Hidden weights (input -> hidden) learn unsupervised; each hidden neuron's incomi
 weight vector keeps its initial L2 norm (synaptic scaling), so STDP redistributes weight
 towards correlated inputs instead of growing without bound. Output weights learn by
 teacher-forced STDP: the LTP term uses a teacher spike train (Poisson, ``teach_rate``)
-on the label's output neuron, the LTD term the output neurons' own spikes; columns keep
-their norms too.
+on the label's output neuron, the LTD term the output neurons' own spikes; the change of
+each hidden neuron's outgoing weights is centred across the output neurons (competition:
+what one output gains the others lose), and columns keep their norms too.
 
 Intrinsic plasticity (``learned`` intrinsics), once per batch, per neuron, in raw
 parameter space (``trainer.params``), toward a target rate ``rho*``::
@@ -131,6 +132,7 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
                 _updates(net, st, 0, x[i], int(y[i]), teach, d_pre, d_post, cfg.a_minus,
                          dw_in, dw_out, rate_h, rate_o)
             raw["w_in"] += cfg.lr * dw_in / len(idx)
+            dw_out -= dw_out.mean(axis=1, keepdims=True)  # competition between outputs
             raw["w_out"] += cfg.lr_out * dw_out / len(idx)
             raw["w_in"] *= norm_in / np.maximum(np.linalg.norm(raw["w_in"], axis=0), 1e-12)
             raw["w_out"] *= norm_out / np.maximum(np.linalg.norm(raw["w_out"], axis=0), 1e-12)
