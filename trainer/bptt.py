@@ -310,7 +310,8 @@ class Config(NamedTuple):
 def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
           learn_intrinsics: bool, cfg: Config, seed: int,
           log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
-    """Adam on the count cross-entropy; returns the trained raw params and a history of
+    """Adam on the count cross-entropy, learning rates on a cosine from 1x to 0.1x over
+    the run; returns the trained raw params and a history of
     per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` = count argmax on train)."""
     raw = {k: v.copy() for k, v in raw.items()}
     names = ["w_in", "w_out"] + ([k for k in raw if "." in k] if learn_intrinsics else [])
@@ -327,7 +328,8 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             g = gradient(kind, raw, x[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
                          gamma=cfg.gamma, detach=cfg.detach)
             grads = [g.raw[k] / len(idx) for k in names]
-            _adam_per_group(opt, grads, lrs)
+            progress = (epoch + start / len(y)) / cfg.epochs
+            _adam_per_group(opt, grads, lrs * (0.55 + 0.45 * np.cos(np.pi * progress)))
             losses.append(g.loss.mean())
             correct += int(np.sum(np.argmax(g.counts, axis=1) == y[idx]))
         dur = time.perf_counter() - t0
