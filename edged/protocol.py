@@ -1,0 +1,184 @@
+"""Protocol v1 on the wire: ingest frames in, decisions out (spec: ``edged/PROTOCOL.md``).
+
+Ingest, one ZeroMQ frame, a msgpack map::
+
+    {"v": 1, "stream": str (1-128 UTF-8 bytes), "seq": int >= 0,
+     "t": [int, ...] | bytes (little-endian int64), "ch": [int, ...] | bytes (little-endian int32),
+     "until": int >= 0 (optional)}
+
+Decision, two frames on PUB: ``stream.encode()`` then a msgpack map (``DECISION_KEYS``).
+
+``decode_frame`` is the whole boundary check: msgpack with every ``max_*`` limit, no ext
+types, string map keys only, the exact key whitelist, types, lengths, channel range and
+non-decreasing non-negative times. It raises ``FrameError(reason, detail)`` and touches
+no state, so a rejected frame changes nothing. Lateness (``t`` before the stream's clock)
+and stream capacity are judged by the service, which owns the clocks.
+
+Imports only numpy and msgpack: ``edged.client`` uses this module without Numba or
+onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+MAX_STREAM_BYTES = 128
+MAX_TIME = (1 << 62) - 1
+FRAME_KEYS = frozenset({"v", "stream", "seq", "t", "ch", "until"})
+REQUIRED_KEYS = frozenset({"v", "stream", "seq", "t", "ch"})
+DECISION_KEYS = ("v", "stream", "epoch", "seq", "t", "label", "class", "scores", "lzc",
+                 "latency_s", "energy_j", "cpu_s", "model")
+
+Reason = Literal["decode", "oversize", "schema", "version", "stream", "channel", "time",
+                 "late", "capacity", "internal"]
+#: every reject reason, in the order the docs list them (``edged_frames_rejected_total{reason}``)
+REASONS: tuple[str, ...] = ("decode", "oversize", "schema", "version", "stream", "channel",
+                            "time", "late", "capacity", "internal")
+
+
+class FrameError(ValueError):
+    """A frame rejected whole; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Frame(NamedTuple):
+    """A validated ingest frame. ``t`` and ``ch`` are int64, equal length, ``t`` sorted."""
+
+    stream: str
+    seq: int
+    t: np.ndarray
+    ch: np.ndarray
+    until: int | None
+
+
+class Limits(NamedTuple):
+    """Per-frame bounds checked before and while decoding."""
+
+    n_in: int  # channels are 0 .. n_in - 1
+    max_events: int = 65536
+    max_bytes: int = 4 << 20
+
+
+def _no_ext(code: int, data: bytes):
+    raise FrameError("schema", f"msgpack ext type {code} is not allowed")
+
+
+def _int_array(value, name: str, width: int, limits: Limits) -> np.ndarray:
+    if isinstance(value, bytes):
+        if len(value) % width:
+            raise FrameError("schema", f"binary {name} is {len(value)} bytes, not a multiple of {width}")
+        return np.frombuffer(value, "<i8" if width == 8 else "<i4").astype(np.int64)
+    if isinstance(value, list):
+        if not all(type(x) is int for x in value):
+            raise FrameError("schema", f"{name} must hold only integers")
+        try:
+            return np.array(value, np.int64)
+        except OverflowError:
+            raise FrameError("time" if name == "t" else "channel", f"{name} value out of int64 range") from None
+    raise FrameError("schema", f"{name} must be an int array or bytes, not {type(value).__name__}")
+
+
+def decode_frame(buf: bytes, limits: Limits) -> Frame:
+    """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem."""
+    if len(buf) > limits.max_bytes:
+        raise FrameError("oversize", f"frame of {len(buf)} bytes > {limits.max_bytes}")
+    try:
+        msg = msgpack.unpackb(buf, raw=False, strict_map_key=True, use_list=True,
+                              max_str_len=1024, max_bin_len=8 * limits.max_events,
+                              max_array_len=limits.max_events, max_map_len=len(FRAME_KEYS),
+                              max_ext_len=0, ext_hook=_no_ext)
+    except FrameError:
+        raise
+    except ValueError as e:  # FormatError, StackError, ExtraData, limits, bad UTF-8
+        text = str(e)
+        reason = ("schema" if "max_ext_len" in text else  # ext types, timestamps
+                  "oversize" if "exceeds max_" in text else "decode")
+        raise FrameError(reason, f"{type(e).__name__}: {text[:120]}") from None
+    except msgpack.UnpackException as e:
+        raise FrameError("decode", f"{type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(msg, dict):
+        raise FrameError("schema", f"frame is a msgpack {type(msg).__name__}, not a map")
+    if "v" in msg and msg["v"] != VERSION:
+        raise FrameError("version", f"protocol version {msg['v']!r} is not supported (v{VERSION})")
+    keys = msg.keys()
+    if not REQUIRED_KEYS <= keys or not keys <= FRAME_KEYS:
+        raise FrameError("schema", f"keys: missing {sorted(REQUIRED_KEYS - keys)}, "
+                                   f"unexpected {sorted(map(str, keys - FRAME_KEYS))}")
+    if type(msg["v"]) is not int:
+        raise FrameError("version", "v must be an integer")
+    stream = msg["stream"]
+    if not isinstance(stream, str):
+        raise FrameError("stream", f"stream must be a UTF-8 string, not {type(stream).__name__}")
+    if not 1 <= len(stream.encode()) <= MAX_STREAM_BYTES:
+        raise FrameError("stream", f"stream id must be 1-{MAX_STREAM_BYTES} UTF-8 bytes")
+    seq = msg["seq"]
+    if type(seq) is not int or not 0 <= seq <= MAX_TIME:
+        raise FrameError("schema", "seq must be a non-negative integer")
+    until = msg.get("until")
+    if until is not None and (type(until) is not int or not 0 <= until <= MAX_TIME):
+        raise FrameError("time", "until must be a non-negative integer below 2**62")
+    t = _int_array(msg["t"], "t", 8, limits)
+    ch = _int_array(msg["ch"], "ch", 4, limits)
+    if t.shape != ch.shape:
+        raise FrameError("schema", f"t has {t.size} events, ch has {ch.size}")
+    if t.size > limits.max_events:
+        raise FrameError("oversize", f"{t.size} events > {limits.max_events}")
+    if t.size:
+        if t[0] < 0 or t[-1] > MAX_TIME:
+            raise FrameError("time", "event times must be in [0, 2**62)")
+        if t.size > 1 and bool(np.any(t[1:] < t[:-1])):
+            raise FrameError("time", "event times must be non-decreasing")
+        if int(ch.min()) < 0 or int(ch.max()) >= limits.n_in:
+            raise FrameError("channel", f"channels must be in [0, {limits.n_in})")
+    return Frame(stream, seq, t, ch, until)
+
+
+def encode_frame(stream: str, seq: int, t, ch, until: int | None = None,
+                 binary: bool = True) -> bytes:
+    """One ingest frame; ``binary`` packs ``t``/``ch`` as raw little-endian buffers."""
+    t = np.asarray(t, np.int64)
+    ch = np.asarray(ch, np.int64)
+    msg: dict = {"v": VERSION, "stream": stream, "seq": int(seq)}
+    if binary:
+        msg["t"] = t.astype("<i8").tobytes()
+        msg["ch"] = ch.astype("<i4").tobytes()
+    else:
+        msg["t"] = t.tolist()
+        msg["ch"] = ch.tolist()
+    if until is not None:
+        msg["until"] = int(until)
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def encode_decision(stream: str, epoch: int, seq: int, t: int, label: str, class_id: int,
+                    scores: list[float], lzc: list[float], latency_s: float,
+                    energy_j: float, cpu_s: float, model: str) -> bytes:
+    """The payload frame of one decision (the topic frame is ``stream.encode()``)."""
+    return msgpack.packb({"v": VERSION, "stream": stream, "epoch": epoch, "seq": seq, "t": t,
+                          "label": label, "class": class_id, "scores": scores, "lzc": lzc,
+                          "latency_s": latency_s, "energy_j": energy_j, "cpu_s": cpu_s,
+                          "model": model}, use_bin_type=True)
+
+
+def decode_decision(buf: bytes) -> dict:
+    """Unpack a decision payload with tight limits; raise ``ValueError`` if it is not one."""
+    try:
+        msg = msgpack.unpackb(buf, raw=False, strict_map_key=True, max_str_len=4096,
+                              max_bin_len=0, max_array_len=1 << 16, max_map_len=64,
+                              max_ext_len=0)
+    except msgpack.UnpackException as e:
+        raise ValueError(f"decision is not msgpack: {e}") from None
+    if not isinstance(msg, dict) or msg.get("v") != VERSION:
+        raise ValueError("decision is not a protocol v1 map")
+    missing = [k for k in DECISION_KEYS if k != "cpu_s" and k not in msg]
+    if missing:
+        raise ValueError(f"decision lacks {missing}")
+    return msg
