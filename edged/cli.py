@@ -56,7 +56,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edged.bench import report
 
     module = importlib.import_module(BENCHMARKS[args.benchmark])
-    print(report(module.run(args), args.json))
+    p = argparse.ArgumentParser(prog=f"edged bench {args.benchmark}", description=module.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    module.add_arguments(p)
+    opts = p.parse_args(args.options)
+    print(report(module.run(opts), opts.json))
     return 0
 
 
@@ -73,14 +78,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("bench", help="measure edged against a baseline run in the same process")
-    bench = s.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    for name, module_name in BENCHMARKS.items():
-        module = importlib.import_module(module_name)
-        b = bench.add_parser(name, help=module.__doc__.splitlines()[0].split(": ", 1)[-1],
-                             description=module.__doc__)
-        b.add_argument("--json", action="store_true", help="print one JSON object")
-        module.add_arguments(b)
-        b.set_defaults(func=cmd_bench)
+    s.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
+    s.add_argument("options", nargs=argparse.REMAINDER,
+                   help="the benchmark's own options (see edged bench NAME --help), --json for JSON")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,155 @@
+"""The stream engine: neuron kernels + sliding-window LZ76 -> readout features.
+
+One engine serves the daemon, the trainer's feature extraction and ``evaluate``, so all
+three decide identically. It holds, for ``streams`` slots, the neuron state
+(``edged.neurons``), the sliding LZ76 windows of the output spike trains
+(``edged.lzc``) and each stream's clock ``now`` (steps completed), all as plain arrays.
+
+``advance(slot, t, ch, end)`` simulates steps ``[now, end)``: event steps one by one,
+empty stretches settled then decayed in closed form (windows take the zeros in bulk).
+A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
+``b >= window``; it covers steps ``[b - window, b)`` and carries, per output neuron, the
+LZ76 phrase count and the spike count of the window, and the readout features
+(``edged.readout.features``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from edged import lzc, neurons
+from edged.readout import features as readout_features
+
+
+class Decisions(NamedTuple):
+    t: np.ndarray  # int64[k]: window end (exclusive step)
+    lz: np.ndarray  # int64[k, n_out]: LZ76 phrase counts
+    spikes: np.ndarray  # int64[k, n_out]: spikes in the window
+    features: np.ndarray  # float32[k, n_features]
+    ops: int  # synaptic operations (accumulates) spent
+
+
+@njit(cache=True, nogil=True)
+def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
+    dec_t[k] = now
+    lzc.counts(lz, slot, dec_lz[k])
+    for n in range(dec_spikes.shape[1]):
+        dec_spikes[k, n] = lzc.window_bits(lz, slot, n).sum()
+
+
+@njit(cache=True, nogil=True)
+def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
+    """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops."""
+    bits = np.zeros(net.w_out.shape[1], np.uint8)
+    no_input = np.empty(0, ch.dtype)
+    ops = 0
+    k = 0
+    i = 0
+    while now < end:
+        nxt = t[i] if i < t.shape[0] else end
+        if nxt > now:  # an empty stretch [now, nxt)
+            while now < nxt and not neurons.is_quiet(net, st, slot):
+                ops += neurons.step(net, st, slot, no_input, bits)
+                lzc.push(lz, slot, bits)
+                now += 1
+                if now % hop == 0 and now >= window:
+                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+                    k += 1
+            neurons.decay(net, st, slot, nxt - now)
+            while now < nxt:
+                boundary = max(window, (now // hop + 1) * hop)
+                boundary = (boundary + hop - 1) // hop * hop
+                stop = min(nxt, boundary)
+                lzc.push_zeros(lz, slot, stop - now)
+                now = stop
+                if now == boundary:
+                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+                    k += 1
+            continue
+        j = i
+        while j < t.shape[0] and t[j] == now:
+            j += 1
+        ops += neurons.step(net, st, slot, ch[i:j], bits)
+        lzc.push(lz, slot, bits)
+        i = j
+        now += 1
+        if now % hop == 0 and now >= window:
+            _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+            k += 1
+    return ops
+
+
+class Engine:
+    """Per-stream neuron state and LZ windows for ``streams`` slots of one network."""
+
+    def __init__(self, net: neurons.Net, window: int, hop: int,
+                 features: tuple[str, ...] = ("lzc",), streams: int = 1):
+        if not (1 <= hop <= window):
+            raise ValueError(f"hop {hop} must be in [1, window={window}]")
+        self.net, self.window, self.hop, self.features = net, window, hop, tuple(features)
+        self.state = neurons.zero_state(net, streams)
+        self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window)
+        self.now = np.zeros(streams, np.int64)
+        self._advance = None
+
+    @classmethod
+    def for_model(cls, model, streams: int = 1) -> "Engine":
+        return cls(model.net(), model.window, model.hop, model.features, streams)
+
+    @property
+    def streams(self) -> int:
+        return self.now.shape[0]
+
+    @property
+    def n_in(self) -> int:
+        return self.net.w_in.shape[0]
+
+    def reset(self, slot: int) -> None:
+        """Cold state for ``slot`` (a new or expired stream)."""
+        for layer in self.state:
+            for x in layer:
+                x[slot] = 0
+        lzc.reset(self.lz, slot)
+        self.now[slot] = 0
+
+    def boundaries(self, slot: int, end: int) -> int:
+        """Number of decisions ``advance(slot, ..., end)`` will make."""
+        lo = max(self.window, int(self.now[slot]) + 1)
+        return 0 if lo > end else end // self.hop - (lo - 1) // self.hop
+
+    def advance(self, slot: int, t: np.ndarray, ch: np.ndarray, end: int) -> Decisions:
+        """Simulate ``slot`` over ``[now, end)`` with events ``(t, ch)`` sorted by ``t``,
+        ``now <= t < end``, ``0 <= ch < n_in``; raise ``ValueError`` otherwise."""
+        t = np.ascontiguousarray(t, np.int64)
+        ch = np.ascontiguousarray(ch, np.int64)
+        now = int(self.now[slot])
+        if t.shape != ch.shape or t.ndim != 1:
+            raise ValueError("t and ch must be 1-D arrays of equal length")
+        if t.size and (t[0] < now or t[-1] >= end or np.any(t[1:] < t[:-1])):
+            raise ValueError(f"event times must be sorted within [{now}, {end})")
+        if ch.size and (ch.min() < 0 or ch.max() >= self.n_in):
+            raise ValueError(f"channels must be in [0, {self.n_in})")
+        k = self.boundaries(slot, end)
+        n_out = self.net.w_out.shape[1]
+        dec_t = np.empty(k, np.int64)
+        dec_lz = np.empty((k, n_out), np.int64)
+        dec_spikes = np.empty((k, n_out), np.int64)
+        if end <= now:
+            ops = 0
+        else:
+            args = (self.net, self.state, self.lz, slot, t, ch, now, end, self.hop, self.window,
+                    dec_t, dec_lz, dec_spikes)
+            if self._advance is None:
+                self._advance = neurons.bind(_advance, *args)
+            ops = self._advance(*args)
+            self.now[slot] = end
+        feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
+        return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops))
+
+    def state_bytes(self) -> int:
+        """Bytes of state per stream (neurons, LZ windows, clock)."""
+        arrays = [x for layer in self.state for x in layer] + list(self.lz) + [self.now]
+        return sum(a.nbytes for a in arrays) // self.streams

@@ -1,0 +1,88 @@
+"""Stream engine: decisions equal a from-scratch recount, however events are split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from edged import lzc, neurons
+from edged.bench.kernels import example_net
+from edged.engine import Engine
+
+from conftest import firing_net
+
+
+def events(rng, steps: int, n_in: int, density: float, gaps: bool):
+    active = rng.random((steps, n_in)) < density
+    if gaps:  # long silent stretches exercise the closed-form skip
+        for start in rng.integers(0, steps, 3):
+            active[start:start + rng.integers(1, 3 * steps // 4 + 2)] = False
+    t, ch = np.nonzero(active)
+    return t.astype(np.int64), ch.astype(np.int64)
+
+
+def recount(n, t, ch, steps, window, hop):
+    """Decisions by brute force: dense output spikes, then lz76 of every window."""
+    out = np.zeros((steps, n.w_out.shape[1]), np.uint8)
+    for now in range(steps):  # explicit stepping, no closed form
+        neurons.step(n, recount.state, 0, ch[t == now], out[now])
+    bounds = [b for b in range(1, steps + 1) if b % hop == 0 and b >= window]
+    n_out = out.shape[1]
+    lz = np.array([[lzc.lz76(out[b - window:b, k]) for k in range(n_out)] for b in bounds], np.int64)
+    spikes = np.array([out[b - window:b].sum(0) for b in bounds], np.int64)
+    return np.array(bounds, np.int64), lz.reshape(-1, n_out), spikes.reshape(-1, n_out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), window=st.integers(2, 80), hop_frac=st.floats(0.01, 1.0),
+       kind=st.sampled_from(["lif", "meta"]), gaps=st.booleans(), cuts=st.integers(0, 6))
+def test_decisions_equal_recount_under_any_split(seed, window, hop_frac, kind, gaps, cuts):
+    rng = np.random.default_rng(seed)
+    n = firing_net(kind, 6, 12, 3, seed)
+    hop = max(1, int(window * hop_frac))
+    steps = int(rng.integers(1, 4 * window + 20))
+    t, ch = events(rng, steps, 6, 0.3, gaps)
+    recount.state = neurons.zero_state(n, 1)
+    want_t, want_lz, want_spikes = recount(n, t, ch, steps, window, hop)
+
+    eng = Engine(n, window, hop, ("lzc", "rate"), streams=3)
+    got = []
+    now = 0
+    for end in sorted(set(rng.integers(0, steps + 1, cuts).tolist()) | {steps}):
+        m = (t >= now) & (t < end)
+        got.append(eng.advance(1, t[m], ch[m], end))
+        now = end
+    assert np.array_equal(np.concatenate([d.t for d in got]), want_t)
+    assert np.array_equal(np.concatenate([d.lz for d in got]), want_lz)
+    assert np.array_equal(np.concatenate([d.spikes for d in got]), want_spikes)
+    assert eng.now[1] == steps and eng.now[0] == 0 and eng.now[2] == 0
+
+
+def test_features_and_reset():
+    n = firing_net("meta", 16, 32, 4, 0)
+    rng = np.random.default_rng(0)
+    t, ch = events(rng, 300, 16, 0.2, False)
+    eng = Engine(n, 100, 50, ("lzc", "rate"), streams=2)
+    d = eng.advance(0, t, ch, 300)
+    assert d.t.tolist() == [100, 150, 200, 250, 300]
+    assert d.features.shape == (5, 8) and d.features.dtype == np.float32
+    assert np.allclose(d.features[:, :4], d.lz * np.log2(100) / 100)
+    assert np.allclose(d.features[:, 4:], d.spikes / 100)
+    assert d.ops > 0 and d.spikes.min() > 0
+    eng.reset(0)
+    again = eng.advance(0, t, ch, 300)
+    assert np.array_equal(again.lz, d.lz) and np.array_equal(again.features, d.features)
+
+
+@pytest.mark.parametrize("t, ch, end, message", [
+    ([5, 3], [0, 0], 10, "sorted"),
+    ([12], [0], 10, "sorted"),
+    ([1], [16], 10, "channels"),
+    ([1], [-1], 10, "channels"),
+])
+def test_bad_events_are_refused(t, ch, end, message):
+    eng = Engine(example_net("lif", 16, 8, 2, 0), 8, 4)
+    with pytest.raises(ValueError, match=message):
+        eng.advance(0, np.array(t), np.array(ch), end)
+    assert eng.now[0] == 0
