@@ -12,7 +12,9 @@ import json
 import sys
 from importlib import metadata
 
-BENCHMARKS = {"kernels": "edged.bench.kernels", "lzc": "edged.bench.lzc"}
+BENCHMARKS = {"kernels": "edged.bench.kernels", "lzc": "edged.bench.lzc", "e2e": "edged.bench.e2e"}
+DEFAULT_INGEST = "tcp://127.0.0.1:5555"
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 
 
 class UsageError(Exception):
@@ -65,6 +67,162 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edged import config
+
+    try:
+        cfg = config.from_args(args)
+    except config.ConfigError as e:
+        raise UsageError(str(e)) from None
+    if args.print_config:
+        print(config.render(cfg), end="")
+        return 0
+    from edged.model import ModelError
+    from edged.service import main, setup_logging
+
+    log = setup_logging(cfg.log_level)
+    try:
+        return main(cfg, log=log)
+    except ModelError as e:
+        raise UsageError(f"{cfg.model_path}: {e}") from None
+    except OSError as e:  # e.g. zmq.ZMQError: address in use
+        log.error("cannot serve: %s", e)
+        return 1
+
+
+def _channels(args: argparse.Namespace) -> int:
+    if args.channels:
+        return args.channels
+    if args.model:
+        from edged.model import load
+
+        return load(args.model).n_in
+    raise UsageError("give --channels N (the model's input count) or --model FILE")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from edged.client import PoissonSource, Sender, read_spike_file, replay, run_poisson
+
+    with Sender(args.connect, binary=not args.readable) as tx:
+        if args.file:
+            try:
+                t, ch = read_spike_file(args.file)
+            except (OSError, ValueError, KeyError) as e:
+                raise UsageError(f"{args.file}: {e}") from None
+            stats = replay(tx, args.stream, t, ch, args.frame_events, args.rate or None)
+        else:
+            source = PoissonSource(args.streams, args.rate, _channels(args), args.dt, args.seed,
+                                   prefix=args.stream)
+            stats = run_poisson(tx, source, args.duration, args.interval)
+    print(f"sent {stats['frames']} frames, {stats['events']} events in {stats['seconds']:.2f}s",
+          file=sys.stderr)
+    return 0
+
+
+def _decision_line(d) -> str:
+    scores = " ".join(f"{s:.3f}" for s in d.scores)
+    return (f"{d.stream} seq={d.seq} t={d.t} {d.label} scores=[{scores}] "
+            f"latency={d.latency_s * 1e6:.0f}us energy={d.energy_j * 1e9:.2f}nJ(est)")
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import asdict
+
+    from edged.client import Subscriber
+
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    n = 0
+    with Subscriber(args.connect, streams=tuple(args.stream)) as rx:
+        while args.count is None or n < args.count:
+            wait = 1.0 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            d = rx.recv(min(wait, 1.0))
+            if d is None:
+                continue
+            n += 1
+            print(json.dumps(asdict(d)) if args.json else _decision_line(d), flush=True)
+        print(f"{n} decisions, {rx.gaps} missing, {rx.restarts} restarts", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve a model in-process, feed it Poisson traffic, print decisions and latency."""
+    import threading
+    import time
+    from collections import Counter
+
+    import zmq
+    from prometheus_client import CollectorRegistry
+
+    from edged.client import LatencyTracker, PoissonSource, Sender, Subscriber, percentiles
+    from edged.config import Config
+    from edged.model import load
+    from edged.service import Service, setup_logging
+
+    model = load(args.model)
+    cfg = Config(model_path=args.model, ingest_endpoint="tcp://127.0.0.1:*",
+                 publish_endpoint="tcp://127.0.0.1:*", metrics_listen="off")
+    log = setup_logging("warning")
+    ctx = zmq.Context()
+    svc = Service(model, cfg, context=ctx, registry=CollectorRegistry(), log=log)
+    endpoints = svc.bind()
+    print(f"edged demo: {args.model} ({model.neuron}, {model.n_in} inputs, classes "
+          f"{', '.join(model.classes)}); warming up ...", flush=True)
+    print(f"warm in {svc.warm():.2f}s; serving on {endpoints['ingest']} -> {endpoints['publish']}",
+          flush=True)
+    server = threading.Thread(target=svc.run, name="edged-serve")
+    server.start()
+    tracker = LatencyTracker()
+    labels: Counter = Counter()
+    shown: dict[str, float] = {}
+    try:
+        with Sender(endpoints["ingest"], context=ctx) as tx, \
+                Subscriber(endpoints["publish"], context=ctx) as rx:
+            for i in range(200):  # wait until the subscription is live (slow joiner)
+                tx.send("demo-probe", [], [], until=(i + 1) * model.window)
+                if rx.recv(0.05) is not None:
+                    break
+            source = PoissonSource(args.streams, args.rate, model.n_in, model.dt, args.seed)
+            start = time.perf_counter()
+            tick = 0
+            while True:
+                tick += 1
+                target = start + tick * args.interval
+                if target - start > args.duration:
+                    break
+                while (wait := target - time.perf_counter()) > 0:
+                    d = rx.recv(wait)
+                    if d is None or d.stream == "demo-probe":
+                        continue
+                    tracker.received(d)
+                    labels[d.label] += 1
+                    if d.received_at - shown.get(d.stream, -1e9) >= args.show_every:
+                        shown[d.stream] = d.received_at
+                        print(_decision_line(d), flush=True)
+                until, batch = source.frames(time.perf_counter() - start)
+                for stream, t, ch in batch:
+                    tx.send(stream, t, ch, until=until)
+                    tracker.sent(stream, until, time.perf_counter())
+            while (d := rx.recv(0.2)) is not None:
+                if d.stream != "demo-probe":
+                    tracker.received(d)
+                    labels[d.label] += 1
+            gaps = rx.gaps
+    finally:
+        svc.request_stop()
+        server.join()
+        svc.close()
+        ctx.term()
+    daemon, client = percentiles(tracker.daemon), percentiles(tracker.samples)
+    print(f"\n{len(tracker.daemon)} decisions from {args.streams} streams at {args.rate:g} events/s "
+          f"in {args.duration:g}s, {gaps} missing; labels {dict(sorted(labels.items()))}")
+    for name, p in (("daemon-measured", daemon), ("client-observed", client)):
+        print(f"latency {name:<16} " + "  ".join(f"{k} {v * 1e6:8.0f} us" for k, v in p.items()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged", description="Streaming edge inference for spiking neural networks "
@@ -76,6 +234,50 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model file (.npz)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_inspect)
+
+    from edged import config
+
+    s = sub.add_parser("serve", help="serve a model: ZeroMQ frames in, decisions out, /metrics",
+                       description="Serve a model over ZeroMQ (protocol v1, edged/PROTOCOL.md). "
+                       "Settings come from flags > EDGED_* env vars > --config TOML > defaults.")
+    config.add_arguments(s)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("send", help="send Poisson traffic or a spike file to edged serve")
+    s.add_argument("--connect", default=DEFAULT_INGEST, help=f"ingest endpoint (default {DEFAULT_INGEST})")
+    s.add_argument("--file", help="spike file to replay: .npz with t, ch, or text columns 't ch'")
+    s.add_argument("--stream", default="s", help="stream id (file) or id prefix (Poisson; default s)")
+    s.add_argument("--streams", type=int, default=1, help="Poisson streams (default 1)")
+    s.add_argument("--rate", type=float, default=1000.0,
+                   help="events/s in total (Poisson; for a file: pacing, 0 = as fast as possible)")
+    s.add_argument("--duration", type=float, default=10.0, help="seconds of Poisson traffic (default 10)")
+    s.add_argument("--channels", type=int, help="input channels (default: the --model's)")
+    s.add_argument("--model", help="model file, to take the channel count from")
+    s.add_argument("--dt", type=float, default=1e-3, help="seconds per time step (default 1e-3)")
+    s.add_argument("--interval", type=float, default=0.01, help="seconds between frames per stream")
+    s.add_argument("--frame-events", type=int, default=256, help="events per frame (file replay)")
+    s.add_argument("--readable", action="store_true", help="msgpack int arrays instead of binary")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_send)
+
+    s = sub.add_parser("listen", help="print decisions published by edged serve")
+    s.add_argument("--connect", default=DEFAULT_PUBLISH, help=f"PUB endpoint (default {DEFAULT_PUBLISH})")
+    s.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
+    s.add_argument("--count", type=int, help="stop after N decisions")
+    s.add_argument("--duration", type=float, help="stop after S seconds")
+    s.add_argument("--json", action="store_true", help="one JSON object per decision")
+    s.set_defaults(func=cmd_listen)
+
+    s = sub.add_parser("demo", help="serve + Poisson source + listener in one process, for a few seconds")
+    s.add_argument("--model", default="models/meta.npz", help="model file (default models/meta.npz)")
+    s.add_argument("--streams", type=int, default=2, help="Poisson streams (default 2)")
+    s.add_argument("--rate", type=float, default=2000.0, help="events/s in total (default 2000)")
+    s.add_argument("--duration", type=float, default=5.0, help="seconds of traffic (default 5)")
+    s.add_argument("--interval", type=float, default=0.01, help="seconds between frames (default 0.01)")
+    s.add_argument("--show-every", type=float, default=0.5,
+                   help="print one decision per stream every S seconds (default 0.5)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="measure edged against a baseline run in the same process")
     s.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")

@@ -1,0 +1,318 @@
+"""Client side of protocol v1: send spike frames, receive decisions.
+
+``Sender`` PUSHes frames to ``edged serve`` (readable or binary, one seq counter per
+stream). ``Subscriber`` SUBscribes to decisions and yields immutable ``Decision`` values,
+counting sequence gaps (lost decisions: PUB drops for slow subscribers) and restarts
+(a new ``epoch``: the daemon restarted; a seq that went back: the stream expired and
+began again). Both accept an injected ``zmq.Context`` and close with ``LINGER 0``.
+
+Imports only pyzmq, msgpack and numpy (no Numba, no onnxruntime)::
+
+    with Sender("tcp://127.0.0.1:5555") as tx, Subscriber("tcp://127.0.0.1:5556") as rx:
+        tx.send("sensor-1", t=[0, 0, 3], ch=[1, 5, 2], until=64)
+        for d in rx:
+            print(d.stream, d.t, d.label, d.latency_s)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import zmq
+
+from edged.protocol import decode_decision, encode_frame
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One published decision (protocol v1). ``scores`` and ``lzc`` are tuples."""
+
+    stream: str
+    epoch: int
+    seq: int
+    t: int
+    label: str
+    class_id: int
+    scores: tuple[float, ...]
+    lzc: tuple[float, ...]
+    latency_s: float
+    energy_j: float
+    model: str
+    cpu_s: float = float("nan")
+    received_at: float = 0.0  # the subscriber's clock when it arrived
+
+    @classmethod
+    def from_wire(cls, msg: dict, received_at: float) -> "Decision":
+        try:
+            return cls(stream=str(msg["stream"]), epoch=int(msg["epoch"]), seq=int(msg["seq"]),
+                       t=int(msg["t"]), label=str(msg["label"]), class_id=int(msg["class"]),
+                       scores=tuple(float(x) for x in msg["scores"]),
+                       lzc=tuple(float(x) for x in msg["lzc"]),
+                       latency_s=float(msg["latency_s"]), energy_j=float(msg["energy_j"]),
+                       model=str(msg["model"]), cpu_s=float(msg.get("cpu_s", float("nan"))),
+                       received_at=received_at)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"malformed decision: {e}") from None
+
+
+class Sender:
+    """PUSH frames to an ingest endpoint; keeps the per-stream frame ``seq``.
+
+    ``send`` blocks when the daemon's queue is full (back-pressure); with ``timeout``
+    seconds set it raises ``zmq.Again`` instead."""
+
+    def __init__(self, endpoint: str, *, binary: bool = True, context: zmq.Context | None = None,
+                 hwm: int = 10000, timeout: float | None = None, bind: bool = False):
+        self._ctx = context or zmq.Context.instance()
+        self.socket = self._ctx.socket(zmq.PUSH)
+        self.socket.linger = 0
+        self.socket.sndhwm = hwm
+        if timeout is not None:
+            self.socket.sndtimeo = int(timeout * 1000)
+        (self.socket.bind if bind else self.socket.connect)(endpoint)
+        self.binary = binary
+        self.seq: dict[str, int] = {}
+
+    def frame(self, stream: str, t, ch, until: int | None = None,
+              binary: bool | None = None) -> bytes:
+        """Encode the stream's next frame and advance its seq (send it with ``send_frame``)."""
+        seq = self.seq.get(stream, 0)
+        self.seq[stream] = seq + 1
+        return encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.socket.send(frame, copy=len(frame) < 65536)
+
+    def send(self, stream: str, t, ch, until: int | None = None, binary: bool | None = None) -> int:
+        """Send events ``(t[i], ch[i])`` (t non-decreasing) of ``stream``; return the frame seq."""
+        frame = self.frame(stream, t, ch, until, binary)
+        self.send_frame(frame)
+        return self.seq[stream] - 1
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+    def __enter__(self) -> "Sender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Subscriber:
+    """SUB to decisions; iterate for ``Decision`` values.
+
+    ``streams`` restricts to those stream ids (exact match; ZeroMQ's prefix filter is
+    only a first cut). Counters: ``gaps`` (decisions missing inside one epoch and stream),
+    ``restarts`` (epoch changed or a stream's seq started over), ``malformed``.
+    ``on_gap(stream, expected_seq, got_seq)`` and ``on_restart(stream, old_epoch,
+    new_epoch)`` are called as they happen. ``conflate`` keeps only the newest decision
+    (for "latest only" dashboards; gaps are then expected)."""
+
+    def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (),
+                 context: zmq.Context | None = None, conflate: bool = False, hwm: int = 100000,
+                 on_gap: Callable[[str, int, int], None] | None = None,
+                 on_restart: Callable[[str, int, int], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self._ctx = context or zmq.Context.instance()
+        self.socket = self._ctx.socket(zmq.SUB)
+        self.socket.linger = 0
+        self.socket.rcvhwm = hwm
+        if conflate:
+            self.socket.conflate = 1
+        self.socket.reconnect_ivl = 100
+        self.socket.reconnect_ivl_max = 5000
+        self.streams = frozenset(streams)
+        for s in streams or ("",):
+            self.socket.setsockopt(zmq.SUBSCRIBE, s.encode())
+        self.socket.connect(endpoint)
+        self._conflate = conflate
+        self._clock = clock
+        self._on_gap = on_gap
+        self._on_restart = on_restart
+        self.last: dict[str, tuple[int, int]] = {}  # stream -> (epoch, seq)
+        self.gaps = 0
+        self.restarts = 0
+        self.malformed = 0
+        self.received = 0
+
+    def recv(self, timeout: float | None = None) -> Decision | None:
+        """The next decision, or ``None`` if none arrives within ``timeout`` seconds."""
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - self._clock())
+            if wait is not None and not self.socket.poll(int(wait * 1000) + (wait > 0)):
+                return None
+            parts = self.socket.recv_multipart() if not self._conflate else [None, self.socket.recv()]
+            now = self._clock()
+            try:
+                d = Decision.from_wire(decode_decision(parts[-1]), now)
+            except ValueError:
+                self.malformed += 1
+                continue
+            if self.streams and d.stream not in self.streams:
+                continue
+            self._track(d)
+            return d
+
+    def _track(self, d: Decision) -> None:
+        self.received += 1
+        prev = self.last.get(d.stream)
+        self.last[d.stream] = (d.epoch, d.seq)
+        if prev is None:
+            return
+        epoch, seq = prev
+        if d.epoch != epoch or d.seq <= seq:
+            self.restarts += 1
+            if self._on_restart:
+                self._on_restart(d.stream, epoch, d.epoch)
+        elif d.seq != seq + 1:
+            self.gaps += d.seq - seq - 1
+            if self._on_gap:
+                self._on_gap(d.stream, seq + 1, d.seq)
+
+    def __iter__(self) -> Iterator[Decision]:
+        while True:
+            d = self.recv()
+            if d is not None:
+                yield d
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PoissonSource:
+    """Real-time Poisson spike traffic for ``streams`` streams: ``rate`` events/s in total,
+    channels uniform, event time = wall time / ``dt``. Each ``frames(elapsed)`` call gives
+    one frame per stream covering the steps since the previous call, with ``until``."""
+
+    def __init__(self, streams: int, rate: float, n_channels: int, dt: float = 1e-3,
+                 seed: int = 0, prefix: str = "s"):
+        self.names = [f"{prefix}{i}" for i in range(streams)]
+        self.rate_per_step = rate * dt / max(streams, 1)
+        self.n_channels, self.dt = n_channels, dt
+        self.rng = np.random.default_rng(seed)
+        self.until = 0
+
+    def frames(self, elapsed: float) -> tuple[int, list[tuple[str, np.ndarray, np.ndarray]]]:
+        """``(until, [(stream, t, ch), ...])`` for steps ``[previous until, until)``."""
+        t0, t1 = self.until, max(self.until, int(elapsed / self.dt))
+        self.until = t1
+        return t1, [(name, *poisson_events(self.rng, self.rate_per_step, t0, t1, self.n_channels))
+                    for name in self.names]
+
+
+def run_poisson(sender: Sender, source: PoissonSource, duration: float, interval: float = 0.01,
+                on_sent: Callable[[str, int, float], None] | None = None,
+                clock: Callable[[], float] = time.perf_counter,
+                sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Send ``source`` traffic every ``interval`` s for ``duration`` s (bounded); call
+    ``on_sent(stream, until, sent_at)`` per frame. Returns counts."""
+    start = clock()
+    frames = events = 0
+    tick = 0
+    while True:
+        tick += 1
+        target = start + tick * interval
+        if target - start > duration:
+            break
+        wait = target - clock()
+        if wait > 0:
+            sleep(wait)
+        until, batch = source.frames(clock() - start)
+        for stream, t, ch in batch:
+            sender.send(stream, t, ch, until=until)
+            if on_sent is not None:
+                on_sent(stream, until, clock())
+            frames += 1
+            events += t.size
+    return {"frames": frames, "events": events, "seconds": clock() - start}
+
+
+def read_spike_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Events from ``.npz`` (arrays ``t``, ``ch``) or text (two integer columns ``t ch``,
+    ``#`` comments); sorted by time."""
+    if str(path).endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            t, ch = np.asarray(z["t"]), np.asarray(z["ch"])
+    else:
+        a = np.loadtxt(path, dtype=np.int64, ndmin=2, comments="#")
+        if a.shape[1] != 2:
+            raise ValueError(f"{path}: expected two columns 't ch', got {a.shape[1]}")
+        t, ch = a[:, 0], a[:, 1]
+    if t.shape != ch.shape or t.ndim != 1:
+        raise ValueError(f"{path}: t and ch must be 1-D and of equal length")
+    order = np.argsort(t, kind="stable")
+    return t[order].astype(np.int64), ch[order].astype(np.int64)
+
+
+def replay(sender: Sender, stream: str, t: np.ndarray, ch: np.ndarray, frame_events: int = 256,
+           rate: float | None = None, clock: Callable[[], float] = time.perf_counter,
+           sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Send recorded events as frames of ``frame_events`` (fewer where a step would be
+    split), paced at ``rate`` events/s if given; the last frame sets ``until`` past the
+    last event so every step completes."""
+    start = clock()
+    frames = i = 0
+    while i < t.size:
+        j = min(i + frame_events, t.size)
+        if j < t.size:  # keep a step's events in one frame where possible
+            j = max(int(np.searchsorted(t, t[j], "left")), i + 1)
+        until = int(t[j]) if j < t.size else int(t[-1]) + 1
+        if rate:
+            wait = start + j / rate - clock()
+            if wait > 0:
+                sleep(wait)
+        sender.send(stream, t[i:j], ch[i:j], until=until)
+        frames += 1
+        i = j
+    return {"frames": frames, "events": int(t.size), "seconds": clock() - start}
+
+
+class LatencyTracker:
+    """Client-observed latency: decision ``t`` of ``stream`` is completed by the first
+    frame sent with ``until >= t``; latency = decision arrival - that frame's send time."""
+
+    def __init__(self):
+        self.pending: dict[str, list[tuple[int, float]]] = {}
+        self.samples: list[float] = []
+        self.daemon: list[float] = []
+
+    def sent(self, stream: str, until: int, at: float) -> None:
+        self.pending.setdefault(stream, []).append((until, at))
+
+    def received(self, d: Decision) -> None:
+        q = self.pending.get(d.stream)
+        self.daemon.append(d.latency_s)
+        if not q:
+            return
+        k = 0
+        while k < len(q) and q[k][0] < d.t:
+            k += 1
+        if k < len(q):
+            self.samples.append(d.received_at - q[k][1])
+        del q[:k]
+
+
+def poisson_events(rng: np.random.Generator, rate_per_step: float, t0: int, t1: int,
+                   n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson spike events over steps ``[t0, t1)``: ``rate_per_step`` events per step in
+    total, channels uniform. Returns sorted ``(t int64[], ch int64[])``."""
+    n = int(rng.poisson(max(rate_per_step, 0.0) * max(t1 - t0, 0)))
+    t = np.sort(rng.integers(t0, t1, n)) if n and t1 > t0 else np.empty(0, np.int64)
+    return t.astype(np.int64), rng.integers(0, n_channels, t.size).astype(np.int64)
+
+
+def percentiles(samples, qs=(50, 90, 99, 100)) -> dict[str, float]:
+    """``{"p50": ..., ...}`` of ``samples`` (NaN when empty)."""
+    a = np.asarray(list(samples), np.float64)
+    return {f"p{q:g}": (float(np.percentile(a, q)) if a.size else float("nan")) for q in qs}

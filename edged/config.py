@@ -1,0 +1,212 @@
+"""``edged serve`` settings: one table drives CLI flags, TOML keys, ``EDGED_*`` env vars,
+``--help`` and ``--print-config``.
+
+Each ``Setting`` lives in a TOML table ``[section]`` under ``key``; its env var is
+``EDGED_<SECTION>_<KEY>`` and its attribute on ``Config`` is ``<section>_<key>``.
+Precedence: command line > environment > ``--config`` TOML file > defaults. Unknown TOML
+tables or keys and unparsable values are errors (``ConfigError``: exit code 2).
+
+Stdlib only: ``edged --help`` imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    type: type
+    default: Any
+    help: str
+    flag: str
+    choices: tuple | None = None
+    check: Callable[[Any], bool] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}_{self.key}"
+
+    @property
+    def env(self) -> str:
+        return f"EDGED_{self.section.upper()}_{self.key.upper()}"
+
+
+def _positive(x) -> bool:
+    return x > 0
+
+
+def _host_port(x: str) -> bool:
+    if x in ("", "off"):
+        return True
+    host, sep, port = x.rpartition(":")
+    return bool(sep and host) and port.isdigit() and 0 <= int(port) < 65536
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model", "path", str, "models/meta.npz", "model file (.npz) to serve", "--model"),
+    Setting("ingest", "endpoint", str, "tcp://127.0.0.1:5555",
+            "ZeroMQ endpoint frames arrive on ('*' as the port picks a free one)", "--ingest"),
+    Setting("ingest", "socket", str, "pull",
+            "pull: sources PUSH to us (back-pressure); sub: we subscribe to a publisher (lossy)",
+            "--ingest-socket", choices=("pull", "sub")),
+    Setting("ingest", "bind", bool, True,
+            "bind the ingest endpoint (else connect to it, e.g. to a SUB source)", "--ingest-bind"),
+    Setting("ingest", "hwm", int, 10000, "ingest receive high-water mark (frames)",
+            "--ingest-hwm", check=_positive),
+    Setting("ingest", "max_frame_bytes", int, 4 << 20,
+            "largest ingest frame in bytes (ZMQ_MAXMSGSIZE: a larger one disconnects its peer)",
+            "--max-frame-bytes", check=_positive),
+    Setting("limits", "max_events", int, 65536, "most events in one frame", "--max-events",
+            check=_positive),
+    Setting("limits", "max_advance", int, 1 << 20,
+            "most steps one frame may advance a stream's clock (bounds work per frame)",
+            "--max-advance", check=_positive),
+    Setting("publish", "endpoint", str, "tcp://127.0.0.1:5556",
+            "ZeroMQ PUB endpoint decisions go out on (bound)", "--publish"),
+    Setting("publish", "hwm", int, 10000,
+            "decision send high-water mark per subscriber (PUB drops beyond it)",
+            "--publish-hwm", check=_positive),
+    Setting("metrics", "listen", str, "127.0.0.1:9555",
+            "HOST:PORT for Prometheus /metrics ('off' disables; port 0 picks a free one)",
+            "--metrics", check=_host_port),
+    Setting("streams", "max", int, 4096, "most concurrent streams (state is preallocated)",
+            "--max-streams", check=_positive),
+    Setting("streams", "idle_timeout", float, 300.0,
+            "seconds without an accepted frame after which a stream expires", "--idle-timeout",
+            check=_positive),
+    Setting("service", "drain_timeout", float, 2.0,
+            "seconds to finish queued frames after SIGTERM/SIGINT", "--drain-timeout",
+            check=lambda x: x >= 0),
+    Setting("log", "level", str, "info", "lowest log level written to stderr", "--log-level",
+            choices=("debug", "info", "warning", "error")),
+    Setting("log", "reject_burst", int, 5,
+            "rejected frames logged per reason before logging is rate-limited",
+            "--log-reject-burst", check=lambda x: x >= 0),
+    Setting("log", "reject_interval", float, 10.0,
+            "seconds between summary lines for rejects past the burst", "--log-reject-interval",
+            check=_positive),
+)
+
+Config = dataclasses.make_dataclass(
+    "Config", [(s.name, s.type, dataclasses.field(default=s.default)) for s in SETTINGS],
+    frozen=True)
+Config.__doc__ = "Effective settings of one ``edged serve``; attribute ``<section>_<key>``."
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _parse(s: Setting, value: Any, where: str) -> Any:
+    try:
+        if s.type is bool and isinstance(value, str):
+            low = value.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            value = low in ("1", "true", "yes", "on")
+        elif s.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, str) and s.type is not str:
+            value = s.type(value)
+        if type(value) is not s.type:
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a valid {s.type.__name__}") from None
+    if s.choices is not None and value not in s.choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, s.choices))}")
+    if s.check is not None and not s.check(value):
+        raise ConfigError(f"{where}: {value!r} is out of range")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per setting, default ``None`` (= not given on the command line)."""
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (env EDGED_CONFIG)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings as TOML and exit")
+    for s in SETTINGS:
+        text = f"{s.help} (default {s.default!r}; [{s.section}] {s.key}; {s.env})"
+        if s.type is bool:
+            p.add_argument(s.flag, dest=s.name, default=None, help=text,
+                           action=argparse.BooleanOptionalAction)
+        else:
+            p.add_argument(s.flag, dest=s.name, default=None, help=text, choices=s.choices,
+                           metavar=s.key.upper() if s.choices is None else None)
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Flatten a TOML settings file to ``{name: value}``; unknown tables or keys are errors."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    out = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [table]")
+        for key, value in table.items():
+            s = _BY_NAME.get(f"{section}_{key}")
+            if s is None or s.section != section:
+                raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+            out[s.name] = _parse(s, value, f"{path}: [{section}] {key}")
+    return out
+
+
+def resolve(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+            config_file: str | None = None) -> Config:
+    """Merge defaults < TOML file < env < command line into a ``Config``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get("EDGED_CONFIG")
+    if path:
+        values |= load_toml(path)
+    for s in SETTINGS:
+        if s.env in env:
+            values[s.name] = _parse(s, env[s.env], s.env)
+    for name, value in (cli or {}).items():
+        if value is not None and name in _BY_NAME:
+            values[name] = _parse(_BY_NAME[name], value, _BY_NAME[name].flag)
+    return Config(**values)
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    return resolve(vars(args), env, getattr(args, "config", None))
+
+
+def render(cfg: Config) -> str:
+    """The settings as a TOML document that ``--config`` reads back unchanged."""
+    lines: list[str] = []
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            lines += ([""] if lines else []) + [f"[{s.section}]"]
+            section = s.section
+        value = getattr(cfg, s.name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = repr(value)
+        lines.append(f"{s.key} = {text}  # {s.help}")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_address(cfg: Config) -> tuple[str, int] | None:
+    """``(host, port)`` of the metrics listener, or ``None`` when disabled."""
+    if cfg.metrics_listen in ("", "off"):
+        return None
+    host, _, port = cfg.metrics_listen.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,478 @@
+"""The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
+
+Event time, per stream (``Engine`` does the simulation and the sliding LZ windows)::
+
+    clock   = steps completed (``engine.now[slot]``); a new stream starts at 0
+    frame   = events (t, ch), t non-decreasing, optional ``until``
+    late    : any t < clock                      -> whole frame rejected ("late")
+    L       = the last event time (frame or held), end = max(clock, until, L)
+    advance : steps [clock, end) with the events before end
+    held    : events at L stay pending when until <= L (a later frame may add to step L);
+              they are simulated once a later frame has a later time or until passes L
+
+so the decisions equal one offline ``engine.advance`` over the same events, whatever the
+frame boundaries. A decision happens at each step boundary ``b`` with ``b % hop == 0``
+and ``b >= window``; every decision is read out and published at once.
+
+Stream table: data, one row per engine slot (``Streams``). Rules:
+
+* seq: a frame whose ``seq`` is not the stream's previous accepted seq + 1 counts one
+  ``edged_seq_gaps_total`` (a new stream expects 0); it is still served.
+* expiry: a stream with no accepted frame for ``streams.idle_timeout`` seconds (the
+  injected monotonic clock) is dropped (state, held events, seqs); the same id later
+  starts over as a new stream (clock 0, decision seq 0). Checked once a second, and at
+  once when a new stream finds the table full; if none is idle the frame is rejected
+  ("capacity").
+* a rejected frame changes no stream state.
+
+Shutdown: signal handlers only append to ``stop_requests``; the loop notices within its
+poll interval, stops polling, handles frames already queued (``service.drain_timeout``),
+publishes their decisions and returns. ``Service.close`` lingers on PUB so they leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from edged.config import Config
+from edged.energy import EnergyModel
+from edged.metrics import Metrics
+from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_decision
+
+POLL_MS = 100
+BATCH = 256  # frames read per wake-up before housekeeping runs
+SWEEP_S = 1.0
+SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+               logging.CRITICAL: 2}
+
+
+class SdFormatter(logging.Formatter):
+    """One line per record with the sd-daemon ``<N>`` priority prefix (journald reads it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", " | ")
+        return f"<{SD_PRIORITY.get(record.levelno, 6)}>{record.name}: {text}"
+
+
+def setup_logging(level: str = "info", stream=None) -> logging.Logger:
+    log = logging.getLogger("edged")
+    log.handlers[:] = []
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(SdFormatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+    return log
+
+
+@dataclass
+class Streams:
+    """Per-stream bookkeeping beside the engine's state; row ``slot`` of each array."""
+
+    capacity: int
+    slots: dict[str, int] = field(default_factory=dict)
+    next_seq: np.ndarray = None  # int64: expected frame seq
+    out_seq: np.ndarray = None  # int64: next decision seq
+    last_seen: np.ndarray = None  # float64: clock of the last accepted frame
+    unbilled_ops: np.ndarray = None  # int64: synaptic ops since the last decision
+    held_ch: list = None  # int64[] channels held at step engine.now[slot]
+    free: list = None
+
+    def __post_init__(self):
+        n = self.capacity
+        self.next_seq = np.zeros(n, np.int64)
+        self.out_seq = np.zeros(n, np.int64)
+        self.last_seen = np.zeros(n, np.float64)
+        self.unbilled_ops = np.zeros(n, np.int64)
+        self.held_ch = [_EMPTY] * n
+        self.free = list(range(n - 1, -1, -1))
+
+
+_EMPTY = np.empty(0, np.int64)
+
+
+class RejectLog:
+    """Log the first ``burst`` rejects per reason, then one summary line per ``interval``."""
+
+    def __init__(self, log: logging.Logger, burst: int, interval: float):
+        self.log, self.burst, self.interval = log, burst, interval
+        self.logged: dict[str, int] = {}
+        self.suppressed: dict[str, int] = {}
+        self.last_detail: dict[str, str] = {}
+        self.next_summary = 0.0
+
+    def reject(self, e: FrameError, now: float) -> None:
+        n = self.logged.get(e.reason, 0)
+        if n < self.burst:
+            self.logged[e.reason] = n + 1
+            more = " (further rejects of this kind are summarised)" if n + 1 == self.burst else ""
+            self.log.warning("rejected frame: %s: %s%s", e.reason, e.detail, more)
+        else:
+            self.suppressed[e.reason] = self.suppressed.get(e.reason, 0) + 1
+            self.last_detail[e.reason] = e.detail
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        if not self.suppressed or now < self.next_summary:
+            return
+        for reason, count in sorted(self.suppressed.items()):
+            self.log.warning("rejected %d more frames: %s (last: %s)", count, reason,
+                             self.last_detail[reason])
+        self.suppressed.clear()
+        self.next_summary = now + self.interval
+
+
+class Service:
+    """One daemon: sockets, engine, readout, stream table, metrics. Inject the ZeroMQ
+    ``context``, the metrics ``registry``, the monotonic ``clock`` and the ``log``."""
+
+    def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
+                 clock: Callable[[], float] = time.perf_counter,
+                 cpu_clock: Callable[[], float] = time.thread_time,
+                 log: logging.Logger | None = None, epoch: int | None = None):
+        from edged.engine import Engine
+        from edged.readout import Readout
+
+        self.model, self.cfg, self.ctx, self.clock, self.cpu_clock = model, cfg, context, clock, cpu_clock
+        self.log = log or logging.getLogger("edged.service")
+        self.metrics = Metrics(registry)
+        self.engine = Engine.for_model(model, streams=cfg.streams_max)
+        self.readout = Readout(model.readout)
+        self.streams = Streams(cfg.streams_max)
+        self.limits = Limits(model.n_in, cfg.limits_max_events, cfg.ingest_max_frame_bytes)
+        self.energy = EnergyModel.for_model(model.neuron, model.n_hidden, model.n_out,
+                                            model.n_features, len(model.classes), model.window)
+        self.epoch = time.time_ns() if epoch is None else epoch
+        self.stop_requests: list[int] = []  # appended to by signal handlers, read by the loop
+        self.rejects = RejectLog(self.log, cfg.log_reject_burst, cfg.log_reject_interval)
+        self.ingest = self.publish = self.monitor = None
+        self.endpoints: dict[str, str] = {}
+        self._next_sweep = 0.0
+        self._labels = [str(c) for c in model.classes]
+        self._lzc_cols = None
+        if "lzc" in model.features:
+            i = model.features.index("lzc")
+            self._lzc_cols = slice(i * model.n_out, (i + 1) * model.n_out)
+        m = self.metrics
+        m.describe_model(model)
+        m.describe_build(zmq.zmq_version())
+        m.streams_capacity.set(cfg.streams_max)
+        m.epoch.set(self.epoch)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def bind(self) -> dict[str, str]:
+        """Open ingest and publish sockets; return the endpoints actually bound."""
+        cfg = self.cfg
+        self.publish = self.ctx.socket(zmq.PUB)
+        self.publish.linger = 0
+        self.publish.sndhwm = cfg.publish_hwm
+        self.publish.bind(cfg.publish_endpoint)
+        kind = zmq.PULL if cfg.ingest_socket == "pull" else zmq.SUB
+        self.ingest = self.ctx.socket(kind)
+        self.ingest.linger = 0
+        self.ingest.rcvhwm = cfg.ingest_hwm
+        self.ingest.maxmsgsize = cfg.ingest_max_frame_bytes
+        if kind == zmq.SUB:
+            self.ingest.setsockopt(zmq.SUBSCRIBE, b"")
+        self.monitor = self.ingest.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if cfg.ingest_bind:
+            self.ingest.bind(cfg.ingest_endpoint)
+            ingest = self.ingest.last_endpoint.decode()
+        else:
+            self.ingest.connect(cfg.ingest_endpoint)
+            ingest = cfg.ingest_endpoint
+        self.endpoints = {"ingest": ingest, "publish": self.publish.last_endpoint.decode()}
+        return self.endpoints
+
+    def warm(self) -> float:
+        """Compile and run every kernel, the readout and the codecs once on scratch state
+        (slot 0, reset after); set ``edged_ready``. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        m = self.model
+        rng = np.random.default_rng(0)
+        end = m.window + m.hop
+        t = np.sort(rng.integers(0, end, min(4 * end, self.limits.max_events))).astype(np.int64)
+        ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
+        frame = decode_frame(encode_warm(t, ch, end), self.limits)
+        for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
+            sel = (frame.t >= lo) & (frame.t < hi)
+            d = self.engine.advance(0, frame.t[sel], frame.ch[sel], hi)
+        d = self.engine.advance(0, _EMPTY, _EMPTY, end + 3 * m.window)
+        if len(d.t) == 0:
+            raise RuntimeError("warm-up produced no decision: engine contract broken")
+        scores = self.readout.scores(d.features)
+        encode_decision("warm", self.epoch, 0, int(d.t[0]), self._labels[int(np.argmax(scores[0]))],
+                        0, scores[0].tolist(), self.lzc(d)[0].tolist(),
+                        0.0, 0.0, 0.0, m.sha256)
+        self.engine.reset(0)
+        seconds = time.perf_counter() - t0
+        self.metrics.warmup.set(seconds)
+        self.metrics.ready.set(1)
+        self.metrics.start_time.set(time.time())
+        return seconds
+
+    def request_stop(self, signum: int = 0) -> None:
+        """Record a stop request (safe from a signal handler or another thread)."""
+        self.stop_requests.append(signum)
+
+    def run(self) -> None:
+        """Serve until a stop is requested, then drain queued frames and return."""
+        poller = zmq.Poller()
+        poller.register(self.ingest, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        while not self.stop_requests:
+            ready = dict(poller.poll(POLL_MS))
+            if self.ingest in ready:
+                self.pump(BATCH)
+            if self.monitor in ready:
+                self._monitor_events()
+            self.tick(self.clock())
+        self.drain()
+
+    def drain(self) -> int:
+        """Handle frames already queued, up to ``service.drain_timeout`` seconds."""
+        deadline = self.clock() + self.cfg.service_drain_timeout
+        n = 0
+        while self.clock() < deadline:
+            got = self.pump(BATCH)
+            n += got
+            if got < BATCH:
+                break
+        self.rejects.flush(float("inf"))
+        return n
+
+    def close(self, linger_s: float = 1.0) -> None:
+        """Close sockets; decisions already queued on PUB get ``linger_s`` to leave."""
+        self.metrics.ready.set(0)
+        if self.monitor is not None:
+            self.ingest.disable_monitor()
+            self.monitor.close(linger=0)
+        if self.ingest is not None:
+            self.ingest.close(linger=0)
+        if self.publish is not None:
+            self.publish.close(linger=int(linger_s * 1000))
+
+    # -- the loop's work -----------------------------------------------------------------
+
+    def pump(self, budget: int) -> int:
+        """Receive and handle up to ``budget`` queued frames without blocking."""
+        n = 0
+        recv = self.ingest.recv
+        while n < budget:
+            try:
+                buf = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.handle(buf, self.clock())
+            n += 1
+        return n
+
+    def tick(self, now: float) -> None:
+        """Housekeeping between frames: idle expiry, log summaries."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            self.expire(now)
+        self.rejects.flush(now)
+
+    def expire(self, now: float) -> int:
+        st = self.streams
+        cutoff = now - self.cfg.streams_idle_timeout
+        idle = [s for s, slot in st.slots.items() if st.last_seen[slot] < cutoff]
+        for stream in idle:
+            slot = st.slots.pop(stream)
+            st.held_ch[slot] = _EMPTY
+            st.free.append(slot)
+        if idle:
+            self.metrics.streams_expired.inc(len(idle))
+            self.metrics.streams_active.set(len(st.slots))
+            self.log.info("expired %d idle streams (%d active)", len(idle), len(st.slots))
+        return len(idle)
+
+    def handle(self, buf: bytes, received_at: float) -> int:
+        """Validate one frame, advance its stream, publish its decisions; return how many.
+        A rejected frame is counted and logged (rate-limited) and changes no stream."""
+        m = self.metrics
+        m.frames.inc()
+        cpu0 = self.cpu_clock()
+        try:
+            frame = decode_frame(buf, self.limits)
+            slot, clock, held = self._admit(frame, received_at)
+            return self._serve(frame, slot, clock, held, received_at, cpu0)
+        except FrameError as e:
+            m.rejected.labels(e.reason).inc()
+            self.rejects.reject(e, received_at)
+            return 0
+        except Exception as e:  # noqa: BLE001 - the loop must survive any one frame
+            m.rejected.labels("internal").inc()
+            self.log.exception("internal error on a frame: %s", e)
+            return 0
+
+    def _admit(self, frame: Frame, now: float) -> tuple[int, int, np.ndarray]:
+        """Check the frame against its stream (no state change); return the slot it will
+        use (-1: a new stream), the stream's clock and its held channels."""
+        st = self.streams
+        slot = st.slots.get(frame.stream, -1)
+        clock = int(self.engine.now[slot]) if slot >= 0 else 0
+        held = st.held_ch[slot] if slot >= 0 else _EMPTY
+        t = frame.t
+        if t.size and t[0] < clock:
+            raise FrameError("late", f"stream {frame.stream!r}: event at step {int(t[0])} "
+                                     f"before the stream's clock {clock}")
+        last = int(t[-1]) if t.size else (clock if held.size else clock)
+        end = max(clock, last, frame.until if frame.until is not None else clock)
+        if end - clock > self.cfg.limits_max_advance:
+            raise FrameError("time", f"stream {frame.stream!r}: frame advances {end - clock} steps "
+                                     f"> limits.max_advance {self.cfg.limits_max_advance}")
+        if slot < 0 and not st.free:
+            self.expire(now)
+            if not st.free:
+                raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
+        return slot, clock, held
+
+    def _serve(self, frame: Frame, slot: int, clock: int, held: np.ndarray,
+               received_at: float, cpu0: float) -> int:
+        st, m, model = self.streams, self.metrics, self.model
+        if slot < 0:
+            slot = st.free.pop()
+            self.engine.reset(slot)
+            st.slots[frame.stream] = slot
+            st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
+            st.held_ch[slot] = held = _EMPTY
+            m.streams_active.set(len(st.slots))
+        if frame.seq != st.next_seq[slot]:
+            m.seq_gaps.inc()
+        st.next_seq[slot] = frame.seq + 1
+        st.last_seen[slot] = received_at
+        m.events.inc(frame.t.size)
+
+        t, ch = frame.t, frame.ch
+        if held.size:
+            t = np.concatenate([np.full(held.size, clock, np.int64), t])
+            ch = np.concatenate([held, ch])
+        last = int(t[-1]) if t.size else clock
+        until = frame.until if frame.until is not None else clock
+        end = max(clock, until, last)
+        keep = int(np.searchsorted(t, end, "left")) if last >= end else t.size
+        st.held_ch[slot] = ch[keep:].copy() if keep < t.size else _EMPTY
+        if end == clock:
+            return 0
+        d = self.engine.advance(slot, t[:keep], ch[:keep], end)
+        ops = int(d.ops)
+        k = len(d.t)
+        m.synaptic_ops.inc(ops)
+        m.steps.inc(end - clock)
+        m.energy.inc(self.energy.work(ops, end - clock, k))
+        st.unbilled_ops[slot] += ops
+        if k == 0:
+            m.cpu.inc(self.cpu_clock() - cpu0)
+            return 0
+        scores = self.readout.scores(d.features)
+        classes = np.argmax(scores, axis=1)
+        lzc = self.lzc(d)
+        energy_j = self.energy.decision(st.unbilled_ops[slot] / k, model.hop)
+        st.unbilled_ops[slot] = 0
+        cpu = self.cpu_clock() - cpu0
+        topic = frame.stream.encode()
+        seq0 = int(st.out_seq[slot])
+        st.out_seq[slot] = seq0 + k
+        send = self.publish.send_multipart
+        latency = m.latency
+        for i in range(k):
+            c = int(classes[i])
+            published_at = self.clock()
+            lat = published_at - received_at
+            payload = encode_decision(frame.stream, self.epoch, seq0 + i, int(d.t[i]),
+                                      self._labels[c], c, scores[i].tolist(), lzc[i].tolist(),
+                                      lat, energy_j, cpu / k, model.sha256)
+            try:
+                send((topic, payload), zmq.NOBLOCK)
+            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
+                pass
+            latency.observe(lat)
+        m.decisions.inc(k)
+        m.cpu.inc(self.cpu_clock() - cpu0)
+        m.frame_seconds.observe(self.clock() - received_at)
+        return k
+
+    def lzc(self, d) -> np.ndarray:
+        """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
+        the readout's own ``lzc`` feature columns when it has them, so both agree."""
+        if self._lzc_cols is not None:
+            return d.features[:, self._lzc_cols]
+        from edged.lzc import normalise
+
+        return np.asarray(normalise(d.lz.astype(np.float64), self.model.window), np.float32)
+
+    def _monitor_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.metrics.zmq_disconnects.inc()
+
+
+def encode_warm(t: np.ndarray, ch: np.ndarray, until: int) -> bytes:
+    from edged.protocol import encode_frame
+
+    return encode_frame("warm", 0, t, ch, until, binary=True)
+
+
+def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
+         install_signals: bool = True) -> int:
+    """``edged serve``: load, bind, warm, serve until SIGTERM/SIGINT, drain, exit 0.
+    Raises ``edged.model.ModelError`` for a bad model file (the CLI exits 2)."""
+    import signal
+
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from edged.config import metrics_address
+    from edged.metrics import serve_http
+    from edged.model import load
+
+    model = load(cfg.model_path)
+    log.info("model %s sha256 %s: %s, %d-%d-%d, window %d hop %d, classes %s", cfg.model_path,
+             model.sha256, model.neuron, model.n_in, model.n_hidden, model.n_out, model.window,
+             model.hop, ",".join(model.classes))
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+    own_context = context is None
+    ctx = context or zmq.Context()
+    svc = Service(model, cfg, context=ctx, registry=registry, log=log)
+    http = None
+    try:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, _frame: svc.stop_requests.append(signum))
+        endpoints = svc.bind()
+        address = metrics_address(cfg)
+        if address is not None:
+            http, port = serve_http(registry, *address)
+            endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
+        seconds = svc.warm()
+        log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s",
+                 seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                 endpoints.get("metrics", "off"))
+        svc.run()
+        log.info("stopping on signal %s: drained, %d streams active",
+                 ",".join(map(str, svc.stop_requests)), len(svc.streams.slots))
+    finally:
+        svc.close()
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+        if own_context:
+            ctx.term()
+    return 0

@@ -1,0 +1,374 @@
+"""edged serve end to end on real loopback sockets: the service runs in a thread with an
+injected context and registry; the CLI and signal handling run as a subprocess.
+
+Every wait is on a condition with a deadline (``wait_for``, ``Subscriber.recv(timeout)``),
+never a bare sleep; every socket closes with LINGER 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import small_model
+from edged.client import Sender, Subscriber
+from edged.config import Config
+from edged.engine import Engine
+from edged.metrics import serve_http
+from edged.model import load, save
+from edged.readout import Readout
+from edged.service import Service
+
+TIMEOUT = 20.0
+PROBE = "~probe"
+
+
+def wait_for(condition, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.005)  # polling interval of the condition, not a wait for an event
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Served:
+    """A Service in a thread with a Sender and a Subscriber on random loopback ports."""
+
+    def __init__(self, model, **settings):
+        self.model = model
+        self.ctx = zmq.Context()
+        self.registry = CollectorRegistry()
+        cfg = Config(ingest_endpoint="tcp://127.0.0.1:*", publish_endpoint="tcp://127.0.0.1:*",
+                     metrics_listen="off", **settings)
+        self.svc = Service(model, cfg, context=self.ctx, registry=self.registry)
+        self.endpoints = self.svc.bind()
+        self.svc.warm()
+        self.thread = threading.Thread(target=self.svc.run, daemon=True)
+        self.thread.start()
+        self.tx = Sender(self.endpoints["ingest"], context=self.ctx)
+        self.rx = Subscriber(self.endpoints["publish"], context=self.ctx)
+        self.decisions: dict[str, list] = {}
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Slow joiner: probe until a decision arrives, so nothing later is missed."""
+        for i in range(400):
+            self.tx.send(PROBE, [], [], until=(i + 1) * self.model.hop + self.model.window)
+            if self.rx.recv(0.05) is not None:
+                break
+        else:
+            raise AssertionError("subscription never became live")
+        while self.rx.recv(0.05) is not None:
+            pass
+
+    def value(self, name: str, **labels) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def collect(self, stream: str, n: int, timeout: float = TIMEOUT) -> list:
+        """Wait until ``n`` decisions of ``stream`` arrived; return them all."""
+        deadline = time.monotonic() + timeout
+        got = self.decisions.setdefault(stream, [])
+        while len(got) < n:
+            d = self.rx.recv(max(0.0, deadline - time.monotonic()))
+            if d is None:
+                raise AssertionError(f"{stream}: {len(got)} of {n} decisions before timeout")
+            self.decisions.setdefault(d.stream, []).append(d)
+        return got
+
+    def close(self) -> None:
+        self.svc.request_stop()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive()
+        self.tx.close()
+        self.rx.close()
+        self.svc.close(linger_s=0)
+        self.ctx.term()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "small.npz"
+    save(path, small_model(window=64, hop=8))
+    return load(path)
+
+
+@pytest.fixture
+def served(model):
+    s = Served(model, streams_max=8)
+    yield s
+    s.close()
+
+
+def offline(model, t, ch, end):
+    """The same events through one ``Engine.advance`` and the readout, row by row."""
+    d = Engine.for_model(model, streams=1).advance(0, np.asarray(t, np.int64), np.asarray(ch, np.int64), end)
+    return d, Readout(model.readout).scores(d.features)
+
+
+def assert_same(model, decisions, t, ch, end):
+    d, scores = offline(model, t, ch, end)
+    assert [x.t for x in decisions] == d.t.tolist()
+    assert [x.seq for x in decisions] == list(range(len(decisions)))
+    lzc_cols = slice(0, model.n_out)  # small_model's features start with "lzc"
+    for x, i in zip(decisions, range(len(d.t))):
+        np.testing.assert_array_equal(np.array(x.scores, np.float32), scores[i])
+        np.testing.assert_array_equal(np.array(x.lzc, np.float32), d.features[i, lzc_cols])
+        assert x.class_id == int(np.argmax(scores[i]))
+        assert x.label == model.classes[x.class_id]
+        assert x.model == model.sha256 and x.latency_s > 0 and x.energy_j > 0
+
+
+def events(seed: int, n: int, end: int, n_in: int):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, end, n))
+    return t, rng.integers(0, n_in, n)
+
+
+def frames(seed: int, t, ch, end: int):
+    """Random frame cuts, some inside one step's events, random ``until``s; the last
+    frame completes ``end``. Yields ``(t, ch, until)``."""
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, t.size), size=min(12, t.size - 1), replace=False))
+    lo = 0
+    for hi in [*cuts.tolist(), t.size]:
+        last = hi == t.size
+        until = end if last else (int(t[hi - 1]) + int(rng.integers(0, 2)) if rng.random() < 0.5 else None)
+        if until is not None and not last and until > t[hi]:
+            until = int(t[hi])  # never complete a step a later frame still has events for
+        yield t[lo:hi], ch[lo:hi], until
+        lo = hi
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_decisions_equal_offline_run(served, model, binary):
+    end = 640
+    t, ch = events(1, 900, end - 5, model.n_in)
+    for ft, fch, until in frames(2, t, ch, end):
+        served.tx.send("a", ft, fch, until=until, binary=binary)
+    want = (end - model.window) // model.hop + 1
+    got = served.collect("a", want)
+    assert_same(model, got, t, ch, end)
+    assert served.value("edged_seq_gaps_total") == 0
+    assert served.value("edged_frames_rejected_total", reason="late") == 0
+
+
+def test_two_streams_interleaved_equal_each_alone(served, model):
+    end = 400
+    ta, cha = events(3, 500, end, model.n_in)
+    tb, chb = events(4, 300, end, model.n_in)
+    fa, fb = list(frames(5, ta, cha, end)), list(frames(6, tb, chb, end))
+    for i in range(max(len(fa), len(fb))):
+        for name, fs in (("a", fa), ("b", fb)):
+            if i < len(fs):
+                served.tx.send(name, *fs[i][:2], until=fs[i][2])
+    want = (end - model.window) // model.hop + 1
+    assert_same(model, served.collect("a", want), ta, cha, end)
+    assert_same(model, served.collect("b", want), tb, chb, end)
+    assert served.value("edged_streams_active") == 3  # a, b and the probe
+
+
+def raw(**fields) -> bytes:
+    msg = {"v": 1, "stream": "a", "seq": 0, "t": [], "ch": []} | fields
+    return msgpack.packb({k: v for k, v in msg.items() if v is not ...})
+
+
+def test_every_bad_frame_rejected_counted_and_next_served(model):
+    s = Served(model, streams_max=3, limits_max_events=50, limits_max_advance=10_000)
+    try:
+        good_t, good_ch = events(7, 200, 600, model.n_in)
+        sent_t, sent_ch = [], []
+        step = 0
+        bad = [
+            ("decode", b"\xc1\x00"), ("decode", b"\x91" * 2000 + b"\x00"), ("decode", msgpack.packb({1: 1})),
+            ("oversize", b"\xdd\x7f\xff\xff\xff"), ("oversize", raw(t=list(range(51)), ch=[0] * 51)),
+            ("schema", raw(extra=1)), ("schema", raw(t=[1.5], ch=[0])),
+            ("schema", msgpack.packb(msgpack.ExtType(1, b"x"))), ("schema", raw(seq=msgpack.Timestamp(0))),
+            ("version", raw(v=2)), ("stream", raw(stream="")), ("stream", raw(stream="x" * 129)),
+            ("channel", raw(t=[10_000], ch=[model.n_in])), ("time", raw(t=[5, 4], ch=[0, 0])),
+            ("time", raw(t=[-1], ch=[0])), ("time", raw(until=-3)),
+            ("time", raw(stream="a", until=10**6)),  # beyond limits.max_advance
+            ("late", raw(stream="a", t=[0], ch=[0])),
+            ("capacity", raw(stream="c", t=[0], ch=[0])),  # probe, a, b hold all 3 slots
+        ]
+        # fill the table: the probe holds one slot; a and b the others
+        s.tx.send("b", [], [], until=1)
+        for i, (reason, buf) in enumerate(bad):
+            before = s.value("edged_frames_rejected_total", reason=reason)
+            lo = step
+            step = 100 + 20 * i
+            sel = (good_t >= lo) & (good_t < step)
+            s.tx.send("a", good_t[sel], good_ch[sel], until=step)  # a good frame first
+            sent_t.append(good_t[sel]), sent_ch.append(good_ch[sel])
+            s.tx.send_frame(buf)
+            wait_for(lambda: s.value("edged_frames_rejected_total", reason=reason) == before + 1,
+                     what=f"reject {reason}")
+        sel = good_t >= step
+        s.tx.send("a", good_t[sel], good_ch[sel], until=step + 200)
+        sent_t.append(good_t[sel]), sent_ch.append(good_ch[sel])
+        end = step + 200
+        want = (end - model.window) // model.hop + 1
+        assert_same(model, s.collect("a", want), np.concatenate(sent_t), np.concatenate(sent_ch), end)
+        total = sum(s.value("edged_frames_rejected_total", reason=r) for r in {r for r, _ in bad})
+        assert total == len(bad)
+        assert s.value("edged_seq_gaps_total") == 0
+    finally:
+        s.close()
+
+
+def test_seq_gaps_counted_and_served(served, model):
+    served.tx.send("g", [0], [1], until=8)
+    served.tx.seq["g"] = 5  # frames 1..4 lost on the way
+    served.tx.send("g", [8], [2], until=model.window)
+    assert len(served.collect("g", 1)) == 1
+    assert served.value("edged_seq_gaps_total") == 1
+
+
+def test_idle_streams_expire_and_restart_cold(model):
+    s = Served(model, streams_max=4, streams_idle_timeout=5.0)
+    clock = [time.perf_counter()]
+    s.svc.clock = lambda: clock[0]
+    try:
+        s.tx.send("x", [3], [1], until=model.window)
+        assert s.collect("x", 1)[0].seq == 0
+        clock[0] += 100.0  # the loop's next sweep finds x (and the probe) idle
+        wait_for(lambda: s.value("edged_streams_expired_total") >= 2, what="expiry")
+        assert "x" not in s.svc.streams.slots
+        s.tx.seq["x"] = 0
+        s.tx.send("x", [3], [1], until=model.window)  # late for the old stream, fine for a new one
+        d = s.collect("x", 2)[1]
+        assert (d.seq, d.t) == (0, model.window)
+        assert s.rx.restarts == 1
+    finally:
+        s.close()
+
+
+def test_metrics_scrape_counts_every_decision(served, model):
+    http, port = serve_http(served.registry, "127.0.0.1", 0)
+    try:
+        end = 64 * 6
+        t, ch = events(9, 300, end, model.n_in)
+        served.tx.send("m", t[:150], ch[:150], until=int(t[150]))
+        served.tx.send("m", t[150:], ch[150:], until=end)
+        served.collect("m", (end - model.window) // model.hop + 1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        http.shutdown()
+        http.server_close()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    value = {name: v for (name, labels), v in samples.items() if not labels}
+    published = sum(len(v) for v in served.decisions.values()) + 1  # + the probe's first decision
+    assert value["edged_decision_latency_seconds_count"] >= published
+    assert value["edged_decision_latency_seconds_count"] == value["edged_decisions_total"]
+    assert value["edged_events_total"] >= 300
+    assert value["edged_synaptic_ops_total"] > 0 and value["edged_energy_joules_total"] > 0
+    assert value["edged_ready"] == 1 and value["edged_streams_capacity"] == 8
+    for name in ("edged_frames_total", "edged_seq_gaps_total", "edged_streams_active",
+                 "edged_processing_cpu_seconds_total", "edged_steps_total"):
+        assert name in value
+    assert ("edged_frames_rejected_total", (("reason", "late"),)) in samples
+    info = [labels for (name, labels), _ in samples.items() if name == "edged_model_info"]
+    assert dict(info[0])["sha256"] == model.sha256
+    buckets = [dict(labels)["le"] for (name, labels), _ in samples.items()
+               if name == "edged_decision_latency_seconds_bucket"]
+    assert float(buckets[0]) <= 5e-6 and 0.1 in map(float, buckets)
+
+
+def test_drain_publishes_queued_frames(model):
+    s = Served(model, streams_max=4)
+    try:
+        s.svc.request_stop()  # the loop stops polling within POLL_MS ...
+        s.thread.join(TIMEOUT)
+        s.tx.send("d", [1, 2], [0, 1], until=model.window + model.hop)  # ... queued, not yet read
+        wait_for(lambda: s.svc.ingest.poll(0), what="frame queued")
+        s.svc.drain()
+        assert [d.t for d in s.collect("d", 2)] == [model.window, model.window + model.hop]
+    finally:
+        s.close()
+
+
+# -- the real command line ------------------------------------------------------------------
+
+def start_serve(model_path, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
+         "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+         "--metrics", "127.0.0.1:0", *extra],
+        stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
+        if m:
+            return proc, m.groups(), lines
+    proc.kill()
+    raise AssertionError("edged serve never got ready:\n" + "".join(lines))
+
+
+def test_serve_subprocess_sigterm_exits_zero(tmp_path):
+    path = tmp_path / "m.npz"
+    save(path, small_model(window=32, hop=8))
+    proc, (ingest, publish, metrics), lines = start_serve(path)
+    try:
+        assert all(re.match(r"<[0-7]>", line) for line in lines), lines
+        ctx = zmq.Context()
+        with Sender(ingest, context=ctx) as tx, Subscriber(publish, context=ctx) as rx:
+            for i in range(400):
+                tx.send("x", [], [], until=32 + 8 * i)
+                if rx.recv(0.05) is not None:
+                    break
+            else:
+                raise AssertionError("no decision from the subprocess")
+        ctx.term()
+        text = urllib.request.urlopen(metrics, timeout=10).read().decode()
+        assert "edged_decisions_total" in text and "process_cpu_seconds_total" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        rest = proc.stderr.read()
+        assert "stopping on signal 15" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+def test_serve_bad_model_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--model", str(bad),
+                        "--metrics", "off"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "bad.npz" in r.stderr
+
+
+def test_print_config_round_trips(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--print-config",
+                        "--max-streams", "77", "--no-ingest-bind"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, EDGED_METRICS_LISTEN="127.0.0.1:9999"))
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "c.toml").write_text(r.stdout)
+    from edged.config import resolve
+
+    cfg = resolve({}, {}, str(tmp_path / "c.toml"))
+    assert (cfg.streams_max, cfg.ingest_bind, cfg.metrics_listen) == (77, False, "127.0.0.1:9999")
