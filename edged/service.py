@@ -451,6 +451,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     own_context = context is None
     ctx = context or zmq.Context()
     svc = Service(model, cfg, context=ctx, registry=registry, log=log)
+    per_stream = svc.engine.state_bytes()
+    log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
+             per_stream * cfg.streams_max / 2**20, cfg.streams_max)
     http = None
     try:
         if install_signals:
