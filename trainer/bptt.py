@@ -161,9 +161,10 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
 
 
 @njit(cache=True, nogil=True)
-def batch_grad(net, st, x, y, lam, scale, gamma, detach, probe_h, probe_o,
+def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, probe_o,
                g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, lo, hi):
-    """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term).
+    """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term; the
+    logit of class ``c`` is ``lam`` times the spikes of the output neurons ``k % n_classes == c``).
     Per-sample results go to ``g_*[b]``, ``loss[b]``, ``counts[b]`` (output spikes),
     ``hidden_counts[b]``, the output layer's pre-reset potential ``u`` to ``u_out[b]``
     (unless it is ``[B, 0, n_out]``); ``probe_h[b]``/``probe_o[b]`` (``[T, n]``, or ``[0, n]`` for none)
@@ -203,13 +204,16 @@ def batch_grad(net, st, x, y, lam, scale, gamma, detach, probe_h, probe_o,
         g_cnt = np.zeros(n_o)
         L = 0.0
         if y[b] >= 0:
-            z = lam * cnt
+            z = np.zeros(n_classes)
+            for k in range(n_o):
+                z[k % n_classes] += lam * cnt[k]
             zmax = z.max()
             e = np.exp(z - zmax)
             tot = e.sum()
             L = np.log(tot) + zmax - z[y[b]]
             for k in range(n_o):
-                g_cnt[k] = lam * (e[k] / tot - (1.0 if k == y[b] else 0.0))
+                c = k % n_classes
+                g_cnt[k] = lam * (e[c] / tot - (1.0 if c == y[b] else 0.0))
         g_s_o = np.empty((T, n_o))
         for t in range(T):
             g_s_o[t] = g_cnt
@@ -265,8 +269,10 @@ class Grad(NamedTuple):
 def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
              dt: float = 1e-3, reset: str = "value", lam: float = 0.1, scale: float = 0.3,
              gamma: float = 5.0, detach: bool = True, probe_h: np.ndarray | None = None,
-             probe_o: np.ndarray | None = None, potentials: bool = False) -> Grad:
-    """Loss and its gradient over every raw parameter for the batch ``x[B, T, n_in]``."""
+             probe_o: np.ndarray | None = None, potentials: bool = False,
+             n_classes: int = 0) -> Grad:
+    """Loss and its gradient over every raw parameter for the batch ``x[B, T, n_in]``;
+    ``n_classes`` (default: one output neuron per class) groups the outputs by ``k % n_classes``."""
     net = P.to_net(kind, raw, dt, reset)
     B = x.shape[0]
     n_in, n_h = net.w_in.shape
@@ -282,7 +288,7 @@ def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.
     ph = np.zeros((B, 0, n_h)) if probe_h is None else np.ascontiguousarray(probe_h, np.float64)
     po = np.zeros((B, 0, n_o)) if probe_o is None else np.ascontiguousarray(probe_o, np.float64)
     args = (net, neurons.zero_state(net, B), np.ascontiguousarray(x, np.uint8),
-            np.asarray(y, np.int64), lam, scale, gamma, detach, ph, po, g_win, g_wout, gc_h,
+            np.asarray(y, np.int64), n_classes or n_o, lam, scale, gamma, detach, ph, po, g_win, g_wout, gc_h,
             gc_o, loss, counts, hidden_counts, u_out)
     bounds = np.linspace(0, B, min(THREADS, B) + 1).astype(int)
     if len(bounds) == 2:
@@ -314,6 +320,7 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     the run; returns the trained raw params and a history of
     per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` = count argmax on train)."""
     raw = {k: v.copy() for k, v in raw.items()}
+    n_classes = int(y.max()) + 1
     names = ["w_in", "w_out"] + ([k for k in raw if "." in k] if learn_intrinsics else [])
     opt = Adam([raw[k] for k in names], cfg.lr)
     lrs = np.array([cfg.lr if k.startswith("w_") else cfg.lr_intrinsics for k in names])
@@ -326,12 +333,13 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
         for start in range(0, len(y), cfg.batch):
             idx = np.sort(order[start:start + cfg.batch])
             g = gradient(kind, raw, x[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
-                         gamma=cfg.gamma, detach=cfg.detach)
+                         gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes)
             grads = [g.raw[k] / len(idx) for k in names]
             progress = (epoch + start / len(y)) / cfg.epochs
             _adam_per_group(opt, grads, lrs * (0.55 + 0.45 * np.cos(np.pi * progress)))
             losses.append(g.loss.mean())
-            correct += int(np.sum(np.argmax(g.counts, axis=1) == y[idx]))
+            grouped = g.counts.reshape(len(idx), -1, n_classes).sum(axis=1)
+            correct += int(np.sum(np.argmax(grouped, axis=1) == y[idx]))
         dur = time.perf_counter() - t0
         h = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "acc": correct / len(y),
              "samples_per_s": len(y) / dur}

@@ -4,6 +4,7 @@
         --seed 0 --out models/meta.npz [--set depth=0.9 ...] [--report run.png]
     edged-train evaluate --model models/meta.npz --seed 7 [--n 300] [--json]
     edged-train experiment paper [--quick] [--out models/experiments/paper-table.json]
+    edged-train card --model models/meta.npz     (latency, energy estimate, state bytes)
 
 Heavy modules (Numba, onnxruntime) are imported inside the subcommands, so ``--help``
 is instant. Exit codes: 0 ok, 1 runtime failure, 2 bad usage, task parameter or model
@@ -46,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     overrides = {k: v for k, v in params.items() if v != data.TASKS[args.task][k]}
     spec = Spec(task=args.task, task_params=overrides, neuron=args.neuron, rule=args.rule,
-                intrinsics=args.intrinsics, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+                intrinsics=args.intrinsics, hidden=args.hidden,
+                outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
                 n_train=args.n_train, n_test=args.n_test, seed=args.seed, hop=args.hop,
                 readout=args.readout)
     from edged.model import save
@@ -97,6 +99,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    from edged.model import ModelError, load
+    from trainer.card import measure
+
+    try:
+        model = load(args.model)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    print(json.dumps(measure(model, args.seed, args.n), sort_keys=True))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from trainer.data import TASKS
 
@@ -110,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--rule", choices=("bptt", "stdp", "tempotron"), default="bptt")
     r.add_argument("--intrinsics", choices=("fixed", "learned"), default="learned")
     r.add_argument("--hidden", type=int, default=64)
+    r.add_argument("--outputs-per-class", type=int, default=1,
+                   help="output neurons per class (bptt, tempotron); more give the readout more features")
     r.add_argument("--epochs", type=int, default=6)
     r.add_argument("--lr", type=float, default=0.02)
     r.add_argument("--n-train", type=int, default=600)
@@ -126,6 +142,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=300)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    c = sub.add_parser("card", help="CPU time and estimated energy per decision (model card)")
+    c.add_argument("--model", required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--n", type=int, default=50)
+    c.set_defaults(func=cmd_card)
     x = sub.add_parser("experiment", help="run a named experiment")
     x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x {fixed,learned}")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
@@ -138,8 +159,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "run" and (args.hidden < 1 or args.epochs < 0 or args.n_train < 2):
-            raise UsageError("--hidden >= 1, --epochs >= 0 and --n-train >= 2 are required")
+        if args.command == "run" and (args.hidden < 1 or args.epochs < 0 or args.n_train < 2
+                                      or args.outputs_per_class < 1):
+            raise UsageError("--hidden >= 1, --outputs-per-class >= 1, --epochs >= 0 and "
+                             "--n-train >= 2 are required")
+        if args.command == "run" and args.rule == "stdp" and args.outputs_per_class != 1:
+            raise UsageError("--rule stdp trains one output neuron per class")
         return args.func(args)
     except UsageError as e:
         print(f"edged-train: {e}", file=sys.stderr)

@@ -34,6 +34,7 @@ class Spec:
     rule: Rule = "bptt"
     intrinsics: Literal["fixed", "learned"] = "learned"
     hidden: int = 64
+    outputs_per_class: int = 1
     epochs: int = 6
     lr: float = 0.02
     n_train: int = 600
@@ -90,7 +91,8 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
     te = data.make(spec.task, spec.n_test, spec.seed, spec.eval_split, **spec.task_params)
     T, n_in = tr.x.shape[1:]
     K = len(tr.classes)
-    raw = P.init(spec.neuron, n_in, spec.hidden, K, spec.seed, input_rate=float(tr.x.mean()))
+    n_out = K * spec.outputs_per_class  # output k serves class k % K
+    raw = P.init(spec.neuron, n_in, spec.hidden, n_out, spec.seed, input_rate=float(tr.x.mean()))
     mod = rule_module(spec.rule)
     t0 = time.perf_counter()
     raw, history = mod.train(spec.neuron, raw, tr.x, tr.y, spec.intrinsics == "learned",
@@ -100,15 +102,15 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
     f_tr, _, _ = extract(eng, tr)
     f_te, lz_te, spikes_te = extract(eng, te)
     fit = linear.fit(f_tr, tr.y, K)
-    means = linear.class_means(f_tr[:, :K], tr.y, K)  # paper baseline: output LZC only
+    means = linear.class_means(f_tr[:, :n_out], tr.y, K)  # paper baseline: output LZC only
     readout = fit.onnx() if spec.readout == "linear" else None
     features = ("lzc", "rate")
     if spec.readout == "nearest-mean":
         readout, features = nearest_mean_onnx(means), ("lzc",)
-    x_te = f_te if features == ("lzc", "rate") else f_te[:, :K]
+    x_te = f_te if features == ("lzc", "rate") else f_te[:, :n_out]
     scores = Readout(readout).scores(x_te)
     acc = float(np.mean(np.argmax(scores, axis=1) == te.y))
-    nm = float(np.mean(np.argmax(Readout(nearest_mean_onnx(means)).scores(f_te[:, :K]), 1) == te.y))
+    nm = float(np.mean(np.argmax(Readout(nearest_mean_onnx(means)).scores(f_te[:, :n_out]), 1) == te.y))
     floor = linear.accuracy(linear.fit(data.counts(tr), tr.y, K), data.counts(te), te.y)
     metrics = {"accuracy": acc, "n_test": len(te.y), "split": spec.eval_split,
                "nearest_mean_lzc_accuracy": nm, "count_floor_accuracy": floor,

@@ -105,6 +105,8 @@ def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out,
 def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
           learn_intrinsics: bool, cfg: Config, seed: int,
           log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
+    if raw["w_out"].shape[1] != int(y.max()) + 1:
+        raise ValueError("stdp trains one output neuron per class")
     raw = {k: v.copy() for k, v in raw.items()}
     rng = np.random.default_rng([seed, 0x57D9])
     norm_in = np.linalg.norm(raw["w_in"], axis=0)

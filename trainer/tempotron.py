@@ -1,6 +1,6 @@
 """The Tempotron rule (Gütig & Sompolinsky 2006) for the output neurons.
 
-Output neuron ``k`` is a tempotron for class ``k``: it should fire at least once in a
+Output neuron ``k`` is a tempotron for class ``k % n_classes``: it should fire at least once in a
 sample of class ``k`` and stay silent otherwise. The hidden layer keeps its initial
 (random) weights and intrinsics. On an error, with ``t_max`` the time of the maximal
 pre-reset potential ``u_k`` (a miss) or of the first spike (a false alarm)::
@@ -43,6 +43,7 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     rng = np.random.default_rng([seed, 0x7E3B])
     th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
     n_o = raw["w_out"].shape[1]
+    n_classes = int(y.max()) + 1
     no_label = np.full(x.shape[0], -1)
     history = []
     for epoch in range(cfg.epochs):
@@ -55,7 +56,8 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             g0 = bptt.gradient(kind, raw, xb, no_label[:len(idx)], dt, scale=0.0, lam=0.0,
                                potentials=True)
             fired = g0.counts > 0
-            err = np.eye(n_o)[yb] - fired  # +1 miss, -1 false alarm
+            target = np.arange(n_o)[None, :] % n_classes == yb[:, None]
+            err = target.astype(np.int64) - fired  # +1 miss, -1 false alarm
             errors += int(np.abs(err).sum())
             if not err.any():
                 continue
