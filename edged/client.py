@@ -62,13 +62,15 @@ class Sender:
     """PUSH frames to an ingest endpoint; keeps the per-stream frame ``seq``.
 
     ``send`` blocks when the daemon's queue is full (back-pressure); with ``timeout``
-    seconds set it raises ``zmq.Again`` instead."""
+    seconds set it raises ``zmq.Again`` instead. ``close`` gives frames still queued
+    ``linger`` seconds to leave (bounded, never ZeroMQ's infinite default)."""
 
     def __init__(self, endpoint: str, *, binary: bool = True, context: zmq.Context | None = None,
-                 hwm: int = 10000, timeout: float | None = None, bind: bool = False):
+                 hwm: int = 10000, timeout: float | None = None, bind: bool = False,
+                 linger: float = 1.0):
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.PUSH)
-        self.socket.linger = 0
+        self.socket.linger = int(linger * 1000)
         self.socket.sndhwm = hwm
         if timeout is not None:
             self.socket.sndtimeo = int(timeout * 1000)
@@ -93,7 +95,7 @@ class Sender:
         return self.seq[stream] - 1
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        self.socket.close()
 
     def __enter__(self) -> "Sender":
         return self

@@ -60,7 +60,7 @@ class Served:
         self.svc.warm()
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
         self.thread.start()
-        self.tx = Sender(self.endpoints["ingest"], context=self.ctx)
+        self.tx = Sender(self.endpoints["ingest"], context=self.ctx, linger=0)
         self.rx = Subscriber(self.endpoints["publish"], context=self.ctx)
         self.decisions: dict[str, list] = {}
         self._subscribe()
@@ -332,7 +332,7 @@ def test_serve_subprocess_sigterm_exits_zero(tmp_path):
     try:
         assert all(re.match(r"<[0-7]>", line) for line in lines), lines
         ctx = zmq.Context()
-        with Sender(ingest, context=ctx) as tx, Subscriber(publish, context=ctx) as rx:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
             for i in range(400):
                 tx.send("x", [], [], until=32 + 8 * i)
                 if rx.recv(0.05) is not None:
