@@ -235,6 +235,7 @@ class Service:
             if self.monitor in ready:
                 self._monitor_events()
             self.tick(self.clock())
+        self.metrics.ready.set(0)
         self.drain()
 
     def drain(self) -> int:
