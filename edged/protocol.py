@@ -71,11 +71,13 @@ def _no_ext(code: int, data: bytes):
     raise FrameError("schema", f"msgpack ext type {code} is not allowed")
 
 
-def _int_array(value, name: str, width: int, limits: Limits) -> np.ndarray:
+def _int_array(value, name: str, dtype: str, limits: Limits) -> np.ndarray:
+    """``value`` as an array of ``dtype`` (a little-endian view of bytes, or a list)."""
     if isinstance(value, bytes):
+        width = np.dtype(dtype).itemsize
         if len(value) % width:
             raise FrameError("schema", f"binary {name} is {len(value)} bytes, not a multiple of {width}")
-        return np.frombuffer(value, "<i8" if width == 8 else "<i4").astype(np.int64)
+        return np.frombuffer(value, dtype)
     if isinstance(value, list):
         if not all(type(x) is int for x in value):
             raise FrameError("schema", f"{name} must hold only integers")
@@ -125,8 +127,8 @@ def decode_frame(buf: bytes, limits: Limits) -> Frame:
     until = msg.get("until")
     if until is not None and (type(until) is not int or not 0 <= until <= MAX_TIME):
         raise FrameError("time", "until must be a non-negative integer below 2**62")
-    t = _int_array(msg["t"], "t", 8, limits)
-    ch = _int_array(msg["ch"], "ch", 4, limits)
+    t = _int_array(msg["t"], "t", "<i8", limits)
+    ch = _int_array(msg["ch"], "ch", "<i4", limits)
     if t.shape != ch.shape:
         raise FrameError("schema", f"t has {t.size} events, ch has {ch.size}")
     if t.size > limits.max_events:
@@ -134,11 +136,13 @@ def decode_frame(buf: bytes, limits: Limits) -> Frame:
     if t.size:
         if t[0] < 0 or t[-1] > MAX_TIME:
             raise FrameError("time", "event times must be in [0, 2**62)")
-        if t.size > 1 and bool(np.any(t[1:] < t[:-1])):
+        if t.size > 1 and (t[1:] < t[:-1]).any():
             raise FrameError("time", "event times must be non-decreasing")
-        if int(ch.min()) < 0 or int(ch.max()) >= limits.n_in:
+        # one reduction: negative channels wrap to huge unsigned values
+        if ch.view(np.uint32 if ch.dtype.itemsize == 4 else np.uint64).max() >= limits.n_in:
             raise FrameError("channel", f"channels must be in [0, {limits.n_in})")
-    return Frame(stream, seq, t, ch, until)
+    # owned, writable native int64 copies: the kernels are compiled for exactly that type
+    return Frame(stream, seq, t.astype(np.int64), ch.astype(np.int64), until)
 
 
 def encode_frame(stream: str, seq: int, t, ch, until: int | None = None,

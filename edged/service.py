@@ -78,24 +78,36 @@ class Streams:
 
     capacity: int
     slots: dict[str, int] = field(default_factory=dict)
-    next_seq: np.ndarray = None  # int64: expected frame seq
-    out_seq: np.ndarray = None  # int64: next decision seq
-    last_seen: np.ndarray = None  # float64: clock of the last accepted frame
-    unbilled_ops: np.ndarray = None  # int64: synaptic ops since the last decision
-    held_ch: list = None  # int64[] channels held at step engine.now[slot]
-    free: list = None
+    next_seq: list[int] = None  # expected frame seq
+    out_seq: list[int] = None  # next decision seq
+    last_seen: list[float] = None  # clock of the last accepted frame
+    unbilled_ops: list[int] = None  # synaptic ops since the last decision
+    held_ch: list[np.ndarray] = None  # int64[] channels held at step engine.now[slot]
+    free: list[int] = None
 
     def __post_init__(self):
         n = self.capacity
-        self.next_seq = np.zeros(n, np.int64)
-        self.out_seq = np.zeros(n, np.int64)
-        self.last_seen = np.zeros(n, np.float64)
-        self.unbilled_ops = np.zeros(n, np.int64)
+        self.next_seq, self.out_seq, self.unbilled_ops = [0] * n, [0] * n, [0] * n
+        self.last_seen = [0.0] * n
         self.held_ch = [_EMPTY] * n
         self.free = list(range(n - 1, -1, -1))
 
 
 _EMPTY = np.empty(0, np.int64)
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
+
+
+@dataclass
+class Tally:
+    """Counts since the last ``flush_metrics`` (cheaper than a locked counter per frame)."""
+
+    frames: int = 0
+    events: int = 0
+    seq_gaps: int = 0
+    ops: int = 0
+    steps: int = 0
+    decisions: int = 0
+    cpu: float = 0.0
 
 
 class RejectLog:
@@ -152,6 +164,7 @@ class Service:
         self.epoch = time.time_ns() if epoch is None else epoch
         self.stop_requests: list[int] = []  # appended to by signal handlers, read by the loop
         self.rejects = RejectLog(self.log, cfg.log_reject_burst, cfg.log_reject_interval)
+        self.tally = Tally()
         self.ingest = self.publish = self.monitor = None
         self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
@@ -266,15 +279,32 @@ class Service:
     def pump(self, budget: int) -> int:
         """Receive and handle up to ``budget`` queued frames without blocking."""
         n = 0
-        recv = self.ingest.recv
+        recv, handle, clock = self.ingest.recv, self.handle, self.clock
+        cpu0 = self.cpu_clock()
         while n < budget:
             try:
                 buf = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self.handle(buf, self.clock())
+            handle(buf, clock())
             n += 1
+        self.tally.cpu += self.cpu_clock() - cpu0
+        self.flush_metrics()
         return n
+
+    def flush_metrics(self) -> None:
+        """Move the loop's local tallies into the Prometheus counters (after each batch)."""
+        t, m = self.tally, self.metrics
+        if t.frames:
+            m.frames.inc(t.frames)
+            m.events.inc(t.events)
+            m.seq_gaps.inc(t.seq_gaps)
+            m.synaptic_ops.inc(t.ops)
+            m.steps.inc(t.steps)
+            m.decisions.inc(t.decisions)
+            m.energy.inc(self.energy.work(t.ops, t.steps, t.decisions))
+        m.cpu.inc(t.cpu)
+        self.tally = Tally()
 
     def tick(self, now: float) -> None:
         """Housekeeping between frames: idle expiry, log summaries."""
@@ -282,6 +312,7 @@ class Service:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
         self.rejects.flush(now)
+        self.flush_metrics()
 
     def expire(self, now: float) -> int:
         st = self.streams
@@ -300,19 +331,18 @@ class Service:
     def handle(self, buf: bytes, received_at: float) -> int:
         """Validate one frame, advance its stream, publish its decisions; return how many.
         A rejected frame is counted and logged (rate-limited) and changes no stream."""
-        m = self.metrics
-        m.frames.inc()
+        self.tally.frames += 1
         cpu0 = self.cpu_clock()
         try:
             frame = decode_frame(buf, self.limits)
             slot, clock, held = self._admit(frame, received_at)
             return self._serve(frame, slot, clock, held, received_at, cpu0)
         except FrameError as e:
-            m.rejected.labels(e.reason).inc()
+            self.metrics.rejected.labels(e.reason).inc()
             self.rejects.reject(e, received_at)
             return 0
         except Exception as e:  # noqa: BLE001 - the loop must survive any one frame
-            m.rejected.labels("internal").inc()
+            self.metrics.rejected.labels("internal").inc()
             self.log.exception("internal error on a frame: %s", e)
             return 0
 
@@ -340,27 +370,26 @@ class Service:
 
     def _serve(self, frame: Frame, slot: int, clock: int, held: np.ndarray,
                received_at: float, cpu0: float) -> int:
-        st, m, model = self.streams, self.metrics, self.model
+        st, tally, model = self.streams, self.tally, self.model
         if slot < 0:
             slot = st.free.pop()
             self.engine.reset(slot)
             st.slots[frame.stream] = slot
             st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
             st.held_ch[slot] = held = _EMPTY
-            m.streams_active.set(len(st.slots))
+            self.metrics.streams_active.set(len(st.slots))
         if frame.seq != st.next_seq[slot]:
-            m.seq_gaps.inc()
+            tally.seq_gaps += 1
         st.next_seq[slot] = frame.seq + 1
         st.last_seen[slot] = received_at
-        m.events.inc(frame.t.size)
+        tally.events += frame.t.size
 
         t, ch = frame.t, frame.ch
         if held.size:
             t = np.concatenate([np.full(held.size, clock, np.int64), t])
             ch = np.concatenate([held, ch])
         last = int(t[-1]) if t.size else clock
-        until = frame.until if frame.until is not None else clock
-        end = max(clock, until, last)
+        end = max(clock, last, clock if frame.until is None else frame.until)
         keep = int(np.searchsorted(t, end, "left")) if last >= end else t.size
         st.held_ch[slot] = ch[keep:].copy() if keep < t.size else _EMPTY
         if end == clock:
@@ -368,39 +397,37 @@ class Service:
         d = self.engine.advance(slot, t[:keep], ch[:keep], end)
         ops = int(d.ops)
         k = len(d.t)
-        m.synaptic_ops.inc(ops)
-        m.steps.inc(end - clock)
-        m.energy.inc(self.energy.work(ops, end - clock, k))
+        tally.ops += ops
+        tally.steps += end - clock
+        tally.decisions += k
         st.unbilled_ops[slot] += ops
         if k == 0:
-            m.cpu.inc(self.cpu_clock() - cpu0)
             return 0
         scores = self.readout.scores(d.features)
-        classes = np.argmax(scores, axis=1)
-        lzc = self.lzc(d)
+        classes = np.argmax(scores, axis=1).tolist()
+        lzc = self.lzc(d).tolist()
+        score_rows = scores.tolist()
+        ends = d.t.tolist()
         energy_j = self.energy.decision(st.unbilled_ops[slot] / k, model.hop)
         st.unbilled_ops[slot] = 0
-        cpu = self.cpu_clock() - cpu0
+        cpu = (self.cpu_clock() - cpu0) / k
         topic = frame.stream.encode()
-        seq0 = int(st.out_seq[slot])
+        seq0 = st.out_seq[slot]
         st.out_seq[slot] = seq0 + k
-        send = self.publish.send_multipart
-        latency = m.latency
+        send, clock_now, observe = self.publish.send, self.clock, self.metrics.latency.observe
+        labels, stream, epoch, sha = self._labels, frame.stream, self.epoch, model.sha256
         for i in range(k):
-            c = int(classes[i])
-            published_at = self.clock()
-            lat = published_at - received_at
-            payload = encode_decision(frame.stream, self.epoch, seq0 + i, int(d.t[i]),
-                                      self._labels[c], c, scores[i].tolist(), lzc[i].tolist(),
-                                      lat, energy_j, cpu / k, model.sha256)
+            c = classes[i]
+            lat = clock_now() - received_at
+            payload = encode_decision(stream, epoch, seq0 + i, ends[i], labels[c], c,
+                                      score_rows[i], lzc[i], lat, energy_j, cpu, sha)
             try:
-                send((topic, payload), zmq.NOBLOCK)
+                send(topic, _MORE)
+                send(payload, zmq.NOBLOCK)
             except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
                 pass
-            latency.observe(lat)
-        m.decisions.inc(k)
-        m.cpu.inc(self.cpu_clock() - cpu0)
-        m.frame_seconds.observe(self.clock() - received_at)
+            observe(lat)
+        self.metrics.frame_seconds.observe(clock_now() - received_at)
         return k
 
     def lzc(self, d) -> np.ndarray:
