@@ -374,3 +374,52 @@ def test_print_config_round_trips(tmp_path):
 
     cfg = resolve({}, {}, str(tmp_path / "c.toml"))
     assert (cfg.streams_max, cfg.ingest_bind, cfg.metrics_listen) == (77, False, "127.0.0.1:9999")
+
+
+def test_send_file_and_listen_commands(served, model, tmp_path):
+    end = 64 * 4
+    t, ch = events(11, 400, end - 1, model.n_in)
+    spikes = tmp_path / "spikes.txt"
+    spikes.write_text("\n".join(f"{a} {b}" for a, b in zip(t, ch)))
+    listen = subprocess.Popen([sys.executable, "-m", "edged.cli", "listen", "--connect",
+                               served.endpoints["publish"], "--stream", "f", "--count", "2", "--json",
+                               "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "edged.cli", "send", "--connect", served.endpoints["ingest"],
+                            "--file", str(spikes), "--stream", "f", "--frame-events", "64"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        got = served.collect("f", (t[-1] + 1 - model.window) // model.hop + 1)
+        assert_same(model, got, t, ch, int(t[-1]) + 1)
+        # the listener joined at some point: keep stream f's decisions coming until it has 2
+        k = int(t[-1]) + 1
+        for i in range(400):
+            if listen.poll() is not None:
+                break
+            k = (k // model.hop + 1) * model.hop
+            served.tx.send("f", [], [], until=k)
+            time.sleep(0.02)  # pacing of the feed, not a wait for a result
+        out, err = listen.communicate(timeout=TIMEOUT)
+        assert listen.returncode == 0, err
+        lines = [__import__("json").loads(x) for x in out.splitlines()]
+        assert len(lines) == 2 and all(x["stream"] == "f" and x["model"] == model.sha256 for x in lines)
+    finally:
+        if listen.poll() is None:
+            listen.kill()
+            listen.communicate()
+
+
+def test_demo_command_runs_bounded(tmp_path):
+    path = tmp_path / "m.npz"
+    save(path, small_model(window=32, hop=8))
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "demo", "--model", str(path),
+                        "--duration", "1", "--rate", "2000"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "latency daemon-measured" in r.stdout and "latency client-observed" in r.stdout
+    assert re.search(r"^\d+ decisions from 2 streams", r.stdout, re.M)
+
+
+def test_demo_missing_model_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "demo", "--model", str(tmp_path / "none.npz")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "none.npz" in r.stderr
