@@ -212,7 +212,8 @@ class Service:
         m = self.model
         rng = np.random.default_rng(0)
         end = m.window + m.hop
-        t = np.sort(rng.integers(0, end, min(4 * end, self.limits.max_events))).astype(np.int64)
+        n = min(4 * end, self.limits.max_events, (self.limits.max_bytes - 256) // 12)
+        t = np.sort(rng.integers(0, end, max(n, 0))).astype(np.int64)
         ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
         frame = decode_frame(encode_warm(t, ch, end), self.limits)
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap

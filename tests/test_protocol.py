@@ -97,3 +97,32 @@ def test_decision_round_trip():
         decode_decision(msgpack.packb({"v": 1, "stream": "a"}))
     with pytest.raises(ValueError):
         decode_decision(b"\xc1")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_never_escapes_as_anything_but_frame_error(buf):
+    try:
+        decode_frame(buf, LIMITS)
+    except FrameError as e:
+        assert e.reason in REASONS
+
+
+values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=5)
+                      | st.binary(max_size=16), lambda c: st.lists(c, max_size=4)
+                      | st.dictionaries(st.text(max_size=4), c, max_size=4), max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "stream", "seq", "t", "ch", "until", "x"]), values))
+def test_hostile_maps_rejected_or_valid(msg):
+    try:
+        f = decode_frame(msgpack.packb(msg, use_bin_type=True), LIMITS)
+    except FrameError as e:
+        assert e.reason in REASONS
+    else:
+        assert f.t.dtype == np.int64 and f.t.shape == f.ch.shape
+        assert (f.ch >= 0).all() and (f.ch < LIMITS.n_in).all() and (np.diff(f.t) >= 0).all()

@@ -235,7 +235,7 @@ def test_seq_gaps_counted_and_served(served, model):
     served.tx.seq["g"] = 5  # frames 1..4 lost on the way
     served.tx.send("g", [8], [2], until=model.window)
     assert len(served.collect("g", 1)) == 1
-    assert served.value("edged_seq_gaps_total") == 1
+    wait_for(lambda: served.value("edged_seq_gaps_total") == 1, what="gap counted")
 
 
 def test_idle_streams_expire_and_restart_cold(model):
@@ -423,3 +423,64 @@ def test_demo_missing_model_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edged.cli", "demo", "--model", str(tmp_path / "none.npz")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "none.npz" in r.stderr
+
+
+def test_sub_ingest_connects_to_a_publisher(model):
+    from edged.protocol import encode_frame
+
+    ctx = zmq.Context()
+    source = ctx.socket(zmq.PUB)
+    source.linger = 0
+    port = source.bind_to_random_port("tcp://127.0.0.1")
+    cfg = Config(ingest_endpoint=f"tcp://127.0.0.1:{port}", ingest_socket="sub", ingest_bind=False,
+                 publish_endpoint="tcp://127.0.0.1:*", metrics_listen="off", streams_max=4)
+    svc = Service(model, cfg, context=ctx, registry=CollectorRegistry())
+    endpoints = svc.bind()
+    svc.warm()
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    rx = Subscriber(endpoints["publish"], context=ctx)
+    try:
+        for k in range(400):  # both sides are slow joiners: feed until a decision comes back
+            source.send(encode_frame("s", k, [model.window + k * model.hop - 1], [1],
+                                     until=model.window + k * model.hop))
+            d = rx.recv(0.05)
+            if d is not None:
+                break
+        assert d is not None and d.stream == "s"
+    finally:
+        svc.request_stop()
+        thread.join(TIMEOUT)
+        rx.close()
+        source.close()
+        svc.close(linger_s=0)
+        ctx.term()
+
+
+def test_frame_over_maxmsgsize_disconnects_peer_then_it_is_served(model):
+    s = Served(model, streams_max=4, ingest_max_frame_bytes=2048)
+    try:
+        big = np.zeros(400, np.int64)  # 400 * 12 bytes > 2048
+        s.tx.send("big", big, big)
+        wait_for(lambda: s.value("edged_zmq_disconnects_total") >= 1, what="disconnect counted")
+        s.tx.send("big", [1], [1], until=model.window)  # the same peer reconnects by itself
+        assert s.collect("big", 1)[0].t == model.window
+        wait_for(lambda: s.value("edged_seq_gaps_total") == 1, what="gap counted")  # frame 0 was dropped
+    finally:
+        s.close()
+
+
+def test_reject_logging_is_rate_limited(model, caplog):
+    s = Served(model, streams_max=4, log_reject_burst=2, log_reject_interval=60.0)
+    try:
+        with caplog.at_level("WARNING", logger="edged.service"):
+            for _ in range(30):
+                s.tx.send_frame(b"\xc1")
+            wait_for(lambda: s.value("edged_frames_rejected_total", reason="decode") == 30, what="30 rejects")
+            s.close()
+        lines = [r for r in caplog.records if "reject" in r.getMessage()]
+        assert 2 <= len(lines) <= 4, [r.getMessage() for r in lines]
+        assert "28" in lines[-1].getMessage() or "more frames" in lines[-1].getMessage()
+    finally:
+        if s.thread.is_alive():
+            s.close()
