@@ -36,7 +36,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import zmq
@@ -48,6 +48,8 @@ from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_decis
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
+READOUT_ROWS = 64  # decisions read out together at most (one onnxruntime call) ...
+READOUT_WAIT = 0.5e-3  # ... and the longest a decision waits for frames queued behind it
 SWEEP_S = 1.0
 SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                logging.CRITICAL: 2}
@@ -95,6 +97,19 @@ class Streams:
 
 _EMPTY = np.empty(0, np.int64)
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
+
+
+class Pending(NamedTuple):
+    """One frame's decisions between the engine and the readout/publish step."""
+
+    stream: str
+    received_at: float
+    cpu0: float
+    seq0: int
+    ends: list
+    features: np.ndarray
+    lzc: np.ndarray
+    energy_j: float
 
 
 @dataclass
@@ -169,10 +184,11 @@ class Service:
         self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
         self._labels = [str(c) for c in model.classes]
-        self._lzc_cols = None
-        if "lzc" in model.features:
-            i = model.features.index("lzc")
-            self._lzc_cols = slice(i * model.n_out, (i + 1) * model.n_out)
+        i = model.features.index("lzc") if "lzc" in model.features else None
+        self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
+        self._pending: list[Pending] = []  # frames whose decisions await readout + publish
+        self._rows = 0
+        self._batch_cpu0 = 0.0
         m = self.metrics
         m.describe_model(model)
         m.describe_build(zmq.zmq_version())
@@ -224,7 +240,7 @@ class Service:
             raise RuntimeError("warm-up produced no decision: engine contract broken")
         scores = self.readout.scores(d.features)
         encode_decision("warm", self.epoch, 0, int(d.t[0]), self._labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), self.lzc(d)[0].tolist(),
+                        0, scores[0].tolist(), self.lzc_of(d)[0].tolist(),
                         0.0, 0.0, 0.0, m.sha256)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
@@ -278,7 +294,12 @@ class Service:
     # -- the loop's work -----------------------------------------------------------------
 
     def pump(self, budget: int) -> int:
-        """Receive and handle up to ``budget`` queued frames without blocking."""
+        """Receive and handle up to ``budget`` queued frames without blocking.
+
+        Decisions are read out and published together: when no frame is waiting, after
+        ``READOUT_ROWS`` decisions, or ``READOUT_WAIT`` after the first one queued. An idle
+        daemon therefore publishes each frame's decisions at once; a busy one pays one
+        onnxruntime call per batch instead of per frame."""
         n = 0
         recv, handle, clock = self.ingest.recv, self.handle, self.clock
         cpu0 = self.cpu_clock()
@@ -287,11 +308,48 @@ class Service:
                 buf = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            handle(buf, clock())
+            now = clock()
+            handle(buf, now)
             n += 1
+            if self._rows >= READOUT_ROWS or (self._rows and now - self._pending[0].received_at >= READOUT_WAIT):
+                self.publish_pending()
+        self.publish_pending()
         self.tally.cpu += self.cpu_clock() - cpu0
         self.flush_metrics()
         return n
+
+    def publish_pending(self) -> int:
+        """Read out every queued decision in one call and publish them in order."""
+        pending, k = self._pending, self._rows
+        if not k:
+            return 0
+        self._pending, self._rows = [], 0
+        one = len(pending) == 1
+        features = pending[0].features if one else np.concatenate([p.features for p in pending])
+        scores = self.readout.scores(features)
+        classes = np.argmax(scores, axis=1).tolist()
+        lzc = (pending[0].lzc if one else np.concatenate([p.lzc for p in pending])).tolist()
+        score_rows = scores.tolist()
+        cpu = (self.cpu_clock() - pending[0].cpu0) / k  # the batch's CPU, shared per decision
+        send, clock_now, observe = self.publish.send, self.clock, self.metrics.latency.observe
+        labels, epoch, sha, frame_seconds = self._labels, self.epoch, self.model.sha256, self.metrics.frame_seconds
+        row = 0
+        for p in pending:
+            topic = p.stream.encode()
+            for i, end in enumerate(p.ends):
+                c = classes[row]
+                lat = clock_now() - p.received_at
+                payload = encode_decision(p.stream, epoch, p.seq0 + i, end, labels[c], c,
+                                          score_rows[row], lzc[row], lat, p.energy_j, cpu, sha)
+                try:
+                    send(topic, _MORE)
+                    send(payload, zmq.NOBLOCK)
+                except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
+                    pass
+                observe(lat)
+                row += 1
+            frame_seconds.observe(clock_now() - p.received_at)
+        return k
 
     def flush_metrics(self) -> None:
         """Move the loop's local tallies into the Prometheus counters (after each batch)."""
@@ -330,8 +388,9 @@ class Service:
         return len(idle)
 
     def handle(self, buf: bytes, received_at: float) -> int:
-        """Validate one frame, advance its stream, publish its decisions; return how many.
-        A rejected frame is counted and logged (rate-limited) and changes no stream."""
+        """Validate one frame and advance its stream; queue its decisions for
+        ``publish_pending`` and return how many. A rejected frame is counted and logged
+        (rate-limited) and changes no stream."""
         self.tally.frames += 1
         cpu0 = self.cpu_clock()
         try:
@@ -404,41 +463,25 @@ class Service:
         st.unbilled_ops[slot] += ops
         if k == 0:
             return 0
-        scores = self.readout.scores(d.features)
-        classes = np.argmax(scores, axis=1).tolist()
-        lzc = self.lzc(d).tolist()
-        score_rows = scores.tolist()
-        ends = d.t.tolist()
         energy_j = self.energy.decision(st.unbilled_ops[slot] / k, model.hop)
         st.unbilled_ops[slot] = 0
-        cpu = (self.cpu_clock() - cpu0) / k
-        topic = frame.stream.encode()
         seq0 = st.out_seq[slot]
         st.out_seq[slot] = seq0 + k
-        send, clock_now, observe = self.publish.send, self.clock, self.metrics.latency.observe
-        labels, stream, epoch, sha = self._labels, frame.stream, self.epoch, model.sha256
-        for i in range(k):
-            c = classes[i]
-            lat = clock_now() - received_at
-            payload = encode_decision(stream, epoch, seq0 + i, ends[i], labels[c], c,
-                                      score_rows[i], lzc[i], lat, energy_j, cpu, sha)
-            try:
-                send(topic, _MORE)
-                send(payload, zmq.NOBLOCK)
-            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
-                pass
-            observe(lat)
-        self.metrics.frame_seconds.observe(clock_now() - received_at)
+        if not self._pending:
+            self._batch_cpu0 = cpu0
+        self._pending.append(Pending(frame.stream, received_at, self._batch_cpu0, seq0,
+                                     d.t.tolist(), d.features, self.lzc_of(d), energy_j))
+        self._rows += k
         return k
 
-    def lzc(self, d) -> np.ndarray:
+    def lzc_of(self, d) -> np.ndarray:
         """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
         the readout's own ``lzc`` feature columns when it has them, so both agree."""
         if self._lzc_cols is not None:
             return d.features[:, self._lzc_cols]
         from edged.lzc import normalise
 
-        return np.asarray(normalise(d.lz.astype(np.float64), self.model.window), np.float32)
+        return (np.asarray(d.lz, np.float64) * normalise(1, self.model.window)).astype(np.float32)
 
     def _monitor_events(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

@@ -484,3 +484,22 @@ def test_reject_logging_is_rate_limited(model, caplog):
     finally:
         if s.thread.is_alive():
             s.close()
+
+
+def test_lzc_field_without_lzc_readout_feature(tmp_path):
+    from edged.lzc import normalise
+
+    path = tmp_path / "rate.npz"
+    save(path, small_model(window=32, hop=8, features=("rate",)))
+    model = load(path)
+    s = Served(model, streams_max=2)
+    try:
+        t, ch = events(12, 100, 64, model.n_in)
+        s.tx.send("r", t, ch, until=64)
+        got = s.collect("r", 5)
+        d, scores = offline(model, t, ch, 64)
+        want = (d.lz * normalise(1, model.window)).astype(np.float32)  # as readout.features does
+        np.testing.assert_array_equal(np.array([x.lzc for x in got], np.float32), want)
+        np.testing.assert_array_equal(np.array([x.scores for x in got], np.float32), scores)
+    finally:
+        s.close()
