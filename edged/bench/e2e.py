@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measured rate")
     p.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for latency rows")
     p.add_argument("--latency-frame-events", type=int, default=32, help="events per frame there")
-    p.add_argument("--rates", default="50000,100000,250000,500000,1000000",
+    p.add_argument("--rates", default="50000,100000,200000,300000,400000,600000,800000,1000000",
                    help="offered events/s ladder (binary frames of --frame-events)")
     p.add_argument("--frame-events", type=int, default=256)
     p.add_argument("--streams", type=int, default=4, help="streams for latency and ladder rows")
@@ -227,8 +227,8 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
     for i, (key, f) in enumerate(body):
         if fps:
             due = start + i / fps
-            while (wait := due - clock()) > 0:
-                receive(int(wait * 1000) if wait > 0.002 else 0)
+            while (wait := due - clock()) > 0:  # sleep in poll, never spin: 2 cores are shared
+                receive(max(1, int(wait * 1000)))
         t0 = clock()
         push.send(f, copy=False)
         sent_at[f if echo else key] = t0
