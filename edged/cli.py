@@ -77,6 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.render(cfg), end="")
         return 0
+    import zmq
+
     from edged.model import ModelError
     from edged.service import main, setup_logging
 
@@ -85,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return main(cfg, log=log)
     except ModelError as e:
         raise UsageError(f"{cfg.model_path}: {e}") from None
-    except OSError as e:  # e.g. zmq.ZMQError: address in use
+    except (OSError, zmq.ZMQError) as e:  # address in use, bad endpoint, metrics port taken
         log.error("cannot serve: %s", e)
         return 1
 

@@ -503,3 +503,22 @@ def test_lzc_field_without_lzc_readout_feature(tmp_path):
         np.testing.assert_array_equal(np.array([x.scores for x in got], np.float32), scores)
     finally:
         s.close()
+
+
+def test_serve_address_in_use_exits_1(tmp_path):
+    path = tmp_path / "m.npz"
+    save(path, small_model(window=32, hop=8))
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.PULL)
+    taken.linger = 0
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        r = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--model", str(path), "--ingest",
+                            f"tcp://127.0.0.1:{port}", "--publish", "tcp://127.0.0.1:*", "--metrics", "off"],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+        ctx.term()
+    assert r.returncode == 1
+    errors = [x for x in r.stderr.splitlines() if x.startswith("<3>")]
+    assert len(errors) == 1 and "in use" in errors[0] and "Traceback" not in r.stderr
