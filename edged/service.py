@@ -26,8 +26,9 @@ Stream table: data, one row per engine slot (``Streams``). Rules:
 * a rejected frame changes no stream state.
 
 Shutdown: signal handlers only append to ``stop_requests``; the loop notices within its
-poll interval, stops polling, handles frames already queued (``service.drain_timeout``),
-publishes their decisions and returns. ``Service.close`` lingers on PUB so they leave.
+poll interval, stops polling, handles frames already queued (``service.drain_timeout``;
+a second signal cuts the drain short), publishes their decisions and returns.
+``Service.close`` lingers on PUB so they leave. A checkpoint step slots in between.
 """
 
 from __future__ import annotations
@@ -272,7 +273,7 @@ class Service:
         """Handle frames already queued, up to ``service.drain_timeout`` seconds."""
         deadline = self.clock() + self.cfg.service_drain_timeout
         n = 0
-        while self.clock() < deadline:
+        while self.clock() < deadline and len(self.stop_requests) < 2:  # a 2nd signal: stop now
             got = self.pump(BATCH)
             n += got
             if got < BATCH:
