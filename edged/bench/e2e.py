@@ -201,7 +201,7 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
     while sub.poll(200):
         sub.recv_multipart()
     sent_at: dict = {}
-    client, daemon = [], []
+    client, daemon, cpu = [], [], []
     blocked = 0.0
 
     def receive(block_ms: int) -> None:
@@ -219,6 +219,7 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
                 msg = unpack(payload)
                 key = (msg["stream"], msg["t"])
                 daemon.append(msg["latency_s"])
+                cpu.append(msg["cpu_s"])
             t_sent = sent_at.pop(key, None)
             if t_sent is not None:
                 client.append(now - t_sent)
@@ -249,7 +250,8 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
             "client_p50": float(np.percentile(c, 50)) if c.size else float("nan"),
             "client_p99": float(np.percentile(c, 99)) if c.size else float("nan"),
             "daemon_p50": float(np.percentile(d, 50)) if d.size else float("nan"),
-            "daemon_p99": float(np.percentile(d, 99)) if d.size else float("nan")}
+            "daemon_p99": float(np.percentile(d, 99)) if d.size else float("nan"),
+            "cpu_p50": float(np.median(cpu)) if cpu else float("nan")}
 
 
 def _synthetic_model(args, path: Path) -> str:
@@ -292,7 +294,7 @@ def run(args: argparse.Namespace) -> dict:
     echo, e_in, e_out = _start_echo()
     capacity = args.many_streams + args.streams * (len(rates) + 2) + len(rates) + 8  # + probes
     serve, s_in, s_out, metrics = _start_serve(model_path, capacity)
-    rows, notes = [], []
+    rows, notes = [], [f"load average {os.getloadavg()[0]:.1f} at the start"]
     try:
         # latency at a fixed modest rate: echo first, then edged, same frames and pacing
         n_lat = max(50, int(args.latency_rate * args.duration / args.latency_frame_events))
@@ -309,6 +311,7 @@ def run(args: argparse.Namespace) -> dict:
                                (f"echo client latency {q} @{rate}", ref[f"client_{q}"] * 1e6)))
         for q in ("p50", "p99"):
             rows.append(result(f"edged daemon latency {q} @{rate}", got[f"daemon_{q}"] * 1e6, "us"))
+        rows.append(result(f"edged daemon CPU per decision p50 @{rate}", got["cpu_p50"] * 1e6, "us"))
         if got["missing"]:
             notes.append(f"latency run: {got['missing']} of {got['sent']} decisions missing")
 
