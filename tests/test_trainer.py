@@ -287,3 +287,22 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         p = _cli(*args, check=False)
         assert p.returncode == 2, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("edged-train: ")
+
+
+def test_paper_experiment_machinery(tmp_path, monkeypatch):
+    """The grid runs end to end and writes the documented rows (a miniature of
+    ``experiment paper --quick``: short samples, two rules, one seed)."""
+    from trainer import experiment
+
+    monkeypatch.setattr(experiment, "TASK_PARAMS", {"T": 256, "depth": 1.0, "shared": 1.0})
+    monkeypatch.setattr(experiment, "RULES", ("bptt", "tempotron"))
+    monkeypatch.setattr(experiment, "NEURONS", ("lif",))
+    monkeypatch.setitem(experiment.QUICK, "n_train", 30)
+    monkeypatch.setitem(experiment.QUICK, "n_test", 30)
+    out = tmp_path / "table.json"
+    rows = experiment.paper(out, quick=True)
+    assert json.loads(out.read_text()) == rows and len(rows) == 4
+    for r in rows:
+        assert {"neuron", "rule", "intrinsics", "seed", "accuracy", "task"} <= set(r)
+        assert 0 <= r["accuracy"] <= 1 and r["task"] == "poisson-structure"
+    assert "| lif | bptt |" in experiment.markdown(rows)

@@ -51,7 +51,7 @@ def paper(out: str | Path, quick: bool = False, seeds: int = 3,
             for intr in INTRINSICS:
                 base = Spec(task=TASK, task_params=TASK_PARAMS, neuron=neuron, rule=rule,
                             intrinsics=intr, epochs=epochs[rule], n_train=n_train,
-                            n_test=n_test, hop=1024)
+                            n_test=n_test)
                 tuning = []
                 configs = [(h, lr) for h in hidden for lr in lrs[rule]]
                 if len(configs) > 1:
