@@ -283,7 +283,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     bad.write_bytes(b"not a zip")
     for args in (("evaluate", "--model", str(bad), "--seed", "1"),
                  ("run", "--set", "depth", "--out", str(tmp_path / "x.npz")),
-                 ("run", "--set", "nosuch=1", "--out", str(tmp_path / "x.npz"))):
+                 ("run", "--set", "nosuch=1", "--out", str(tmp_path / "x.npz")),
+                 ("evaluate", "--model", str(tmp_path / "missing.npz"), "--seed", "1")):
         p = _cli(*args, check=False)
         assert p.returncode == 2, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("edged-train: ")

@@ -45,6 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         params = data.task_params(args.task, **_task_params(args.set))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from pathlib import Path
+
+    if not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out directory {Path(args.out).parent} does not exist")
     overrides = {k: v for k, v in params.items() if v != data.TASKS[args.task][k]}
     spec = Spec(task=args.task, task_params=overrides, neuron=args.neuron, rule=args.rule,
                 intrinsics=args.intrinsics, hidden=args.hidden,
@@ -168,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"edged-train: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. --out in a missing directory
+        print(f"edged-train: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
