@@ -522,3 +522,21 @@ def test_serve_address_in_use_exits_1(tmp_path):
     assert r.returncode == 1
     errors = [x for x in r.stderr.splitlines() if x.startswith("<3>")]
     assert len(errors) == 1 and "in use" in errors[0] and "Traceback" not in r.stderr
+
+
+def test_thousand_streams_then_capacity_reject(model):
+    s = Served(model, streams_max=1001)  # 1000 + the probe
+    try:
+        names = [f"n{i}" for i in range(1000)]
+        for i, name in enumerate(names):
+            s.tx.send(name, [i % model.window], [i % model.n_in], until=model.window)
+        for name in names:
+            assert s.collect(name, 1)[0].t == model.window
+        wait_for(lambda: s.value("edged_streams_active") == 1001, what="1001 streams active")
+        s.tx.send("one-too-many", [], [], until=1)
+        wait_for(lambda: s.value("edged_frames_rejected_total", reason="capacity") == 1, what="capacity reject")
+        # a known stream is still served
+        s.tx.send("n7", [model.window], [0], until=model.window + model.hop)
+        assert s.collect("n7", 2)[1].t == model.window + model.hop
+    finally:
+        s.close()
