@@ -111,11 +111,11 @@ class Subscriber:
     only a first cut). Counters: ``gaps`` (decisions missing inside one epoch and stream),
     ``restarts`` (epoch changed or a stream's seq started over), ``malformed``.
     ``on_gap(stream, expected_seq, got_seq)`` and ``on_restart(stream, old_epoch,
-    new_epoch)`` are called as they happen. ``conflate`` keeps only the newest decision
-    (for "latest only" dashboards; gaps are then expected)."""
+    new_epoch)`` are called as they happen. For "latest only" consumers use ``latest``
+    (ZMQ_CONFLATE cannot be used: decisions are two-frame messages)."""
 
     def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (),
-                 context: zmq.Context | None = None, conflate: bool = False, hwm: int = 100000,
+                 context: zmq.Context | None = None, hwm: int = 100000,
                  on_gap: Callable[[str, int, int], None] | None = None,
                  on_restart: Callable[[str, int, int], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter):
@@ -123,15 +123,12 @@ class Subscriber:
         self.socket = self._ctx.socket(zmq.SUB)
         self.socket.linger = 0
         self.socket.rcvhwm = hwm
-        if conflate:
-            self.socket.conflate = 1
         self.socket.reconnect_ivl = 100
         self.socket.reconnect_ivl_max = 5000
         self.streams = frozenset(streams)
         for s in streams or ("",):
             self.socket.setsockopt(zmq.SUBSCRIBE, s.encode())
         self.socket.connect(endpoint)
-        self._conflate = conflate
         self._clock = clock
         self._on_gap = on_gap
         self._on_restart = on_restart
@@ -148,7 +145,7 @@ class Subscriber:
             wait = None if deadline is None else max(0.0, deadline - self._clock())
             if wait is not None and not self.socket.poll(int(wait * 1000) + (wait > 0)):
                 return None
-            parts = self.socket.recv_multipart() if not self._conflate else [None, self.socket.recv()]
+            parts = self.socket.recv_multipart()
             now = self._clock()
             try:
                 d = Decision.from_wire(decode_decision(parts[-1]), now)
@@ -159,6 +156,14 @@ class Subscriber:
                 continue
             self._track(d)
             return d
+
+    def latest(self, timeout: float | None = None) -> Decision | None:
+        """The newest decision queued (waiting up to ``timeout`` for one); older ones are
+        consumed and still counted for gaps."""
+        d = self.recv(timeout)
+        while d is not None and self.socket.poll(0):
+            d = self.recv(0) or d
+        return d
 
     def _track(self, d: Decision) -> None:
         self.received += 1

@@ -418,8 +418,7 @@ class Service:
         if t.size and t[0] < clock:
             raise FrameError("late", f"stream {frame.stream!r}: event at step {int(t[0])} "
                                      f"before the stream's clock {clock}")
-        last = int(t[-1]) if t.size else (clock if held.size else clock)
-        end = max(clock, last, frame.until if frame.until is not None else clock)
+        end = max(clock, int(t[-1]) if t.size else clock, clock if frame.until is None else frame.until)
         if end - clock > self.cfg.limits_max_advance:
             raise FrameError("time", f"stream {frame.stream!r}: frame advances {end - clock} steps "
                                      f"> limits.max_advance {self.cfg.limits_max_advance}")

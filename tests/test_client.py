@@ -159,3 +159,16 @@ def test_client_imports_without_numba_or_onnxruntime():
             "bad = [m for m in ('numba', 'onnxruntime', 'onnx', 'prometheus_client') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_latest_returns_newest_and_counts_the_rest(ctx, pub):
+    sock, endpoint = pub
+    with Subscriber(endpoint, context=ctx, streams=("a", "~hello")) as rx:
+        subscribed(sock, rx)
+        for seq in range(5):
+            publish(sock, "a", 1, seq)
+        publish(sock, "a", 1, 6)  # seq 5 lost
+        d, deadline = None, time.monotonic() + 10
+        while (d is None or d.seq != 6) and time.monotonic() < deadline:
+            d = rx.latest(1.0) or d
+        assert d.seq == 6 and rx.gaps == 1
