@@ -9,10 +9,14 @@ isolated daemon. Names follow Prometheus conventions: ``edged_`` prefix, base un
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from importlib import metadata
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from edged.protocol import REASONS
 
@@ -31,18 +35,45 @@ def _version(name: str) -> str:
         return "none"
 
 
+class LoopHistogram:
+    """A Prometheus histogram observed by the serving loop alone: ``observe`` is one bisect
+    and a list increment (no lock, ~10x cheaper than ``prometheus_client.Histogram``);
+    the scrape thread reads a snapshot. Exposed exactly like a client_python Histogram."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
+                 registry: CollectorRegistry):
+        self.name, self.documentation = name, documentation
+        self.bounds = [float(b) for b in buckets]
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self):
+        counts, total = list(self.counts), self.total
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        yield HistogramMetricFamily(self.name, self.documentation,
+                                    buckets=list(zip(les, accumulate(counts))), sum_value=total)
+
+
 class Metrics:
     """The daemon's metric objects, registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry):
         r = registry
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "edged_decision_latency_seconds",
-            "Frame receipt to decision publish, per decision", buckets=LATENCY_BUCKETS, registry=r)
-        self.frame_seconds = Histogram(
+            "Frame receipt to decision publish, per decision", LATENCY_BUCKETS, r)
+        self.frame_seconds = LoopHistogram(
             "edged_frame_processing_seconds",
-            "Wall time to decode, simulate, read out and publish one accepted frame",
-            buckets=LATENCY_BUCKETS, registry=r)
+            "Frame receipt to its last decision published, per frame with decisions",
+            LATENCY_BUCKETS, r)
         self.events = Counter("edged_events_total", "Spike events accepted", registry=r)
         self.frames = Counter("edged_frames_total", "Ingest frames received (accepted or rejected)",
                               registry=r)

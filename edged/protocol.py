@@ -71,10 +71,10 @@ def _no_ext(code: int, data: bytes):
     raise FrameError("schema", f"msgpack ext type {code} is not allowed")
 
 
-def _int_array(value, name: str, dtype: str, limits: Limits) -> np.ndarray:
+def _int_array(value, name: str, dtype: np.dtype, limits: Limits) -> np.ndarray:
     """``value`` as an array of ``dtype`` (a little-endian view of bytes, or a list)."""
     if isinstance(value, bytes):
-        width = np.dtype(dtype).itemsize
+        width = dtype.itemsize
         if len(value) % width:
             raise FrameError("schema", f"binary {name} is {len(value)} bytes, not a multiple of {width}")
         return np.frombuffer(value, dtype)
@@ -88,7 +88,30 @@ def _int_array(value, name: str, dtype: str, limits: Limits) -> np.ndarray:
     raise FrameError("schema", f"{name} must be an int array or bytes, not {type(value).__name__}")
 
 
-def decode_frame(buf: bytes, limits: Limits) -> Frame:
+#: ``check_events(t, ch, n_in) -> EVENTS_*``: one pass over the events (the service passes
+#: a compiled one; ``numpy_check_events`` is the reference)
+EVENTS_OK, EVENTS_NEGATIVE, EVENTS_DECREASING, EVENTS_CHANNEL = 0, 1, 2, 3
+_EVENT_ERRORS = {EVENTS_NEGATIVE: ("time", "event times must be in [0, 2**62)"),
+                 EVENTS_DECREASING: ("time", "event times must be non-decreasing")}
+
+
+def numpy_check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
+    if t.size == 0:
+        return EVENTS_OK
+    if t[0] < 0:
+        return EVENTS_NEGATIVE
+    if t.size > 1 and (t[1:] < t[:-1]).any():
+        return EVENTS_DECREASING
+    # one reduction: negative channels wrap to huge unsigned values
+    if ch.view(np.uint32 if ch.dtype.itemsize == 4 else np.uint64).max() >= n_in:
+        return EVENTS_CHANNEL
+    return EVENTS_OK
+
+
+_I8, _I4 = np.dtype("<i8"), np.dtype("<i4")
+
+
+def decode_frame(buf: bytes, limits: Limits, check_events=numpy_check_events) -> Frame:
     """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem."""
     if len(buf) > limits.max_bytes:
         raise FrameError("oversize", f"frame of {len(buf)} bytes > {limits.max_bytes}")
@@ -127,20 +150,18 @@ def decode_frame(buf: bytes, limits: Limits) -> Frame:
     until = msg.get("until")
     if until is not None and (type(until) is not int or not 0 <= until <= MAX_TIME):
         raise FrameError("time", "until must be a non-negative integer below 2**62")
-    t = _int_array(msg["t"], "t", "<i8", limits)
-    ch = _int_array(msg["ch"], "ch", "<i4", limits)
+    t = _int_array(msg["t"], "t", _I8, limits)
+    ch = _int_array(msg["ch"], "ch", _I4, limits)
     if t.shape != ch.shape:
         raise FrameError("schema", f"t has {t.size} events, ch has {ch.size}")
     if t.size > limits.max_events:
         raise FrameError("oversize", f"{t.size} events > {limits.max_events}")
-    if t.size:
-        if t[0] < 0 or t[-1] > MAX_TIME:
-            raise FrameError("time", "event times must be in [0, 2**62)")
-        if t.size > 1 and (t[1:] < t[:-1]).any():
-            raise FrameError("time", "event times must be non-decreasing")
-        # one reduction: negative channels wrap to huge unsigned values
-        if ch.view(np.uint32 if ch.dtype.itemsize == 4 else np.uint64).max() >= limits.n_in:
-            raise FrameError("channel", f"channels must be in [0, {limits.n_in})")
+    if t.size and t[-1] > MAX_TIME:
+        raise FrameError("time", "event times must be in [0, 2**62)")
+    problem = check_events(t, ch, limits.n_in)
+    if problem:
+        reason, detail = _EVENT_ERRORS.get(problem, ("channel", f"channels must be in [0, {limits.n_in})"))
+        raise FrameError(reason, detail)
     # owned, writable native int64 copies: the kernels are compiled for exactly that type
     return Frame(stream, seq, t.astype(np.int64), ch.astype(np.int64), until)
 
