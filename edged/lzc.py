@@ -21,17 +21,26 @@ Normalisation (both variants)
     ``c = 0.0`` for ``n < 2`` (``log2(1) = 0``, and an empty window carries nothing).
 
 Sliding window (``SlidingLZ``)
-    For every (stream, neuron) the engine keeps the last ``W`` bits pushed and the exact
-    LZ76 parse of that window ``s[a:b]``, ``a = max(0, b - W)``, so ``counts`` always
-    equals ``lz76`` of the window recomputed from scratch (before the window is full it is
-    the whole history). Each phrase stores a copy source ``j`` reaching ``M(p)`` (the
-    rightmost one found). Appending a bit can only extend or close the last, still copying,
-    phrase. Dropping the oldest bit ``a`` re-cuts ``a+1`` as phrase 0 (all boundaries from
-    the old phrase 2 on stay boundaries) and can shorten only phrases whose source was
-    ``a``; those, and the text up to the point where the new cut meets an old boundary
-    again, are re-parsed. The state is plain arrays (``np.savez(f, **st._asdict())``,
-    ``SlidingLZ(**np.load(f))``); ``push``, ``push_zeros`` and ``counts`` are ``@njit``
-    and callable from other njit code.
+    Per (stream, neuron) the engine keeps the last ``W`` bits ``s[a:b]``,
+    ``a = max(0, b - W)``, and their exact LZ76 parse, so ``counts`` always equals ``lz76``
+    of the window recomputed from scratch (until ``W`` steps are pushed the window is the
+    whole history; ``window_len`` gives its length for ``normalise``). Every phrase with
+    ``M(p) > 0`` keeps its rightmost source ``j`` (``lcp(j, p) = M(p)``, largest ``j``).
+    Appending ``s[b]`` only extends or closes the last, still copying, phrase. Dropping
+    ``s[a]`` makes ``a + 1`` phrase 0; an old phrase 1 longer than one bit was a run and
+    shifts by one bit; later boundaries stay, except that a phrase whose rightmost source
+    was ``a`` shortens, and the text after it is re-cut until the cut meets an old
+    boundary. ``push_zeros(k >= W)`` writes the all-zero parse directly.
+
+API
+    ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
+    entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError.
+    ``lz76_jit(bits) -> int`` and ``normalise(count, n) -> float``: the njit kernels.
+    ``sliding_state(n_streams, n_neurons, window) -> SlidingLZ``, then the njit functions
+    ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``, ``counts(st, stream, out)``,
+    ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
+    From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
+    state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
 Matching is done on 32-bit grams ``G[i] = s[i:i+32]`` (first bit most significant,
 zeros past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 32 and the longest
@@ -88,22 +97,30 @@ def _longest(G, lo, p, end):
         m = min(m, np.uint32(H[i] ^ g))
     if m or cap <= _GRAM:
         return min(_clz(m), cap)
-    # Some j match 32 bits: compare the next gram, masking out j that failed earlier.
-    bad = np.zeros(H.size, np.uint32)
-    s = 0
+    # Some j match 32 bits: compare the next gram of those j only.
+    h = G[p + _GRAM]
+    Y = G[lo + _GRAM:p + _GRAM]
+    m = _U32
+    for i in range(H.size):
+        m = min(m, np.uint32((Y[i] ^ h) | (_U32 if H[i] != g else _Z32)))
+    if m or cap <= 2 * _GRAM:
+        return min(_GRAM + _clz(m), cap)
+    # Rare: 64+ bit matches. Track which j still match, one gram at a time.
+    bad = np.empty(H.size, np.uint32)
+    for i in range(H.size):
+        bad[i] = (H[i] ^ g) | (Y[i] ^ h)
+    s = 2 * _GRAM
     while True:
-        g = G[p + s]
-        h = G[p + s + _GRAM]
-        X = G[lo + s:p + s]
-        Y = G[lo + s + _GRAM:p + s + _GRAM]
+        h = G[p + s]
+        Y = G[lo + s:p + s]
         m = _U32
         for i in range(H.size):
-            b = bad[i] | (X[i] ^ g)
-            bad[i] = b
-            m = min(m, np.uint32((Y[i] ^ h) | (_U32 if b else _Z32)))
-        s += _GRAM
+            m = min(m, np.uint32((Y[i] ^ h) | (_U32 if bad[i] else _Z32)))
         if m or cap <= s + _GRAM:
             return min(s + _clz(m), cap)
+        for i in range(H.size):
+            bad[i] |= Y[i] ^ h
+        s += _GRAM
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,21 +217,23 @@ def normalise(count, n):
 
 
 def _as_bits(bits) -> np.ndarray:
-    """Validate a 1-D integer/bool array of 0/1 and return it as uint8 (no copy if possible)."""
+    """A 1-D integer/bool array of 0/1 as contiguous uint8 (uint8 values are checked by the
+    kernels, wider integers here)."""
     x = np.asarray(bits)
     if x.ndim != 1:
         raise ValueError(f"bits must be 1-D, got shape {x.shape}")
-    if x.size == 0:
-        return np.zeros(0, np.uint8)
-    if x.dtype == np.bool_:
-        return np.ascontiguousarray(x).view(np.uint8)
-    if x.dtype.kind not in "iu":
-        raise ValueError(f"bits must be an integer or bool array, got dtype {x.dtype}")
-    if x.dtype != np.uint8:
-        if x.min() < 0 or x.max() > 1:
+    kind = x.dtype.kind
+    if kind == "b":
+        x = x.view(np.uint8)
+    elif kind not in "iu":
+        if x.size:
+            raise ValueError(f"bits must be an integer or bool array, got dtype {x.dtype}")
+        x = x.astype(np.uint8)
+    elif x.dtype != np.uint8:
+        if x.size and (x.min() < 0 or x.max() > 1):
             raise ValueError("bits must contain only 0 and 1")
         x = x.astype(np.uint8)
-    return np.ascontiguousarray(x)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
 
 def _checked(count: int) -> int:
@@ -271,7 +290,7 @@ class _Lane(NamedTuple):
     refs: np.ndarray
     last: np.ndarray   # 1-element views
     count: np.ndarray
-    base: int          # multiple of R <= every position touched this step: slot = pos - base (- R)
+    base: int          # multiple of R <= any position touched: slot = pos - base (- R)
     R: int
 
 
@@ -292,8 +311,8 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024) -> Sliding
     )
 
 
-# The helpers below are inlined into ``push``: Numba otherwise pays reference counting on
-# every array it passes, which costs more than the work itself.
+# The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
+# on every array of a ``_Lane`` it passes, which costs more than the work itself.
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
@@ -311,32 +330,13 @@ def _slot(ln, pos):
 
 
 @numba.njit(cache=True, nogil=True)
-def _match_at(G, lo, p, end):
-    """(``_longest``, rightmost ``j`` reaching it or -1); short ranges in one scalar pass."""
-    cap = end - p
-    if p - lo <= 64:
-        g = G[p]
-        best = 0
-        j = -1
-        for i in range(p - 1, lo - 1, -1):
-            length = min(_clz(np.uint32(G[i] ^ g)), cap)
-            if length > best:
-                best = length
-                j = i
-        if best < _GRAM or cap == _GRAM:
-            return best, j
-    length = _longest(G, lo, p, end)
-    if length == 0:
-        return 0, -1
-    return length, _source(G, lo, p, length)
-
-
-@_inline
 def _match(ln, lo, p, end):
     """(longest match length, its rightmost source or -1) of the phrase at ``p``."""
     b = ln.base  # gram index i holds position b + i for all positions in [lo, end)
-    length, j = _match_at(ln.G, lo - b, p - b, end - b)
-    return length, (b + j if j >= 0 else -1)
+    length = _longest(ln.G, lo - b, p - b, end - b)
+    if length == 0:
+        return 0, -1
+    return length, b + _source(ln.G, lo - b, p - b, length)
 
 
 @_inline
@@ -357,7 +357,7 @@ def _release(ln, p):
         ln.src[k] = -1
 
 
-@_inline
+@numba.njit(cache=True, nogil=True)
 def _reparse(ln, lo, q, o, b):
     """Re-cut ``[q, b)`` (``q`` a new boundary, ``o`` the first old one >= q) until the cut
     meets an old boundary; returns that boundary, or ``b``."""
@@ -404,8 +404,8 @@ def _drop(ln, a, b):
     elif n > 1:
         _set_phrase(ln, p + 1, n - 1, p if n > 2 else -1)
         ln.count[0] += 1
-    # Sources are rightmost, so a phrase whose source was ``a`` has no other source of the
-    # same length: shorten it and re-cut until the cut meets an old boundary.
+    # Sources are rightmost, so a phrase whose source was ``a`` has no other one as long:
+    # it shortens. Re-cut from its start until the cut meets an old boundary.
     q = p + 1
     ka = _slot(ln, a)
     while ln.refs[ka] > 0:
@@ -413,16 +413,13 @@ def _drop(ln, a, b):
             raise AssertionError("sliding LZ76: a phrase source was not found")
         k = _slot(ln, q)
         n = ln.plen[k]
-        if ln.src[k] != a:
+        if ln.src[k] == a:
+            _release(ln, q)
+            ln.plen[k] = 0
+            ln.count[0] -= 1
+            q = _reparse(ln, p, q, q + n, b)
+        else:
             q += n
-            continue
-        is_open = ln.last[0] == q
-        length, j = _match(ln, p, q, b)
-        _release(ln, q)
-        _set_phrase(ln, q, length + 1, j)
-        if is_open:
-            ln.last[0] = b
-        q = _reparse(ln, p, q + length + 1, q + n, b)
 
 
 @_inline
@@ -470,8 +467,17 @@ def _step(st, s, n, b, W, bit):
 
 
 @numba.njit(cache=True, nogil=True)
+def _check(st, stream, n_neurons):
+    if not 0 <= stream < st.steps.size:
+        raise IndexError("stream out of range")
+    if n_neurons != st.count.shape[1]:
+        raise ValueError("one value per neuron is required")
+
+
+@numba.njit(cache=True, nogil=True)
 def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
+    _check(st, stream, bits.size)
     b = st.steps[stream]
     W = st.plen.shape[2] - _GRAM
     for n in range(st.plen.shape[1]):
@@ -484,14 +490,14 @@ def push_zeros(st, stream, k):
     """Append ``k`` all-zero steps to ``stream``; O(min(k, W)) per neuron."""
     if k < 0:
         raise ValueError("push_zeros: k must be >= 0")
+    _check(st, stream, st.count.shape[1])
     b = st.steps[stream]
     W = st.plen.shape[2] - _GRAM
     N = st.plen.shape[1]
     if k < W:
-        for i in range(k):
-            for n in range(N):
-                _step(st, stream, n, b + i, W, _Z32)
-        st.steps[stream] = b + k
+        zeros = np.zeros(N, np.uint8)
+        for _ in range(k):
+            push(st, stream, zeros)
         return
     # The window becomes all zeros: phrase 0 is one bit, phrase 1 copies it to the end.
     b += k
@@ -513,6 +519,7 @@ def push_zeros(st, stream, k):
 @numba.njit(cache=True, nogil=True)
 def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
+    _check(st, stream, out.size)
     for n in range(st.count.shape[1]):
         out[n] = st.count[stream, n]
 

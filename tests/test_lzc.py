@@ -1,0 +1,342 @@
+"""edged.lzc: golden sequences, references, antropy agreement, sliding-engine properties."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edged import lzc
+
+REF = np.array([int(c) for c in "1001111011000010"], np.uint8)
+
+
+def bits(text: str) -> np.ndarray:
+    return np.array([int(c) for c in text], np.uint8)
+
+
+# ---------------------------------------------------------------- NumPy/Python references
+
+
+def lz76_ref(s) -> int:
+    """Kaspar-Schuster LZ76 straight from the definition: O(n^2) per phrase."""
+    s = list(s)
+    n, p, c = len(s), 0, 0
+    while p < n:
+        best = 0
+        for j in range(p):
+            k = 0
+            while p + k < n and s[j + k] == s[p + k]:
+                k += 1
+            best = max(best, k)
+        c += 1
+        p += best + 1
+    return c
+
+
+def lz78_ref(s) -> int:
+    seen, phrase, c = set(), "", 0
+    for b in s:
+        phrase += str(int(b))
+        if phrase not in seen:
+            seen.add(phrase)
+            c += 1
+            phrase = ""
+    return c + (phrase != "")
+
+
+def trains(rng, n: int, kind: str, d: float) -> np.ndarray:
+    """Spike trains that reach every matching path: random, periodic, and long runs."""
+    if kind == "random":
+        return (rng.random(n) < d).astype(np.uint8)
+    if kind == "periodic":  # long matches (> 32 and > 64 bits) with rare flips
+        period = rng.random(int(rng.integers(1, 40))) < 0.5
+        x = np.resize(period, n).astype(np.uint8)
+        x[rng.random(n) < d * 0.02] ^= 1
+        return x
+    runs = rng.geometric(min(max(d, 1e-3), 1.0) * 0.1 + 1e-3, n)  # "runs": long constant stretches
+    return (np.repeat(np.arange(runs.size) % 2, runs)[:n]).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- one-shot golden cases
+
+
+def test_reference_vector():
+    assert lzc.lz76(REF) == 6  # 1|0|01|1110|1100|0010
+    assert lzc.lz78(REF) == 8  # 1|0|01|11|10|110|00|010
+    assert lzc.lzc(REF) == pytest.approx(6 * 4 / 16) == 1.5
+    assert lzc.lzc(REF, "lz78") == pytest.approx(8 * 4 / 16)
+
+
+@pytest.mark.parametrize("text, c76, c78", [
+    ("", 0, 0),
+    ("0", 1, 1),
+    ("1", 1, 1),
+    ("00", 2, 2),        # 0|0 ; 0|0(dictionary)
+    ("01", 2, 2),        # 0|1
+    ("0001", 2, 3),      # 0|001 ; 0|00|1
+    ("0000", 2, 3),      # 0|000 ; 0|00|0
+    ("1010101010", 3, 6),  # 1|0|10101010 ; 1|0|10|101|01|0
+    ("0110", 3, 3),      # 0|1|10 ; 0|1|10
+    ("00100", 3, 3),     # 0|01|00 ; 0|01|00
+])
+def test_short_cases_by_hand(text, c76, c78):
+    assert lzc.lz76(bits(text)) == c76 == lz76_ref(text)
+    assert lzc.lz78(bits(text)) == c78 == lz78_ref(text)
+
+
+@pytest.mark.parametrize("n", [2, 3, 31, 32, 33, 64, 65, 100, 1024, 4096])
+@pytest.mark.parametrize("value", [0, 1])
+def test_constant_windows_have_two_phrases(n, value):
+    assert lzc.lz76(np.full(n, value, np.uint8)) == 2
+
+
+def test_normalisation():
+    assert lzc.lzc(np.zeros(0, np.uint8)) == 0.0
+    assert lzc.lzc(np.ones(1, np.uint8)) == 0.0
+    assert lzc.lzc(bits("01")) == pytest.approx(2 * 1 / 2)
+    x = np.random.default_rng(3).random(1000) < 0.5
+    assert lzc.lzc(x) == pytest.approx(lzc.lz76(x) * math.log2(1000) / 1000)
+    assert lzc.normalise(7, 1) == 0.0 and lzc.normalise(7, 0) == 0.0
+
+
+def test_accepts_bool_int_lists_and_strided_views():
+    x = np.random.default_rng(4).random(300) < 0.3
+    want = lz76_ref(x)
+    for form in (x, x.astype(np.int64), x.astype(np.uint16), x.tolist(), np.repeat(x, 2)[::2]):
+        assert lzc.lz76(form) == want
+    assert lzc.lz76([]) == 0
+
+
+@pytest.mark.parametrize("bad", [
+    np.array([0, 1, 2], np.uint8), np.array([0, -1]), np.array([0, 256]),
+    np.zeros((2, 3), np.uint8), np.array([0.0, 1.0]), np.array(["0", "1"]),
+])
+def test_rejects_non_binary_input(bad):
+    for fn in (lzc.lz76, lzc.lz78, lzc.lzc):
+        with pytest.raises(ValueError):
+            fn(bad)
+
+
+def test_rejects_unknown_variant():
+    with pytest.raises(ValueError):
+        lzc.lzc(REF, "lz77")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1), max_size=80))
+def test_one_shot_equal_references(s):
+    x = np.array(s, np.uint8)
+    assert lzc.lz76(x) == lz76_ref(s)
+    assert lzc.lz78(x) == lz78_ref(s)
+
+
+def test_agrees_with_antropy_on_random_sequences():
+    antropy = pytest.importorskip("antropy", reason="antropy (test extra) is the reference")
+    rng = np.random.default_rng(2024)
+    kinds = ("random", "random", "periodic", "runs")
+    for i in range(1000):
+        n = int(np.exp(rng.uniform(np.log(2), np.log(4096))))
+        d = (0.0, 1.0)[i % 2] if i % 50 == 0 else rng.random()
+        x = trains(rng, n, kinds[i % 4], d)
+        assert lzc.lz76(x) == antropy.lziv_complexity(x.astype(bool), normalize=False), (n, d)
+        if i % 10 == 0:
+            want = antropy.lziv_complexity(x.astype(bool), normalize=True)
+            assert lzc.lzc(x) == pytest.approx(want)
+
+
+# ---------------------------------------------------------------- sliding engine
+
+
+class Mirror:
+    """Full history per (stream, neuron); the window is its tail."""
+
+    def __init__(self, n_streams, n_neurons, window):
+        self.w = window
+        self.hist = [[[] for _ in range(n_neurons)] for _ in range(n_streams)]
+
+    def push(self, s, column):
+        for n, b in enumerate(column):
+            self.hist[s][n].append(int(b))
+
+    def zeros(self, s, k):
+        for h in self.hist[s]:
+            h.extend([0] * k)
+
+    def window(self, s, n):
+        h = self.hist[s][n]
+        return np.array(h[max(0, len(h) - self.w):], np.uint8)
+
+
+def assert_exact(state, mirror, s):
+    out = np.zeros(state.count.shape[1], np.int64)
+    lzc.counts(state, s, out)
+    assert lzc.window_len(state, s) == mirror.window(s, 0).size
+    for n in range(out.size):
+        w = mirror.window(s, n)
+        assert np.array_equal(lzc.window_bits(state, s, n), w)
+        assert out[n] == lzc.lz76(w), (s, n, w.size)
+
+
+def run_ops(window, n_streams, n_neurons, ops, seed, check_every=1):
+    rng = np.random.default_rng(seed)
+    state = lzc.sliding_state(n_streams, n_neurons, window)
+    mirror = Mirror(n_streams, n_neurons, window)
+    for s, kind, k, d in ops:
+        if kind == "zeros":
+            lzc.push_zeros(state, s, k)
+            mirror.zeros(s, k)
+            assert_exact(state, mirror, s)
+            continue
+        block = np.stack([trains(rng, k, kind, d) for _ in range(n_neurons)], axis=1)
+        for t, column in enumerate(block):
+            lzc.push(state, s, column)
+            mirror.push(s, column)
+            if t % check_every == 0 or t == k - 1:
+                assert_exact(state, mirror, s)
+    for s in range(n_streams):
+        assert_exact(state, mirror, s)
+    return state
+
+
+def op(max_len, n_streams, window):
+    return st.tuples(
+        st.integers(0, n_streams - 1),
+        st.sampled_from(["random", "random", "periodic", "runs", "zeros"]),
+        st.integers(0, max_len) | st.sampled_from([window - 1, window, window + 1, 2 * window + 3]),
+        st.floats(0.0, 1.0),
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=st.integers(1, 70), n_streams=st.integers(1, 3), n_neurons=st.integers(1, 3),
+       data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_sliding_counts_equal_recount_small_windows(window, n_streams, n_neurons, data, seed):
+    ops = data.draw(st.lists(op(3 * window, n_streams, window), max_size=12))
+    run_ops(window, n_streams, n_neurons, ops, seed)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_streams=st.integers(1, 2), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_sliding_counts_equal_recount_window_1024(n_streams, data, seed):
+    ops = data.draw(st.lists(op(1500, n_streams, 1024), min_size=1, max_size=5))
+    run_ops(1024, n_streams, 2, ops, seed, check_every=7)
+
+
+@pytest.mark.parametrize("kind, d", [
+    ("random", 0.5), ("random", 0.05), ("periodic", 0.5), ("runs", 0.3)])
+def test_sliding_long_run_every_step(kind, d):
+    run_ops(1024, 1, 3, [(0, kind, 2600, d)], seed=11, check_every=1)
+
+
+@pytest.mark.parametrize("window", [2, 3, 5, 8, 33, 65, 100])
+def test_sliding_small_windows_long_runs(window):
+    kinds = [("random", 0.5), ("runs", 0.2), ("periodic", 0.5), ("random", 0.05), ("zeros", 0.0)]
+    ops = [(0, kind, 8 * window + 50, d) for kind, d in kinds * 2]
+    run_ops(window, 1, 3, ops, seed=window)
+
+
+def test_streams_do_not_affect_each_other():
+    rng = np.random.default_rng(5)
+    state = lzc.sliding_state(3, 4, 40)
+    for _ in range(100):
+        lzc.push(state, 0, (rng.random(4) < 0.4).astype(np.uint8))
+    before = [a[0].copy() for a in state[1:]] + [state.steps[0]]
+    for _ in range(300):
+        lzc.push(state, 1, (rng.random(4) < 0.5).astype(np.uint8))
+        lzc.push(state, 2, (rng.random(4) < 0.1).astype(np.uint8))
+    lzc.push_zeros(state, 2, 1000)
+    after = [a[0] for a in state[1:]] + [state.steps[0]]
+    assert all(np.array_equal(x, y) for x, y in zip(before, after))
+
+
+def test_push_zeros_edge_cases():
+    state = lzc.sliding_state(1, 2, 16)
+    lzc.push_zeros(state, 0, 0)
+    assert lzc.window_len(state, 0) == 0
+    out = np.full(2, -1, np.int64)
+    lzc.counts(state, 0, out)
+    assert out.tolist() == [0, 0]
+    lzc.push_zeros(state, 0, 5)       # window not yet full: 0|0000
+    lzc.counts(state, 0, out)
+    assert out.tolist() == [2, 2] and lzc.window_len(state, 0) == 5
+    lzc.push_zeros(state, 0, 10**12)  # closed form, no loop over k
+    lzc.counts(state, 0, out)
+    assert out.tolist() == [2, 2] and lzc.window_len(state, 0) == 16
+    lzc.push(state, 0, np.array([1, 0], np.uint8))
+    lzc.counts(state, 0, out)
+    assert out.tolist() == [lzc.lz76(bits("0" * 15 + "1")), 2]
+    with pytest.raises(ValueError):
+        lzc.push_zeros(state, 0, -1)
+
+
+def test_engine_rejects_bad_arguments():
+    state = lzc.sliding_state(2, 3, 8)
+    with pytest.raises(ValueError):
+        lzc.push(state, 0, np.zeros(2, np.uint8))
+    with pytest.raises(IndexError):
+        lzc.push(state, 2, np.zeros(3, np.uint8))
+    with pytest.raises(IndexError):
+        lzc.push_zeros(state, -1, 3)
+    with pytest.raises(ValueError):
+        lzc.counts(state, 0, np.zeros(2, np.int64))
+    with pytest.raises(ValueError):
+        lzc.sliding_state(1, 1, 0)
+    assert state.steps.tolist() == [0, 0]
+
+
+def test_window_of_one_bit():
+    state = lzc.sliding_state(1, 1, 1)
+    out = np.zeros(1, np.int64)
+    for b in (1, 0, 0, 1):
+        lzc.push(state, 0, np.array([b], np.uint8))
+        lzc.counts(state, 0, out)
+        assert out[0] == 1 and lzc.window_bits(state, 0, 0).tolist() == [b]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    rng = np.random.default_rng(6)
+    state = lzc.sliding_state(2, 3, 50)
+    for _ in range(120):
+        lzc.push(state, int(rng.integers(2)), (rng.random(3) < 0.3).astype(np.uint8))
+    np.savez(tmp_path / "lz.npz", **state._asdict())
+    with np.load(tmp_path / "lz.npz") as f:
+        restored = lzc.SlidingLZ(**{k: f[k] for k in lzc.SlidingLZ._fields})
+    for _ in range(200):
+        s, column = int(rng.integers(2)), (rng.random(3) < 0.3).astype(np.uint8)
+        lzc.push(state, s, column)
+        lzc.push(restored, s, column)
+    assert all(np.array_equal(a, b) for a, b in zip(state, restored))
+
+
+def test_reset_empties_one_stream():
+    state = lzc.sliding_state(2, 2, 30)
+    fresh = lzc.sliding_state(2, 2, 30)
+    for _ in range(70):
+        lzc.push(state, 0, np.array([1, 0], np.uint8))
+        lzc.push(state, 1, np.array([0, 1], np.uint8))
+        lzc.push(fresh, 1, np.array([0, 1], np.uint8))
+    lzc.reset(state, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(state, fresh))
+
+
+def test_callable_from_njit_loop():
+    @numba.njit
+    def run(state, stream, spikes, hop, out):  # the daemon's per-stream loop, in miniature
+        total = 0
+        for t in range(spikes.shape[0]):
+            lzc.push(state, stream, spikes[t])
+            if (t + 1) % hop == 0:
+                lzc.counts(state, stream, out)
+                total += out.sum()
+        return total
+
+    spikes = (np.random.default_rng(7).random((320, 4)) < 0.2).astype(np.uint8)
+    state = lzc.sliding_state(2, 4, 64)
+    out = np.zeros(4, np.int64)
+    run(state, 1, spikes, 16, out)
+    assert out.tolist() == [lzc.lz76(spikes[-64:, n]) for n in range(4)]
