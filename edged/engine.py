@@ -36,8 +36,7 @@ class Decisions(NamedTuple):
 def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
     dec_t[k] = now
     lzc.counts(lz, slot, dec_lz[k])
-    for n in range(dec_spikes.shape[1]):
-        dec_spikes[k, n] = lzc.window_bits(lz, slot, n).sum()
+    lzc.ones(lz, slot, dec_spikes[k])
 
 
 @njit(cache=True, nogil=True)
@@ -91,7 +90,7 @@ class Engine:
             raise ValueError(f"hop {hop} must be in [1, window={window}]")
         self.net, self.window, self.hop, self.features = net, window, hop, tuple(features)
         self.state = neurons.zero_state(net, streams)
-        self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window)
+        self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window, hop)
         self.now = np.zeros(streams, np.int64)
         self._advance = None
 

@@ -32,12 +32,19 @@ Sliding window (``SlidingLZ``)
     was ``a`` shortens, and the text after it is re-cut until the cut meets an old
     boundary. ``push_zeros(k >= W)`` writes the all-zero parse directly.
 
+    That exact parse costs ~25 KB per (stream, neuron) at W = 1024. When counts are read
+    only every ``hop >= RECOUNT_HOP`` steps, ``sliding_state(..., hop)`` keeps instead a
+    ring of the last ``W`` bits (``W`` bytes) and ``counts`` recounts each window with
+    ``lz76_jit``: cheaper per step at such hops, and ~25x smaller. Results are identical;
+    only where the work happens differs.
+
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
     entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError.
     ``lz76_jit(bits) -> int`` and ``normalise(count, n) -> float``: the njit kernels.
-    ``sliding_state(n_streams, n_neurons, window) -> SlidingLZ``, then the njit functions
-    ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``, ``counts(st, stream, out)``,
+    ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ``, then the njit
+    functions ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``,
+    ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
     From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
     state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
@@ -60,7 +67,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise",
-    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "reset",
+    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "RECOUNT_HOP",
     "window_len", "window_bits",
 ]
 
@@ -69,6 +76,7 @@ Variant = Literal["lz76", "lz78"]
 _U32 = np.uint32(0xFFFFFFFF)
 _Z32 = np.uint32(0)
 _GRAM = 32  # bits per gram; a ring holds W + _GRAM slots
+RECOUNT_HOP = 8  # from this hop on, recounting each window beats the incremental parse
 
 
 @intrinsic
@@ -279,6 +287,7 @@ class SlidingLZ(NamedTuple):
     refs: np.ndarray   # int32 (S, N, R): number of phrases whose source is this position
     last: np.ndarray   # int64 (S, N): start of the still-copying last phrase; == steps if none
     count: np.ndarray  # int64 (S, N): LZ76 phrase count of the window
+    ring: np.ndarray   # uint8 (S, N, W): recount mode's bits, slot i % W; (S, N, 0) otherwise
 
 
 class _Lane(NamedTuple):
@@ -294,11 +303,13 @@ class _Lane(NamedTuple):
     R: int
 
 
-def sliding_state(n_streams: int, n_neurons: int, window: int = 1024) -> SlidingLZ:
-    """Empty sliding state: every window holds no bits and has count 0."""
-    if n_streams < 1 or n_neurons < 1 or window < 1:
-        raise ValueError("n_streams, n_neurons and window must be >= 1")
-    r = window + _GRAM
+def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int = 1) -> SlidingLZ:
+    """Empty sliding state (every window empty, count 0) for counts read every ``hop`` steps:
+    the exact incremental parse below ``RECOUNT_HOP``, the recount ring from there on."""
+    if n_streams < 1 or n_neurons < 1 or window < 1 or hop < 1:
+        raise ValueError("n_streams, n_neurons, window and hop must be >= 1")
+    recount = hop >= RECOUNT_HOP
+    r = 0 if recount else window + _GRAM
     shape = (n_streams, n_neurons)
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
@@ -308,7 +319,13 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024) -> Sliding
         refs=np.zeros(shape + (r,), np.int32),
         last=np.zeros(shape, np.int64),
         count=np.zeros(shape, np.int64),
+        ring=np.zeros(shape + (window if recount else 0,), np.uint8),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _window(st):
+    return st.ring.shape[2] if st.ring.shape[2] > 0 else st.plen.shape[2] - _GRAM
 
 
 # The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
@@ -479,6 +496,11 @@ def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
     b = st.steps[stream]
+    if st.ring.shape[2] > 0:
+        for n in range(bits.size):
+            st.ring[stream, n, b % st.ring.shape[2]] = bits[n] != 0
+        st.steps[stream] = b + 1
+        return
     W = st.plen.shape[2] - _GRAM
     for n in range(st.plen.shape[1]):
         _step(st, stream, n, b, W, np.uint32(bits[n] != 0))
@@ -492,6 +514,12 @@ def push_zeros(st, stream, k):
         raise ValueError("push_zeros: k must be >= 0")
     _check(st, stream, st.count.shape[1])
     b = st.steps[stream]
+    if st.ring.shape[2] > 0:
+        W = st.ring.shape[2]
+        for i in range(min(k, W)):
+            st.ring[stream, :, (b + i) % W] = 0
+        st.steps[stream] = b + k
+        return
     W = st.plen.shape[2] - _GRAM
     N = st.plen.shape[1]
     if k < W:
@@ -520,23 +548,43 @@ def push_zeros(st, stream, k):
 def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
     _check(st, stream, out.size)
+    if st.ring.shape[2] == 0:
+        for n in range(st.count.shape[1]):
+            out[n] = st.count[stream, n]
+        return
     for n in range(st.count.shape[1]):
-        out[n] = st.count[stream, n]
+        out[n] = lz76_jit(window_bits(st, stream, n))
+
+
+@numba.njit(cache=True, nogil=True)
+def ones(st, stream, out):
+    """Write the number of ones (spikes) in each neuron's current window into ``out``."""
+    _check(st, stream, out.size)
+    for n in range(st.count.shape[1]):
+        if st.ring.shape[2] > 0:  # slots outside a young window are still zero
+            out[n] = st.ring[stream, n].sum()
+        else:
+            out[n] = window_bits(st, stream, n).sum()
 
 
 @numba.njit(cache=True, nogil=True)
 def window_len(st, stream):
     """Bits in the current window of ``stream``: ``min(steps, W)`` (for ``normalise``)."""
-    return min(st.steps[stream], st.plen.shape[2] - _GRAM)
+    return min(st.steps[stream], _window(st))
 
 
 @numba.njit(cache=True, nogil=True)
 def window_bits(st, stream, neuron):
     """Copy of the current window of one (stream, neuron), oldest bit first."""
-    R = st.plen.shape[2]
     b = st.steps[stream]
     out = np.empty(window_len(st, stream), np.uint8)
     a = b - out.size
+    if st.ring.shape[2] > 0:
+        ring = st.ring[stream, neuron]
+        for i in range(out.size):
+            out[i] = ring[(a + i) % ring.size]
+        return out
+    R = st.plen.shape[2]
     for i in range(out.size):
         out[i] = st.gram[stream, neuron, (a + i) % R] >> np.uint32(31)
     return out
@@ -552,3 +600,4 @@ def reset(st, stream):
     st.refs[stream] = 0
     st.last[stream] = 0
     st.count[stream] = 0
+    st.ring[stream] = 0

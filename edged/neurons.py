@@ -189,7 +189,9 @@ def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray
     add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
     n_hidden, n_out = n.w_out.shape
     work = np.empty(3 * (n_hidden + n_out), np.float32)
-    current, scratch = work[:n_hidden], work[n_hidden:]
+    current = work[:n_hidden]
+    out_current = work[n_hidden:n_hidden + n_out]
+    scratch = work[n_hidden + n_out:]
     current[:] = 0
     for ch in channels:
         row = n.w_in[ch]
@@ -197,7 +199,6 @@ def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray
             current[j] += row[j]
     hidden_spikes = np.empty(n_hidden, np.uint8)
     layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
-    out_current = current[:n_out]
     out_current[:] = 0
     ops = channels.shape[0] * n_hidden
     for j in range(n_hidden):

@@ -174,7 +174,10 @@ class Mirror:
 
 def assert_exact(state, mirror, s):
     out = np.zeros(state.count.shape[1], np.int64)
+    ones = np.zeros_like(out)
     lzc.counts(state, s, out)
+    lzc.ones(state, s, ones)
+    assert ones.tolist() == [int(mirror.window(s, n).sum()) for n in range(out.size)]
     assert lzc.window_len(state, s) == mirror.window(s, 0).size
     for n in range(out.size):
         w = mirror.window(s, n)
@@ -182,9 +185,9 @@ def assert_exact(state, mirror, s):
         assert out[n] == lzc.lz76(w), (s, n, w.size)
 
 
-def run_ops(window, n_streams, n_neurons, ops, seed, check_every=1):
+def run_ops(window, n_streams, n_neurons, ops, seed, check_every=1, hop=1):
     rng = np.random.default_rng(seed)
-    state = lzc.sliding_state(n_streams, n_neurons, window)
+    state = lzc.sliding_state(n_streams, n_neurons, window, hop)
     mirror = Mirror(n_streams, n_neurons, window)
     for s, kind, k, d in ops:
         if kind == "zeros":
@@ -214,10 +217,10 @@ def op(max_len, n_streams, window):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(window=st.integers(1, 70), n_streams=st.integers(1, 3), n_neurons=st.integers(1, 3),
-       data=st.data(), seed=st.integers(0, 2**32 - 1))
-def test_sliding_counts_equal_recount_small_windows(window, n_streams, n_neurons, data, seed):
+       data=st.data(), seed=st.integers(0, 2**32 - 1), hop=st.sampled_from([1, lzc.RECOUNT_HOP]))
+def test_sliding_counts_equal_recount_small_windows(window, n_streams, n_neurons, data, seed, hop):
     ops = data.draw(st.lists(op(3 * window, n_streams, window), max_size=12))
-    run_ops(window, n_streams, n_neurons, ops, seed)
+    run_ops(window, n_streams, n_neurons, ops, seed, hop=hop)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -233,11 +236,18 @@ def test_sliding_long_run_every_step(kind, d):
     run_ops(1024, 1, 3, [(0, kind, 2600, d)], seed=11, check_every=1)
 
 
+@pytest.mark.parametrize("hop", [1, lzc.RECOUNT_HOP])
 @pytest.mark.parametrize("window", [2, 3, 5, 8, 33, 65, 100])
-def test_sliding_small_windows_long_runs(window):
+def test_sliding_small_windows_long_runs(window, hop):
     kinds = [("random", 0.5), ("runs", 0.2), ("periodic", 0.5), ("random", 0.05), ("zeros", 0.0)]
     ops = [(0, kind, 8 * window + 50, d) for kind, d in kinds * 2]
-    run_ops(window, 1, 3, ops, seed=window)
+    run_ops(window, 1, 3, ops, seed=window, hop=hop)
+
+
+def test_recount_mode_is_small():
+    exact, ring = lzc.sliding_state(1, 10, 1024, 1), lzc.sliding_state(1, 10, 1024, 16)
+    assert sum(a.nbytes for a in ring) * 20 < sum(a.nbytes for a in exact)
+    assert ring.ring.shape == (1, 10, 1024) and exact.ring.shape == (1, 10, 0)
 
 
 def test_streams_do_not_affect_each_other():
