@@ -6,7 +6,8 @@ three decide identically. It holds, for ``streams`` slots, the neuron state
 (``edged.lzc``) and each stream's clock ``now`` (steps completed), all as plain arrays.
 
 ``advance(slot, t, ch, end)`` simulates steps ``[now, end)``: event steps one by one,
-empty stretches settled then decayed in closed form (windows take the zeros in bulk).
+empty stretches as ``edged.neurons.simulate`` does (stepped while ``must_step``, then
+decayed in closed form), the windows taking the zeros in bulk.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
 ``b >= window``; it covers steps ``[b - window, b)`` and carries, per output neuron, the
 LZ76 phrase count and the spike count of the window, and the readout features
@@ -40,17 +41,29 @@ def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
 
 
 @njit(cache=True, nogil=True)
+def _valid(t, ch, now, end, n_in):
+    for i in range(t.shape[0]):
+        if t[i] < now or t[i] >= end or (i > 0 and t[i] < t[i - 1]) or not 0 <= ch[i] < n_in:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
-    """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops."""
+    """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops, or -1
+    (nothing changed) when the events are not sorted within ``[now, end)`` or a channel
+    is out of range."""
+    if not _valid(t, ch, now, end, net.w_in.shape[0]):
+        return -1
     bits = np.zeros(net.w_out.shape[1], np.uint8)
-    no_input = np.empty(0, ch.dtype)
+    no_input = ch[:0]
     ops = 0
     k = 0
     i = 0
     while now < end:
         nxt = t[i] if i < t.shape[0] else end
         if nxt > now:  # an empty stretch [now, nxt)
-            while now < nxt and not neurons.is_quiet(net, st, slot):
+            while now < nxt and neurons.must_step(net, st, slot, nxt - now):
                 ops += neurons.step(net, st, slot, no_input, bits)
                 lzc.push(lz, slot, bits)
                 now += 1
@@ -127,10 +140,6 @@ class Engine:
         now = int(self.now[slot])
         if t.shape != ch.shape or t.ndim != 1:
             raise ValueError("t and ch must be 1-D arrays of equal length")
-        if t.size and (t[0] < now or t[-1] >= end or np.any(t[1:] < t[:-1])):
-            raise ValueError(f"event times must be sorted within [{now}, {end})")
-        if ch.size and (ch.min() < 0 or ch.max() >= self.n_in):
-            raise ValueError(f"channels must be in [0, {self.n_in})")
         k = self.boundaries(slot, end)
         n_out = self.net.w_out.shape[1]
         dec_t = np.empty(k, np.int64)
@@ -144,8 +153,14 @@ class Engine:
             if self._advance is None:
                 self._advance = neurons.bind(_advance, *args)
             ops = self._advance(*args)
+            if ops < 0:
+                raise ValueError(f"events must be sorted within [{now}, {end}) "
+                                 f"with channels in [0, {self.n_in})")
             self.now[slot] = end
-        feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
+        if k:
+            feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
+        else:
+            feats = np.empty((0, len(self.features) * dec_lz.shape[1]), np.float32)
         return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops))
 
     def state_bytes(self) -> int:

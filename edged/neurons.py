@@ -35,7 +35,9 @@ which is exact (up to float rounding) as long as no neuron fires on the way. Sin
 ``theta >= theta0 > 0`` and ``|v|`` only shrinks without input, no neuron can fire once
 every ``v < theta0`` (``is_quiet``). That holds after every step for LIF with reset to
 ``v_reset``; for the meta-neuron (a threshold that decays below a slowly decaying ``v``)
-or subtractive reset, ``advance_empty`` steps explicitly until quiet, then jumps.
+or subtractive reset, empty steps are stepped explicitly until quiet, then jumped.
+Stretches of at most ``SHORT_GAP`` steps are always stepped (cheaper than the jump);
+``must_step`` is that rule.
 
 Escape-noise (probabilistic) firing is not implemented: inference is deterministic.
 """
@@ -226,6 +228,15 @@ def is_quiet(n: Net, st: State, s: int) -> bool:
     return _layer_quiet(n.hidden, st.hidden, s) and _layer_quiet(n.out, st.out, s)
 
 
+SHORT_GAP = 4
+
+
+@njit(cache=True, nogil=True)
+def must_step(n: Net, st: State, s: int, k: int) -> bool:
+    """Whether the next of ``k`` empty steps must be stepped rather than jumped."""
+    return k <= SHORT_GAP or not is_quiet(n, st, s)
+
+
 @njit(cache=True, nogil=True)
 def _layer_decay(c: Layer, st: LayerState, s: int, k: int) -> None:
     v, a, r = st.v[s], st.a[s], st.r[s]
@@ -248,24 +259,12 @@ def decay(n: Net, st: State, s: int, k: int) -> None:
 
 
 @njit(cache=True, nogil=True)
-def settle(n: Net, st: State, s: int, k: int, out_spikes: np.ndarray) -> int:
-    """Step stream ``s`` without input until quiet, at most ``min(k, len(out_spikes))``
-    steps, writing each step's output spikes to ``out_spikes[i]``; return the steps taken."""
-    no_input = np.empty(0, np.int64)
-    m = min(k, out_spikes.shape[0])
-    for i in range(m):
-        if is_quiet(n, st, s):
-            return i
-        step(n, st, s, no_input, out_spikes[i])
-    return m
-
-
-@njit(cache=True, nogil=True)
 def simulate(n: Net, st: State, s: int, t: np.ndarray, ch: np.ndarray,
              t0: int, out: np.ndarray) -> int:
     """Advance stream ``s`` over steps ``t0 .. t0 + len(out) - 1``, events ``(t[i], ch[i])``
     sorted by time within that range; output spikes go to ``out[step - t0]``. Empty
-    stretches are settled then decayed in closed form. Returns synaptic ops."""
+    stretches are stepped while ``must_step``, then decayed in closed form. Returns
+    synaptic ops."""
     t_end = t0 + out.shape[0]
     ops = 0
     now = t0
@@ -274,10 +273,12 @@ def simulate(n: Net, st: State, s: int, t: np.ndarray, ch: np.ndarray,
         nxt = t_end
         if i < t.shape[0]:
             nxt = t[i]
-        if nxt > now:
-            done = settle(n, st, s, nxt - now, out[now - t0:nxt - t0])
-            decay(n, st, s, nxt - now - done)
-            out[now - t0 + done:nxt - t0] = 0
+        if nxt > now:  # an empty stretch [now, nxt)
+            while now < nxt and must_step(n, st, s, nxt - now):
+                ops += step(n, st, s, ch[:0], out[now - t0])
+                now += 1
+            decay(n, st, s, nxt - now)
+            out[now - t0:nxt - t0] = 0
             now = nxt
             continue
         j = i
