@@ -99,7 +99,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.name != "paper":
         raise UsageError(f"unknown experiment {args.name!r}; the only one is 'paper'")
-    paper(args.out, quick=args.quick, seeds=args.seeds, log=_log)
+    for value, known in ((args.rules, ("bptt", "stdp", "tempotron")), (args.neurons, ("lif", "meta"))):
+        if value and not set(value.split(",")) <= set(known):
+            raise UsageError(f"{value!r}: choose from {','.join(known)}")
+    paper(args.out, quick=args.quick, seeds=args.seeds, log=_log,
+          rules=tuple(args.rules.split(",")) if args.rules else None,
+          neurons=tuple(args.neurons.split(",")) if args.neurons else None)
     return 0
 
 
@@ -155,6 +160,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x {fixed,learned}")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
     x.add_argument("--seeds", type=int, default=3)
+    x.add_argument("--rules", help="comma list: rerun only these rules' cells, merging into --out")
+    x.add_argument("--neurons", help="comma list: rerun only these neurons' cells, merging into --out")
     x.add_argument("--out", default="models/experiments/paper-table.json")
     x.set_defaults(func=cmd_experiment)
     return p

@@ -37,8 +37,17 @@ QUICK = {"hidden": (32,), "lr": {"bptt": (0.03,), "stdp": (0.05,), "tempotron": 
 
 
 def paper(out: str | Path, quick: bool = False, seeds: int = 3,
-          log: Callable[[str], None] | None = None) -> list[dict]:
+          log: Callable[[str], None] | None = None, rules: tuple[str, ...] | None = None,
+          neurons: tuple[str, ...] | None = None) -> list[dict]:
+    """Run the grid (or the ``rules`` x ``neurons`` part of it, replacing those cells'
+    rows in an existing ``out`` and keeping the others); return all rows."""
     log = log or (lambda m: None)
+    subset = rules is not None or neurons is not None
+    rules, neurons = rules or RULES, neurons or NEURONS
+    kept: list[dict] = []
+    if subset and Path(out).exists():
+        kept = [r for r in json.loads(Path(out).read_text())
+                if not (r["rule"] in rules and r["neuron"] in neurons)]
     hidden = QUICK["hidden"] if quick else HIDDEN
     lrs = QUICK["lr"] if quick else LR
     epochs = QUICK["epochs"] if quick else EPOCHS
@@ -46,8 +55,8 @@ def paper(out: str | Path, quick: bool = False, seeds: int = 3,
     seeds = 1 if quick else seeds
     rows: list[dict] = []
     t0 = time.perf_counter()
-    for neuron in NEURONS:
-        for rule in RULES:
+    for neuron in neurons:
+        for rule in rules:
             for intr in INTRINSICS:
                 base = Spec(task=TASK, task_params=TASK_PARAMS, neuron=neuron, rule=rule,
                             intrinsics=intr, epochs=epochs[rule], n_train=n_train,
@@ -80,7 +89,8 @@ def paper(out: str | Path, quick: bool = False, seeds: int = 3,
                     log(f"{neuron} {rule} {intr} seed {seed}: accuracy {m['accuracy']:.3f} "
                         f"(count floor {m['count_floor_accuracy']:.3f}, nearest-mean LZC "
                         f"{m['nearest_mean_lzc_accuracy']:.3f}) ({time.perf_counter() - t0:.0f} s)")
-                    _write(out, rows)
+                    _write(out, kept + rows)
+    rows = kept + rows
     log(f"paper experiment done in {time.perf_counter() - t0:.0f} s")
     print(markdown(rows))
     return rows

@@ -20,8 +20,15 @@ what one output gains the others lose), and columns keep their norms too.
 Intrinsic plasticity (``learned`` intrinsics), once per batch, per neuron, in raw
 parameter space (``trainer.params``), toward a target rate ``rho*``::
 
-    theta_raw += eta_theta * (rho - rho*) / rho*     fires too much -> higher threshold
-    tau_raw   -= eta_tau   * (rho - rho*) / rho*     fires too much -> shorter membrane
+    e          = clip((rho - rho*) / rho*, -1, 1)
+    theta_raw += eta_theta * e     fires too much -> higher threshold
+    tau_raw   += eta_tau   * e     fires too much -> longer membrane time constant
+
+The time-constant direction follows from the exact integration ``v <- alpha v + (1 - alpha)
+R I``: the mean of ``v`` does not depend on ``tau`` but its fluctuations shrink as ``tau``
+grows, and these neurons fire on fluctuations, so a longer ``tau`` means fewer threshold
+crossings. (The opposite sign, "too quiet -> integrate longer", is a positive feedback
+here: it drove time constants to the 1e3 s bound and the outputs silent.)
 
 (``theta``/``tau`` are ``theta0``/``tau0`` for the meta-neuron).
 """
@@ -143,9 +150,9 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             if learn_intrinsics:
                 for prefix, rate, target in (("hidden", rate_h, cfg.target_hidden),
                                              ("output", rate_o, cfg.target_out)):
-                    err = (rate - target) / target
+                    err = np.clip((rate - target) / target, -1.0, 1.0)
                     raw[f"{prefix}.{th}"] += cfg.eta_theta * err
-                    raw[f"{prefix}.{tau}"] -= cfg.eta_tau * err
+                    raw[f"{prefix}.{tau}"] += cfg.eta_tau * err
             rates_h.append(rate_h.mean())
             rates_o.append(rate_o.mean())
         h = {"epoch": epoch + 1, "hidden_rate": float(np.mean(rates_h)),
