@@ -90,6 +90,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("service", "drain_timeout", float, 2.0,
             "seconds to finish queued frames after SIGTERM/SIGINT", "--drain-timeout",
             check=lambda x: x >= 0),
+    Setting("service", "state_dir", str, "",
+            "directory for checkpoints of every stream's state: written on SIGTERM and every "
+            "--checkpoint-interval, restored at start ('' = off)", "--state-dir"),
+    Setting("service", "checkpoint_interval", float, 60.0,
+            "seconds between periodic checkpoints (0 = only on stop)", "--checkpoint-interval",
+            check=lambda x: x >= 0),
+    Setting("security", "secret_key", str, "",
+            "CURVE secret key file of the server (edged keygen; mode 0600); encrypts ingest and "
+            "publish ('' = no encryption)", "--curve-secret-key"),
+    Setting("security", "client_keys", str, "",
+            "directory of allowed client public key files (*.key): the only clients admitted "
+            "on ingest and publish (required with --curve-secret-key)", "--curve-client-keys"),
     Setting("log", "level", str, "info", "lowest log level written to stderr", "--log-level",
             choices=("debug", "info", "warning", "error")),
     Setting("log", "reject_burst", int, 5,

@@ -110,6 +110,28 @@ class Metrics:
         self.epoch = Gauge("edged_epoch", "This incarnation's epoch (as in every decision)", registry=r)
         self.warmup = Gauge("edged_warmup_seconds", "Seconds spent compiling and warming kernels",
                             registry=r)
+        self.checkpoint_restore = Counter(
+            "edged_checkpoint_restore", "Start-ups by checkpoint outcome: ok (warm restart), none "
+            "(no checkpoint), mismatch (other model/shape), corrupt (unreadable): cold otherwise",
+            ["result"], registry=r)
+        for result in ("ok", "none", "mismatch", "corrupt"):
+            self.checkpoint_restore.labels(result)
+        self.checkpoint_writes = Counter("edged_checkpoint_writes", "Checkpoint writes by result",
+                                         ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.checkpoint_writes.labels(result)
+        self.checkpoint_last_success = Gauge(
+            "edged_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last checkpoint written (0: none yet)", registry=r)
+        self.checkpoint_seconds = Gauge("edged_checkpoint_duration_seconds",
+                                        "Seconds the last checkpoint write took", registry=r)
+        self.checkpoint_streams = Gauge("edged_checkpoint_streams", "Streams in the last checkpoint",
+                                        registry=r)
+        self.zmq_auth_failures = Counter(
+            "edged_zmq_auth_failures", "CURVE handshakes refused (unknown key, bad handshake)",
+            ["socket"], registry=r)
+        for sock in ("ingest", "publish"):
+            self.zmq_auth_failures.labels(sock)
         self.zmq_disconnects = Counter("edged_zmq_disconnects_total",
                                        "Ingest peers disconnected (e.g. a frame over max_frame_bytes)",
                                        registry=r)

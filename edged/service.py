@@ -29,11 +29,22 @@ Shutdown: signal handlers only append to ``stop_requests``; the loop notices wit
 poll interval, stops polling, handles frames already queued (``service.drain_timeout``;
 a second signal cuts the drain short), publishes their decisions and returns.
 ``Service.close`` lingers on PUB so they leave. A checkpoint step slots in between.
+
+systemd (``edged.sdnotify``, injected as ``notify`` and ``watchdog``): ``READY=1`` once the
+model is verified, sockets bound, kernels and readout warmed and any checkpoint restored;
+``WATCHDOG=1`` from ``tick`` (the loop) and the drain only; ``STOPPING=1`` when a stop
+request is noticed.
+
+State (``--state-dir``, ``edged.checkpoint``): ``restore`` before READY (a refused file is
+a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` from ``tick``
+and once after the drain. Restored streams keep their clocks, held events and seqs; the
+epoch is new, so subscribers see a restart, not a gap.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,9 +54,11 @@ import numpy as np
 import zmq
 from numba import njit
 
+from edged import checkpoint as ckpt
 from edged.config import Config
 from edged.energy import EnergyModel
 from edged.metrics import Metrics
+from edged.sdnotify import Watchdog
 from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK, Frame,
                             FrameError, Limits, decode_frame, encode_decision, encode_frame)
 
@@ -177,12 +190,15 @@ class RejectLog:
 
 class Service:
     """One daemon: sockets, engine, readout, stream table, metrics. Inject the ZeroMQ
-    ``context``, the metrics ``registry``, the monotonic ``clock`` and the ``log``."""
+    ``context``, the metrics ``registry``, the monotonic ``clock``, the ``log`` and the
+    systemd ``notify`` / ``watchdog`` (default: no-ops)."""
 
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
                  clock: Callable[[], float] = time.perf_counter,
                  cpu_clock: Callable[[], float] = time.thread_time,
-                 log: logging.Logger | None = None, epoch: int | None = None):
+                 log: logging.Logger | None = None, epoch: int | None = None,
+                 notify: Callable[[str], object] | None = None, watchdog: Watchdog | None = None,
+                 wall: Callable[[], float] = time.time):
         from edged.engine import Engine
         from edged.readout import Readout
 
@@ -199,6 +215,10 @@ class Service:
         self.stop_requests: list[int] = []  # appended to by signal handlers, read by the loop
         self.rejects = RejectLog(self.log, cfg.log_reject_burst, cfg.log_reject_interval)
         self.tally = Tally()
+        self.notify = notify or (lambda state: None)
+        self.watchdog = watchdog or Watchdog(env={})
+        self.wall = wall
+        self._next_checkpoint = float("inf")
         self.ingest = self.publish = self.monitor = None
         self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
@@ -286,6 +306,7 @@ class Service:
                 self._monitor_events()
             self.tick(self.clock())
         self.metrics.ready.set(0)
+        self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
         self.drain()
 
     def drain(self) -> int:
@@ -294,6 +315,7 @@ class Service:
         n = 0
         while self.clock() < deadline and len(self.stop_requests) < 2:  # a 2nd signal: stop now
             got = self.pump(BATCH)
+            self.watchdog.ping(self.clock())
             n += got
             if got < BATCH:
                 break
@@ -386,12 +408,75 @@ class Service:
         self.tally = Tally()
 
     def tick(self, now: float) -> None:
-        """Housekeeping between frames: idle expiry, log summaries."""
+        """Housekeeping between frames: watchdog, idle expiry, log summaries, checkpoints."""
+        self.watchdog.ping(now)
+        if now >= self._next_checkpoint:
+            self.checkpoint()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
         self.rejects.flush(now)
         self.flush_metrics()
+
+    # -- state -------------------------------------------------------------------------
+
+    def restore(self) -> str:
+        """Load ``<state_dir>/checkpoint.npz`` into the (empty) stream table; return the
+        result counted in ``edged_checkpoint_restore_total``: ``ok``, ``none``, or a cold
+        start on ``mismatch`` / ``corrupt`` (one warning line says why)."""
+        state_dir = self.cfg.service_state_dir
+        if not state_dir:
+            return "none"
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        if ckpt.remove_stale(state_dir):
+            self.log.info("removed an unfinished checkpoint temp file in %s", state_dir)
+        path = os.path.join(state_dir, ckpt.NAME)
+        self._schedule_checkpoint()
+        if not os.path.exists(path):
+            self.log.info("no checkpoint in %s: cold start", state_dir)
+            result = "none"
+        else:
+            try:
+                restored = ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256)
+                k = ckpt.apply(restored, self.engine, self.streams.slots, self.streams, self.clock())
+                self.metrics.streams_active.set(k)
+                age = self.wall() - float(restored.header.get("written_at", 0))
+                self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k, path,
+                              restored.header["epoch"], age)
+                result = "ok"
+            except ckpt.CheckpointError as e:
+                self.log.warning("checkpoint %s refused (%s): %s; cold start", path, e.result, e.detail)
+                result = e.result
+        self.metrics.checkpoint_restore.labels(result).inc()
+        return result
+
+    def checkpoint(self) -> bool:
+        """Write every stream's state atomically to ``--state-dir``; a failure (e.g. disk
+        full) is logged and counted, the previous checkpoint stays, serving goes on."""
+        self._schedule_checkpoint()
+        state_dir = self.cfg.service_state_dir
+        if not state_dir:
+            return False
+        t0 = time.perf_counter()
+        try:
+            members = ckpt.snapshot(self.engine, self.streams.slots, self.streams, self.model.sha256,
+                                    self.epoch, self.wall())
+            ckpt.write(state_dir, members)
+        except OSError as e:
+            self.metrics.checkpoint_writes.labels("error").inc()
+            self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
+            return False
+        m = self.metrics
+        m.checkpoint_writes.labels("ok").inc()
+        m.checkpoint_last_success.set(self.wall())
+        m.checkpoint_seconds.set(time.perf_counter() - t0)
+        m.checkpoint_streams.set(len(self.streams.slots))
+        return True
+
+    def _schedule_checkpoint(self) -> None:
+        interval = self.cfg.service_checkpoint_interval
+        on = self.cfg.service_state_dir and interval > 0
+        self._next_checkpoint = self.clock() + interval if on else float("inf")
 
     def expire(self, now: float) -> int:
         st = self.streams
@@ -515,17 +600,25 @@ class Service:
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
-         install_signals: bool = True) -> int:
-    """``edged serve``: load, bind, warm, serve until SIGTERM/SIGINT, drain, exit 0.
-    Raises ``edged.model.ModelError`` for a bad model file (the CLI exits 2)."""
+         install_signals: bool = True, env=None) -> int:
+    """``edged serve``: load, bind, warm, restore, READY, serve until SIGTERM/SIGINT, drain,
+    checkpoint, exit 0. Raises ``edged.model.ModelError`` for a bad model file (the CLI
+    exits 2). ``env`` (default ``os.environ``) supplies ``NOTIFY_SOCKET`` / ``WATCHDOG_*``."""
     import signal
 
     from prometheus_client import CollectorRegistry, ProcessCollector
 
+    from edged import sdnotify
     from edged.config import metrics_address
     from edged.metrics import serve_http
     from edged.model import load
 
+    env = os.environ if env is None else env
+
+    def notify(state: str) -> None:
+        sdnotify.notify(state, env)
+
+    notify("STATUS=loading model")
     model = load(cfg.model_path)
     log.info("model %s sha256 %s: %s, %d-%d-%d, window %d hop %d, classes %s", cfg.model_path,
              model.sha256, model.neuron, model.n_in, model.n_hidden, model.n_out, model.window,
@@ -535,7 +628,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         ProcessCollector(registry=registry)
     own_context = context is None
     ctx = context or zmq.Context()
-    svc = Service(model, cfg, context=ctx, registry=registry, log=log)
+    watchdog = sdnotify.Watchdog(env)
+    svc = Service(model, cfg, context=ctx, registry=registry, log=log, notify=notify,
+                  watchdog=watchdog)
     per_stream = svc.engine.state_bytes()
     log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
              per_stream * cfg.streams_max / 2**20, cfg.streams_max)
@@ -549,13 +644,22 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         if address is not None:
             http, port = serve_http(registry, *address)
             endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
+        notify("STATUS=compiling and warming kernels")
         seconds = svc.warm()
+        restored = svc.restore()
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s",
                  seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
                  endpoints.get("metrics", "off"))
+        notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
+               f"{len(svc.streams.slots)} streams")
         svc.run()
         log.info("stopping on signal %s: drained, %d streams active",
                  ",".join(map(str, svc.stop_requests)), len(svc.streams.slots))
+        if cfg.service_state_dir and len(svc.stop_requests) < 2:
+            notify("STATUS=writing checkpoint")
+            if svc.checkpoint():
+                log.info("checkpoint of %d streams written to %s", len(svc.streams.slots),
+                         cfg.service_state_dir)
     finally:
         svc.close()
         if http is not None:
