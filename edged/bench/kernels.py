@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", type=int, default=10)
     p.add_argument("--density", type=float, default=0.05, help="fraction of inputs spiking per step")
     p.add_argument("--steps", type=int, default=2000, help="distinct input steps cycled through")
+    p.add_argument("--window", type=int, default=1024, help="LZ window (steps) for the state size")
+    p.add_argument("--hop", type=int, default=16, help="decision hop (steps) for the state size")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -90,18 +92,24 @@ def run(args: argparse.Namespace) -> dict:
     def numpy():
         numpy_step(n, np_state, 0, channels[next(cursor) % args.steps])
 
+    from edged.engine import Engine
+
+    per_stream = Engine(n, args.window, args.hop, streams=16).state_bytes()
     base = ("numpy_step_us", best_time(numpy) * 1e6)
     results = [
         result(*base, "us"),
         result("edged_step_us", best_time(streaming) * 1e6, "us", base),
         result("edged_inloop_step_us", best_time(inloop) / args.steps * 1e6, "us", base),
-        result("state_bytes_per_stream", neurons.state_bytes(n), "B"),
-        result("state_gib_10k_streams", neurons.state_bytes(n) * 10_000 / 2**30, "GiB"),
+        result("neuron_state_bytes_per_stream", neurons.state_bytes(n), "B"),
+        result("stream_state_bytes", per_stream, "B"),
+        result("stream_state_gib_10k_streams", per_stream * 10_000 / 2**30, "GiB"),
     ]
     return {"bench": "kernels",
             "params": {"neuron": args.neuron, "net": f"{args.inputs}-{args.hidden}-{args.outputs}",
-                       "density": args.density, "seed": args.seed},
+                       "density": args.density, "window": args.window, "hop": args.hop,
+                       "seed": args.seed},
             "results": results,
             "notes": ["edged_step_us: one step called from Python through neurons.bind",
                       "edged_inloop_step_us: the same step inside one neurons.simulate call",
-                      "state excludes the LZC windows (see bench lzc)"]}
+                      f"stream_state: neurons + LZ windows (W={args.window}, H={args.hop}) "
+                      "+ clock, as edged.engine.Engine holds them"]}
