@@ -219,6 +219,7 @@ class Service:
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
         self._next_checkpoint = float("inf")
+        self.drained = 0  # frames handled by the drain after a stop request
         self.ingest = self.publish = self.monitor = None
         self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
@@ -307,7 +308,7 @@ class Service:
             self.tick(self.clock())
         self.metrics.ready.set(0)
         self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
-        self.drain()
+        self.drained = self.drain()
 
     def drain(self) -> int:
         """Handle frames already queued, up to ``service.drain_timeout`` seconds."""
@@ -653,8 +654,8 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams.slots)} streams")
         svc.run()
-        log.info("stopping on signal %s: drained, %d streams active",
-                 ",".join(map(str, svc.stop_requests)), len(svc.streams.slots))
+        log.info("stopping on signal %s: drained %d queued frames, %d streams active",
+                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams.slots))
         if cfg.service_state_dir and len(svc.stop_requests) < 2:
             notify("STATUS=writing checkpoint")
             if svc.checkpoint():
