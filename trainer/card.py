@@ -3,6 +3,8 @@
 Runs ``n`` fresh samples (``evaluate`` split) through ``edged.engine`` exactly as the
 daemon would (one stream, decisions every ``hop`` steps once the window is full) and
 times it; the readout is timed separately on single decisions (batch of 1, as served).
+``bptt_samples_per_s`` is the surrogate-gradient BPTT throughput (forward + backward
+of batches of 16 on this architecture, all cores of ``trainer.bptt.THREADS``).
 Energy is the ``edged.energy`` estimate (not a measurement) for the measured synaptic
 operations per decision.
 """
@@ -44,6 +46,7 @@ def measure(model, seed: int = 0, n: int = 50) -> dict:
         ro.scores(x)
     readout_s = (time.perf_counter() - t0) / reps
     steps = samples * T
+    bptt_rate = bptt_samples_per_s(model, d)
     energy = EnergyModel.for_model(model.neuron, model.n_hidden, model.n_out, model.n_features,
                                    len(model.classes), model.window)
     ops_per_decision = ops / steps * model.hop
@@ -53,7 +56,23 @@ def measure(model, seed: int = 0, n: int = 50) -> dict:
             "synaptic_ops_per_decision": ops_per_decision,
             "energy_joules_per_decision_estimate": energy.decision(ops_per_decision, model.hop),
             "state_bytes_per_stream": eng.state_bytes(), "hop": model.hop,
+            "bptt_samples_per_s": bptt_rate,
             "window": model.window, "samples": samples,
             "note": "engine time per decision = the hop's steps with their LZ76 window "
                     "updates (steady state); "
                     "energy is the edged.energy estimate, not a measurement"}
+
+
+def bptt_samples_per_s(model, d, batch: int = 16, repeats: int = 3) -> float:
+    from trainer import bptt
+    from trainer import params as P
+
+    raw = {"w_in": model.w_in.astype(np.float64), "w_out": model.w_out.astype(np.float64)}
+    for layer, values in (("hidden", model.hidden), ("output", model.output)):
+        raw |= {f"{layer}.{k}": v for k, v in P.to_raw(model.neuron, values).items()}
+    x, y = d.x[:batch], d.y[:batch] % model.n_out
+    bptt.gradient(model.neuron, raw, x, y, n_classes=len(model.classes))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        bptt.gradient(model.neuron, raw, x, y, n_classes=len(model.classes))
+    return batch * repeats / (time.perf_counter() - t0)
