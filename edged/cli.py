@@ -80,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import zmq
 
     from edged.model import ModelError
+    from edged.security import SecurityError
     from edged.service import main, setup_logging
 
     log = setup_logging(cfg.log_level)
@@ -87,6 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return main(cfg, log=log)
     except ModelError as e:
         raise UsageError(f"{cfg.model_path}: {e}") from None
+    except SecurityError as e:  # a secret key others can read, a missing allow-list, ...
+        raise UsageError(str(e)) from None
     except (OSError, zmq.ZMQError) as e:  # address in use, bad endpoint, metrics port taken
         log.error("cannot serve: %s", e)
         return 1
@@ -127,6 +130,39 @@ def _decision_line(d) -> str:
             f"latency={d.latency_s * 1e6:.0f}us energy={d.energy_j * 1e9:.2f}nJ(est)")
 
 
+def _client_curve(args: argparse.Namespace):
+    """``--curve-key`` (own secret key file) + ``--curve-server-key`` (server public key
+    file) -> CURVE client keys, or ``None`` when neither is given."""
+    from edged.security import SecurityError, client_keys
+
+    if not args.curve_key and not args.curve_server_key:
+        return None
+    if not args.curve_key or not args.curve_server_key:
+        raise UsageError("--curve-key and --curve-server-key go together")
+    try:
+        return client_keys(args.curve_key, args.curve_server_key)
+    except SecurityError as e:
+        raise UsageError(str(e)) from None
+
+
+def _add_client_curve(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--curve-key", metavar="FILE",
+                   help="this client's CURVE secret key file (edged keygen; mode 0600)")
+    s.add_argument("--curve-server-key", metavar="FILE", help="the server's CURVE public key file")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from edged.security import SecurityError, keygen
+
+    try:
+        public, secret = keygen(args.directory, args.name)
+    except (SecurityError, OSError) as e:
+        raise UsageError(str(e)) from None
+    print(f"public key {public} (share: copy into the peer's allow-list directory)")
+    print(f"secret key {secret} (mode 0600: never share)")
+    return 0
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     import time
     from dataclasses import asdict
@@ -135,7 +171,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     deadline = None if args.duration is None else time.monotonic() + args.duration
     n = 0
-    with Subscriber(args.connect, streams=tuple(args.stream)) as rx:
+    with Subscriber(args.connect, streams=tuple(args.stream), curve=_client_curve(args)) as rx:
         while args.count is None or n < args.count:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
@@ -268,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, help="stop after N decisions")
     s.add_argument("--duration", type=float, help="stop after S seconds")
     s.add_argument("--json", action="store_true", help="one JSON object per decision")
+    _add_client_curve(s)
     s.set_defaults(func=cmd_listen)
 
     s = sub.add_parser("demo", help="serve + Poisson source + listener in one process, for a few seconds")
@@ -286,6 +323,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("options", nargs=argparse.REMAINDER,
                    help="the benchmark's own options (see edged bench NAME --help), --json for JSON")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("keygen", help="write a CURVE key pair: NAME.key (public), NAME.key_secret (0600)")
+    s.add_argument("directory", help="directory for the key files (created with mode 0700)")
+    s.add_argument("--name", default="server", help="file name stem (default server)")
+    s.set_defaults(func=cmd_keygen)
     return p
 
 

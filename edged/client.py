@@ -4,7 +4,9 @@
 stream). ``Subscriber`` SUBscribes to decisions and yields immutable ``Decision`` values,
 counting sequence gaps (lost decisions: PUB drops for slow subscribers) and restarts
 (a new ``epoch``: the daemon restarted; a seq that went back: the stream expired and
-began again). Both accept an injected ``zmq.Context`` and close with ``LINGER 0``.
+began again). Both accept an injected ``zmq.Context`` and close with ``LINGER 0``, and take
+``curve=(client_public, client_secret, server_public)`` for a CURVE server
+(``edged serve --curve-secret-key``; ``edged.security.client_keys`` loads key files).
 
 Imports only pyzmq, msgpack and numpy (no Numba, no onnxruntime)::
 
@@ -58,6 +60,17 @@ class Decision:
             raise ValueError(f"malformed decision: {e}") from None
 
 
+def _curve(sock: zmq.Socket, keys) -> None:
+    """CURVE client keys ``(public, secret, server_public)`` (``edged.security.ClientKeys``,
+    Z85 strings or bytes; load files with ``edged.security.client_keys``), or ``None``."""
+    if keys is None:
+        return
+    public, secret, server = (k.encode() if isinstance(k, str) else k for k in keys)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server
+
+
 class Sender:
     """PUSH frames to an ingest endpoint; keeps the per-stream frame ``seq``.
 
@@ -67,10 +80,11 @@ class Sender:
 
     def __init__(self, endpoint: str, *, binary: bool = True, context: zmq.Context | None = None,
                  hwm: int = 10000, timeout: float | None = None, bind: bool = False,
-                 linger: float = 1.0):
+                 linger: float = 1.0, curve=None):
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.PUSH)
         self.socket.linger = int(linger * 1000)
+        _curve(self.socket, curve)
         self.socket.sndhwm = hwm
         if timeout is not None:
             self.socket.sndtimeo = int(timeout * 1000)
@@ -118,10 +132,11 @@ class Subscriber:
                  context: zmq.Context | None = None, hwm: int = 100000,
                  on_gap: Callable[[str, int, int], None] | None = None,
                  on_restart: Callable[[str, int, int], None] | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, curve=None):
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.SUB)
         self.socket.linger = 0
+        _curve(self.socket, curve)
         self.socket.rcvhwm = hwm
         self.socket.reconnect_ivl = 100
         self.socket.reconnect_ivl_max = 5000

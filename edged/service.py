@@ -198,7 +198,7 @@ class Service:
                  cpu_clock: Callable[[], float] = time.thread_time,
                  log: logging.Logger | None = None, epoch: int | None = None,
                  notify: Callable[[str], object] | None = None, watchdog: Watchdog | None = None,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, curve=None):
         from edged.engine import Engine
         from edged.readout import Readout
 
@@ -218,6 +218,8 @@ class Service:
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
+        self.curve = curve  # edged.security.ServerKeys: CURVE + allow-list on both sockets
+        self.auth = self.publish_monitor = None
         self._next_checkpoint = float("inf")
         self.drained = 0  # frames handled by the drain after a stop request
         self.ingest = self.publish = self.monitor = None
@@ -240,9 +242,18 @@ class Service:
     def bind(self) -> dict[str, str]:
         """Open ingest and publish sockets; return the endpoints actually bound."""
         cfg = self.cfg
+        monitor_events = zmq.EVENT_DISCONNECTED
+        if self.curve is not None:
+            from edged import security
+
+            self.auth = security.start_authenticator(self.ctx, self.curve)  # before any bind
+            monitor_events |= security.HANDSHAKE_FAILED
         self.publish = self.ctx.socket(zmq.PUB)
         self.publish.linger = 0
         self.publish.sndhwm = cfg.publish_hwm
+        if self.curve is not None:
+            security.make_server(self.publish, self.curve)
+            self.publish_monitor = self.publish.get_monitor_socket(security.HANDSHAKE_FAILED)
         self.publish.bind(cfg.publish_endpoint)
         kind = zmq.PULL if cfg.ingest_socket == "pull" else zmq.SUB
         self.ingest = self.ctx.socket(kind)
@@ -251,7 +262,9 @@ class Service:
         self.ingest.maxmsgsize = cfg.ingest_max_frame_bytes
         if kind == zmq.SUB:
             self.ingest.setsockopt(zmq.SUBSCRIBE, b"")
-        self.monitor = self.ingest.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self.curve is not None:
+            security.make_server(self.ingest, self.curve)
+        self.monitor = self.ingest.get_monitor_socket(monitor_events)
         if cfg.ingest_bind:
             self.ingest.bind(cfg.ingest_endpoint)
             ingest = self.ingest.last_endpoint.decode()
@@ -299,12 +312,16 @@ class Service:
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
+        if self.publish_monitor is not None:
+            poller.register(self.publish_monitor, zmq.POLLIN)
         while not self.stop_requests:
             ready = dict(poller.poll(POLL_MS))
             if self.ingest in ready:
                 self.pump(BATCH)
             if self.monitor in ready:
-                self._monitor_events()
+                self._monitor_events(self.monitor, "ingest")
+            if self.publish_monitor is not None and self.publish_monitor in ready:
+                self._monitor_events(self.publish_monitor, "publish")
             self.tick(self.clock())
         self.metrics.ready.set(0)
         self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
@@ -331,8 +348,15 @@ class Service:
             self.monitor.close(linger=0)
         if self.ingest is not None:
             self.ingest.close(linger=0)
+        if self.publish_monitor is not None:
+            self.publish.disable_monitor()
+            self.publish_monitor.close(linger=0)
+            self.publish_monitor = None
         if self.publish is not None:
             self.publish.close(linger=int(linger_s * 1000))
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
 
     # -- the loop's work -----------------------------------------------------------------
 
@@ -588,16 +612,22 @@ class Service:
 
         return (np.asarray(d.lz, np.float64) * normalise(1, self.model.window)).astype(np.float32)
 
-    def _monitor_events(self) -> None:
+    def _monitor_events(self, monitor: zmq.Socket, name: str) -> None:
         from zmq.utils.monitor import recv_monitor_message
 
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            if event["event"] == zmq.EVENT_DISCONNECTED and name == "ingest":
                 self.metrics.zmq_disconnects.inc()
+            elif event["event"] & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+                self.metrics.zmq_auth_failures.labels(name).inc()
+                self.rejects.reject(FrameError("auth", f"{name}: CURVE handshake refused "
+                                                       f"({event['endpoint'].decode(errors='replace')})"),
+                                    self.clock())
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
@@ -619,6 +649,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     def notify(state: str) -> None:
         sdnotify.notify(state, env)
 
+    from edged.security import server_keys
+
+    curve = server_keys(cfg.security_secret_key, cfg.security_client_keys)  # SecurityError: exit 2
     notify("STATUS=loading model")
     model = load(cfg.model_path)
     log.info("model %s sha256 %s: %s, %d-%d-%d, window %d hop %d, classes %s", cfg.model_path,
@@ -631,7 +664,7 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     ctx = context or zmq.Context()
     watchdog = sdnotify.Watchdog(env)
     svc = Service(model, cfg, context=ctx, registry=registry, log=log, notify=notify,
-                  watchdog=watchdog)
+                  watchdog=watchdog, curve=curve)
     per_stream = svc.engine.state_bytes()
     log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
              per_stream * cfg.streams_max / 2**20, cfg.streams_max)
@@ -648,9 +681,10 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         notify("STATUS=compiling and warming kernels")
         seconds = svc.warm()
         restored = svc.restore()
-        log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s",
+        log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
                  seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
-                 endpoints.get("metrics", "off"))
+                 endpoints.get("metrics", "off"),
+                 f" curve {cfg.security_client_keys}" if curve is not None else "")
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams.slots)} streams")
         svc.run()
