@@ -108,6 +108,8 @@ def _channels(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     from edged.client import PoissonSource, Sender, read_spike_file, replay, run_poisson
 
+    if args.events:
+        return _send_events(args)
     with Sender(args.connect, binary=not args.readable) as tx:
         if args.file:
             try:
@@ -121,6 +123,51 @@ def cmd_send(args: argparse.Namespace) -> int:
             stats = run_poisson(tx, source, args.duration, args.interval)
     print(f"sent {stats['frames']} frames, {stats['events']} events in {stats['seconds']:.2f}s",
           file=sys.stderr)
+    return 0
+
+
+def _speed(text: str) -> float | None:
+    """``--speed``: a factor over real time, or ``max`` (as fast as possible: None)."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise UsageError(f"--speed must be a factor > 0 or 'max', got {text!r}")
+    return value
+
+
+def _send_events(args: argparse.Namespace) -> int:
+    from edged.client import Sender, replay_events
+    from edged.events import EventFileError
+    from edged.model import ModelError, load
+
+    speed = _speed(args.speed)
+    if not args.model:
+        raise UsageError("--events needs --model FILE (its encoding turns events into channels)")
+    try:
+        encoding = load(args.model).encoding
+    except ModelError as e:
+        raise UsageError(f"{args.model}: {e}") from None
+    if not encoding:
+        raise UsageError(f"{args.model} records no event encoding (train it with --events-dir)")
+
+    def show(sample: dict) -> None:
+        if args.json:
+            print(json.dumps(sample, sort_keys=True), flush=True)
+
+    with Sender(args.connect, binary=not args.readable) as tx:
+        try:
+            stats = replay_events(tx, args.events, encoding, prefix=args.stream, speed=speed,
+                                  back_to_back=args.back_to_back, limit=args.limit,
+                                  frame_events=args.frame_events, on_sample=show)
+        except (EventFileError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    print(f"sent {stats['samples']} recordings ({stats['recorded_seconds']:.1f} s recorded), "
+          f"{stats['frames']} frames, {stats['events']} events in {stats['seconds']:.2f}s "
+          f"({stats['realtime_factor']:.0f}x real time)", file=sys.stderr)
     return 0
 
 
@@ -296,6 +343,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--frame-events", type=int, default=256, help="events per frame (file replay)")
     s.add_argument("--readable", action="store_true", help="msgpack int arrays instead of binary")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--events", metavar="DIR",
+                   help="replay an event folder (labels.csv + .bs2/.npz/.csv files) encoded by --model")
+    s.add_argument("--speed", default="1",
+                   help="--events pacing: factor over the recorded timing, or 'max' (default 1)")
+    s.add_argument("--back-to-back", action="store_true",
+                   help="--events: all recordings on the one stream --stream, one after another "
+                        "(default: one stream <--stream><sample_id> per recording)")
+    s.add_argument("--limit", type=int, help="--events: only the first N recordings")
+    s.add_argument("--json", action="store_true",
+                   help="--events: print {stream, sample_id, label, t} per recording sent")
     s.set_defaults(func=cmd_send)
 
     s = sub.add_parser("listen", help="print decisions published by edged serve")

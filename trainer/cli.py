@@ -38,6 +38,8 @@ def _task_params(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.events_dir:
+        return _run_events(args)
     from trainer import data
     from trainer.pipeline import Spec
 
@@ -73,10 +75,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_events(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edged.model import save
+    from trainer.events import EventSpec, run
+
+    if not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out directory {Path(args.out).parent} does not exist")
+    if not (Path(args.events_dir) / "labels.csv").is_file():
+        raise UsageError(f"--events-dir {args.events_dir} has no labels.csv")
+    if args.rule != "bptt":
+        raise UsageError("--events-dir trains with --rule bptt only")
+    spec = EventSpec(events_dir=args.events_dir, pool=args.pool, steps=args.steps,
+                     neuron=args.neuron, hidden=args.hidden,
+                     outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
+                     n_val=args.n_val, seed=args.seed)
+    _log(f"run {spec}")
+    try:
+        model, metrics = run(spec, log=_log)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    sha = save(args.out, model)
+    _log(f"wrote {args.out} sha256 {sha[:16]}")
+    print(json.dumps({"model": args.out, "sha256": sha, **metrics}, sort_keys=True))
+    return 0
+
+
+def _evaluate_events(args: argparse.Namespace) -> int:
+    from edged.model import ModelError, load
+    from trainer.events import evaluate
+
+    try:
+        result = evaluate(load(args.model), args.events_dir)
+    except (ModelError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"accuracy {result['accuracy']:.4f} on n={result['n']} recordings of {args.events_dir}")
+        for c, r in result["per_class"].items():
+            print(f"  {c:14s} {r['correct']}/{r['n']}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edged.model import ModelError, load
     from trainer.pipeline import evaluate
 
+    if args.events_dir:
+        return _evaluate_events(args)
+    if args.seed is None:
+        raise UsageError("evaluate needs --seed (task models) or --events-dir (event models)")
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     try:
@@ -144,10 +194,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", required=True)
     r.add_argument("--report", help="write a PNG report here (needs matplotlib)")
+    r.add_argument("--events-dir", metavar="DIR",
+                   help="train on an event folder (labels.csv; stratified 800/200-style split, "
+                        "200 held back) instead of --task")
+    r.add_argument("--pool", type=int, default=2, help="--events-dir: N-MNIST pixel pooling (default 2)")
+    r.add_argument("--steps", type=int, default=340,
+                   help="--events-dir: sample length in 1 ms steps = window = hop (default 340)")
+    r.add_argument("--n-val", type=int, default=200,
+                   help="--events-dir: validation samples held back, stratified (default 200)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("evaluate", help="accuracy of a model on fresh samples of its task")
     e.add_argument("--model", required=True)
-    e.add_argument("--seed", type=int, required=True)
+    e.add_argument("--seed", type=int, help="task models: seed of the fresh samples")
+    e.add_argument("--events-dir", metavar="DIR",
+                   help="event models: every recording listed in DIR/labels.csv")
     e.add_argument("--n", type=int, default=300)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,222 @@
+"""Event-folder datasets (N-MNIST and friends): train and evaluate on recordings.
+
+A folder holds ``labels.csv`` (header ``sample_id,file,label,split``; ``file`` relative
+to the folder, any ``edged.events`` format) and the files it names. Every recording is
+encoded with the model's ``encoding`` (``edged.events.encode``), the same function
+``edged send --events`` uses, so training, ``evaluate`` and the daemon see identical
+input.
+
+Sample -> decision: a model trained here has ``window = hop = steps`` (the encoding's
+sample length), so a cold stream fed one recording and advanced to ``steps`` (``until``)
+makes exactly one decision, covering the whole recording. ``extract`` does this through
+``edged.engine``; the daemon does it per stream.
+
+``split`` is the stratified train/validation split: per class, ``round`` of its share of
+``n_val`` (largest remainders fill up to ``n_val`` exactly), drawn with a fixed seed.
+The split column of ``labels.csv`` is ignored by training and evaluation alike.
+
+Baseline: multinomial logistic regression (``trainer.linear``) on per-channel spike
+counts of the same encoded input, fitted on the same train part and scored on the same
+validation part in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from edged import events as E
+from trainer import linear
+from trainer import params as P
+
+
+class Labels(NamedTuple):
+    sample_id: list[str]
+    path: list[Path]
+    y: np.ndarray  # int64[n] index into classes
+    classes: tuple[str, ...]
+
+
+class Encoded(NamedTuple):
+    t: list[np.ndarray]  # per sample, int64 steps (sorted)
+    ch: list[np.ndarray]  # per sample, int64 input channels
+    y: np.ndarray
+
+
+def read_labels(folder: str | Path, classes: tuple[str, ...] | None = None) -> Labels:
+    """Rows of ``folder/labels.csv`` (``edged.events.read_index``); classes sorted
+    (numerically when all are integers) unless given (a model's), in which case an
+    unknown label is an error."""
+    rows = E.read_index(folder)
+    labels = [r.label for r in rows]
+    if any(not c for c in labels):
+        raise ValueError(f"{folder}: every recording needs a label (labels.csv)")
+    if classes is None:
+        found = set(labels)
+        key = (lambda c: (int(c), c)) if all(c.lstrip("-").isdigit() for c in found) else str
+        classes = tuple(sorted(found, key=key))
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise ValueError(f"{folder}: labels {unknown[:5]} are not among the classes {list(classes)}")
+    index = {c: k for k, c in enumerate(classes)}
+    return Labels([r.sample_id for r in rows], [r.path for r in rows],
+                  np.array([index[c] for c in labels], np.int64), tuple(classes))
+
+
+def split(y: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(train_idx, val_idx)``, both sorted."""
+    y = np.asarray(y)
+    if not 0 < n_val < len(y):
+        raise ValueError(f"validation size {n_val} must be in (0, {len(y)})")
+    rng = np.random.default_rng([seed, 0x5B17])
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * n_val / len(y)
+    take = np.floor(share).astype(int)
+    for k in np.argsort(-(share - take), kind="stable")[:n_val - take.sum()]:
+        take[k] += 1
+    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)])
+    return np.setdiff1d(np.arange(len(y)), val), np.sort(val)
+
+
+def encode_all(labels: Labels, enc: dict[str, Any], idx: np.ndarray | None = None) -> Encoded:
+    idx = np.arange(len(labels.y)) if idx is None else idx
+    ts, chs = [], []
+    for i in idx:
+        t, ch = E.encode(E.load(labels.path[i]), enc)
+        ts.append(t)
+        chs.append(ch)
+    return Encoded(ts, chs, labels.y[idx])
+
+
+def dense(d: Encoded, enc: dict[str, Any]) -> np.ndarray:
+    """``uint8[n, steps, n_in]`` event counts (BPTT input)."""
+    n_in = E.n_inputs(enc)
+    return np.stack([E.dense(t, ch, enc["steps"], n_in) for t, ch in zip(d.t, d.ch)])
+
+
+def counts(d: Encoded, n_in: int) -> np.ndarray:
+    """Per-channel event counts ``float64[n, n_in]`` (the baseline's features)."""
+    return np.stack([np.bincount(ch, minlength=n_in).astype(np.float64) for ch in d.ch])
+
+
+def extract(engine, d: Encoded, steps: int) -> np.ndarray:
+    """Features ``float32[n, n_features]`` of each sample's decision at ``steps``, each
+    on a cold slot of ``engine`` (``window = hop = steps``: exactly one decision)."""
+    feats = np.empty((len(d.y), engine.net.w_out.shape[1] * len(engine.features)), np.float32)
+    for i, (t, ch) in enumerate(zip(d.t, d.ch)):
+        engine.reset(0)
+        dec = engine.advance(0, t, ch, steps)
+        feats[i] = dec.features[-1]
+    return feats
+
+
+class EventSpec(NamedTuple):
+    events_dir: str
+    pool: int = 2
+    dt: float = 1e-3
+    steps: int = 340
+    neuron: str = "meta"
+    hidden: int = 128
+    outputs_per_class: int = 4
+    epochs: int = 20
+    lr: float = 0.003
+    lr_intrinsics: float = 0.01
+    lam: float = 0.1
+    n_val: int = 200
+    seed: int = 0
+
+
+def run(spec: EventSpec, log: Callable[[str], None] | None = None):
+    """Train on the train part of the split; return ``(model, metrics)``. The readout is
+    the multinomial logistic regression on the engine's features (``lzc``, ``rate``)."""
+    from edged.engine import Engine
+    from edged.model import Model
+    from edged.readout import Readout
+    from trainer import bptt
+
+    log = log or (lambda _: None)
+    t_start = time.perf_counter()
+    enc = E.make_encoding("nmnist", spec.dt, spec.steps, spec.pool)
+    n_in = E.n_inputs(enc)
+    labels = read_labels(spec.events_dir)
+    tr_idx, va_idx = split(labels.y, spec.n_val, spec.seed)
+    tr, va = encode_all(labels, enc, tr_idx), encode_all(labels, enc, va_idx)
+    x_tr = dense(tr, enc)
+    K = len(labels.classes)
+    log(f"{len(tr.y)} train / {len(va.y)} validation samples, {n_in} channels, "
+        f"{spec.steps} steps of {spec.dt * 1e3:g} ms")
+    base = linear.fit(counts(tr, n_in), tr.y, K)
+    baseline = linear.accuracy(base, counts(va, n_in), va.y)
+    log(f"spike-count logistic regression baseline: validation accuracy {baseline:.4f}")
+    raw = P.init(spec.neuron, n_in, spec.hidden, K * spec.outputs_per_class, spec.seed,
+                 input_rate=float(x_tr.mean()))
+    cfg = bptt.Config(epochs=spec.epochs, lr=spec.lr, lr_intrinsics=spec.lr_intrinsics, lam=spec.lam)
+    t0 = time.perf_counter()
+    raw, history = bptt.train(spec.neuron, raw, x_tr, tr.y, True, cfg, spec.seed, log=log, dt=spec.dt)
+    train_s = time.perf_counter() - t0
+    del x_tr
+    eng = Engine(P.to_net(spec.neuron, raw, spec.dt), window=spec.steps, hop=spec.steps,
+                 features=("lzc", "rate"))
+    f_tr, f_va = extract(eng, tr, spec.steps), extract(eng, va, spec.steps)
+    fit = linear.fit(f_tr, tr.y, K)
+    readout = fit.onnx()
+    acc = float(np.mean(np.argmax(Readout(readout).scores(f_va), axis=1) == va.y))
+    log(f"validation accuracy {acc:.4f} (baseline {baseline:.4f})")
+    metrics = {"validation_accuracy": acc, "n_validation": len(va.y), "n_train": len(tr.y),
+               "count_baseline_accuracy": baseline,
+               "train_readout_accuracy": linear.accuracy(fit, f_tr, tr.y),
+               "train_seconds": round(train_s, 1),
+               "total_seconds": round(time.perf_counter() - t_start, 1)}
+    provenance = {"task": "events", "events_dir": str(spec.events_dir), "spec": spec._asdict(),
+                  "split": {"seed": spec.seed, "n_val": spec.n_val, "method": "stratified",
+                            "validation_ids": [labels.sample_id[i] for i in va_idx]},
+                  "metrics": metrics, "history": history, "versions": _versions(),
+                  "trainer": "edged-train run --events-dir"}
+    model = Model(neuron=spec.neuron, w_in=raw["w_in"].astype(np.float32),
+                  w_out=raw["w_out"].astype(np.float32),
+                  hidden={k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "hidden").items()},
+                  output={k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "output").items()},
+                  readout=readout, classes=labels.classes, dt=spec.dt, reset="value",
+                  window=spec.steps, hop=spec.steps, features=("lzc", "rate"), encoding=enc,
+                  provenance=provenance)
+    return model, metrics
+
+
+def evaluate(model, folder: str | Path) -> dict[str, Any]:
+    """Accuracy of ``model`` on every sample listed in ``folder/labels.csv``, encoded by
+    the model's ``encoding`` and decided by ``edged.engine`` + its ONNX readout."""
+    from edged.engine import Engine
+    from edged.readout import Readout
+
+    enc = model.encoding
+    try:
+        E.check_encoding(enc)
+    except ValueError as e:
+        raise ValueError(f"model has no event encoding ({e}); train it with --events-dir") from None
+    if E.n_inputs(enc) != model.n_in:
+        raise ValueError(f"encoding gives {E.n_inputs(enc)} channels but the model has {model.n_in} inputs")
+    if model.window != enc["steps"] or model.hop != enc["steps"]:
+        raise ValueError(f"model window/hop {model.window}/{model.hop} != encoding steps {enc['steps']}")
+    labels = read_labels(folder, model.classes)
+    d = encode_all(labels, enc)
+    pred = np.argmax(Readout(model.readout).scores(extract(Engine.for_model(model), d, enc["steps"])), 1)
+    y = d.y
+    per_class = {c: {"n": int(np.sum(y == k)), "correct": int(np.sum((y == k) & (pred == k))),
+                     "predicted": int(np.sum(pred == k))} for k, c in enumerate(model.classes)}
+    return {"accuracy": float(np.mean(pred == y)), "n": int(len(y)), "events_dir": str(folder),
+            "per_class": per_class, "model_sha256": model.sha256,
+            "predictions": {s: model.classes[p] for s, p in zip(labels.sample_id, pred)}}
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("edged", "numpy", "numba", "onnx", "onnxruntime"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
