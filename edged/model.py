@@ -278,8 +278,11 @@ def check_readout(onnx_bytes: bytes, n_features: int, n_classes: int) -> None:
         _expect(t.data_location != onnx.TensorProto.EXTERNAL,
                 f"readout initializer {t.name!r} uses external data")
     inputs = [i for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
-    _expect(len(inputs) == 1 and len(m.graph.output) >= 1,
-            f"readout must have one input and an output, has {len(inputs)} inputs")
+    scores = [o for o in m.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+              and len(o.type.tensor_type.shape.dim) == 2]
+    _expect(len(inputs) == 1 and scores,
+            f"readout must have one input and a float [N, classes] output (edged.readout), "
+            f"has {len(inputs)} inputs and {len(scores)} such outputs")
 
     def width(v) -> int | None:
         dims = v.type.tensor_type.shape.dim
@@ -287,8 +290,8 @@ def check_readout(onnx_bytes: bytes, n_features: int, n_classes: int) -> None:
 
     _expect(width(inputs[0]) == n_features,
             f"readout input width {width(inputs[0])} does not match {n_features} features")
-    _expect(width(m.graph.output[0]) in (n_classes, None),
-            f"readout output width {width(m.graph.output[0])} does not match {n_classes} classes")
+    _expect(width(scores[0]) in (n_classes, None),
+            f"readout output width {width(scores[0])} does not match {n_classes} classes")
 
 
 def _expect(ok: bool, message: str) -> None:

@@ -3,8 +3,9 @@
 Features per decision, per output neuron, in the model's ``features`` order: ``lzc``,
 the normalised LZ complexity ``C * log2(n) / n`` of the neuron's window of ``n`` steps,
 and ``rate``, its spikes per step. The graph maps ``float32[N, n_features]`` to class
-scores ``float32[N, n_classes]``; the class is the argmax. Any ONNX classifier with
-that input width can replace it.
+scores: its first float output of rank 2, ``float32[N, n_classes]``; the class is the
+argmax. Any ONNX classifier with that input width can replace it (e.g. skl2onnx's, whose
+int64 label output comes first and is ignored).
 
 ``linear_onnx`` builds the readout the trainer fits: ``scores = ((x - mean) / scale) @ W + b``.
 The nearest-class-mean rule is the same graph with ``W = 2 mu^T``, ``b = -|mu_c|^2``
@@ -73,7 +74,10 @@ class Readout:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self._output = self._session.get_outputs()[0].name
+        scores = [o for o in self._session.get_outputs() if o.type == "tensor(float)" and len(o.shape) == 2]
+        if not scores:
+            raise ValueError("the readout graph has no float [N, n_classes] output")
+        self._output = scores[0].name
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Class scores ``float32[N, n_classes]`` for features ``x[N, n_features]``."""

@@ -223,7 +223,6 @@ def test_sklearn_readout_via_skl2onnx_drops_in():
 
     from edged.model import check_readout
     from edged.readout import Readout
-    from trainer.onnx_tools import scores_first
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 6)).astype(np.float32)
@@ -231,7 +230,7 @@ def test_sklearn_readout_via_skl2onnx_drops_in():
     clf = LogisticRegression(max_iter=500).fit(x, y)
     onx = skl2onnx.convert_sklearn(clf, initial_types=[("features", FloatTensorType([None, 6]))],
                                    options={id(clf): {"zipmap": False}}, target_opset=17)
-    graph = scores_first(onx.SerializeToString())
+    graph = onx.SerializeToString()  # label (int64) first, probabilities second
     check_readout(graph, 6, 3)
     scores = Readout(graph).scores(x)
     assert scores.shape == (120, 3)
