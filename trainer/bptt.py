@@ -54,11 +54,19 @@ def _pool() -> ThreadPoolExecutor:
 
 
 @njit(cache=True, nogil=True)
-def _record(net, st, b, x, I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o):
-    """Run sample ``x[T, n_in]`` on stream ``b`` of ``st``, recording every step."""
+def _record(net, st, b, x):
+    """Run sample ``x[T, n_in]`` on stream ``b`` of ``st``, recording every step: returns
+    ``(I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)``, each ``[T, n]``
+    (input current, v / a / r before the step, r after it, spikes; hidden then output)."""
     T, n_in = x.shape
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
+    hidden = np.empty((5, T, n_h), np.float32)
+    out = np.empty((5, T, n_o), np.float32)
+    I_h, v_h, a_h, r0_h, r1_h = hidden[0], hidden[1], hidden[2], hidden[3], hidden[4]
+    I_o, v_o, a_o, r0_o, r1_o = out[0], out[1], out[2], out[3], out[4]
+    s_h = np.empty((T, n_h), np.uint8)
+    s_o = np.empty((T, n_o), np.uint8)
     cur_h = np.zeros(n_h, np.float32)
     cur_o = np.zeros(n_o, np.float32)
     spk_h = np.zeros(n_h, np.uint8)
@@ -91,6 +99,7 @@ def _record(net, st, b, x, I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, 
         neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch)
         r1_o[t] = st.out.r[b]
         s_o[t] = spk_o
+    return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o
 
 
 @njit(cache=True, nogil=True)
@@ -174,19 +183,7 @@ def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, pro
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
     for b in range(lo, hi):
-        I_h = np.empty((T, n_h), np.float32)
-        v_h = np.empty((T, n_h), np.float32)
-        a_h = np.empty((T, n_h), np.float32)
-        r0_h = np.empty((T, n_h), np.float32)
-        r1_h = np.empty((T, n_h), np.float32)
-        s_h = np.empty((T, n_h), np.uint8)
-        I_o = np.empty((T, n_o), np.float32)
-        v_o = np.empty((T, n_o), np.float32)
-        a_o = np.empty((T, n_o), np.float32)
-        r0_o = np.empty((T, n_o), np.float32)
-        r1_o = np.empty((T, n_o), np.float32)
-        s_o = np.empty((T, n_o), np.uint8)
-        _record(net, st, b, x[b], I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)
+        I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, x[b])
         cnt = np.zeros(n_o)
         for t in range(T):
             for k in range(n_o):

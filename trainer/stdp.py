@@ -67,19 +67,7 @@ def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out,
     T, n_in = x.shape
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
-    I_h = np.empty((T, n_h), np.float32)
-    v_h = np.empty((T, n_h), np.float32)
-    a_h = np.empty((T, n_h), np.float32)
-    r0_h = np.empty((T, n_h), np.float32)
-    r1_h = np.empty((T, n_h), np.float32)
-    s_h = np.empty((T, n_h), np.uint8)
-    I_o = np.empty((T, n_o), np.float32)
-    v_o = np.empty((T, n_o), np.float32)
-    a_o = np.empty((T, n_o), np.float32)
-    r0_o = np.empty((T, n_o), np.float32)
-    r1_o = np.empty((T, n_o), np.float32)
-    s_o = np.empty((T, n_o), np.uint8)
-    _record(net, st, b, x, I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)
+    I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, x)
     pre = np.zeros(n_in)
     post = np.zeros(n_h)
     hpre = np.zeros(n_h)
