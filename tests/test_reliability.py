@@ -368,3 +368,27 @@ def test_soak_short(tmp_path):
 def test_soak_long(tmp_path):
     """Case 24 by hand: 10 min (EDGED_SOAK_LONG_SECONDS for 24 h)."""
     check_soak(*soak(tmp_path, float(os.environ.get("EDGED_SOAK_LONG_SECONDS", "600"))))
+
+
+def test_metric_naming_lint():
+    """Case 20 (naming half; loopback default: test_security): edged_ prefix, _total on
+    counters, base-unit suffixes, a bounded allowed label set."""
+    from prometheus_client import CollectorRegistry
+
+    from edged.metrics import Metrics
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    unitless = {"edged_ready", "edged_epoch", "edged_streams_active", "edged_streams_capacity",
+                "edged_checkpoint_streams"}
+    labels_ok = {"reason", "socket", "result", "le", "sha256", "neuron", "n_in", "n_hidden", "n_out",
+                 "window", "hop", "variant", "classes", "version", "python", "numpy", "numba",
+                 "onnxruntime", "pyzmq", "libzmq"}
+    for fam in registry.collect():
+        assert fam.name.startswith("edged_"), fam.name
+        for sm in fam.samples:
+            assert set(sm.labels) <= labels_ok, (sm.name, sm.labels)
+            if fam.type == "counter":
+                assert sm.name.endswith(("_total", "_created")), sm.name
+        if fam.type in ("gauge", "histogram") and fam.name not in unitless:
+            assert fam.name.endswith(("_seconds", "_bytes", "_joules", "_ratio", "_info")), fam.name
