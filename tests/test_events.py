@@ -206,6 +206,13 @@ def test_train_cli_events_dir_small(tmp_path):
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert e.returncode == 0, e.stderr
     assert json.loads(e.stdout)["n"] == 12
+    h = subprocess.run([sys.executable, "-m", "trainer.cli", "evaluate", "--model", str(out),
+                        "--events-dir", str(folder), "--held-back", "--json"],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert h.returncode == 0, h.stderr
+    held = json.loads(h.stdout)
+    assert held["n"] == 4 and set(held["predictions"]) == set(model.provenance["split"]["validation_ids"])
+    assert held["accuracy"] == metrics["validation_accuracy"]
 
 
 # --- replay into a daemon --------------------------------------------------------------

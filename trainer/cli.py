@@ -107,7 +107,7 @@ def _evaluate_events(args: argparse.Namespace) -> int:
     from trainer.events import evaluate
 
     try:
-        result = evaluate(load(args.model), args.events_dir)
+        result = evaluate(load(args.model), args.events_dir, args.held_back)
     except (ModelError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -208,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, help="task models: seed of the fresh samples")
     e.add_argument("--events-dir", metavar="DIR",
                    help="event models: every recording listed in DIR/labels.csv")
+    e.add_argument("--held-back", action="store_true",
+                   help="--events-dir: only the validation ids recorded in the model's provenance")
     e.add_argument("--n", type=int, default=300)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)

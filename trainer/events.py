@@ -186,9 +186,10 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     return model, metrics
 
 
-def evaluate(model, folder: str | Path) -> dict[str, Any]:
-    """Accuracy of ``model`` on every sample listed in ``folder/labels.csv``, encoded by
-    the model's ``encoding`` and decided by ``edged.engine`` + its ONNX readout."""
+def evaluate(model, folder: str | Path, held_back: bool = False) -> dict[str, Any]:
+    """Accuracy of ``model`` on every sample listed in ``folder/labels.csv`` (with
+    ``held_back``, only the validation ids in the model's provenance), encoded by the
+    model's ``encoding`` and decided by ``edged.engine`` + its ONNX readout."""
     from edged.engine import Engine
     from edged.readout import Readout
 
@@ -202,12 +203,22 @@ def evaluate(model, folder: str | Path) -> dict[str, Any]:
     if model.window != enc["steps"] or model.hop != enc["steps"]:
         raise ValueError(f"model window/hop {model.window}/{model.hop} != encoding steps {enc['steps']}")
     labels = read_labels(folder, model.classes)
+    if held_back:
+        ids = set(model.provenance.get("split", {}).get("validation_ids", ()))
+        if not ids:
+            raise ValueError("the model's provenance records no held-back (validation) ids")
+        idx = np.array([i for i, s in enumerate(labels.sample_id) if s in ids], np.int64)
+        if not idx.size:
+            raise ValueError(f"none of the model's held-back ids is listed in {folder}/labels.csv")
+        labels = Labels([labels.sample_id[i] for i in idx], [labels.path[i] for i in idx],
+                        labels.y[idx], labels.classes)
     d = encode_all(labels, enc)
     pred = np.argmax(Readout(model.readout).scores(extract(Engine.for_model(model), d, enc["steps"])), 1)
     y = d.y
     per_class = {c: {"n": int(np.sum(y == k)), "correct": int(np.sum((y == k) & (pred == k))),
                      "predicted": int(np.sum(pred == k))} for k, c in enumerate(model.classes)}
     return {"accuracy": float(np.mean(pred == y)), "n": int(len(y)), "events_dir": str(folder),
+            "held_back_only": held_back,
             "per_class": per_class, "model_sha256": model.sha256,
             "predictions": {s: model.classes[p] for s, p in zip(labels.sample_id, pred)}}
 
