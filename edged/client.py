@@ -27,6 +27,9 @@ import zmq
 
 from edged.protocol import decode_decision, encode_frame
 
+HEARTBEAT_TOPIC = b"\x00heartbeat"  # = edged.service.HEARTBEAT_TOPIC (PROTOCOL.md, Heartbeats)
+BACKOFF_MAX = 32.0
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -126,25 +129,29 @@ class Subscriber:
     ``restarts`` (epoch changed or a stream's seq started over), ``malformed``.
     ``on_gap(stream, expected_seq, got_seq)`` and ``on_restart(stream, old_epoch,
     new_epoch)`` are called as they happen. For "latest only" consumers use ``latest``
-    (ZMQ_CONFLATE cannot be used: decisions are two-frame messages)."""
+    (ZMQ_CONFLATE cannot be used: decisions are two-frame messages).
+
+    Liveness (zguide "Paranoid Pirate", one-way): any message, heartbeats included, counts
+    as a sign of life. With ``max_silence`` seconds set (e.g. 3 x the daemon's
+    ``--heartbeat-interval``), a longer silence noticed in ``recv`` declares the publisher
+    dead once (``alive`` False, ``deaths`` + 1, ``on_dead()``) and recreates the socket,
+    then again after a backoff doubling from 1 s up to 32 s while it stays silent."""
 
     def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (),
                  context: zmq.Context | None = None, hwm: int = 100000,
                  on_gap: Callable[[str, int, int], None] | None = None,
                  on_restart: Callable[[str, int, int], None] | None = None,
-                 clock: Callable[[], float] = time.perf_counter, curve=None):
+                 clock: Callable[[], float] = time.perf_counter, curve=None,
+                 max_silence: float | None = None, on_dead: Callable[[], None] | None = None):
         self._ctx = context or zmq.Context.instance()
-        self.socket = self._ctx.socket(zmq.SUB)
-        self.socket.linger = 0
-        _curve(self.socket, curve)
-        self.socket.rcvhwm = hwm
-        self.socket.reconnect_ivl = 100
-        self.socket.reconnect_ivl_max = 5000
+        self._endpoint, self._hwm, self._curve = endpoint, hwm, curve
         self.streams = frozenset(streams)
-        for s in streams or ("",):
-            self.socket.setsockopt(zmq.SUBSCRIBE, s.encode())
-        self.socket.connect(endpoint)
+        self.socket = self._open()
         self._clock = clock
+        self.max_silence, self._on_dead = max_silence, on_dead
+        self.alive, self.deaths, self.heartbeats = True, 0, 0
+        self.last_heard = clock()
+        self._backoff, self._next_retry = 1.0, float("inf")
         self._on_gap = on_gap
         self._on_restart = on_restart
         self.last: dict[str, tuple[int, int]] = {}  # stream -> (epoch, seq)
@@ -153,15 +160,57 @@ class Subscriber:
         self.malformed = 0
         self.received = 0
 
+    def _open(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.linger = 0
+        _curve(sock, self._curve)
+        sock.rcvhwm = self._hwm
+        sock.reconnect_ivl = 100
+        sock.reconnect_ivl_max = int(BACKOFF_MAX * 1000)
+        for s in self.streams or ("",):
+            sock.setsockopt(zmq.SUBSCRIBE, s.encode())
+        if self.streams:
+            sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        sock.connect(self._endpoint)
+        return sock
+
+    def _check_liveness(self, now: float) -> None:
+        if self.max_silence is None or now - self.last_heard <= self.max_silence:
+            return
+        if self.alive:
+            self.alive = False
+            self.deaths += 1
+            self._next_retry = now
+            if self._on_dead:
+                self._on_dead()
+        if now >= self._next_retry:  # recreate the socket, backing off while silent
+            self.socket.close(linger=0)
+            self.socket = self._open()
+            self._next_retry = now + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
     def recv(self, timeout: float | None = None) -> Decision | None:
-        """The next decision, or ``None`` if none arrives within ``timeout`` seconds."""
+        """The next decision, or ``None`` if none arrives within ``timeout`` seconds.
+        Heartbeats are consumed here (they only refresh liveness)."""
         deadline = None if timeout is None else self._clock() + timeout
         while True:
+            self._check_liveness(self._clock())
             wait = None if deadline is None else max(0.0, deadline - self._clock())
+            if self.max_silence is not None:  # wake up in time to notice a silence
+                wait = min(self.max_silence / 2, wait if wait is not None else self.max_silence)
             if wait is not None and not self.socket.poll(int(wait * 1000) + (wait > 0)):
-                return None
+                if deadline is not None and self._clock() >= deadline:
+                    self._check_liveness(self._clock())
+                    return None
+                continue
             parts = self.socket.recv_multipart()
             now = self._clock()
+            self.last_heard = now
+            if not self.alive:
+                self.alive, self._backoff, self._next_retry = True, 1.0, float("inf")
+            if parts[0] == HEARTBEAT_TOPIC:
+                self.heartbeats += 1
+                continue
             try:
                 d = Decision.from_wire(decode_decision(parts[-1]), now)
             except ValueError:
@@ -338,76 +387,3 @@ def percentiles(samples, qs=(50, 90, 99, 100)) -> dict[str, float]:
     """``{"p50": ..., ...}`` of ``samples`` (NaN when empty)."""
     a = np.asarray(list(samples), np.float64)
     return {f"p{q:g}": (float(np.percentile(a, q)) if a.size else float("nan")) for q in qs}
-
-
-def replay_steps(sender: Sender, stream: str, t: np.ndarray, ch: np.ndarray, end: int, *,
-                 offset: int = 0, dt: float = 1e-3, speed: float | None = None,
-                 start: float | None = None, frame_events: int = 256,
-                 clock: Callable[[], float] = time.perf_counter,
-                 sleep: Callable[[float], None] = time.sleep) -> int:
-    """Send one encoded recording (steps ``t`` from 0, sorted, all ``< end``) on ``stream``
-    at steps ``offset + t``, the last frame completing step ``offset + end - 1``
-    (``until``). With ``speed``, a frame completing step ``u`` leaves no earlier than
-    ``start + u * dt / speed`` (``start``: the clock at the stream's step 0; default
-    now); without it, as fast as the daemon takes them. Returns the frames sent."""
-    t = np.asarray(t, np.int64) + offset
-    ch = np.asarray(ch, np.int64)
-    start = clock() if start is None else start
-    frames = i = 0
-    while True:
-        j = min(i + frame_events, t.size)
-        if j < t.size:  # keep a step's events in one frame where possible
-            j = max(int(np.searchsorted(t, t[j], "left")), i + 1)
-        until = int(t[j]) if j < t.size else offset + end
-        if speed:
-            wait = start + until * dt / speed - clock()
-            if wait > 0:
-                sleep(wait)
-        sender.send(stream, t[i:j], ch[i:j], until=until)
-        frames += 1
-        i = j
-        if i >= t.size:
-            return frames
-
-
-def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = "s",
-                  speed: float | None = None, back_to_back: bool = False,
-                  limit: int | None = None, frame_events: int = 256,
-                  on_sample: Callable[[dict], None] | None = None,
-                  clock: Callable[[], float] = time.perf_counter,
-                  sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Replay the recordings of an event folder (``edged.events.read_index``), encoded by
-    ``encoding`` (the model's), one after another: each on its own stream
-    ``prefix + sample_id`` (a cold stream: its decision at step ``steps`` equals
-    ``edged-train evaluate``'s), or all on the one stream ``prefix``, recording ``k`` at
-    steps ``[k * steps, (k + 1) * steps)`` (its decision at ``(k + 1) * steps``; neuron
-    state carries over from the previous recording). Paced at ``speed`` x real time, or
-    as fast as possible (``None``). ``on_sample`` gets ``{stream, sample_id, label, t}``
-    (``t`` = the step of the sample's decision). Returns counts and the replay rate."""
-    from edged import events as E
-
-    E.check_encoding(encoding)
-    steps, dt = encoding["steps"], encoding["dt"]
-    index = E.read_index(folder)[:limit]
-    start = clock()
-    frames = n_events = 0
-    for k, rec in enumerate(index):
-        t, ch = E.encode(E.load(rec.path), encoding)
-        stream = prefix if back_to_back else f"{prefix}{rec.sample_id}"
-        offset = k * steps if back_to_back else 0
-        begin = start + (k * steps * dt / speed if speed else 0.0)
-        if speed and not back_to_back:
-            wait = begin - clock()
-            if wait > 0:
-                sleep(wait)
-        frames += replay_steps(sender, stream, t, ch, steps, offset=offset, dt=dt, speed=speed,
-                               start=start if back_to_back else begin,
-                               frame_events=frame_events, clock=clock, sleep=sleep)
-        n_events += t.size
-        if on_sample is not None:
-            on_sample({"stream": stream, "sample_id": rec.sample_id, "label": rec.label,
-                       "t": offset + steps})
-    seconds = clock() - start
-    recorded = len(index) * steps * dt
-    return {"samples": len(index), "frames": frames, "events": n_events, "seconds": seconds,
-            "recorded_seconds": recorded, "realtime_factor": recorded / seconds if seconds > 0 else float("inf")}

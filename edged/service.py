@@ -67,6 +67,7 @@ BATCH = 256  # frames read per wake-up before housekeeping runs
 READOUT_ROWS = 64  # decisions read out together at most (one onnxruntime call) ...
 READOUT_WAIT = 0.5e-3  # ... and the longest a decision waits for frames queued behind it
 SWEEP_S = 1.0
+HEARTBEAT_TOPIC = b"\x00heartbeat"  # PUB topic of liveness messages (edged.client knows it too)
 SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                logging.CRITICAL: 2}
 
@@ -221,6 +222,8 @@ class Service:
         self.curve = curve  # edged.security.ServerKeys: CURVE + allow-list on both sockets
         self.auth = self.publish_monitor = None
         self._next_checkpoint = float("inf")
+        self._next_heartbeat = 0.0
+        self.heartbeats = 0
         self.drained = 0  # frames handled by the drain after a stop request
         self.ingest = self.publish = self.monitor = None
         self.endpoints: dict[str, str] = {}
@@ -435,6 +438,8 @@ class Service:
     def tick(self, now: float) -> None:
         """Housekeeping between frames: watchdog, idle expiry, log summaries, checkpoints."""
         self.watchdog.ping(now)
+        if self.cfg.publish_heartbeat_interval > 0 and now >= self._next_heartbeat:
+            self.heartbeat(now)
         if now >= self._next_checkpoint:
             self.checkpoint()
         if now >= self._next_sweep:
@@ -442,6 +447,20 @@ class Service:
             self.expire(now)
         self.rejects.flush(now)
         self.flush_metrics()
+
+    def heartbeat(self, now: float) -> None:
+        """Publish ``{v, epoch, heartbeat: n}`` on ``HEARTBEAT_TOPIC`` (never blocks): sent from
+        the loop, so its absence means the loop is stuck or the process stopped."""
+        import msgpack
+
+        self._next_heartbeat = now + self.cfg.publish_heartbeat_interval
+        self.heartbeats += 1
+        try:
+            self.publish.send_multipart(
+                [HEARTBEAT_TOPIC, msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats})],
+                zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     # -- state -------------------------------------------------------------------------
 

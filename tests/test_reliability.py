@@ -392,3 +392,62 @@ def test_metric_naming_lint():
                 assert sm.name.endswith(("_total", "_created")), sm.name
         if fam.type in ("gauge", "histogram") and fam.name not in unitless:
             assert fam.name.endswith(("_seconds", "_bytes", "_joules", "_ratio", "_info")), fam.name
+
+
+def test_stopped_daemon_declared_dead_then_alive(tmp_path):
+    """Case 23: heartbeats every 0.2 s (scaled from 1 s); a SIGSTOPped daemon is declared
+    dead after 3 missed ones, once; after SIGCONT the subscriber hears it again."""
+    model_path = tmp_path / "m.npz"
+    save(model_path, small_model(window=32, hop=8))
+    proc, (ingest, publish, _) = serve(model_path, "--ingest", "tcp://127.0.0.1:*", "--publish",
+                                       "tcp://127.0.0.1:*", "--heartbeat-interval", "0.2")
+    ctx = zmq.Context()
+    dead = []
+    try:
+        with Subscriber(publish, context=ctx, streams=("only-this",), max_silence=0.6,
+                        on_dead=lambda: dead.append(time.monotonic())) as rx:
+            wait_for(lambda: rx.recv(0.05) is None and rx.heartbeats >= 3, what="heartbeats")
+            assert rx.alive and rx.deaths == 0
+            proc.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            wait_for(lambda: rx.recv(0.05) is None and rx.deaths == 1, what="declared dead")
+            assert 0.4 <= dead[0] - stopped <= 0.6 + 0.2 + 1.0  # 3 intervals (+ one in flight, + noise)
+            proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: rx.recv(0.05) is None and rx.alive, what="alive again")
+            assert rx.deaths == 1
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        ctx.term()
+
+
+def test_silence_recreates_the_socket_with_backoff_capped_at_32s():
+    """Case 23: while the publisher stays silent the socket is recreated after 1, 2, 4, ...
+    seconds, never more than 32 s apart (fake clock; nothing listens on the endpoint)."""
+    now = [0.0]
+    ctx = zmq.Context()
+    try:
+        port = free_port()
+        rx = Subscriber(f"tcp://127.0.0.1:{port}", context=ctx, max_silence=3.0, clock=lambda: now[0])
+        sockets, recreated = [rx.socket], []
+        for _ in range(2000):  # 2000 x 0.25 s of fake time
+            now[0] += 0.25
+            rx.recv(0)
+            if rx.socket is not sockets[-1]:
+                sockets.append(rx.socket)
+                recreated.append(now[0])
+        gaps = np.diff(recreated)
+        assert rx.deaths == 1 and not rx.alive
+        assert gaps[:5].tolist() == [1.0, 2.0, 4.0, 8.0, 16.0] and set(gaps[5:].tolist()) == {32.0}
+        rx.close()
+    finally:
+        ctx.term()
+
+
+def test_heartbeat_topic_is_shared():
+    from edged import client, service
+
+    assert client.HEARTBEAT_TOPIC == service.HEARTBEAT_TOPIC
