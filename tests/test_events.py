@@ -215,6 +215,52 @@ def test_train_cli_events_dir_small(tmp_path):
     assert held["accuracy"] == metrics["validation_accuracy"]
 
 
+def test_train_generic_npz_folder_with_channels(tmp_path):
+    from trainer.events import EventSpec, evaluate, run
+
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rows = ["sample_id,file,label,split"]
+    for i in range(10):
+        rng = np.random.default_rng(i)
+        lo = 0 if i % 2 else 8  # class a drives channels 0..7, class b 8..15
+        np.savez(folder / f"{i}.npz", t_us=np.sort(rng.integers(0, 30_000, 300)),
+                 ch=rng.integers(lo, lo + 8, 300))
+        rows.append(f"{i},{i}.npz,{'ab'[i % 2]},")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    model, metrics = run(EventSpec(str(folder), steps=32, neuron="lif", hidden=8,
+                                   outputs_per_class=1, epochs=2, n_val=4, channels=16))
+    assert model.encoding == {"kind": "events", "dt": 0.001, "steps": 32, "n_in": 16}
+    assert model.n_in == 16 and model.classes == ("a", "b")
+    assert metrics["count_baseline_accuracy"] == 1.0  # the channels tell the classes apart
+    assert evaluate(model, folder)["n"] == 10
+
+
+def test_replay_steps_paces_frames_by_until():
+    from edged.client import replay_steps
+
+    class FakeSender:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, stream, t, ch, until=None):
+            self.sent.append((now[0], list(t), until))
+
+    now = [0.0]
+    tx = FakeSender()
+    t = np.array([0, 0, 5, 9, 9, 9])
+    frames = replay_steps(tx, "x", t, np.zeros(6, np.int64), 20, offset=100, dt=0.01, speed=2.0,
+                          start=0.0, frame_events=2, clock=lambda: now[0],
+                          sleep=lambda s: now.__setitem__(0, now[0] + s))
+    # until = the next frame's first step; a step with more events than a frame is split
+    # (its events held by the daemon until a later frame); the last frame completes 120
+    assert [(list(x[1]), x[2]) for x in tx.sent] == [([100, 100], 105), ([105], 109),
+                                                     ([109], 109), ([109, 109], 120)]
+    assert frames == 4
+    for at, _, until in tx.sent:  # never before the recorded time / speed
+        assert at >= until * 0.01 / 2.0 - 1e-12
+
+
 # --- replay into a daemon --------------------------------------------------------------
 
 def replay_and_collect(model, model_path: Path, folder: Path, *extra: str) -> tuple[list, list]:

@@ -90,7 +90,7 @@ def _run_events(args: argparse.Namespace) -> int:
     spec = EventSpec(events_dir=args.events_dir, pool=args.pool, steps=args.steps,
                      neuron=args.neuron, hidden=args.hidden,
                      outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
-                     n_val=args.n_val, seed=args.seed)
+                     n_val=args.n_val, seed=args.seed, channels=args.channels)
     _log(f"run {spec}")
     try:
         model, metrics = run(spec, log=_log)
@@ -202,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--events-dir: sample length in 1 ms steps = window = hop (default 340)")
     r.add_argument("--n-val", type=int, default=200,
                    help="--events-dir: validation samples held back, stratified (default 200)")
+    r.add_argument("--channels", type=int, default=0,
+                   help="--events-dir with generic files: channels 0..N-1 taken as they are "
+                        "(default 0: N-MNIST sensor channels, pooled by --pool)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("evaluate", help="accuracy of a model on fresh samples of its task")
     e.add_argument("--model", required=True)

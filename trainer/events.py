@@ -128,6 +128,7 @@ class EventSpec(NamedTuple):
     lam: float = 0.1
     n_val: int = 200
     seed: int = 0
+    channels: int = 0  # 0: N-MNIST sensor channels, pooled by pool; N: generic channels 0..N-1
 
 
 def run(spec: EventSpec, log: Callable[[str], None] | None = None):
@@ -140,7 +141,8 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
 
     log = log or (lambda _: None)
     t_start = time.perf_counter()
-    enc = E.make_encoding("nmnist", spec.dt, spec.steps, spec.pool)
+    enc = (E.make_encoding("events", spec.dt, spec.steps, n_in=spec.channels) if spec.channels
+           else E.make_encoding("nmnist", spec.dt, spec.steps, spec.pool))
     n_in = E.n_inputs(enc)
     labels = read_labels(spec.events_dir)
     tr_idx, va_idx = split(labels.y, spec.n_val, spec.seed)
