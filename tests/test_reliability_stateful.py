@@ -11,6 +11,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 
 import numpy as np
 import zmq
@@ -68,9 +69,20 @@ class Protocol(RuleBasedStateMachine):
                      service_state_dir=self.state_dir, streams_max=4)
         self.registry = CollectorRegistry()
         epoch = max(self.epochs, default=0) + 1  # distinct even within one clock tick
-        self.svc = Service(self.model, cfg, context=self.ctx, registry=self.registry, epoch=epoch)
+        for _ in range(200):  # the old incarnation's sockets unbind asynchronously
+            self.svc = Service(self.model, cfg, context=self.ctx, registry=self.registry, epoch=epoch)
+            try:
+                self.svc.bind()
+                break
+            except zmq.ZMQError as e:
+                self.svc.close(linger_s=0)
+                if e.errno != zmq.EADDRINUSE:
+                    raise
+                self.registry = CollectorRegistry()
+                time.sleep(0.025)  # retry interval of the rebind, bounded by the loop
+        else:
+            raise AssertionError("ports never became free again")
         self.epochs.append(epoch)
-        self.svc.bind()
         self.svc.warm()
         self.svc.restore()
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
