@@ -78,9 +78,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("publish", "hwm", int, 10000,
             "decision send high-water mark per subscriber (PUB drops beyond it)",
             "--publish-hwm", check=_positive),
-    Setting("publish", "heartbeat_interval", float, 1.0,
+    Setting("publish", "heartbeat_interval", float, 0.0,
             "seconds between heartbeats on PUB (topic \\x00heartbeat), so subscribers can tell a "
-            "stuck or stopped daemon from a quiet one (0 = off)", "--heartbeat-interval",
+            "stuck or stopped daemon from a quiet one (0 = off: subscribers that decode every "
+            "message as a decision must skip the topic before turning it on)", "--heartbeat-interval",
             check=lambda x: x >= 0),
     Setting("metrics", "listen", str, "127.0.0.1:9555",
             "HOST:PORT for Prometheus /metrics ('off' disables; port 0 picks a free one)",
