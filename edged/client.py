@@ -387,3 +387,76 @@ def percentiles(samples, qs=(50, 90, 99, 100)) -> dict[str, float]:
     """``{"p50": ..., ...}`` of ``samples`` (NaN when empty)."""
     a = np.asarray(list(samples), np.float64)
     return {f"p{q:g}": (float(np.percentile(a, q)) if a.size else float("nan")) for q in qs}
+
+
+def replay_steps(sender: Sender, stream: str, t: np.ndarray, ch: np.ndarray, end: int, *,
+                 offset: int = 0, dt: float = 1e-3, speed: float | None = None,
+                 start: float | None = None, frame_events: int = 256,
+                 clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> int:
+    """Send one encoded recording (steps ``t`` from 0, sorted, all ``< end``) on ``stream``
+    at steps ``offset + t``, the last frame completing step ``offset + end - 1``
+    (``until``). With ``speed``, a frame completing step ``u`` leaves no earlier than
+    ``start + u * dt / speed`` (``start``: the clock at the stream's step 0; default
+    now); without it, as fast as the daemon takes them. Returns the frames sent."""
+    t = np.asarray(t, np.int64) + offset
+    ch = np.asarray(ch, np.int64)
+    start = clock() if start is None else start
+    frames = i = 0
+    while True:
+        j = min(i + frame_events, t.size)
+        if j < t.size:  # keep a step's events in one frame where possible
+            j = max(int(np.searchsorted(t, t[j], "left")), i + 1)
+        until = int(t[j]) if j < t.size else offset + end
+        if speed:
+            wait = start + until * dt / speed - clock()
+            if wait > 0:
+                sleep(wait)
+        sender.send(stream, t[i:j], ch[i:j], until=until)
+        frames += 1
+        i = j
+        if i >= t.size:
+            return frames
+
+
+def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = "s",
+                  speed: float | None = None, back_to_back: bool = False,
+                  limit: int | None = None, frame_events: int = 256,
+                  on_sample: Callable[[dict], None] | None = None,
+                  clock: Callable[[], float] = time.perf_counter,
+                  sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Replay the recordings of an event folder (``edged.events.read_index``), encoded by
+    ``encoding`` (the model's), one after another: each on its own stream
+    ``prefix + sample_id`` (a cold stream: its decision at step ``steps`` equals
+    ``edged-train evaluate``'s), or all on the one stream ``prefix``, recording ``k`` at
+    steps ``[k * steps, (k + 1) * steps)`` (its decision at ``(k + 1) * steps``; neuron
+    state carries over from the previous recording). Paced at ``speed`` x real time, or
+    as fast as possible (``None``). ``on_sample`` gets ``{stream, sample_id, label, t}``
+    (``t`` = the step of the sample's decision). Returns counts and the replay rate."""
+    from edged import events as E
+
+    E.check_encoding(encoding)
+    steps, dt = encoding["steps"], encoding["dt"]
+    index = E.read_index(folder)[:limit]
+    start = clock()
+    frames = n_events = 0
+    for k, rec in enumerate(index):
+        t, ch = E.encode(E.load(rec.path), encoding)
+        stream = prefix if back_to_back else f"{prefix}{rec.sample_id}"
+        offset = k * steps if back_to_back else 0
+        begin = start + (k * steps * dt / speed if speed else 0.0)
+        if speed and not back_to_back:
+            wait = begin - clock()
+            if wait > 0:
+                sleep(wait)
+        frames += replay_steps(sender, stream, t, ch, steps, offset=offset, dt=dt, speed=speed,
+                               start=start if back_to_back else begin,
+                               frame_events=frame_events, clock=clock, sleep=sleep)
+        n_events += t.size
+        if on_sample is not None:
+            on_sample({"stream": stream, "sample_id": rec.sample_id, "label": rec.label,
+                       "t": offset + steps})
+    seconds = clock() - start
+    recorded = len(index) * steps * dt
+    return {"samples": len(index), "frames": frames, "events": n_events, "seconds": seconds,
+            "recorded_seconds": recorded, "realtime_factor": recorded / seconds if seconds > 0 else float("inf")}
