@@ -169,6 +169,9 @@ def cmd_card(args: argparse.Namespace) -> int:
         model = load(args.model)
     except ModelError as e:
         raise UsageError(str(e)) from None
+    if model.provenance.get("task") == "events":
+        raise UsageError("card measures task models; for an event model run "
+                         "'edged bench replay --model M --events DIR'")
     print(json.dumps(measure(model, args.seed, args.n), sort_keys=True))
     return 0
 
