@@ -111,7 +111,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     if args.events:
         return _send_events(args)
-    with Sender(args.connect, binary=not args.readable) as tx:
+    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args)) as tx:
         if args.file:
             try:
                 t, ch = read_spike_file(args.file)
@@ -159,7 +159,7 @@ def _send_events(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(sample, sort_keys=True), flush=True)
 
-    with Sender(args.connect, binary=not args.readable) as tx:
+    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args)) as tx:
         try:
             stats = replay_events(tx, args.events, encoding, prefix=args.stream, speed=speed,
                                   back_to_back=args.back_to_back, limit=args.limit,
@@ -354,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="--events: only the first N recordings")
     s.add_argument("--json", action="store_true",
                    help="--events: print {stream, sample_id, label, t} per recording sent")
+    _add_client_curve(s)
     s.set_defaults(func=cmd_send)
 
     s = sub.add_parser("listen", help="print decisions published by edged serve")

@@ -44,3 +44,15 @@ def model_file(tmp_path):
     path = tmp_path / "model.npz"
     save(path, small_model())
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long soak and benchmark-sized tests (``@pytest.mark.slow``) run only with EDGED_SLOW=1."""
+    import os
+
+    if os.environ.get("EDGED_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set EDGED_SLOW=1 to run the long version")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

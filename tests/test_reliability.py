@@ -364,7 +364,6 @@ def test_soak_short(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("EDGED_SLOW") != "1", reason="10-minute soak: set EDGED_SLOW=1")
 def test_soak_long(tmp_path):
     """Case 24 by hand: 10 min (EDGED_SOAK_LONG_SECONDS for 24 h)."""
     check_soak(*soak(tmp_path, float(os.environ.get("EDGED_SOAK_LONG_SECONDS", "600"))))
