@@ -22,10 +22,12 @@ from conftest import small_model
 from edged import events as E
 from edged.model import load, save
 
-DATA = Path(os.environ.get("EDGED_DATA", "/nonexistent")) / "nmnist_small"
-needs_data = pytest.mark.skipif(not (DATA / "labels.csv").is_file(),
-                                reason=f"N-MNIST subset not found at {DATA} (set EDGED_DATA to "
-                                       "the directory holding nmnist_small/)")
+DATA = Path(os.environ.get("EDGED_DATA", "")) / "nmnist_small"
+needs_data = pytest.mark.skipif(
+    "EDGED_DATA" not in os.environ or not (DATA / "labels.csv").is_file(),
+    reason=f"N-MNIST subset not found at {DATA} (set EDGED_DATA to the directory holding "
+           "nmnist_small/)" if "EDGED_DATA" in os.environ else
+           "EDGED_DATA is not set (the directory holding nmnist_small/, e.g. ../shared/data)")
 REPO = Path(__file__).resolve().parent.parent
 
 
