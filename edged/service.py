@@ -67,6 +67,7 @@ BATCH = 256  # frames read per wake-up before housekeeping runs
 READOUT_ROWS = 64  # decisions read out together at most (one onnxruntime call) ...
 READOUT_WAIT = 0.5e-3  # ... and the longest a decision waits for frames queued behind it
 SWEEP_S = 1.0
+FLUSH_S = 0.01  # loop tallies reach the Prometheus counters at most this often
 HEARTBEAT_TOPIC = b"\x00heartbeat"  # PUB topic of liveness messages (edged.client knows it too)
 SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                logging.CRITICAL: 2}
@@ -228,6 +229,7 @@ class Service:
         self.ingest = self.publish = self.monitor = None
         self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
+        self._next_flush = 0.0
         self._labels = [str(c) for c in model.classes]
         i = model.features.index("lzc") if "lzc" in model.features else None
         self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
@@ -341,6 +343,7 @@ class Service:
             if got < BATCH:
                 break
         self.rejects.flush(float("inf"))
+        self.flush_metrics()
         return n
 
     def close(self, linger_s: float = 1.0) -> None:
@@ -385,7 +388,6 @@ class Service:
                 self.publish_pending()
         self.publish_pending()
         self.tally.cpu += self.cpu_clock() - cpu0
-        self.flush_metrics()
         return n
 
     def publish_pending(self) -> int:
@@ -422,7 +424,8 @@ class Service:
         return k
 
     def flush_metrics(self) -> None:
-        """Move the loop's local tallies into the Prometheus counters (after each batch)."""
+        """Move the loop's local tallies into the Prometheus counters (from ``tick``, at
+        most every ``FLUSH_S``, and at the end of a drain)."""
         t, m = self.tally, self.metrics
         if t.frames:
             m.frames.inc(t.frames)
@@ -446,7 +449,9 @@ class Service:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
         self.rejects.flush(now)
-        self.flush_metrics()
+        if now >= self._next_flush:
+            self._next_flush = now + FLUSH_S
+            self.flush_metrics()
 
     def heartbeat(self, now: float) -> None:
         """Publish ``{v, epoch, heartbeat: n}`` on ``HEARTBEAT_TOPIC`` (never blocks): sent from

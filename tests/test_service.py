@@ -265,7 +265,7 @@ def test_metrics_scrape_counts_every_decision(served, model):
         served.tx.send("m", t[:150], ch[:150], until=int(t[150]))
         served.tx.send("m", t[150:], ch[150:], until=end)
         served.collect("m", (end - model.window) // model.hop + 1)
-        wait_for(lambda: served.value("edged_decisions_total")  # flushed after each batch
+        wait_for(lambda: served.value("edged_decisions_total")  # flushed from the loop every 10 ms
                  == served.value("edged_decision_latency_seconds_count"), what="counters flushed")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
