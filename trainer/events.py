@@ -23,7 +23,6 @@ validation part in the same run.
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -32,6 +31,7 @@ import numpy as np
 from edged import events as E
 from trainer import linear
 from trainer import params as P
+from trainer.pipeline import scores_report, versions
 
 
 class Labels(NamedTuple):
@@ -176,7 +176,7 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     provenance = {"task": "events", "events_dir": str(spec.events_dir), "spec": spec._asdict(),
                   "split": {"seed": spec.seed, "n_val": spec.n_val, "method": "stratified",
                             "validation_ids": [labels.sample_id[i] for i in va_idx]},
-                  "metrics": metrics, "history": history, "versions": _versions(),
+                  "metrics": metrics, "history": history, "versions": versions(),
                   "trainer": "edged-train run --events-dir"}
     model = Model(neuron=spec.neuron, w_in=raw["w_in"].astype(np.float32),
                   w_out=raw["w_out"].astype(np.float32),
@@ -216,20 +216,6 @@ def evaluate(model, folder: str | Path, held_back: bool = False) -> dict[str, An
                         labels.y[idx], labels.classes)
     d = encode_all(labels, enc)
     pred = np.argmax(Readout(model.readout).scores(extract(Engine.for_model(model), d, enc["steps"])), 1)
-    y = d.y
-    per_class = {c: {"n": int(np.sum(y == k)), "correct": int(np.sum((y == k) & (pred == k))),
-                     "predicted": int(np.sum(pred == k))} for k, c in enumerate(model.classes)}
-    return {"accuracy": float(np.mean(pred == y)), "n": int(len(y)), "events_dir": str(folder),
-            "held_back_only": held_back,
-            "per_class": per_class, "model_sha256": model.sha256,
+    return {**scores_report(d.y, pred, model.classes), "events_dir": str(folder),
+            "held_back_only": held_back, "model_sha256": model.sha256,
             "predictions": {s: model.classes[p] for s, p in zip(labels.sample_id, pred)}}
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in ("edged", "numpy", "numba", "onnx", "onnxruntime"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out

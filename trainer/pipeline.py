@@ -153,10 +153,15 @@ def evaluate(model, seed: int, n: int = 300) -> dict[str, Any]:
         raise ValueError(f"task classes {d.classes} differ from the model's {model.classes}")
     feats, _, _ = extract(Engine.for_model(model), d)
     pred = np.argmax(Readout(model.readout).scores(feats), axis=1)
-    per_class = {c: {"n": int(np.sum(d.y == k)), "correct": int(np.sum((d.y == k) & (pred == k))),
-                     "predicted": int(np.sum(pred == k))} for k, c in enumerate(d.classes)}
-    confusion = np.zeros((len(d.classes), len(d.classes)), np.int64)
-    np.add.at(confusion, (d.y, pred), 1)
-    return {"accuracy": float(np.mean(pred == d.y)), "n": int(n), "seed": seed,
-            "task": prov["task"], "task_params": d.params, "per_class": per_class,
-            "confusion": confusion.tolist(), "model_sha256": model.sha256}
+    return {**scores_report(d.y, pred, d.classes), "seed": seed, "task": prov["task"],
+            "task_params": d.params, "model_sha256": model.sha256}
+
+
+def scores_report(y: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """``accuracy``, ``n``, ``per_class`` {n, correct, predicted} and ``confusion`` (rows: truth)."""
+    per_class = {c: {"n": int(np.sum(y == k)), "correct": int(np.sum((y == k) & (pred == k))),
+                     "predicted": int(np.sum(pred == k))} for k, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    return {"accuracy": float(np.mean(pred == y)), "n": int(len(y)), "per_class": per_class,
+            "confusion": confusion.tolist()}
