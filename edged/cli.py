@@ -329,7 +329,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_arguments(s)
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("send", help="send Poisson traffic or a spike file to edged serve")
+    s = sub.add_parser("send", help="send Poisson traffic, a spike file or event recordings to edged serve")
     s.add_argument("--connect", default=DEFAULT_INGEST, help=f"ingest endpoint (default {DEFAULT_INGEST})")
     s.add_argument("--file", help="spike file to replay: .npz with t, ch, or text columns 't ch'")
     s.add_argument("--stream", default="s", help="stream id (file) or id prefix (Poisson; default s)")
