@@ -1,6 +1,13 @@
-"""Shared fixtures: small real models written to disk, free loopback ports."""
+"""Shared fixtures: small real models written to disk, a real `edged serve` subprocess."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,3 +63,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_serve(model_path, *extra: str, metrics: str = "off"):
+    """Start ``edged serve`` on random loopback ports (``extra`` flags override them) and
+    wait for its ready line: ``(proc, (ingest, publish, metrics), stderr lines so far)``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
+         "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", metrics,
+         *extra], stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        cwd=ROOT)
+    lines = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
+        if m:
+            return proc, m.groups(), lines
+    proc.kill()
+    raise AssertionError("edged serve never got ready:\n" + "".join(lines))

@@ -9,28 +9,24 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 from prometheus_client import CollectorRegistry
 
-from conftest import small_model
+from conftest import small_model, start_serve
 from edged import checkpoint as ckpt
 from edged.client import Sender, Subscriber
 from edged.config import Config
 from edged.engine import Engine
 from edged.model import load, save
 from edged.service import Service
-from test_service import assert_same, events, frames, offline, wait_for
+from test_service import assert_same, events, frames, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0
 
 
@@ -251,26 +247,6 @@ def test_kill_9_during_checkpoint_never_leaves_a_torn_one(model, tmp_path, round
     assert len(versions) > 1  # the kills landed at different points
 
 
-def start_serve(model_path, state_dir, *extra):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path), "--ingest",
-         "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", "off",
-         "--state-dir", str(state_dir), *extra], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+)", line)
-        if m:
-            return proc, m.groups(), lines
-    proc.kill()
-    raise AssertionError("edged serve never got ready:\n" + "".join(lines))
-
-
 def test_sigterm_drains_in_flight_frames_then_checkpoints(tmp_path):
     """RELIABILITY 12: N frames sent, SIGTERM at the first decision: all N are handled,
     their decisions published, exit 0, a loadable checkpoint; a restart resumes."""
@@ -278,7 +254,7 @@ def test_sigterm_drains_in_flight_frames_then_checkpoints(tmp_path):
     save(model_path, small_model(window=32, hop=8))
     model = load(model_path)
     state = tmp_path / "state"
-    proc, (ingest, publish), _ = start_serve(model_path, state, "--drain-timeout", "20")
+    proc, (ingest, publish, _), _ = start_serve(model_path, "--state-dir", str(state), "--drain-timeout", "20")
     ctx = zmq.Context()
     n_frames, steps = 2000, 64
     try:
@@ -324,7 +300,7 @@ def test_kill_9_serve_restarts_from_periodic_checkpoint(tmp_path):
     model_path = tmp_path / "m.npz"
     save(model_path, small_model(window=32, hop=8))
     state = tmp_path / "state"
-    proc, (ingest, _), _ = start_serve(model_path, state, "--checkpoint-interval", "0.05")
+    proc, (ingest, _, _), _ = start_serve(model_path, "--state-dir", str(state), "--checkpoint-interval", "0.05")
     ctx = zmq.Context()
     try:
         with Sender(ingest, context=ctx, linger=0) as tx:
@@ -334,7 +310,7 @@ def test_kill_9_serve_restarts_from_periodic_checkpoint(tmp_path):
         proc.kill()
         proc.wait()
         proc.stderr.close()
-        proc, _, lines = start_serve(model_path, state)
+        proc, _, lines = start_serve(model_path, "--state-dir", str(state))
         assert any("restored 1 streams" in line for line in lines), lines
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=TIMEOUT) == 0

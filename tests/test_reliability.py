@@ -11,23 +11,20 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model
+from conftest import small_model, start_serve
 from edged.client import PoissonSource, Sender, Subscriber
 from edged.model import load, save
 from test_service import Served, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0
 
 
@@ -192,24 +189,6 @@ def free_port() -> int:
         return sk.getsockname()[1]
 
 
-def serve(model_path, *extra, metrics="off"):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
-                             "--metrics", metrics, *extra], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
-        if m:
-            return proc, m.groups()
-    proc.kill()
-    raise AssertionError("edged serve never got ready:\n" + "".join(lines))
-
-
 def stop(proc) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -231,7 +210,7 @@ def test_kill_9_restart_is_a_new_epoch_not_a_gap(tmp_path):
     ports = [free_port(), free_port()]
     args = ["--ingest", f"tcp://127.0.0.1:{ports[0]}", "--publish", f"tcp://127.0.0.1:{ports[1]}",
             "--state-dir", str(tmp_path / "state"), "--checkpoint-interval", "0.05"]
-    proc, (ingest, publish, _) = serve(model_path, *args)
+    proc, (ingest, publish, _), _ = start_serve(model_path, *args)
     ctx = zmq.Context()
     restarts = []
     try:
@@ -258,7 +237,7 @@ def test_kill_9_restart_is_a_new_epoch_not_a_gap(tmp_path):
             proc.stderr.close()
             while rx.recv(0.1) is not None:
                 pass
-            proc, _ = serve(model_path, *args)
+            proc, _, _ = start_serve(model_path, *args)
             t0 = time.monotonic()
             d = feed_until_decision(30)
             assert d.epoch != first.epoch
@@ -292,8 +271,7 @@ def soak(tmp_path, seconds: float):
     model_path = tmp_path / "m.npz"
     save(model_path, small_model(window=32, hop=8))
     model = load(model_path)
-    proc, (ingest, publish, metrics) = serve(model_path, "--ingest", "tcp://127.0.0.1:*",
-                                             "--publish", "tcp://127.0.0.1:*", metrics="127.0.0.1:0")
+    proc, (ingest, publish, metrics), _ = start_serve(model_path, metrics="127.0.0.1:0")
     ctx = zmq.Context()
     samples = []
     try:
@@ -398,8 +376,7 @@ def test_stopped_daemon_declared_dead_then_alive(tmp_path):
     dead after 3 missed ones, once; after SIGCONT the subscriber hears it again."""
     model_path = tmp_path / "m.npz"
     save(model_path, small_model(window=32, hop=8))
-    proc, (ingest, publish, _) = serve(model_path, "--ingest", "tcp://127.0.0.1:*", "--publish",
-                                       "tcp://127.0.0.1:*", "--heartbeat-interval", "0.2")
+    proc, (ingest, publish, _), _ = start_serve(model_path, "--heartbeat-interval", "0.2")
     ctx = zmq.Context()
     dead = []
     try:

@@ -23,7 +23,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model
+from conftest import small_model, start_serve
 from edged.client import Sender, Subscriber
 from edged.config import Config
 from edged.engine import Engine
@@ -306,31 +306,10 @@ def test_drain_publishes_queued_frames(model):
 
 # -- the real command line ------------------------------------------------------------------
 
-def start_serve(model_path, *extra):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
-         "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-         "--metrics", "127.0.0.1:0", *extra],
-        stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
-        if m:
-            return proc, m.groups(), lines
-    proc.kill()
-    raise AssertionError("edged serve never got ready:\n" + "".join(lines))
-
-
 def test_serve_subprocess_sigterm_exits_zero(tmp_path):
     path = tmp_path / "m.npz"
     save(path, small_model(window=32, hop=8))
-    proc, (ingest, publish, metrics), lines = start_serve(path)
+    proc, (ingest, publish, metrics), lines = start_serve(path, metrics="127.0.0.1:0")
     try:
         assert all(re.match(r"<[0-7]>", line) for line in lines), lines
         ctx = zmq.Context()

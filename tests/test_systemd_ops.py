@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from conftest import small_model
 from edged.metrics import Metrics, serve_http
 from edged.model import load, save
-from test_service import Served, events, wait_for
+from test_service import Served, events
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "systemd" / "edged.rules.yml"

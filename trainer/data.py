@@ -141,8 +141,8 @@ def _binary_chunks(p):
 
     def gen(k, rng):
         lam = p["corr"] * k / max(K - 1, 1)
-        p11, p01 = q + lam * (1 - q), q * (1 - lam)
-        # with probability lam repeat the previous bit, else draw a fresh Bernoulli(q)
+        # with probability lam repeat the previous bit, else draw a fresh Bernoulli(q): a
+        # Markov chain with P(1 | 1) = q + lam (1 - q), P(1 | 0) = q (1 - lam)
         n = T * n_in
         fresh = rng.random(n) < q
         keep = rng.random(n) < lam
