@@ -292,20 +292,48 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("edged-train: ")
 
 
-def test_paper_experiment_machinery(tmp_path, monkeypatch):
-    """The grid runs end to end and writes the documented rows (a miniature of
-    ``experiment paper --quick``: short samples, two rules, one seed)."""
+def test_paper_experiment_protocol(tmp_path, monkeypatch):
+    """The protocol runs end to end (a miniature of ``experiment paper --quick``): three
+    conditions x two seeds per cell with early stopping, baselines on the same splits,
+    atomic rewrites; ``resume`` reruns nothing that is recorded and finishes what is not."""
     from trainer import experiment
 
-    monkeypatch.setattr(experiment, "TASK_PARAMS", {"T": 256, "depth": 1.0, "shared": 1.0})
-    monkeypatch.setattr(experiment, "RULES", ("bptt", "tempotron"))
-    monkeypatch.setattr(experiment, "NEURONS", ("lif",))
-    monkeypatch.setitem(experiment.QUICK, "n_train", 30)
-    monkeypatch.setitem(experiment.QUICK, "n_test", 30)
+    monkeypatch.setitem(experiment.QUICK, "task_params", {"T": 256, "depth": 1.0, "shared": 1.0})
     out = tmp_path / "table.json"
-    rows = experiment.paper(out, quick=True)
-    assert json.loads(out.read_text()) == rows and len(rows) == 4
+    doc = experiment.paper(out, quick=True, rules=("bptt", "stdp"), neurons=("lif",))
+    assert json.loads(out.read_text()) == doc
+    rows = doc["rows"]
+    assert len(rows) == 2 * 3 * 2
     for r in rows:
-        assert {"neuron", "rule", "intrinsics", "seed", "accuracy", "task"} <= set(r)
+        assert {"neuron", "rule", "intrinsics", "seed", "accuracy", "task", "epochs_used",
+                "baselines"} <= set(r)
         assert 0 <= r["accuracy"] <= 1 and r["task"] == "poisson-structure"
-    assert "| lif | bptt |" in experiment.markdown(rows)
+        assert 1 <= r["epochs_used"] <= r["epoch_cap"]
+        assert set(r["baselines"]) == {"count", "binned-count"}
+    assert {r["intrinsics"] for r in rows} == {"fixed", "fixed-tuned", "learned"}
+    assert {t["stage"] for t in doc["tuning"]} == {"size-lr", "intrinsics"}
+    table = experiment.markdown(doc)
+    assert "| lif | bptt |" in table and "| lif | stdp |" in table
+
+    def no_run(spec):
+        raise AssertionError(f"resume reran {spec}")
+
+    monkeypatch.setattr(experiment, "run", no_run)
+    assert experiment.paper(out, quick=True, rules=("bptt", "stdp"), neurons=("lif",),
+                            resume=True)["rows"] == rows
+    cut = dict(doc, rows=rows[:-1])  # a run stopped before its last row
+    out.write_text(json.dumps(cut))
+    monkeypatch.undo()
+    monkeypatch.setitem(experiment.QUICK, "task_params", {"T": 256, "depth": 1.0, "shared": 1.0})
+    again = experiment.paper(out, quick=True, rules=("bptt", "stdp"), neurons=("lif",), resume=True)
+    assert again["rows"] == rows  # deterministic: the missing row comes back identical
+
+
+def test_grid_widens_at_edges():
+    from trainer.experiment import widen
+
+    assert widen((16, 32, 64), 1) == (16, 32, 64)
+    assert widen((16, 32, 64), 2, (8, 256), integer=True) == (16, 32, 64, 128)
+    assert widen((16, 32, 64), 0, (8, 256), integer=True) == (8, 16, 32, 64)
+    assert widen((8, 16, 32), 0, (8, 256), integer=True) == (8, 16, 32)  # at the limit
+    assert widen((0.003, 0.01, 0.03), 2) == pytest.approx((0.003, 0.01, 0.03, 0.09))

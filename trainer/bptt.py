@@ -43,6 +43,7 @@ from trainer import params as P
 from trainer.linear import Adam
 
 N_COEFFS = 8
+EpochHook = Callable[[int, dict], bool]  # (epoch, raw params) -> stop now
 THREADS = max(1, min(2, os.cpu_count() or 1))
 _POOL: list[ThreadPoolExecutor] = []
 
@@ -308,17 +309,22 @@ class Config(NamedTuple):
     scale: float = 0.3
     gamma: float = 5.0
     detach: bool = True
+    weight_decay: float = 0.0  # L2 on the weights
 
 
 def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-          learn_intrinsics: bool, cfg: Config, seed: int,
-          log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
-    """Adam on the count cross-entropy, learning rates on a cosine from 1x to 0.1x over
-    the run; returns the trained raw params and a history of
-    per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` = count argmax on train)."""
+          learn_intrinsics: bool | tuple[str, ...], cfg: Config, seed: int,
+          log: Callable[[str], None] | None = None, dt: float = 1e-3,
+          on_epoch: EpochHook | None = None) -> tuple[dict, list[dict]]:
+    """Adam on the count cross-entropy plus ``weight_decay/2 |w|^2`` on the weights,
+    learning rates on a cosine from 1x to 0.1x over ``cfg.epochs``; returns the trained
+    raw params and a history of per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` =
+    count argmax on train). ``learn_intrinsics`` is all or nothing, or the tuple of
+    intrinsic names to learn (both layers). ``on_epoch(epoch, raw)`` returning True
+    stops the run after that epoch."""
     raw = {k: v.copy() for k, v in raw.items()}
     n_classes = int(y.max()) + 1
-    names = ["w_in", "w_out"] + ([k for k in raw if "." in k] if learn_intrinsics else [])
+    names = ["w_in", "w_out"] + [k for k in raw if "." in k and learns(learn_intrinsics, k)]
     opt = Adam([raw[k] for k in names], cfg.lr)
     lrs = np.array([cfg.lr if k.startswith("w_") else cfg.lr_intrinsics for k in names])
     rng = np.random.default_rng([seed, 0xB77])
@@ -331,7 +337,8 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             idx = np.sort(order[start:start + cfg.batch])
             g = gradient(kind, raw, x[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
                          gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes)
-            grads = [g.raw[k] / len(idx) for k in names]
+            grads = [g.raw[k] / len(idx) + (cfg.weight_decay * raw[k] if k.startswith("w_") else 0.0)
+                     for k in names]
             progress = (epoch + start / len(y)) / cfg.epochs
             _adam_per_group(opt, grads, lrs * (0.55 + 0.45 * np.cos(np.pi * progress)))
             losses.append(g.loss.mean())
@@ -344,7 +351,16 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
         if log:
             log(f"bptt epoch {h['epoch']}/{cfg.epochs} loss {h['loss']:.4f} "
                 f"train-acc {h['acc']:.3f} {h['samples_per_s']:.0f} samples/s")
+        if on_epoch is not None and on_epoch(epoch + 1, raw):
+            break
     return raw, history
+
+
+def learns(learn_intrinsics: bool | tuple[str, ...], name: str) -> bool:
+    """Whether raw parameter ``name`` (``layer.intrinsic``) is learned."""
+    if isinstance(learn_intrinsics, bool):
+        return learn_intrinsics
+    return name.split(".", 1)[1] in learn_intrinsics
 
 
 def _adam_per_group(opt: Adam, grads: list[np.ndarray], lrs: np.ndarray) -> None:

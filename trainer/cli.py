@@ -148,17 +148,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from trainer.experiment import paper
+    from trainer import experiment
 
-    if args.name != "paper":
-        raise UsageError(f"unknown experiment {args.name!r}; the only one is 'paper'")
-    for value, known in ((args.rules, ("bptt", "stdp", "tempotron")), (args.neurons, ("lif", "meta"))):
+    if args.name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {args.name!r}; choose from {', '.join(EXPERIMENTS)}")
+    for value, known in ((args.rules, experiment.RULES), (args.neurons, experiment.NEURONS)):
         if value and not set(value.split(",")) <= set(known):
             raise UsageError(f"{value!r}: choose from {','.join(known)}")
-    paper(args.out, quick=args.quick, seeds=args.seeds, log=_log,
-          rules=tuple(args.rules.split(",")) if args.rules else None,
-          neurons=tuple(args.neurons.split(",")) if args.neurons else None)
+    if args.seeds is not None and args.seeds < 2:
+        raise UsageError("--seeds must be >= 2 (paired tests need two)")
+    out = args.out or f"models/experiments/{EXPERIMENTS[args.name]}"
+    try:
+        if args.name == "paper":
+            doc = experiment.paper(out, quick=args.quick, log=_log, resume=args.resume,
+                                   seeds=args.seeds,
+                                   rules=tuple(args.rules.split(",")) if args.rules else None,
+                                   neurons=tuple(args.neurons.split(",")) if args.neurons else None)
+            print(experiment.markdown(doc))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return 0
+
+
+EXPERIMENTS = {"paper": "paper-table.json"}
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -227,13 +239,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--n", type=int, default=50)
     c.set_defaults(func=cmd_card)
-    x = sub.add_parser("experiment", help="run a named experiment")
-    x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x {fixed,learned}")
+    x = sub.add_parser("experiment", help="run a named experiment (resumable JSON of rows)")
+    x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x "
+                                "{fixed,fixed-tuned,learned}, tuned, early-stopped, 5 seeds")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
-    x.add_argument("--seeds", type=int, default=3)
-    x.add_argument("--rules", help="comma list: rerun only these rules' cells, merging into --out")
-    x.add_argument("--neurons", help="comma list: rerun only these neurons' cells, merging into --out")
-    x.add_argument("--out", default="models/experiments/paper-table.json")
+    x.add_argument("--resume", action="store_true",
+                   help="continue the run in --out, skipping every run already recorded there")
+    x.add_argument("--seeds", type=int, help="final seeds per condition (default: the protocol's)")
+    x.add_argument("--rules", help="comma list: run only these rules' cells, merging into --out")
+    x.add_argument("--neurons", help="comma list: run only these neurons' cells, merging into --out")
+    x.add_argument("--out", help="result JSON (default models/experiments/<experiment>.json)")
     x.set_defaults(func=cmd_experiment)
     return p
 

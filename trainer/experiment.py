@@ -1,13 +1,38 @@
-"""``edged-train experiment paper``: does learning intrinsics beat tuning size and rate?
+"""``edged-train experiment paper``: does learning intrinsics beat tuning them?
 
-Grid: neuron {lif, meta} x rule {bptt, stdp, tempotron} x intrinsics {fixed, learned}.
-For each cell, the same tuning budget: network size x learning rate (``TUNE``), each
-config trained once (seed 0) and scored on the ``validation`` split; the best config is
-then trained with ``seeds`` fresh seeds (1, 2, ...) and scored on the ``test`` split.
-``learned`` gets exactly the same grid and epochs as ``fixed`` (its intrinsics'
-learning rate is tied to the weights'). Every row carries the spike-count floor (a
-logistic regression on per-channel input counts) and the paper-style nearest-mean
-readout on output LZC beside the fitted readout's accuracy.
+Protocol (v2). Cells: neuron {lif, meta} x rule {bptt, stdp, tempotron}; three
+conditions per cell, all trained to convergence (at most ``CAP[rule]`` epochs, early
+stopping on the readout's validation accuracy with patience ``PATIENCE``, the best
+epoch's parameters kept):
+
+``fixed``        intrinsics at the untrained defaults (``trainer.params.CENTRES``);
+``fixed-tuned``  global intrinsic values (tau, theta; meta also beta, tau_a) tuned;
+``learned``      intrinsics learned by the rule, starting from the defaults.
+
+Tuning, on seed 0's data and its validation split, the same budget of runs for
+``fixed-tuned`` and ``learned``:
+
+1. stage ``size-lr``: hidden size x learning rate (``HIDDEN`` x ``LR[rule]``). An axis
+   whose optimum sits on its edge is widened by one value beyond it (at most
+   ``MAX_WIDEN`` times per axis), so the optimum ends inside the grid or at a recorded
+   limit. ``fixed`` and ``fixed-tuned`` share this stage (it is run with the defaults);
+   ``learned`` runs its own.
+2. stage ``intrinsics`` (9 runs each, at the stage-1 optimum): ``fixed-tuned`` tries the
+   global values ``FIXED_TUNED[neuron]`` (LIF: tau x theta, 3 x 3; meta: an L9
+   orthogonal array over tau, theta, beta, tau_a at 3 levels); ``learned`` tries the
+   intrinsic learning rate (``LR_INTRINSICS`` times the rule's own rate(s), widened like
+   stage 1) x the weights' rate (``LR_AROUND`` times the stage-1 optimum).
+
+The chosen configuration of each condition is then trained with seeds 1..``SEEDS``, each
+seed drawing fresh train/validation/test data; conditions are paired by seed (same data,
+same initial weights). Every final row carries the non-spiking baselines
+(``trainer.baselines``) fitted, tuned and scored on that seed's same splits. The table
+(``markdown``) gives mean +- sd (ddof 1) and, for learned - fixed-tuned and
+learned - fixed, the mean paired difference, its 95 % CI, the paired t-test and the
+Wilcoxon signed-rank p (``trainer.stats``).
+
+Results are one JSON document (``protocol``, ``tuning``, ``baselines``, ``rows``),
+rewritten atomically after every run; ``resume=True`` skips every run already in it.
 """
 
 from __future__ import annotations
@@ -16,109 +41,252 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from trainer import baselines as B
+from trainer import data, stats
 from trainer.pipeline import Spec, run
 
 NEURONS = ("lif", "meta")
 RULES = ("bptt", "stdp", "tempotron")
-INTRINSICS = ("fixed", "learned")
+CONDITIONS = ("fixed", "fixed-tuned", "learned")
 TASK = "poisson-structure"
 TASK_PARAMS = {"depth": 0.6, "jitter": 0.1, "shared": 1.0}
-HIDDEN = (32, 64)
-LR = {"bptt": (0.01, 0.03), "stdp": (0.01, 0.05), "tempotron": (0.02, 0.1)}
-EPOCHS = {"bptt": 6, "stdp": 4, "tempotron": 4}
-N_TRAIN, N_TEST = 400, 300
+L9 = ((0, 0, 0, 0), (0, 1, 1, 1), (0, 2, 2, 2), (1, 0, 1, 2), (1, 1, 2, 0), (1, 2, 0, 1),
+      (2, 0, 2, 1), (2, 1, 0, 2), (2, 2, 1, 0))
+LEVELS = {"tau": (0.01, 0.02, 0.04), "theta": (0.5, 1.0, 2.0), "beta": (0.0, 0.2, 0.8),
+          "tau_a": (0.05, 0.125, 0.4)}
+FULL = {
+    "task": TASK, "task_params": TASK_PARAMS, "n_train": 300, "n_val": 150, "n_test": 300,
+    "cap": {"bptt": 30, "stdp": 12, "tempotron": 16}, "patience": 4, "seeds": 5,
+    "hidden": (16, 32, 64), "hidden_limits": (8, 256),
+    "lr": {"bptt": (0.003, 0.01, 0.03), "stdp": (0.003, 0.01, 0.03),
+           "tempotron": (0.01, 0.03, 0.1)},
+    "lr_intrinsics": (0.3, 1.0, 3.0), "lr_around": (0.5, 1.0, 2.0), "max_widen": 2,
+    "fixed_tuned": {
+        "lif": tuple({"tau": t, "theta": th} for t in LEVELS["tau"] for th in LEVELS["theta"]),
+        "meta": tuple({k: LEVELS[k][i] for k, i in zip(("tau", "theta", "beta", "tau_a"), row)}
+                      for row in L9)},
+    "baselines": B.NAMES,
+}
+QUICK = FULL | {
+    "n_train": 48, "n_val": 24, "n_test": 48, "cap": {"bptt": 2, "stdp": 1, "tempotron": 1},
+    "patience": 1, "seeds": 2, "hidden": (8, 16),
+    "lr": {"bptt": (0.03,), "stdp": (0.01,), "tempotron": (0.1,)},
+    "lr_intrinsics": (1.0,), "lr_around": (1.0, 2.0), "max_widen": 0,
+    "fixed_tuned": {"lif": FULL["fixed_tuned"]["lif"][3:5], "meta": FULL["fixed_tuned"]["meta"][:2]},
+    "baselines": ("count", "binned-count"),
+}
 
-QUICK = {"hidden": (32,), "lr": {"bptt": (0.03,), "stdp": (0.05,), "tempotron": (0.1,)},
-         "epochs": {"bptt": 2, "stdp": 1, "tempotron": 1}, "n_train": 120, "n_test": 90}
+
+def widen(values: tuple, best: int, limits: tuple[float, float] | None = None,
+          integer: bool = False) -> tuple:
+    """``values`` (sorted, geometric) with one more value beyond ``best`` when it is an
+    edge (ratio of the two nearest values, clipped to ``limits``); unchanged otherwise."""
+    if len(values) < 2 or 0 < best < len(values) - 1:
+        return values
+    lo, hi = limits or (-np.inf, np.inf)
+    if best == 0:
+        new = values[0] * values[0] / values[1]
+        new = round(new) if integer else new
+        return values if new < lo or new >= values[0] else (new,) + tuple(values)
+    new = values[-1] * values[-1] / values[-2]
+    new = round(new) if integer else new
+    return values if new > hi or new <= values[-1] else tuple(values) + (new,)
 
 
-def paper(out: str | Path, quick: bool = False, seeds: int = 3,
-          log: Callable[[str], None] | None = None, rules: tuple[str, ...] | None = None,
-          neurons: tuple[str, ...] | None = None) -> list[dict]:
-    """Run the grid (or the ``rules`` x ``neurons`` part of it, replacing those cells'
-    rows in an existing ``out`` and keeping the others); return all rows."""
-    log = log or (lambda m: None)
-    subset = rules is not None or neurons is not None
+class Runner:
+    """One JSON document of results; ``once`` runs a spec unless its key is already in
+    ``section`` and writes the document after every new row."""
+
+    def __init__(self, out: str | Path, protocol: dict, keep: Callable[[dict], bool],
+                 resume: bool, log: Callable[[str], None]):
+        self.out, self.log, self.t0 = Path(out), log, time.perf_counter()
+        self.protocol = json.loads(json.dumps(protocol))
+        doc = {"protocol": self.protocol, "tuning": [], "baselines": [], "rows": []}
+        if self.out.exists():
+            old = json.loads(self.out.read_text())
+            if isinstance(old, dict) and old.get("protocol") == self.protocol:
+                doc = old
+                if not resume:  # redo the selected cells, keep the others
+                    for section in ("tuning", "rows"):
+                        doc[section] = [r for r in doc[section] if not keep(r)]
+            elif resume:
+                raise ValueError(f"{out} was written by another protocol; cannot --resume it")
+        self.doc = doc
+
+    def find(self, section: str, key: dict) -> dict | None:
+        for r in self.doc[section]:
+            if all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+
+    def add(self, section: str, row: dict) -> None:
+        self.doc[section].append(json.loads(json.dumps(row)))
+        tmp = self.out.with_name(f".{self.out.name}.tmp")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(self.doc, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.out)
+
+    def elapsed(self) -> str:
+        return f"{time.perf_counter() - self.t0:.0f} s"
+
+
+def _config(spec: Spec) -> dict[str, Any]:
+    return {"hidden": spec.hidden, "lr": spec.lr, "lr_intrinsics": spec.lr_intrinsics,
+            "centres": dict(spec.centres)}
+
+
+def _tune(rn: Runner, base: Spec, condition: str, stage: str, grid: list[Spec]) -> dict:
+    """Run every spec of ``grid`` on seed 0 (cached); return the best tuning row."""
+    rows = []
+    for spec in grid:
+        key = {"neuron": base.neuron, "rule": base.rule, "intrinsics": condition,
+               "stage": stage, **json.loads(json.dumps(_config(spec)))}
+        row = rn.find("tuning", key)
+        if row is None:
+            _, m, _ = run(spec)
+            row = key | {"validation_accuracy": m["validation_accuracy"],
+                         "epochs_used": m["epochs_used"], "epochs_run": m["epochs_run"],
+                         "train_seconds": m["train_seconds"]}
+            rn.add("tuning", row)
+            rn.log(f"tune {base.neuron} {base.rule} {condition} {stage} {_config(spec)}: "
+                   f"validation {row['validation_accuracy']:.3f} after {row['epochs_used']} "
+                   f"epochs ({rn.elapsed()})")
+        rows.append(row)
+    return max(rows, key=lambda r: r["validation_accuracy"])
+
+
+def _grid_search(rn: Runner, base: Spec, condition: str, stage: str,
+                 axes: dict[str, tuple], p: dict, make: Callable[[dict], Spec]) -> dict:
+    """Full grid over ``axes``, widened at edges (``p["max_widen"]`` per axis)."""
+    widened = {k: 0 for k in axes}
+    while True:
+        points = [{}]
+        for k, values in axes.items():
+            points = [q | {k: v} for q in points for v in values]
+        best = _tune(rn, base, condition, stage, [make(q) for q in points])
+        grown = False
+        for k, values in axes.items():
+            if widened[k] >= p["max_widen"]:
+                continue
+            chosen = best["hidden"] if k == "hidden" else best[k]
+            limits = tuple(p["hidden_limits"]) if k == "hidden" else None
+            new = widen(values, values.index(chosen), limits, integer=k == "hidden")
+            if new != values:
+                axes[k], widened[k], grown = new, widened[k] + 1, True
+        if not grown:
+            return best
+
+
+def _choose(rn: Runner, base: Spec, p: dict) -> dict[str, Spec]:
+    """The tuned spec (seed 0) of each condition of ``base``'s cell."""
+    size_lr = {"hidden": tuple(p["hidden"]), "lr": tuple(p["lr"][base.rule])}
+    chosen = {}
+    for condition in ("fixed", "learned"):
+        cond_base = replace(base, intrinsics=condition)
+        best = _grid_search(rn, cond_base, condition, "size-lr", dict(size_lr), p,
+                            lambda q: replace(cond_base, hidden=q["hidden"], lr=q["lr"]))
+        chosen[condition] = replace(cond_base, hidden=best["hidden"], lr=best["lr"])
+    at = chosen["fixed"]
+    grid = [replace(at, intrinsics="fixed-tuned", centres=c) for c in p["fixed_tuned"][base.neuron]]
+    best = _tune(rn, replace(base, intrinsics="fixed-tuned"), "fixed-tuned", "intrinsics", grid)
+    chosen["fixed-tuned"] = replace(at, intrinsics="fixed-tuned", centres=best["centres"])
+    at = chosen["learned"]
+    best = _grid_search(rn, at, "learned", "intrinsics",
+                        {"lr_intrinsics": tuple(p["lr_intrinsics"]), "lr": tuple(at.lr * m for m in p["lr_around"])},
+                        p | {"max_widen": p["max_widen"] if len(p["lr_intrinsics"]) > 1 else 0},
+                        lambda q: replace(at, lr_intrinsics=q["lr_intrinsics"], lr=q["lr"]))
+    chosen["learned"] = replace(at, lr=best["lr"], lr_intrinsics=best["lr_intrinsics"])
+    return chosen
+
+
+def _baselines(rn: Runner, p: dict, seed: int) -> dict[str, float]:
+    row = rn.find("baselines", {"seed": seed})
+    if row is None:
+        split = lambda name, n: data.make(p["task"], n, seed, name, **p["task_params"])
+        tr, va, te = split("train", p["n_train"]), split("validation", p["n_val"]), split("test", p["n_test"])
+        res = B.score(B.Split(tr.x, tr.y), B.Split(va.x, va.y), B.Split(te.x, te.y),
+                      len(tr.classes), tuple(p["baselines"]), seed)
+        row = {"seed": seed, "accuracy": B.accuracies(res),
+               "chosen": {k: v["chosen"] for k, v in res.items()}}
+        rn.add("baselines", row)
+        rn.log(f"baselines seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["accuracy"].items()))
+    return row["accuracy"]
+
+
+def paper(out: str | Path, quick: bool = False, log: Callable[[str], None] | None = None,
+          rules: tuple[str, ...] | None = None, neurons: tuple[str, ...] | None = None,
+          resume: bool = False, seeds: int | None = None) -> dict:
+    """Run the protocol for the ``neurons`` x ``rules`` cells (default all); return the
+    document. Cells not selected keep their rows from ``out``."""
+    p = dict(QUICK if quick else FULL)
+    if seeds is not None:
+        p["seeds"] = seeds
     rules, neurons = rules or RULES, neurons or NEURONS
-    kept: list[dict] = []
-    if subset and Path(out).exists():
-        kept = [r for r in json.loads(Path(out).read_text())
-                if not (r["rule"] in rules and r["neuron"] in neurons)]
-    hidden = QUICK["hidden"] if quick else HIDDEN
-    lrs = QUICK["lr"] if quick else LR
-    epochs = QUICK["epochs"] if quick else EPOCHS
-    n_train, n_test = (QUICK["n_train"], QUICK["n_test"]) if quick else (N_TRAIN, N_TEST)
-    seeds = 1 if quick else seeds
-    rows: list[dict] = []
-    t0 = time.perf_counter()
+    rn = Runner(out, p, lambda r: r["rule"] in rules and r["neuron"] in neurons, resume,
+                log or (lambda m: None))
     for neuron in neurons:
         for rule in rules:
-            for intr in INTRINSICS:
-                base = Spec(task=TASK, task_params=TASK_PARAMS, neuron=neuron, rule=rule,
-                            intrinsics=intr, epochs=epochs[rule], n_train=n_train,
-                            n_test=n_test)
-                tuning = []
-                configs = [(h, lr) for h in hidden for lr in lrs[rule]]
-                if len(configs) > 1:
-                    for h, lr in configs:
-                        _, m, _ = run(replace(base, hidden=h, lr=lr, seed=0, eval_split="validation"))
-                        tuning.append({"hidden": h, "lr": lr, "validation_accuracy": m["accuracy"]})
-                        log(f"tune {neuron} {rule} {intr} hidden {h} lr {lr}: "
-                            f"validation {m['accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
-                    best = max(tuning, key=lambda r: r["validation_accuracy"])
-                    h, lr = best["hidden"], best["lr"]
-                else:
-                    h, lr = configs[0]
-                for seed in range(1, seeds + 1):
-                    spec = replace(base, hidden=h, lr=lr, seed=seed)
-                    _, m, _ = run(spec)
-                    row = {"neuron": neuron, "rule": rule, "intrinsics": intr, "seed": seed,
-                           "accuracy": m["accuracy"], "task": TASK, "task_params": TASK_PARAMS,
-                           "hidden": h, "lr": lr, "epochs": spec.epochs, "n_train": n_train,
-                           "n_test": n_test,
-                           "count_floor_accuracy": m["count_floor_accuracy"],
-                           "nearest_mean_lzc_accuracy": m["nearest_mean_lzc_accuracy"],
-                           "train_seconds": m["train_seconds"],
-                           "train_samples_per_s": m["train_samples_per_s"], "tuning": tuning,
-                           "quick": quick}
-                    rows.append(row)
-                    log(f"{neuron} {rule} {intr} seed {seed}: accuracy {m['accuracy']:.3f} "
-                        f"(count floor {m['count_floor_accuracy']:.3f}, nearest-mean LZC "
-                        f"{m['nearest_mean_lzc_accuracy']:.3f}) ({time.perf_counter() - t0:.0f} s)")
-                    _write(out, kept + rows)
-    rows = kept + rows
-    log(f"paper experiment done in {time.perf_counter() - t0:.0f} s")
-    print(markdown(rows))
-    return rows
+            base = Spec(task=p["task"], task_params=p["task_params"], neuron=neuron, rule=rule,
+                        epochs=p["cap"][rule], n_train=p["n_train"], n_val=p["n_val"],
+                        n_test=p["n_test"], patience=p["patience"], seed=0)
+            for condition, spec in _choose(rn, base, p).items():
+                for seed in range(1, p["seeds"] + 1):
+                    key = {"neuron": neuron, "rule": rule, "intrinsics": condition, "seed": seed}
+                    if rn.find("rows", key):
+                        continue
+                    _, m, _ = run(replace(spec, seed=seed))
+                    row = key | _config(spec) | {
+                        "accuracy": m["accuracy"], "task": p["task"], "task_params": p["task_params"],
+                        "validation_accuracy": m["validation_accuracy"],
+                        "epochs_used": m["epochs_used"], "epochs_run": m["epochs_run"],
+                        "epoch_cap": spec.epochs, "n_train": p["n_train"], "n_val": p["n_val"],
+                        "n_test": p["n_test"], "nearest_mean_lzc_accuracy": m["nearest_mean_lzc_accuracy"],
+                        "baselines": _baselines(rn, p, seed), "train_seconds": m["train_seconds"],
+                        "quick": quick}
+                    rn.add("rows", row)
+                    rn.log(f"{neuron} {rule} {condition} seed {seed}: accuracy {m['accuracy']:.3f} "
+                           f"after {m['epochs_used']} epochs ({rn.elapsed()})")
+    rn.log(f"paper experiment done in {rn.elapsed()}")
+    return rn.doc
 
 
-def _write(out: str | Path, rows: list[dict]) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    tmp.replace(out)
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
 
 
-def markdown(rows: list[dict]) -> str:
-    """Mean +- sd over seeds per cell, and learned - fixed per (neuron, rule)."""
-    lines = ["| neuron | rule | fixed | learned | learned - fixed (pp) | count floor | nearest-mean LZC (fixed / learned) |",
-             "|---|---|---|---|---|---|---|"]
+def markdown(doc: dict) -> str:
+    """The paper table: per cell mean +- sd (ddof 1) per condition, the paired tests of
+    learned against fixed-tuned and fixed, and the baselines on the same test splits."""
+    rows = doc["rows"]
+    lines = ["| neuron | rule | fixed | fixed-tuned | learned | learned − fixed-tuned (pp, 95 % CI) | t p | Wilcoxon p | learned − fixed (pp) | epochs used (f / ft / l) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for neuron in NEURONS:
         for rule in RULES:
-            cell = {i: [r for r in rows if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, rule, i)]
-                    for i in INTRINSICS}
+            cell = {c: {r["seed"]: r for r in rows if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, rule, c)}
+                    for c in CONDITIONS}
             if not all(cell.values()):
                 continue
-            acc = {i: np.array([r["accuracy"] for r in cell[i]]) for i in INTRINSICS}
-            nm = {i: np.mean([r["nearest_mean_lzc_accuracy"] for r in cell[i]]) for i in INTRINSICS}
-            floor = np.mean([r["count_floor_accuracy"] for i in INTRINSICS for r in cell[i]])
-            fmt = {i: f"{100 * acc[i].mean():.1f} ± {100 * acc[i].std():.1f} (n={len(acc[i])})" for i in INTRINSICS}
-            diff = 100 * (acc["learned"].mean() - acc["fixed"].mean())
-            lines.append(f"| {neuron} | {rule} | {fmt['fixed']} | {fmt['learned']} | {diff:+.1f} | "
-                         f"{100 * floor:.1f} | {100 * nm['fixed']:.1f} / {100 * nm['learned']:.1f} |")
+            seeds = sorted(set.intersection(*(set(v) for v in cell.values())))
+            acc = {c: [cell[c][s]["accuracy"] for s in seeds] for c in CONDITIONS}
+            fmt = {c: f"{_pct(stats.summary(acc[c])['mean'])} ± {_pct(stats.summary(acc[c])['sd'])}"
+                   for c in CONDITIONS}
+            vs_ft = stats.paired(acc["learned"], acc["fixed-tuned"])
+            vs_f = stats.paired(acc["learned"], acc["fixed"])
+            ep = " / ".join(f"{np.mean([cell[c][s]['epochs_used'] for s in seeds]):.0f}" for c in CONDITIONS)
+            lines.append(f"| {neuron} | {rule} | {fmt['fixed']} | {fmt['fixed-tuned']} | {fmt['learned']} | "
+                         f"{100 * vs_ft['mean_diff']:+.1f} [{100 * vs_ft['ci95'][0]:+.1f}, {100 * vs_ft['ci95'][1]:+.1f}] | "
+                         f"{vs_ft['t_p']:.3f} | {vs_ft['wilcoxon_p']:.3f} | {100 * vs_f['mean_diff']:+.1f} "
+                         f"(t p {vs_f['t_p']:.3f}) | {ep} |")
+    base = doc.get("baselines", [])
+    if base:
+        names = list(base[0]["accuracy"])
+        lines += ["", "| baseline (same test splits) | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names),
+                  f"| mean ± sd over {len(base)} seeds | " + " | ".join(
+                      f"{_pct(stats.summary([b['accuracy'][n] for b in base])['mean'])} ± "
+                      f"{_pct(stats.summary([b['accuracy'][n] for b in base])['sd'])}" for n in names) + " |"]
     return "\n".join(lines)

@@ -123,32 +123,44 @@ def layer_names(prefix: str, kind: NeuronKind) -> list[str]:
     return [f"{prefix}.{n}" for n in INTRINSICS[kind]]
 
 
+CENTRES = {"tau": 0.02, "theta": 1.0, "beta": 0.2, "tau_a": 0.125}  # the untrained defaults
+
+
 def init(kind: NeuronKind, n_in: int, n_hidden: int, n_out: int, seed: int,
          input_rate: float = 0.02, hidden_rate: float = 0.02, drive: float = 0.8,
-         spread: float = 1.5) -> dict[str, np.ndarray]:
+         spread: float = 1.5, centres: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Raw parameters of a fresh net. Weights are Gaussian with mean ``drive / (fan-in *
     presynaptic spikes per step)`` (the mean input then holds ``v`` near ``drive`` times
     a unit threshold) and standard deviation ``spread`` times that; intrinsics are
-    heterogeneous around a 20 ms membrane and unit threshold (the untrained defaults)."""
+    heterogeneous around ``centres`` (``default_intrinsics``)."""
     rng = np.random.default_rng([seed, 0x1417])
     m_in = drive / (n_in * input_rate)
     m_out = drive / (n_hidden * hidden_rate)
     raw = {"w_in": rng.normal(m_in, spread * m_in, (n_in, n_hidden)),
            "w_out": rng.normal(m_out, spread * m_out, (n_hidden, n_out))}
     for prefix, n in (("hidden", n_hidden), ("output", n_out)):
-        raw |= {f"{prefix}.{k}": v for k, v in to_raw(kind, default_intrinsics(kind, n, rng)).items()}
+        values = default_intrinsics(kind, n, rng, centres)
+        raw |= {f"{prefix}.{k}": v for k, v in to_raw(kind, values).items()}
     return raw
 
 
-def default_intrinsics(kind: NeuronKind, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    tau = rng.uniform(0.01, 0.03, n)
-    theta = np.ones(n)
+def default_intrinsics(kind: NeuronKind, n: int, rng: np.random.Generator,
+                       centres: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Membrane time constants uniform in ``[0.5, 1.5] x tau``, threshold ``theta``,
+    reset 0, gain 1; meta: ``beta``, adaptation time constants uniform in ``[0.4, 1.6] x
+    tau_a``, kappa 0.2, tau_r 5-20 ms. ``centres`` overrides ``CENTRES`` (the global
+    values the ``fixed-tuned`` condition tunes); unknown names are errors."""
+    c = CENTRES | (centres or {})
+    if set(c) != set(CENTRES):
+        raise ValueError(f"unknown intrinsic centres {sorted(set(c) - set(CENTRES))}")
+    tau = rng.uniform(0.01, 0.03, n) * (c["tau"] / CENTRES["tau"])
+    theta = np.full(n, c["theta"])
     common = {"v_reset": np.zeros(n), "R": np.ones(n)}
     if kind == "lif":
         return {"tau": tau, "theta": theta} | common
-    return {"tau0": tau, "theta0": theta, **common, "beta": np.full(n, 0.2),
-            "tau_a": rng.uniform(0.05, 0.2, n), "kappa": np.full(n, 0.2),
-            "tau_r": rng.uniform(0.005, 0.02, n)}
+    return {"tau0": tau, "theta0": theta, **common, "beta": np.full(n, c["beta"]),
+            "tau_a": rng.uniform(0.05, 0.2, n) * (c["tau_a"] / CENTRES["tau_a"]),
+            "kappa": np.full(n, 0.2), "tau_r": rng.uniform(0.005, 0.02, n)}
 
 
 def intrinsics(kind: NeuronKind, raw: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

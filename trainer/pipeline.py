@@ -32,10 +32,10 @@ class Spec:
     task_params: dict[str, Any] = field(default_factory=dict)
     neuron: Literal["lif", "meta"] = "meta"
     rule: Rule = "bptt"
-    intrinsics: Literal["fixed", "learned"] = "learned"
+    intrinsics: Literal["fixed", "fixed-tuned", "learned"] = "learned"
     hidden: int = 64
     outputs_per_class: int = 1
-    epochs: int = 6
+    epochs: int = 6  # the budget, or the cap when n_val > 0
     lr: float = 0.02
     n_train: int = 600
     n_test: int = 400
@@ -43,6 +43,13 @@ class Spec:
     hop: int = 16
     readout: Literal["linear", "nearest-mean"] = "linear"
     eval_split: Literal["test", "validation"] = "test"
+    n_val: int = 0  # > 0: early stopping on that many validation samples
+    patience: int = 4  # epochs without a better validation accuracy before stopping
+    lr_intrinsics: float = 1.0  # multiplier of the rule's intrinsic learning rate(s)
+    centres: dict[str, float] = field(default_factory=dict)  # params.CENTRES overrides
+    learn: tuple[str, ...] = ()  # learned: only these intrinsics (empty: all)
+    weight_decay: float = 0.0  # bptt: L2 on the weights
+    baselines: tuple[str, ...] = ()  # trainer.baselines names scored on the same splits
 
 
 def rule_module(rule: str):
@@ -52,15 +59,37 @@ def rule_module(rule: str):
 
 
 def rule_config(spec: Spec):
-    """The rule's config with the spec's budget (epochs) and learning rate; the learning
-    rate of the intrinsics is tied to it (same budget for ``fixed`` and ``learned``)."""
+    """The rule's config with the spec's budget (epochs) and learning rate. The intrinsic
+    learning rate is ``spec.lr_intrinsics`` times: the weights' rate (bptt), the
+    homeostatic rates ``eta_theta``, ``eta_tau`` (stdp), ``lr_intrinsics`` (tempotron)."""
     mod = rule_module(spec.rule)
     cfg = mod.Config(epochs=spec.epochs, lr=spec.lr)
+    m = spec.lr_intrinsics
     if spec.rule == "bptt":
-        cfg = cfg._replace(lr_intrinsics=spec.lr)
+        cfg = cfg._replace(lr_intrinsics=spec.lr * m, weight_decay=spec.weight_decay)
     elif spec.rule == "stdp":
-        cfg = cfg._replace(lr_out=spec.lr)
+        cfg = cfg._replace(lr_out=spec.lr, eta_theta=cfg.eta_theta * m, eta_tau=cfg.eta_tau * m)
+    else:
+        cfg = cfg._replace(lr_intrinsics=cfg.lr_intrinsics * m)
     return cfg
+
+
+class EarlyStop:
+    """``on_epoch`` hook: scores each epoch's parameters with ``score(raw)`` (validation
+    accuracy), keeps the best, asks to stop after ``patience`` epochs without a better one."""
+
+    def __init__(self, score: Callable[[dict], float], patience: int):
+        self.score, self.patience = score, patience
+        self.best, self.best_epoch, self.best_raw = -1.0, 0, None
+        self.scores: list[float] = []
+
+    def __call__(self, epoch: int, raw: dict) -> bool:
+        acc = self.score(raw)
+        self.scores.append(acc)
+        if acc > self.best:
+            self.best, self.best_epoch = acc, epoch
+            self.best_raw = {k: v.copy() for k, v in raw.items()}
+        return epoch - self.best_epoch >= self.patience
 
 
 def versions() -> dict[str, str]:
@@ -79,9 +108,21 @@ def engine_for(kind: str, raw: dict, spec: Spec, features=("lzc", "rate"), windo
     return Engine(P.to_net(kind, raw, DT), window=window, hop=spec.hop, features=features)
 
 
+def readout_fit(kind: str, raw: dict, spec: Spec, tr, window: int):
+    """Engine features of ``tr`` and the logistic readout fitted on them:
+    ``(engine, fit, train features)``."""
+    from trainer.features import extract
+
+    eng = engine_for(kind, raw, spec, window=window)
+    f_tr = extract(eng, tr)[0]
+    return eng, linear.fit(f_tr, tr.y, len(tr.classes)), f_tr
+
+
 def run(spec: Spec, log: Callable[[str], None] | None = None):
     """Train per ``spec``; return ``(model, metrics, extras)`` (extras: raw params, history,
-    test features and rasters for reports)."""
+    test features and rasters for reports). With ``spec.n_val > 0`` the rule runs at most
+    ``spec.epochs`` epochs, the readout accuracy on the validation split is measured after
+    each, and the best epoch's parameters are kept (``epochs_used``)."""
     from edged.model import Model
     from edged.readout import Readout, nearest_mean_onnx
     from trainer.features import extract
@@ -89,19 +130,32 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
     t_start = time.perf_counter()
     tr = data.make(spec.task, spec.n_train, spec.seed, "train", **spec.task_params)
     te = data.make(spec.task, spec.n_test, spec.seed, spec.eval_split, **spec.task_params)
+    va = data.make(spec.task, spec.n_val, spec.seed, "validation", **spec.task_params) if spec.n_val else None
     T, n_in = tr.x.shape[1:]
     K = len(tr.classes)
     n_out = K * spec.outputs_per_class  # output k serves class k % K
-    raw = P.init(spec.neuron, n_in, spec.hidden, n_out, spec.seed, input_rate=float(tr.x.mean()))
+    raw = P.init(spec.neuron, n_in, spec.hidden, n_out, spec.seed, input_rate=float(tr.x.mean()),
+                 centres=spec.centres)
     mod = rule_module(spec.rule)
+    stop = None
+    if va is not None:
+        def val_accuracy(r: dict) -> float:
+            eng, fit, _ = readout_fit(spec.neuron, r, spec, tr, T)
+            return linear.accuracy(fit, extract(eng, va)[0], va.y)
+
+        stop = EarlyStop(val_accuracy, spec.patience)
+    learn = (spec.learn or True) if spec.intrinsics == "learned" else False
     t0 = time.perf_counter()
-    raw, history = mod.train(spec.neuron, raw, tr.x, tr.y, spec.intrinsics == "learned",
-                             rule_config(spec), spec.seed, log=log, dt=DT)
+    raw, history = mod.train(spec.neuron, raw, tr.x, tr.y, learn, rule_config(spec), spec.seed,
+                             log=log, dt=DT, on_epoch=stop)
     train_s = time.perf_counter() - t0
-    eng = engine_for(spec.neuron, raw, spec, window=T)
-    f_tr, _, _ = extract(eng, tr)
+    epochs_run = len(history)
+    if stop is not None:
+        raw = stop.best_raw
+        for h, acc in zip(history, stop.scores):
+            h["validation_accuracy"] = acc
+    eng, fit, f_tr = readout_fit(spec.neuron, raw, spec, tr, T)
     f_te, lz_te, spikes_te = extract(eng, te)
-    fit = linear.fit(f_tr, tr.y, K)
     means = linear.class_means(f_tr[:, :n_out], tr.y, K)  # paper baseline: output LZC only
     readout = fit.onnx() if spec.readout == "linear" else None
     features = ("lzc", "rate")
@@ -115,9 +169,21 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
     metrics = {"accuracy": acc, "n_test": len(te.y), "split": spec.eval_split,
                "nearest_mean_lzc_accuracy": nm, "count_floor_accuracy": floor,
                "train_readout_accuracy": linear.accuracy(fit, f_tr, tr.y),
+               "epochs_run": epochs_run,
+               "epochs_used": stop.best_epoch if stop is not None else epochs_run,
                "train_seconds": round(train_s, 2),
-               "train_samples_per_s": round(spec.n_train * max(spec.epochs, 1) / train_s, 1),
+               "train_samples_per_s": round(spec.n_train * max(epochs_run, 1) / train_s, 1),
                "total_seconds": round(time.perf_counter() - t_start, 2)}
+    if stop is not None:
+        metrics["validation_accuracy"] = stop.best
+    if spec.baselines:
+        from trainer import baselines as B
+
+        if va is None:
+            raise ValueError("baselines are tuned on the validation split: set n_val > 0")
+        metrics["baselines"] = B.accuracies(B.score(B.Split(tr.x, tr.y), B.Split(va.x, va.y),
+                                                    B.Split(te.x, te.y), K, spec.baselines,
+                                                    spec.seed, DT))
     hidden = {k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "hidden").items()}
     output = {k: v.astype(np.float32) for k, v in P.intrinsics(spec.neuron, raw, "output").items()}
     provenance = {"task": spec.task, "task_params": tr.params, "rule": spec.rule,

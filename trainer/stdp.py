@@ -44,7 +44,7 @@ from numba import njit
 from edged import neurons
 from edged.intrinsics import NeuronKind
 from trainer import params as P
-from trainer.bptt import _record
+from trainer.bptt import EpochHook, _record
 
 
 class Config(NamedTuple):
@@ -99,7 +99,9 @@ def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out,
 
 def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
           learn_intrinsics: bool, cfg: Config, seed: int,
-          log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
+          log: Callable[[str], None] | None = None, dt: float = 1e-3,
+          on_epoch: EpochHook | None = None) -> tuple[dict, list[dict]]:
+    """Returns the trained raw params and per-epoch rates; ``on_epoch`` as in ``bptt.train``."""
     if raw["w_out"].shape[1] != int(y.max()) + 1:
         raise ValueError("stdp trains one output neuron per class")
     raw = {k: v.copy() for k, v in raw.items()}
@@ -150,4 +152,6 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
         if log:
             log(f"stdp epoch {h['epoch']}/{cfg.epochs} hidden-rate {h['hidden_rate']:.4f} "
                 f"output-rate {h['output_rate']:.4f} /step {h['samples_per_s']:.0f} samples/s")
+        if on_epoch is not None and on_epoch(epoch + 1, raw):
+            break
     return raw, history

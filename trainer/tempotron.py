@@ -38,7 +38,9 @@ class Config(NamedTuple):
 
 def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
           learn_intrinsics: bool, cfg: Config, seed: int,
-          log: Callable[[str], None] | None = None, dt: float = 1e-3) -> tuple[dict, list[dict]]:
+          log: Callable[[str], None] | None = None, dt: float = 1e-3,
+          on_epoch: bptt.EpochHook | None = None) -> tuple[dict, list[dict]]:
+    """Returns the trained raw params and per-epoch errors; ``on_epoch`` as in ``bptt.train``."""
     raw = {k: v.copy() for k, v in raw.items()}
     rng = np.random.default_rng([seed, 0x7E3B])
     th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
@@ -84,4 +86,6 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
         if log:
             log(f"tempotron epoch {h['epoch']}/{cfg.epochs} errors/sample "
                 f"{h['errors_per_sample']:.3f} {h['samples_per_s']:.0f} samples/s")
+        if on_epoch is not None and on_epoch(epoch + 1, raw):
+            break
     return raw, history
