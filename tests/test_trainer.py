@@ -337,3 +337,54 @@ def test_grid_widens_at_edges():
     assert widen((16, 32, 64), 0, (8, 256), integer=True) == (8, 16, 32, 64)
     assert widen((8, 16, 32), 0, (8, 256), integer=True) == (8, 16, 32)  # at the limit
     assert widen((0.003, 0.01, 0.03), 2) == pytest.approx((0.003, 0.01, 0.03, 0.09))
+
+
+def test_motif_surrogate_classes_share_intervals():
+    """The surrogate class is the ISI shuffle of the same intervals (same count, same ISI
+    distribution, sample by sample); the motif class is made of recurring words."""
+    p = data.task_params("motif-surrogate")
+    motif = data.motif_intervals(p, 0, np.random.default_rng(5))
+    shuffled = data.motif_intervals(p, 1, np.random.default_rng(5))
+    assert sorted(motif) == sorted(shuffled) and not np.array_equal(motif, shuffled)
+    words = {tuple(w) for w in motif.reshape(-1, p["word_len"])}
+    assert len(words) <= p["words"]
+    d = data.make("motif-surrogate", 40, 1, "train")
+    rate = [d.x[d.y == k].mean() for k in (0, 1)]
+    assert abs(rate[0] - rate[1]) < 0.1 * rate[0]
+
+
+def test_baselines_fit_tune_and_score():
+    """Every baseline is fitted on train, tuned on validation and scored on test; on a
+    rate task the count features beat chance, and names outside the list are errors."""
+    from trainer import baselines as B
+
+    split = lambda name, n: (lambda d: B.Split(d.x, d.y))(
+        data.make("poisson-rate", n, 0, name, step=1.0, jitter=0.1, T=256))
+    res = B.score(split("train", 60), split("validation", 40), split("test", 60), 4)
+    assert set(res) == set(B.NAMES)
+    for r in res.values():
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["validation_accuracy"] <= 1 and r["chosen"]
+    assert res["count"]["accuracy"] > 0.6
+    with pytest.raises(ValueError, match="unknown baselines"):
+        B.score(split("train", 8), split("validation", 8), split("test", 8), 4, ("nope",))
+
+
+def test_surrogate_experiment_rows(tmp_path):
+    from trainer import experiment
+
+    doc = experiment.surrogate(tmp_path / "s.json", quick=True)
+    models = {(r["task"], r["model"]) for r in doc["rows"]}
+    assert {("motif-surrogate", m) for m in ("snn-lzc", "count", "input-lzc")} <= models
+    assert all({"task", "model", "seed", "accuracy"} <= set(r) for r in doc["rows"])
+    assert "| motif-surrogate | input-lzc |" in experiment.surrogate_markdown(doc)
+
+
+def test_paired_statistics():
+    from trainer import stats
+
+    s = stats.paired([0.8, 0.9, 0.85, 0.95, 0.9], [0.7, 0.8, 0.8, 0.85, 0.8])
+    assert s["n"] == 5 and s["mean_diff"] == pytest.approx(0.09)
+    assert s["ci95"][0] < 0.09 < s["ci95"][1] and s["t_p"] < 0.01
+    assert stats.summary([1.0, 2.0, 3.0])["sd"] == pytest.approx(1.0)  # ddof 1
+    lo, hi = stats.wilson(94, 100)
+    assert lo < 0.94 < hi and hi - lo < 0.11

@@ -165,12 +165,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                    rules=tuple(args.rules.split(",")) if args.rules else None,
                                    neurons=tuple(args.neurons.split(",")) if args.neurons else None)
             print(experiment.markdown(doc))
+        elif args.name == "surrogate":
+            doc = experiment.surrogate(out, quick=args.quick, log=_log, resume=args.resume,
+                                       seeds=args.seeds)
+            print(experiment.surrogate_markdown(doc))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return 0
 
 
-EXPERIMENTS = {"paper": "paper-table.json"}
+EXPERIMENTS = {"paper": "paper-table.json", "surrogate": "surrogate.json"}
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -241,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_card)
     x = sub.add_parser("experiment", help="run a named experiment (resumable JSON of rows)")
     x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x "
-                                "{fixed,fixed-tuned,learned}, tuned, early-stopped, 5 seeds")
+                                "{fixed,fixed-tuned,learned}, tuned, early-stopped, 5 seeds; "
+                                "'surrogate': SNN-LZC vs baselines where only temporal "
+                                "structure separates the classes")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
     x.add_argument("--resume", action="store_true",
                    help="continue the run in --out, skipping every run already recorded there")

@@ -169,16 +169,22 @@ def _binary_chunks(p):
     return gen, tuple(f"corr{k}" for k in range(K))
 
 
+def motif_intervals(p: dict[str, Any], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Source inter-spike intervals (steps) of one ``motif-surrogate`` sample of class ``k``:
+    words from a fresh dictionary in random order (``k = 0``), or the same intervals
+    shuffled (``k = 1``); long enough to cover ``T``."""
+    q = 1.0 / max(1.0 / (p["rate"] * DT) - p["min_isi"] + 1, 1.0)  # geometric success prob
+    words = p["min_isi"] - 1 + rng.geometric(q, (p["words"], p["word_len"]))
+    n_words = 2 * p["T"] // max(int(words.sum(axis=1).min()), 1) + 2
+    isi = words[rng.integers(p["words"], size=n_words)].ravel()
+    return rng.permutation(isi) if k == 1 else isi
+
+
 def _motif_surrogate(p):
     T, n_in = p["T"], p["n_in"]
-    q = 1.0 / max(1.0 / (p["rate"] * DT) - p["min_isi"] + 1, 1.0)  # geometric success prob
 
     def gen(k, rng):
-        words = p["min_isi"] - 1 + rng.geometric(q, (p["words"], p["word_len"]))
-        n_words = 2 * T // max(int(words.sum(axis=1).min()), 1) + 2
-        isi = words[rng.integers(p["words"], size=n_words)].ravel()
-        if k == 1:
-            isi = rng.permutation(isi)
+        isi = motif_intervals(p, k, rng)
         t = rng.integers(isi[0]) + np.cumsum(isi)
         src = np.zeros(T, bool)
         src[t[t < T]] = True

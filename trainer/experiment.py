@@ -60,7 +60,7 @@ LEVELS = {"tau": (0.01, 0.02, 0.04), "theta": (0.5, 1.0, 2.0), "beta": (0.0, 0.2
           "tau_a": (0.05, 0.125, 0.4)}
 FULL = {
     "task": TASK, "task_params": TASK_PARAMS, "n_train": 300, "n_val": 150, "n_test": 300,
-    "cap": {"bptt": 30, "stdp": 12, "tempotron": 16}, "patience": 4, "seeds": 5,
+    "cap": {"bptt": 30, "stdp": 12, "tempotron": 16}, "patience": 6, "seeds": 5,
     "hidden": (16, 32, 64), "hidden_limits": (8, 256),
     "lr": {"bptt": (0.003, 0.01, 0.03), "stdp": (0.003, 0.01, 0.03),
            "tempotron": (0.01, 0.03, 0.1)},
@@ -143,8 +143,8 @@ def _tune(rn: Runner, base: Spec, condition: str, stage: str, grid: list[Spec]) 
     """Run every spec of ``grid`` on seed 0 (cached); return the best tuning row."""
     rows = []
     for spec in grid:
-        key = {"neuron": base.neuron, "rule": base.rule, "intrinsics": condition,
-               "stage": stage, **json.loads(json.dumps(_config(spec)))}
+        key = {"task": base.task, "neuron": base.neuron, "rule": base.rule,
+               "intrinsics": condition, "stage": stage, **json.loads(json.dumps(_config(spec)))}
         row = rn.find("tuning", key)
         if row is None:
             _, m, _ = run(spec)
@@ -289,4 +289,72 @@ def markdown(doc: dict) -> str:
                   f"| mean ± sd over {len(base)} seeds | " + " | ".join(
                       f"{_pct(stats.summary([b['accuracy'][n] for b in base])['mean'])} ± "
                       f"{_pct(stats.summary([b['accuracy'][n] for b in base])['sd'])}" for n in names) + " |"]
+    return "\n".join(lines)
+
+
+SURROGATE = {
+    "tasks": {"motif-surrogate": {}, "binary-chunks": {}}, "n_train": 300, "n_val": 150,
+    "n_test": 300, "cap": 20, "patience": 3, "seeds": 5, "hidden": 32,
+    "lr": (0.003, 0.01, 0.03), "snn": (("meta", "bptt", "learned"), ("lif", "bptt", "learned")),
+    "baselines": B.NAMES,
+}
+SURROGATE_QUICK = SURROGATE | {"n_train": 48, "n_val": 24, "n_test": 48, "cap": 1, "patience": 1,
+                               "seeds": 2, "hidden": 8, "lr": (0.03,),
+                               "snn": (("lif", "bptt", "learned"),),
+                               "baselines": ("count", "input-lzc")}
+
+
+def surrogate(out: str | Path, quick: bool = False, log: Callable[[str], None] | None = None,
+              resume: bool = False, seeds: int | None = None) -> dict:
+    """Tasks where only temporal structure separates the classes (``trainer.data``:
+    ``motif-surrogate``, and the paper's ``binary-chunks``): the SNN-LZC pipeline (learning
+    rate tuned on seed 0's validation split, early-stopped) against every baseline, on
+    the same splits of seeds 1..``seeds``. Rows: ``task``, ``model`` (``snn-lzc`` or a
+    baseline name), ``seed``, ``accuracy``."""
+    p = dict(SURROGATE_QUICK if quick else SURROGATE)
+    if seeds is not None:
+        p["seeds"] = seeds
+    rn = Runner(out, p, lambda r: True, resume, log or (lambda m: None))
+    for task, params in p["tasks"].items():
+        for neuron, rule, intr in p["snn"]:
+            base = Spec(task=task, task_params=params, neuron=neuron, rule=rule, intrinsics=intr,
+                        hidden=p["hidden"], epochs=p["cap"], patience=p["patience"],
+                        n_train=p["n_train"], n_val=p["n_val"], n_test=p["n_test"], seed=0)
+            best = _tune(rn, base, intr, "lr", [replace(base, lr=lr) for lr in p["lr"]])
+            for seed in range(1, p["seeds"] + 1):
+                key = {"task": task, "model": "snn-lzc", "neuron": neuron, "rule": rule,
+                       "intrinsics": intr, "seed": seed}
+                if rn.find("rows", key):
+                    continue
+                _, m, _ = run(replace(base, lr=best["lr"], seed=seed))
+                rn.add("rows", key | {"accuracy": m["accuracy"], "lr": best["lr"],
+                                      "hidden": p["hidden"], "epochs_used": m["epochs_used"],
+                                      "nearest_mean_lzc_accuracy": m["nearest_mean_lzc_accuracy"]})
+                rn.log(f"{task} snn-lzc {neuron} seed {seed}: {m['accuracy']:.3f} ({rn.elapsed()})")
+        for seed in range(1, p["seeds"] + 1):
+            if rn.find("rows", {"task": task, "model": p["baselines"][0], "seed": seed}):
+                continue
+            split = lambda name, n: data.make(task, n, seed, name, **params)
+            tr, va, te = split("train", p["n_train"]), split("validation", p["n_val"]), split("test", p["n_test"])
+            res = B.score(B.Split(tr.x, tr.y), B.Split(va.x, va.y), B.Split(te.x, te.y),
+                          len(tr.classes), tuple(p["baselines"]), seed)
+            for name, r in res.items():
+                rn.add("rows", {"task": task, "model": name, "seed": seed, "accuracy": r["accuracy"],
+                                "chosen": r["chosen"]})
+            rn.log(f"{task} baselines seed {seed}: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in res.items()))
+    return rn.doc
+
+
+def surrogate_markdown(doc: dict) -> str:
+    """Accuracy mean +- sd (ddof 1) per task and model."""
+    lines = ["| task | model | accuracy (%) | seeds |", "|---|---|---|---|"]
+    for task in doc["protocol"]["tasks"]:
+        models: dict[str, list[float]] = {}
+        for r in doc["rows"]:
+            if r["task"] == task:
+                name = r["model"] if r["model"] != "snn-lzc" else f"snn-lzc ({r['neuron']}, {r['rule']}, {r['intrinsics']})"
+                models.setdefault(name, []).append(r["accuracy"])
+        for name, acc in models.items():
+            s = stats.summary(acc)
+            lines.append(f"| {task} | {name} | {_pct(s['mean'])} ± {_pct(s['sd'])} | {s['n']} |")
     return "\n".join(lines)
