@@ -312,7 +312,8 @@ class Config(NamedTuple):
     weight_decay: float = 0.0  # L2 on the weights
 
 
-def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray | Callable[[int], np.ndarray],
+          y: np.ndarray,
           learn_intrinsics: bool | tuple[str, ...], cfg: Config, seed: int,
           log: Callable[[str], None] | None = None, dt: float = 1e-3,
           on_epoch: EpochHook | None = None) -> tuple[dict, list[dict]]:
@@ -320,8 +321,9 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     learning rates on a cosine from 1x to 0.1x over ``cfg.epochs``; returns the trained
     raw params and a history of per-epoch ``{epoch, loss, acc, samples_per_s}`` (``acc`` =
     count argmax on train). ``learn_intrinsics`` is all or nothing, or the tuple of
-    intrinsic names to learn (both layers). ``on_epoch(epoch, raw)`` returning True
-    stops the run after that epoch."""
+    intrinsic names to learn (both layers). ``x`` may be a function of the epoch (0, 1,
+    ...) returning that epoch's inputs (online augmentation). ``on_epoch(epoch, raw)``
+    returning True stops the run after that epoch."""
     raw = {k: v.copy() for k, v in raw.items()}
     n_classes = int(y.max()) + 1
     names = ["w_in", "w_out"] + [k for k in raw if "." in k and learns(learn_intrinsics, k)]
@@ -332,10 +334,11 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(y))
         t0 = time.perf_counter()
+        xs = x(epoch) if callable(x) else x
         losses, correct = [], 0
         for start in range(0, len(y), cfg.batch):
             idx = np.sort(order[start:start + cfg.batch])
-            g = gradient(kind, raw, x[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
+            g = gradient(kind, raw, xs[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
                          gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes)
             grads = [g.raw[k] / len(idx) + (cfg.weight_decay * raw[k] if k.startswith("w_") else 0.0)
                      for k in names]

@@ -18,6 +18,14 @@ The split column of ``labels.csv`` is ignored by training and evaluation alike.
 Baseline: multinomial logistic regression (``trainer.linear``) on per-channel spike
 counts of the same encoded input, fitted on the same train part and scored on the same
 validation part in the same run.
+
+Training options: early stopping on the validation part (``patience`` epochs without a
+better readout accuracy; the best epoch's parameters are kept), weight decay, and
+online augmentation of N-MNIST recordings (``augment``): every epoch each training
+recording is redrawn with a random shift of up to ``AUGMENT["shift"]`` pixels per axis, a
+rotation about the sensor centre of up to ``AUGMENT["rotate_deg"]`` degrees, each event
+dropped with probability ``AUGMENT["drop"]`` and its time moved by a Gaussian jitter of
+``AUGMENT["jitter_us"]`` (events leaving the sensor are dropped, the rest re-sorted).
 """
 
 from __future__ import annotations
@@ -114,6 +122,26 @@ def extract(engine, d: Encoded, steps: int) -> np.ndarray:
     return feats
 
 
+AUGMENT = {"shift": 2, "rotate_deg": 10.0, "drop": 0.1, "jitter_us": 1000.0}
+
+
+def augment(ev: E.Events, rng: np.random.Generator) -> E.Events:
+    """One random redraw of an N-MNIST sensor recording (``AUGMENT``)."""
+    ch = np.asarray(ev.ch, np.int64)
+    p, pix = ch // (E.SENSOR * E.SENSOR), ch % (E.SENSOR * E.SENSOR)
+    y, x = (pix // E.SENSOR).astype(np.float64), (pix % E.SENSOR).astype(np.float64)
+    c = (E.SENSOR - 1) / 2
+    a = np.deg2rad(rng.uniform(-AUGMENT["rotate_deg"], AUGMENT["rotate_deg"]))
+    dx, dy = rng.integers(-AUGMENT["shift"], AUGMENT["shift"] + 1, 2)
+    xr = np.rint(c + np.cos(a) * (x - c) - np.sin(a) * (y - c) + dx).astype(np.int64)
+    yr = np.rint(c + np.sin(a) * (x - c) + np.cos(a) * (y - c) + dy).astype(np.int64)
+    t = np.asarray(ev.t_us, np.int64) + np.rint(rng.normal(0, AUGMENT["jitter_us"], len(ch))).astype(np.int64)
+    keep = ((xr >= 0) & (xr < E.SENSOR) & (yr >= 0) & (yr < E.SENSOR) & (t >= 0)
+            & (rng.random(len(ch)) >= AUGMENT["drop"]))
+    order = np.argsort(t[keep], kind="stable")
+    return E.Events(t[keep][order], (p * E.SENSOR * E.SENSOR + yr * E.SENSOR + xr)[keep][order])
+
+
 class EventSpec(NamedTuple):
     events_dir: str
     pool: int = 2
@@ -129,6 +157,67 @@ class EventSpec(NamedTuple):
     n_val: int = 200
     seed: int = 0
     channels: int = 0  # 0: N-MNIST sensor channels, pooled by pool; N: generic channels 0..N-1
+    patience: int = 0  # > 0: early stopping on the validation part
+    weight_decay: float = 0.0
+    augment: bool = False  # N-MNIST only: online augmentation (AUGMENT)
+
+
+def encoding(spec: EventSpec) -> dict[str, Any]:
+    return (E.make_encoding("events", spec.dt, spec.steps, n_in=spec.channels) if spec.channels
+            else E.make_encoding("nmnist", spec.dt, spec.steps, spec.pool))
+
+
+def encoded(recordings, y: np.ndarray, idx: np.ndarray, enc: dict[str, Any]) -> Encoded:
+    """The recordings ``idx`` (already loaded) encoded with ``enc``."""
+    pairs = [E.encode(recordings[i], enc) for i in idx]
+    return Encoded([t for t, _ in pairs], [ch for _, ch in pairs], y[idx])
+
+
+def train(spec: EventSpec, labels: Labels, recordings: list[E.Events], tr_idx: np.ndarray,
+          va_idx: np.ndarray, log: Callable[[str], None] | None = None):
+    """Train on ``tr_idx`` (early-stopped on ``va_idx`` when ``spec.patience``); return
+    ``(raw, history, epochs_used)``. ``recordings`` are the loaded files of ``labels``."""
+    from edged.engine import Engine
+    from trainer import bptt
+    from trainer.pipeline import EarlyStop
+
+    enc = encoding(spec)
+    n_in = E.n_inputs(enc)
+    K = len(labels.classes)
+    tr = encoded(recordings, labels.y, tr_idx, enc)
+    x_tr = dense(tr, enc)
+    x = x_tr
+    if spec.augment:
+        if enc["kind"] != "nmnist":
+            raise ValueError("augment applies to N-MNIST sensor recordings only")
+        rng = np.random.default_rng([spec.seed, 0xA6])
+
+        def x(epoch: int) -> np.ndarray:
+            redrawn = {i: augment(recordings[i], rng) for i in tr_idx}
+            return dense(encoded(redrawn, labels.y, tr_idx, enc), enc)
+
+    stop = None
+    if spec.patience:
+        va = encoded(recordings, labels.y, va_idx, enc)
+
+        def score(r: dict) -> float:
+            eng = Engine(P.to_net(spec.neuron, r, spec.dt), window=spec.steps, hop=spec.steps,
+                         features=("lzc", "rate"))
+            f = linear.fit(extract(eng, tr, spec.steps), tr.y, K)
+            return linear.accuracy(f, extract(eng, va, spec.steps), va.y)
+
+        stop = EarlyStop(score, spec.patience)
+    raw = P.init(spec.neuron, n_in, spec.hidden, K * spec.outputs_per_class, spec.seed,
+                 input_rate=float(x_tr.mean()))
+    cfg = bptt.Config(epochs=spec.epochs, lr=spec.lr, lr_intrinsics=spec.lr_intrinsics,
+                      lam=spec.lam, weight_decay=spec.weight_decay)
+    raw, history = bptt.train(spec.neuron, raw, x, tr.y, True, cfg, spec.seed, log=log,
+                              dt=spec.dt, on_epoch=stop)
+    if stop is None:
+        return raw, history, len(history)
+    for h, acc in zip(history, stop.scores):
+        h["validation_accuracy"] = acc
+    return stop.best_raw, history, stop.best_epoch
 
 
 def run(spec: EventSpec, log: Callable[[str], None] | None = None):
@@ -137,30 +226,24 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     from edged.engine import Engine
     from edged.model import Model
     from edged.readout import Readout
-    from trainer import bptt
 
     log = log or (lambda _: None)
     t_start = time.perf_counter()
-    enc = (E.make_encoding("events", spec.dt, spec.steps, n_in=spec.channels) if spec.channels
-           else E.make_encoding("nmnist", spec.dt, spec.steps, spec.pool))
+    enc = encoding(spec)
     n_in = E.n_inputs(enc)
     labels = read_labels(spec.events_dir)
     tr_idx, va_idx = split(labels.y, spec.n_val, spec.seed)
-    tr, va = encode_all(labels, enc, tr_idx), encode_all(labels, enc, va_idx)
-    x_tr = dense(tr, enc)
+    recordings = [E.load(path) for path in labels.path]
+    tr, va = encoded(recordings, labels.y, tr_idx, enc), encoded(recordings, labels.y, va_idx, enc)
     K = len(labels.classes)
     log(f"{len(tr.y)} train / {len(va.y)} validation samples, {n_in} channels, "
         f"{spec.steps} steps of {spec.dt * 1e3:g} ms")
     base = linear.fit(counts(tr, n_in), tr.y, K)
     baseline = linear.accuracy(base, counts(va, n_in), va.y)
     log(f"spike-count logistic regression baseline: validation accuracy {baseline:.4f}")
-    raw = P.init(spec.neuron, n_in, spec.hidden, K * spec.outputs_per_class, spec.seed,
-                 input_rate=float(x_tr.mean()))
-    cfg = bptt.Config(epochs=spec.epochs, lr=spec.lr, lr_intrinsics=spec.lr_intrinsics, lam=spec.lam)
     t0 = time.perf_counter()
-    raw, history = bptt.train(spec.neuron, raw, x_tr, tr.y, True, cfg, spec.seed, log=log, dt=spec.dt)
+    raw, history, epochs_used = train(spec, labels, recordings, tr_idx, va_idx, log)
     train_s = time.perf_counter() - t0
-    del x_tr
     eng = Engine(P.to_net(spec.neuron, raw, spec.dt), window=spec.steps, hop=spec.steps,
                  features=("lzc", "rate"))
     f_tr, f_va = extract(eng, tr, spec.steps), extract(eng, va, spec.steps)
@@ -171,6 +254,7 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     metrics = {"validation_accuracy": acc, "n_validation": len(va.y), "n_train": len(tr.y),
                "count_baseline_accuracy": baseline,
                "train_readout_accuracy": linear.accuracy(fit, f_tr, tr.y),
+               "epochs_used": epochs_used, "epochs_run": len(history),
                "train_seconds": round(train_s, 1),
                "total_seconds": round(time.perf_counter() - t_start, 1)}
     provenance = {"task": "events", "events_dir": str(spec.events_dir), "spec": spec._asdict(),
