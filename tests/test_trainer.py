@@ -328,6 +328,16 @@ def test_paper_experiment_protocol(tmp_path, monkeypatch):
     again = experiment.paper(out, quick=True, rules=("bptt", "stdp"), neurons=("lif",), resume=True)
     assert again["rows"] == rows  # deterministic: the missing row comes back identical
 
+    ab = experiment.ablation(tmp_path / "ablation.json", out, quick=True, neurons=("lif",))
+    learn = {r["learn"] for r in ab["rows"] if r["study"] == "learn"}
+    assert learn == set(experiment.ABLATION["lif"])
+    budget = [r for r in ab["rows"] if r["study"] == "budget"]
+    assert {(r["intrinsics"], r["epochs"]) for r in budget} == {
+        (c, e) for c in ("fixed-tuned", "learned") for e in (1, 2)}
+    assert all(r["epochs_used"] == r["epochs"] for r in budget)  # no early stopping
+    table = experiment.ablation_markdown(ab, again)
+    assert "| lif | theta |" in table and "| lif | 2 |" in table
+
 
 def test_grid_widens_at_edges():
     from trainer.experiment import widen

@@ -173,6 +173,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             doc = crossval.nmnist_cv(out, args.events_dir, quick=args.quick, log=_log,
                                      resume=args.resume)
             print(crossval.markdown(doc))
+        elif args.name == "ablation":
+            from pathlib import Path
+
+            table = args.table or f"models/experiments/{EXPERIMENTS['paper']}"
+            if not Path(table).is_file():
+                raise UsageError(f"ablation reads the paper table's tuned configurations: {table} "
+                                 f"does not exist (run 'edged-train experiment paper --rules bptt')")
+            doc = experiment.ablation(out, table, quick=args.quick, log=_log, resume=args.resume,
+                                      neurons=tuple(args.neurons.split(",")) if args.neurons else None)
+            print(experiment.ablation_markdown(doc, json.loads(Path(table).read_text())))
         elif args.name == "surrogate":
             doc = experiment.surrogate(out, quick=args.quick, log=_log, resume=args.resume,
                                        seeds=args.seeds)
@@ -183,7 +193,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 EXPERIMENTS = {"paper": "paper-table.json", "surrogate": "surrogate.json",
-               "nmnist-cv": "nmnist-cv.json"}
+               "nmnist-cv": "nmnist-cv.json", "ablation": "ablation.json"}
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -257,7 +267,9 @@ def parser() -> argparse.ArgumentParser:
                                 "{fixed,fixed-tuned,learned}, tuned, early-stopped, 5 seeds; "
                                 "'surrogate': SNN-LZC vs baselines where only temporal "
                                 "structure separates the classes; 'nmnist-cv': nested "
-                                "5-fold CV on --events-dir")
+                                "5-fold CV on --events-dir; 'ablation': one intrinsic group "
+                                "learned at a time, and the epoch-budget study (BPTT cells of "
+                                "--table)")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
     x.add_argument("--resume", action="store_true",
                    help="continue the run in --out, skipping every run already recorded there")
@@ -265,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--rules", help="comma list: run only these rules' cells, merging into --out")
     x.add_argument("--neurons", help="comma list: run only these neurons' cells, merging into --out")
     x.add_argument("--events-dir", metavar="DIR", help="nmnist-cv: the recordings (labels.csv)")
+    x.add_argument("--table", help="ablation: the paper table JSON to take configurations and "
+                                   "seeds from (default models/experiments/paper-table.json)")
     x.add_argument("--out", help="result JSON (default models/experiments/<experiment>.json)")
     x.set_defaults(func=cmd_experiment)
     return p

@@ -358,3 +358,89 @@ def surrogate_markdown(doc: dict) -> str:
             s = stats.summary(acc)
             lines.append(f"| {task} | {name} | {_pct(s['mean'])} ± {_pct(s['sd'])} | {s['n']} |")
     return "\n".join(lines)
+
+
+ABLATION = {
+    "lif": {"tau": ("tau",), "theta": ("theta",), "R": ("R",), "v_reset": ("v_reset",)},
+    "meta": {"tau": ("tau0",), "theta": ("theta0",), "R": ("R",), "v_reset": ("v_reset",),
+             "adaptation": ("beta", "tau_a"), "drive": ("kappa", "tau_r")},
+}
+BUDGET_EPOCHS = (4, 12, 36)
+
+
+def ablation(out: str | Path, table: str | Path, quick: bool = False,
+             log: Callable[[str], None] | None = None, resume: bool = False,
+             neurons: tuple[str, ...] | None = None) -> dict:
+    """BPTT cells of the paper table (``table``, its tuned configurations and seeds):
+    (1) ``learn``: the learned condition with only one group of intrinsics learned
+    (``ABLATION``), early-stopped as in the table; (2) ``budget``: fixed-tuned and learned
+    trained for exactly 1x, 3x and 9x ``BUDGET_EPOCHS[0]`` epochs, no early stopping.
+    Rows: ``study``, ``neuron``, ``intrinsics``, ``learn`` or ``epochs``, ``seed``, ``accuracy``."""
+    paper_doc = json.loads(Path(table).read_text())
+    p = dict(paper_doc["protocol"]) | {"table": str(table), "ablation": ABLATION,
+                                       "budget_epochs": BUDGET_EPOCHS}
+    if quick:
+        p |= {"budget_epochs": (1, 2), "seeds": min(p["seeds"], 2)}
+    neurons = neurons or NEURONS
+    rn = Runner(out, p, lambda r: r["neuron"] in neurons, resume, log or (lambda m: None))
+    for neuron in neurons:
+        chosen = {}
+        for condition in ("fixed-tuned", "learned"):
+            rows = [r for r in paper_doc["rows"] if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, "bptt", condition)]
+            if not rows:
+                raise ValueError(f"{table} has no {neuron} bptt {condition} rows: run "
+                                 f"'edged-train experiment paper --rules bptt' first")
+            r = rows[0]
+            chosen[condition] = Spec(task=p["task"], task_params=p["task_params"], neuron=neuron,
+                                     rule="bptt", intrinsics=condition, hidden=r["hidden"], lr=r["lr"],
+                                     lr_intrinsics=r["lr_intrinsics"], centres=r["centres"],
+                                     epochs=p["cap"]["bptt"], n_train=p["n_train"], n_val=p["n_val"],
+                                     n_test=p["n_test"], patience=p["patience"])
+        jobs = [({"study": "learn", "intrinsics": "learned", "learn": group},
+                 replace(chosen["learned"], learn=names)) for group, names in ABLATION[neuron].items()]
+        jobs += [({"study": "budget", "intrinsics": c, "epochs": e},
+                  replace(chosen[c], epochs=e, n_val=0)) for e in p["budget_epochs"] for c in chosen]
+        for tag, spec in jobs:
+            for seed in range(1, p["seeds"] + 1):
+                key = {"neuron": neuron, **tag, "seed": seed}
+                if rn.find("rows", key):
+                    continue
+                _, m, _ = run(replace(spec, seed=seed))
+                rn.add("rows", key | {"accuracy": m["accuracy"], "epochs_used": m["epochs_used"]})
+                rn.log(f"ablation {key}: {m['accuracy']:.3f} ({rn.elapsed()})")
+    return rn.doc
+
+
+def ablation_markdown(doc: dict, table: dict) -> str:
+    """Per neuron: each single-group ablation against fixed-tuned and full learning (paired
+    by seed with the paper table's rows), and the budget study's gap per epoch budget."""
+    ref = {(r["neuron"], r["intrinsics"], r["seed"]): r["accuracy"] for r in table["rows"] if r["rule"] == "bptt"}
+    lines = ["| neuron | learned only | accuracy (%) | − fixed-tuned (pp, t p) | − all learned (pp, t p) |",
+             "|---|---|---|---|---|"]
+    for neuron in NEURONS:
+        for group in ABLATION[neuron]:
+            rows = [r for r in doc["rows"] if r["neuron"] == neuron and r.get("learn") == group]
+            rows = [r for r in rows if (neuron, "fixed-tuned", r["seed"]) in ref and (neuron, "learned", r["seed"]) in ref]
+            if len(rows) < 2:
+                continue
+            a = [r["accuracy"] for r in rows]
+            ft = stats.paired(a, [ref[(neuron, "fixed-tuned", r["seed"])] for r in rows])
+            full = stats.paired(a, [ref[(neuron, "learned", r["seed"])] for r in rows])
+            s = stats.summary(a)
+            lines.append(f"| {neuron} | {group} | {_pct(s['mean'])} ± {_pct(s['sd'])} | "
+                         f"{100 * ft['mean_diff']:+.1f} ({ft['t_p']:.3f}) | {100 * full['mean_diff']:+.1f} ({full['t_p']:.3f}) |")
+    lines += ["", "| neuron | epochs | fixed-tuned (%) | learned (%) | learned − fixed-tuned (pp, 95 % CI, t p) |",
+              "|---|---|---|---|---|"]
+    for neuron in NEURONS:
+        for e in doc["protocol"]["budget_epochs"]:
+            by = {c: {r["seed"]: r["accuracy"] for r in doc["rows"] if r["neuron"] == neuron
+                      and r.get("epochs") == e and r["intrinsics"] == c} for c in ("fixed-tuned", "learned")}
+            seeds = sorted(set(by["fixed-tuned"]) & set(by["learned"]))
+            if len(seeds) < 2:
+                continue
+            a, b = [by["learned"][s] for s in seeds], [by["fixed-tuned"][s] for s in seeds]
+            d = stats.paired(a, b)
+            lines.append(f"| {neuron} | {e} | {_pct(np.mean(b))} ± {_pct(np.std(b, ddof=1))} | "
+                         f"{_pct(np.mean(a))} ± {_pct(np.std(a, ddof=1))} | {100 * d['mean_diff']:+.1f} "
+                         f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}], {d['t_p']:.3f} |")
+    return "\n".join(lines)
