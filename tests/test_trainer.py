@@ -278,6 +278,20 @@ def test_run_then_evaluate_round_trip(tmp_path):
     assert ev[0]["n"] == 30 and 0 <= ev[0]["accuracy"] <= 1
     assert sum(c["n"] for c in ev[0]["per_class"].values()) == 30
     assert sum(c["correct"] for c in ev[0]["per_class"].values()) == round(30 * ev[0]["accuracy"])
+    from trainer.baselines import NAMES
+
+    assert set(ev[0]["baselines"]) == set(NAMES)  # scored on the same 30 samples
+    assert all(0 <= a <= 1 for a in ev[0]["baselines"].values())
+
+
+def test_run_early_stops_on_validation(tmp_path):
+    path = tmp_path / "m.npz"
+    out = json.loads(_cli("run", "--task", "poisson-structure", "--set", "T=128", "--neuron", "lif",
+                          "--hidden", "8", "--epochs", "6", "--n-train", "40", "--n-test", "20",
+                          "--n-val", "20", "--patience", "1", "--out", str(path)).stdout)
+    assert 1 <= out["epochs_used"] <= out["epochs_run"] <= 6
+    assert out["epochs_run"] == 6 or out["epochs_run"] == out["epochs_used"] + 1
+    assert 0 <= out["validation_accuracy"] <= 1
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):

@@ -59,7 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 intrinsics=args.intrinsics, hidden=args.hidden,
                 outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
                 n_train=args.n_train, n_test=args.n_test, seed=args.seed, hop=args.hop,
-                readout=args.readout)
+                readout=args.readout, n_val=args.n_val or 0, patience=args.patience,
+                weight_decay=args.weight_decay)
     from edged.model import save
     from trainer.pipeline import run
 
@@ -93,7 +94,9 @@ def _run_events(args: argparse.Namespace) -> int:
     spec = EventSpec(events_dir=args.events_dir, pool=args.pool, steps=args.steps,
                      neuron=args.neuron, hidden=args.hidden,
                      outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
-                     n_val=args.n_val, seed=args.seed, channels=args.channels)
+                     n_val=200 if args.n_val is None else args.n_val, seed=args.seed,
+                     channels=args.channels, patience=args.patience,
+                     weight_decay=args.weight_decay, augment=args.augment)
     _log(f"run {spec}")
     try:
         model, metrics = run(spec, log=_log)
@@ -134,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     try:
         model = load(args.model)
-        result = evaluate(model, args.seed, args.n)
+        result = evaluate(model, args.seed, args.n, () if args.no_baselines else BASELINES)
     except (ModelError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -144,7 +147,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{result['task']} (seed {args.seed})")
         for c, r in result["per_class"].items():
             print(f"  {c:14s} {r['correct']}/{r['n']}")
+        for name, acc in result.get("baselines", {}).items():
+            print(f"  baseline {name:14s} {acc:.4f} (same samples; fitted on fresh train data)")
     return 0
+
+
+BASELINES = ("count", "binned-count", "fano-spectral", "input-lzc", "mlp")  # trainer.baselines.NAMES
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -230,6 +238,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=0.02)
     r.add_argument("--n-train", type=int, default=600)
     r.add_argument("--n-test", type=int, default=400)
+    r.add_argument("--patience", type=int, default=4,
+                   help="early stopping: epochs without a better validation accuracy (with "
+                        "--n-val > 0 for a task; 0 = train every --epochs)")
+    r.add_argument("--weight-decay", type=float, default=0.0, help="bptt: L2 on the weights")
     r.add_argument("--hop", type=int, default=16, help="decision hop of the daemon (steps)")
     r.add_argument("--readout", choices=("linear", "nearest-mean"), default="linear")
     r.add_argument("--seed", type=int, default=0)
@@ -241,8 +253,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pool", type=int, default=2, help="--events-dir: N-MNIST pixel pooling (default 2)")
     r.add_argument("--steps", type=int, default=340,
                    help="--events-dir: sample length in 1 ms steps = window = hop (default 340)")
-    r.add_argument("--n-val", type=int, default=200,
-                   help="--events-dir: validation samples held back, stratified (default 200)")
+    r.add_argument("--n-val", type=int,
+                   help="validation samples for early stopping: a task's fresh 'validation' "
+                        "split (default 0: none, train every --epochs), or the recordings "
+                        "held back from --events-dir, stratified (default 200)")
+    r.add_argument("--augment", action="store_true",
+                   help="--events-dir, N-MNIST: online augmentation (shift, rotation, event "
+                        "drop, time jitter; trainer/events.py AUGMENT)")
     r.add_argument("--channels", type=int, default=0,
                    help="--events-dir with generic files: channels 0..N-1 taken as they are "
                         "(default 0: N-MNIST sensor channels, pooled by --pool)")
@@ -256,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--events-dir: only the validation ids recorded in the model's provenance")
     e.add_argument("--n", type=int, default=300)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--no-baselines", action="store_true",
+                   help="task models: skip the non-spiking baselines (trainer/baselines.py) "
+                        "fitted on fresh samples and scored on the same ones")
     e.set_defaults(func=cmd_evaluate)
     c = sub.add_parser("card", help="CPU time and estimated energy per decision (model card)")
     c.add_argument("--model", required=True)
@@ -297,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                                       or args.outputs_per_class < 1):
             raise UsageError("--hidden >= 1, --outputs-per-class >= 1, --epochs >= 0 and "
                              "--n-train >= 2 are required")
+        if args.command == "run" and (args.patience < 0 or (args.n_val or 0) < 0
+                                      or args.weight_decay < 0):
+            raise UsageError("--patience, --n-val and --weight-decay must be >= 0")
         if args.command == "run" and args.rule == "stdp" and args.outputs_per_class != 1:
             raise UsageError("--rule stdp trains one output neuron per class")
         return args.func(args)

@@ -201,9 +201,11 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
     return model, metrics, extras
 
 
-def evaluate(model, seed: int, n: int = 300) -> dict[str, Any]:
+def evaluate(model, seed: int, n: int = 300, baselines: tuple[str, ...] = ()) -> dict[str, Any]:
     """Accuracy of ``model`` on ``n`` fresh samples (``evaluate`` split, ``seed``) of the
-    task in its provenance, decided by ``edged.engine`` + the model's ONNX readout."""
+    task in its provenance, decided by ``edged.engine`` + the model's ONNX readout; with
+    ``baselines``, those of ``trainer.baselines`` fitted on ``n`` fresh train and tuned on
+    ``n // 2`` fresh validation samples (same seed) and scored on the same ``n`` samples."""
     from edged.engine import Engine
     from edged.readout import Readout
     from trainer.features import extract
@@ -219,8 +221,17 @@ def evaluate(model, seed: int, n: int = 300) -> dict[str, Any]:
         raise ValueError(f"task classes {d.classes} differ from the model's {model.classes}")
     feats, _, _ = extract(Engine.for_model(model), d)
     pred = np.argmax(Readout(model.readout).scores(feats), axis=1)
-    return {**scores_report(d.y, pred, d.classes), "seed": seed, "task": prov["task"],
-            "task_params": d.params, "model_sha256": model.sha256}
+    out = {**scores_report(d.y, pred, d.classes), "seed": seed, "task": prov["task"],
+           "task_params": d.params, "model_sha256": model.sha256}
+    if baselines:
+        from trainer import baselines as B
+
+        tr = data.make(prov["task"], n, seed, "train", **params)
+        va = data.make(prov["task"], max(n // 2, len(d.classes)), seed, "validation", **params)
+        res = B.score(B.Split(tr.x, tr.y), B.Split(va.x, va.y), B.Split(d.x, d.y),
+                      len(d.classes), baselines, seed)
+        out["baselines"] = B.accuracies(res)
+    return out
 
 
 def scores_report(y: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
