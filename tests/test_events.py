@@ -215,6 +215,7 @@ def test_train_cli_events_dir_small(tmp_path):
     held = json.loads(h.stdout)
     assert held["n"] == 4 and set(held["predictions"]) == set(model.provenance["split"]["validation_ids"])
     assert held["accuracy"] == metrics["validation_accuracy"]
+    assert set(held["baselines"]) == {"count", "binned-count"}  # fitted on the other 8
 
 
 def test_train_generic_npz_folder_with_channels(tmp_path):

@@ -122,6 +122,8 @@ def _evaluate_events(args: argparse.Namespace) -> int:
         print(f"accuracy {result['accuracy']:.4f} on n={result['n']} recordings of {args.events_dir}")
         for c, r in result["per_class"].items():
             print(f"  {c:14s} {r['correct']}/{r['n']}")
+        for name, acc in result.get("baselines", {}).items():
+            print(f"  baseline {name:14s} {acc:.4f} (same recordings; fitted on the others)")
     return 0
 
 

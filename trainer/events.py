@@ -275,7 +275,9 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
 def evaluate(model, folder: str | Path, held_back: bool = False) -> dict[str, Any]:
     """Accuracy of ``model`` on every sample listed in ``folder/labels.csv`` (with
     ``held_back``, only the validation ids in the model's provenance), encoded by the
-    model's ``encoding`` and decided by ``edged.engine`` + its ONNX readout."""
+    model's ``encoding`` and decided by ``edged.engine`` + its ONNX readout. With
+    ``held_back``, also ``baselines`` (``EVENT_BASELINES``) fitted on the other recordings
+    (a stratified fifth of them for tuning) and scored on the held-back ones."""
     from edged.engine import Engine
     from edged.readout import Readout
 
@@ -289,6 +291,7 @@ def evaluate(model, folder: str | Path, held_back: bool = False) -> dict[str, An
     if model.window != enc["steps"] or model.hop != enc["steps"]:
         raise ValueError(f"model window/hop {model.window}/{model.hop} != encoding steps {enc['steps']}")
     labels = read_labels(folder, model.classes)
+    rest = None
     if held_back:
         ids = set(model.provenance.get("split", {}).get("validation_ids", ()))
         if not ids:
@@ -296,10 +299,27 @@ def evaluate(model, folder: str | Path, held_back: bool = False) -> dict[str, An
         idx = np.array([i for i, s in enumerate(labels.sample_id) if s in ids], np.int64)
         if not idx.size:
             raise ValueError(f"none of the model's held-back ids is listed in {folder}/labels.csv")
-        labels = Labels([labels.sample_id[i] for i in idx], [labels.path[i] for i in idx],
-                        labels.y[idx], labels.classes)
+        rest = subset(labels, np.setdiff1d(np.arange(len(labels.y)), idx))
+        labels = subset(labels, idx)
     d = encode_all(labels, enc)
     pred = np.argmax(Readout(model.readout).scores(extract(Engine.for_model(model), d, enc["steps"])), 1)
-    return {**scores_report(d.y, pred, model.classes), "events_dir": str(folder),
-            "held_back_only": held_back, "model_sha256": model.sha256,
-            "predictions": {s: model.classes[p] for s, p in zip(labels.sample_id, pred)}}
+    out = {**scores_report(d.y, pred, model.classes), "events_dir": str(folder),
+           "held_back_only": held_back, "model_sha256": model.sha256,
+           "predictions": {s: model.classes[p] for s, p in zip(labels.sample_id, pred)}}
+    if rest is not None and np.all(np.bincount(rest.y, minlength=len(model.classes)) >= 2):
+        from trainer import baselines as B
+
+        tr_idx, va_idx = split(rest.y, max(len(model.classes), len(rest.y) // 5), 0)
+        x = lambda lab, idx=None: dense(encode_all(lab, enc, idx), enc)
+        res = B.score(B.Split(x(rest, tr_idx), rest.y[tr_idx]), B.Split(x(rest, va_idx), rest.y[va_idx]),
+                      B.Split(x(labels), labels.y), len(model.classes), EVENT_BASELINES)
+        out["baselines"] = B.accuracies(res)
+    return out
+
+
+EVENT_BASELINES = ("count", "binned-count")
+
+
+def subset(labels: Labels, idx: np.ndarray) -> Labels:
+    return Labels([labels.sample_id[i] for i in idx], [labels.path[i] for i in idx],
+                  labels.y[idx], labels.classes)
