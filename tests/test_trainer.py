@@ -412,3 +412,28 @@ def test_paired_statistics():
     assert stats.summary([1.0, 2.0, 3.0])["sd"] == pytest.approx(1.0)  # ddof 1
     lo, hi = stats.wilson(94, 100)
     assert lo < 0.94 < hi and hi - lo < 0.11
+
+
+@pytest.mark.parametrize("factor", [1e-3, 30.0])
+def test_calibrate_brings_silent_or_saturated_layers_into_band(tiny, factor):
+    """Weights a thousand times too weak (silent) or far too strong (saturated) are
+    scaled until both layers fire within the band on the training data."""
+    tr, raw0 = tiny
+    bad = dict(raw0, w_in=raw0["w_in"] * factor, w_out=raw0["w_out"] * factor)
+    raw, info = bptt.calibrate("meta", bad, tr.x)
+    lo, hi = bptt.RATE_BAND_HZ
+    assert lo <= info["hidden_hz"] <= hi and lo <= info["output_hz"] <= hi
+    assert (info["scale_in"] > 1) == (factor < 1)
+    np.testing.assert_allclose(raw["w_in"], bad["w_in"] * info["scale_in"])
+    assert raw["hidden.tau0"] is not bad["hidden.tau0"] and np.array_equal(raw["hidden.tau0"], bad["hidden.tau0"])
+
+
+def test_health_warns_about_silent_saturated_and_flat_runs():
+    ok = [{"loss": 1.0 - 0.1 * i, "hidden_hz": 10.0, "output_hz": 20.0} for i in range(4)]
+    assert bptt.health(ok) == []
+    silent = ok[:-1] + [ok[-1] | {"output_hz": 0.0}]
+    assert any("output layer is silent" in w for w in bptt.health(silent))
+    hot = ok[:-1] + [ok[-1] | {"hidden_hz": 900.0}]
+    assert any("hidden layer is saturated" in w for w in bptt.health(hot))
+    flat = [h | {"loss": 0.69} for h in ok]
+    assert any("loss did not fall" in w for w in bptt.health(flat))

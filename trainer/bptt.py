@@ -335,11 +335,13 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray | Callable
         order = rng.permutation(len(y))
         t0 = time.perf_counter()
         xs = x(epoch) if callable(x) else x
-        losses, correct = [], 0
+        losses, correct, spikes_h, spikes_o = [], 0, 0.0, 0.0
         for start in range(0, len(y), cfg.batch):
             idx = np.sort(order[start:start + cfg.batch])
             g = gradient(kind, raw, xs[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
                          gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes)
+            spikes_h += g.hidden_counts.sum()
+            spikes_o += g.counts.sum()
             grads = [g.raw[k] / len(idx) + (cfg.weight_decay * raw[k] if k.startswith("w_") else 0.0)
                      for k in names]
             progress = (epoch + start / len(y)) / cfg.epochs
@@ -348,15 +350,83 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray | Callable
             grouped = g.counts.reshape(len(idx), -1, n_classes).sum(axis=1)
             correct += int(np.sum(np.argmax(grouped, axis=1) == y[idx]))
         dur = time.perf_counter() - t0
+        steps = len(y) * xs.shape[1] * dt  # seconds of input per neuron
         h = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "acc": correct / len(y),
+             "hidden_hz": float(spikes_h / (steps * raw["w_in"].shape[1])),
+             "output_hz": float(spikes_o / (steps * raw["w_out"].shape[1])),
              "samples_per_s": len(y) / dur}
         history.append(h)
         if log:
             log(f"bptt epoch {h['epoch']}/{cfg.epochs} loss {h['loss']:.4f} "
-                f"train-acc {h['acc']:.3f} {h['samples_per_s']:.0f} samples/s")
+                f"train-acc {h['acc']:.3f} rates hidden {h['hidden_hz']:.1f} Hz output "
+                f"{h['output_hz']:.1f} Hz {h['samples_per_s']:.0f} samples/s")
         if on_epoch is not None and on_epoch(epoch + 1, raw):
             break
     return raw, history
+
+
+SILENT_HZ, SATURATED_FRACTION = 0.1, 0.5
+RATE_BAND_HZ = (2.0, 50.0)
+
+
+def calibrate(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, dt: float = 1e-3,
+              band: tuple[float, float] = RATE_BAND_HZ, samples: int = 32,
+              seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Data-dependent initialisation: scale ``w_in``, then ``w_out``, by one factor each so
+    that the layer's mean rate on up to ``samples`` training inputs ``x`` lies in ``band``
+    (Hz). A layer already inside is left alone; otherwise the factor is found by bisection
+    on its log towards the band's geometric centre (16 forward passes at most, factors in
+    2^-16 .. 2^16). Returns the scaled params and ``{hidden_hz, output_hz, scale_in,
+    scale_out}`` measured after scaling."""
+    raw = {k: v.copy() for k, v in raw.items()}
+    idx = np.sort(np.random.default_rng([seed, 0xCA1]).permutation(len(x))[:samples])
+    xb, none = np.ascontiguousarray(x[idx]), np.full(len(idx), -1)
+    seconds = xb.shape[1] * dt * len(idx)
+
+    def rates(r: dict) -> tuple[float, float]:
+        g = gradient(kind, r, xb, none, dt, lam=0.0, scale=0.0)
+        return (float(g.hidden_counts.sum() / (seconds * r["w_in"].shape[1])),
+                float(g.counts.sum() / (seconds * r["w_out"].shape[1])))
+
+    target = float(np.sqrt(band[0] * band[1]))
+    info = {}
+    for layer, key in ((0, "w_in"), (1, "w_out")):
+        base = raw[key].copy()
+        rate = rates(raw)[layer]
+        lo, hi, k = -16.0, 16.0, 0.0
+        for _ in range(16):
+            if band[0] <= rate <= band[1]:
+                break
+            lo, hi = (k, hi) if rate < target else (lo, k)
+            k = (lo + hi) / 2
+            raw[key] = base * 2.0 ** k
+            rate = rates(raw)[layer]
+        info[f"scale_{'in' if layer == 0 else 'out'}"] = float(2.0 ** k)
+    info["hidden_hz"], info["output_hz"] = rates(raw)
+    return raw, info
+
+
+def health(history: list[dict], dt: float = 1e-3) -> list[str]:
+    """Warnings about a finished run: a layer silent (mean rate < ``SILENT_HZ``) or
+    saturated (spiking on more than ``SATURATED_FRACTION`` of the steps) in its last
+    epoch, or a loss that did not fall (best epoch loss > 98 % of the first's, 3+ epochs)."""
+    if not history:
+        return []
+    out = []
+    last = history[-1]
+    for layer in ("hidden", "output"):
+        hz = last[f"{layer}_hz"]
+        if hz < SILENT_HZ:
+            out.append(f"the {layer} layer is silent ({hz:.3f} Hz in the last epoch): its "
+                       f"spikes carry nothing to the readout")
+        elif hz * dt > SATURATED_FRACTION:
+            out.append(f"the {layer} layer is saturated ({hz:.0f} Hz, spiking on "
+                       f"{100 * hz * dt:.0f} % of the steps)")
+    losses = [h["loss"] for h in history]
+    if len(losses) >= 3 and min(losses[1:]) > 0.98 * losses[0]:
+        out.append(f"the loss did not fall ({losses[0]:.4f} -> best {min(losses[1:]):.4f} over "
+                   f"{len(losses)} epochs): try another --lr, more --epochs or more data")
+    return out
 
 
 def learns(learn_intrinsics: bool | tuple[str, ...], name: str) -> bool:

@@ -27,7 +27,7 @@ from trainer.events import (EventSpec, dense, encoded, encoding, extract, read_l
                             train)
 
 CV = {"folds": 5, "inner_val": 160, "seeds": 3, "steps": 300, "pool": 2, "hidden": 128,
-      "outputs_per_class": 2, "cap": 24, "patience": 5, "augment": True,
+      "outputs_per_class": 2, "cap": 24, "patience": 5, "augment": True, "calibrate": True,
       "grid": ({"lr": 0.003, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 1e-4}),
       "baselines": ("count", "binned-count")}
 CV_QUICK = CV | {"folds": 2, "inner_val": 20, "seeds": 1, "steps": 60, "pool": 4, "hidden": 16,
@@ -60,7 +60,8 @@ def nmnist_cv(out, folder: str, quick: bool = False, log: Callable[[str], None] 
     recordings = [E.load(path) for path in labels.path]
     spec0 = EventSpec(str(folder), pool=p["pool"], steps=p["steps"], neuron=neuron,
                       hidden=p["hidden"], outputs_per_class=p["outputs_per_class"],
-                      epochs=p["cap"], patience=p["patience"], augment=p["augment"])
+                      epochs=p["cap"], patience=p["patience"], augment=p["augment"],
+                      calibrate=p["calibrate"])
     enc = encoding(spec0)
     K = len(labels.classes)
     folds = outer_folds(labels.y, p["folds"])

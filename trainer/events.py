@@ -160,6 +160,7 @@ class EventSpec(NamedTuple):
     patience: int = 0  # > 0: early stopping on the validation part
     weight_decay: float = 0.0
     augment: bool = False  # N-MNIST only: online augmentation (AUGMENT)
+    calibrate: bool = True  # data-dependent initialisation (trainer.bptt.calibrate)
 
 
 def encoding(spec: EventSpec) -> dict[str, Any]:
@@ -209,6 +210,12 @@ def train(spec: EventSpec, labels: Labels, recordings: list[E.Events], tr_idx: n
         stop = EarlyStop(score, spec.patience)
     raw = P.init(spec.neuron, n_in, spec.hidden, K * spec.outputs_per_class, spec.seed,
                  input_rate=float(x_tr.mean()))
+    if spec.calibrate:
+        raw, info = bptt.calibrate(spec.neuron, raw, x_tr, spec.dt, seed=spec.seed)
+        if log:
+            log(f"initial rates on training data: hidden {info['hidden_hz']:.1f} Hz, output "
+                f"{info['output_hz']:.1f} Hz (weights scaled x{info['scale_in']:.3g} / "
+                f"x{info['scale_out']:.3g} into {bptt.RATE_BAND_HZ[0]:g}-{bptt.RATE_BAND_HZ[1]:g} Hz)")
     cfg = bptt.Config(epochs=spec.epochs, lr=spec.lr, lr_intrinsics=spec.lr_intrinsics,
                       lam=spec.lam, weight_decay=spec.weight_decay)
     raw, history = bptt.train(spec.neuron, raw, x, tr.y, True, cfg, spec.seed, log=log,
@@ -226,6 +233,7 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     from edged.engine import Engine
     from edged.model import Model
     from edged.readout import Readout
+    from trainer import bptt
 
     log = log or (lambda _: None)
     t_start = time.perf_counter()
@@ -251,7 +259,13 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     readout = fit.onnx()
     acc = float(np.mean(np.argmax(Readout(readout).scores(f_va), axis=1) == va.y))
     log(f"validation accuracy {acc:.4f} (baseline {baseline:.4f})")
-    metrics = {"validation_accuracy": acc, "n_validation": len(va.y), "n_train": len(tr.y),
+    warnings = bptt.health(history, spec.dt)
+    if acc <= baseline:
+        warnings.append(f"the model ({acc:.4f}) does not beat the spike-count baseline "
+                        f"({baseline:.4f}) on the validation recordings")
+    for w in warnings:
+        log(f"warning: {w}")
+    metrics = {"warnings": warnings, "validation_accuracy": acc, "n_validation": len(va.y), "n_train": len(tr.y),
                "count_baseline_accuracy": baseline,
                "train_readout_accuracy": linear.accuracy(fit, f_tr, tr.y),
                "epochs_used": epochs_used, "epochs_run": len(history),

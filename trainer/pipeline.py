@@ -176,6 +176,10 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
                "total_seconds": round(time.perf_counter() - t_start, 2)}
     if stop is not None:
         metrics["validation_accuracy"] = stop.best
+    if spec.rule == "bptt":
+        metrics["warnings"] = mod.health(history, DT)
+        for w in metrics["warnings"]:
+            (log or (lambda m: None))(f"warning: {w}")
     if spec.baselines:
         from trainer import baselines as B
 
