@@ -216,6 +216,12 @@ def test_train_cli_events_dir_small(tmp_path):
     assert held["n"] == 4 and set(held["predictions"]) == set(model.provenance["split"]["validation_ids"])
     assert held["accuracy"] == metrics["validation_accuracy"]
     assert set(held["baselines"]) == {"count", "binned-count"}  # fitted on the other 8
+    from trainer.events import EventSpec, run
+
+    model, metrics = run(EventSpec(str(folder), pool=4, steps=64, neuron="lif", hidden=8,
+                                   epochs=2, n_val=0, patience=0))  # every recording, 2 epochs
+    assert metrics["n_train"] == 12 and metrics["epochs_run"] == 2
+    assert metrics["validation_accuracy"] is None and not model.provenance["split"]["validation_ids"]
 
 
 def test_train_generic_npz_folder_with_channels(tmp_path):

@@ -229,7 +229,9 @@ def train(spec: EventSpec, labels: Labels, recordings: list[E.Events], tr_idx: n
 
 def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     """Train on the train part of the split; return ``(model, metrics)``. The readout is
-    the multinomial logistic regression on the engine's features (``lzc``, ``rate``)."""
+    the multinomial logistic regression on the engine's features (``lzc``, ``rate``).
+    ``n_val = 0`` trains on every recording for exactly ``epochs`` (no validation, no
+    early stopping: the settings come from elsewhere, e.g. ``experiment nmnist-cv``)."""
     from edged.engine import Engine
     from edged.model import Model
     from edged.readout import Readout
@@ -240,15 +242,20 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     enc = encoding(spec)
     n_in = E.n_inputs(enc)
     labels = read_labels(spec.events_dir)
-    tr_idx, va_idx = split(labels.y, spec.n_val, spec.seed)
+    if spec.n_val == 0 and spec.patience:
+        raise ValueError("early stopping needs validation recordings: set --patience 0 with --n-val 0")
+    tr_idx, va_idx = (split(labels.y, spec.n_val, spec.seed) if spec.n_val
+                      else (np.arange(len(labels.y)), np.arange(0)))
     recordings = [E.load(path) for path in labels.path]
     tr, va = encoded(recordings, labels.y, tr_idx, enc), encoded(recordings, labels.y, va_idx, enc)
     K = len(labels.classes)
     log(f"{len(tr.y)} train / {len(va.y)} validation samples, {n_in} channels, "
         f"{spec.steps} steps of {spec.dt * 1e3:g} ms")
-    base = linear.fit(counts(tr, n_in), tr.y, K)
-    baseline = linear.accuracy(base, counts(va, n_in), va.y)
-    log(f"spike-count logistic regression baseline: validation accuracy {baseline:.4f}")
+    baseline = acc = None  # no validation recordings (n_val = 0)
+    if len(va.y):
+        base = linear.fit(counts(tr, n_in), tr.y, K)
+        baseline = linear.accuracy(base, counts(va, n_in), va.y)
+        log(f"spike-count logistic regression baseline: validation accuracy {baseline:.4f}")
     t0 = time.perf_counter()
     raw, history, epochs_used = train(spec, labels, recordings, tr_idx, va_idx, log)
     train_s = time.perf_counter() - t0
@@ -257,10 +264,11 @@ def run(spec: EventSpec, log: Callable[[str], None] | None = None):
     f_tr, f_va = extract(eng, tr, spec.steps), extract(eng, va, spec.steps)
     fit = linear.fit(f_tr, tr.y, K)
     readout = fit.onnx()
-    acc = float(np.mean(np.argmax(Readout(readout).scores(f_va), axis=1) == va.y))
-    log(f"validation accuracy {acc:.4f} (baseline {baseline:.4f})")
+    if len(va.y):
+        acc = float(np.mean(np.argmax(Readout(readout).scores(f_va), axis=1) == va.y))
+        log(f"validation accuracy {acc:.4f} (baseline {baseline:.4f})")
     warnings = bptt.health(history, spec.dt)
-    if acc <= baseline:
+    if acc is not None and acc <= baseline:
         warnings.append(f"the model ({acc:.4f}) does not beat the spike-count baseline "
                         f"({baseline:.4f}) on the validation recordings")
     for w in warnings:
