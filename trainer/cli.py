@@ -168,6 +168,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 2:
         raise UsageError("--seeds must be >= 2 (paired tests need two)")
     out = args.out or f"models/experiments/{EXPERIMENTS[args.name]}"
+    if args.table_only:
+        return _print_table(args.name, out, args.table)
     try:
         if args.name == "paper":
             doc = experiment.paper(out, quick=args.quick, log=_log, resume=args.resume,
@@ -199,6 +201,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             print(experiment.surrogate_markdown(doc))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def _print_table(name: str, out: str, table: str | None) -> int:
+    """The markdown table of an existing result JSON, nothing run."""
+    from pathlib import Path
+
+    from trainer import crossval, experiment
+
+    if not Path(out).is_file():
+        raise UsageError(f"{out} does not exist: run the experiment first")
+    doc = json.loads(Path(out).read_text())
+    if not isinstance(doc, dict) or "rows" not in doc:
+        raise UsageError(f"{out} is not an experiment result document")
+    if name == "ablation":
+        paper = Path(table or f"models/experiments/{EXPERIMENTS['paper']}")
+        print(experiment.ablation_markdown(doc, json.loads(paper.read_text())))
+    else:
+        print({"paper": experiment.markdown, "surrogate": experiment.surrogate_markdown,
+               "nmnist-cv": crossval.markdown}[name](doc))
     return 0
 
 
@@ -293,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
                                 "learned at a time, and the epoch-budget study (BPTT cells of "
                                 "--table)")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
+    x.add_argument("--table-only", action="store_true",
+                   help="print the markdown table of --out as it stands and exit (runs nothing)")
     x.add_argument("--resume", action="store_true",
                    help="continue the run in --out, skipping every run already recorded there")
     x.add_argument("--seeds", type=int, help="final seeds per condition (default: the protocol's)")
