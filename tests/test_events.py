@@ -367,3 +367,33 @@ def test_shipped_model_on_real_samples_daemon_equals_evaluate(tmp_path):
     sent, got = replay_and_collect(model, model_path, folder, "--speed", "max")
     assert [d.label for d in got] == [want["predictions"][s["sample_id"]] for s in sent]
     assert want["accuracy"] >= 0.75
+
+
+def test_outer_folds_are_stratified_and_disjoint():
+    from trainer.crossval import outer_folds
+
+    y = np.repeat(np.arange(4), [10, 11, 12, 7])
+    folds = outer_folds(y, 5)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(y)))
+    for c in range(4):
+        per_fold = [int(np.sum(y[f] == c)) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1
+
+
+def test_nested_cv_machinery(tmp_path, monkeypatch):
+    """``experiment nmnist-cv --quick`` on a small synthetic .bs2 folder: a row per fold
+    and seed with the same-fold baselines; the outer fold never reaches tuning."""
+    from trainer import crossval
+
+    folder = write_folder(tmp_path / "ev", 16)
+    monkeypatch.setitem(crossval.CV_QUICK, "inner_val", 4)
+    out = tmp_path / "cv.json"
+    doc = crossval.nmnist_cv(out, str(folder), quick=True)
+    assert json.loads(out.read_text()) == doc
+    assert [(r["fold"], r["seed"]) for r in doc["rows"]] == [(0, 1), (1, 1)]
+    for r in doc["rows"]:
+        assert r["n"] == 8 and 0 <= r["accuracy"] <= 1 and r["correct"] == round(8 * r["accuracy"])
+        assert 0 <= r["binned_count"] <= 1 and 0 <= r["counts"] <= 1 and r["epochs_used"] == 1
+    assert {t["fold"] for t in doc["tuning"]} == {0, 1}
+    assert "Wilson" in crossval.markdown(doc)
+    assert crossval.selected(doc) == {"lr": 0.01, "weight_decay": 0.0, "epochs": 1}

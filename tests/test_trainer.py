@@ -4,6 +4,7 @@ the readout swap and the ``edged-train`` CLI round trip (real files, real proces
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -437,3 +438,18 @@ def test_health_warns_about_silent_saturated_and_flat_runs():
     assert any("hidden layer is saturated" in w for w in bptt.health(hot))
     flat = [h | {"loss": 0.69} for h in ok]
     assert any("loss did not fall" in w for w in bptt.health(flat))
+
+
+def test_experiment_cli_errors_and_table_only(tmp_path):
+    missing = str(tmp_path / "none.json")
+    for args in (("experiment", "nope"), ("experiment", "paper", "--seeds", "1"),
+                 ("experiment", "paper", "--rules", "bptt,hebb"),
+                 ("experiment", "paper", "--table-only", "--out", missing),
+                 ("experiment", "nmnist-cv", "--out", missing),
+                 ("experiment", "ablation", "--table", missing, "--out", missing)):
+        p = _cli(*args, check=False)
+        assert p.returncode == 2, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("edged-train: ")
+    shipped = Path(__file__).resolve().parent.parent / "models/experiments/surrogate.json"
+    p = _cli("experiment", "surrogate", "--table-only", "--out", str(shipped))
+    assert "| motif-surrogate | input-lzc |" in p.stdout
