@@ -354,6 +354,16 @@ def test_paper_experiment_protocol(tmp_path, monkeypatch):
     assert "| lif | theta |" in table and "| lif | 2 |" in table
 
 
+def test_a_protocol_may_grow_but_not_change():
+    from trainer.experiment import extends
+
+    old = {"lr": {"bptt": [0.01]}, "seeds": 5}
+    assert extends(old, {"lr": {"bptt": [0.01], "stdp-triesch": [0.1]}, "seeds": 5, "x": 1})
+    assert not extends(old, {"lr": {"bptt": [0.03]}, "seeds": 5})
+    assert not extends(old, {"lr": {"bptt": [0.01]}})
+    assert not extends(None, old)
+
+
 def test_grid_widens_at_edges():
     from trainer.experiment import widen
 

@@ -97,6 +97,14 @@ def widen(values: tuple, best: int, limits: tuple[float, float] | None = None,
     return values if new > hi or new <= values[-1] else tuple(values) + (new,)
 
 
+def extends(old: Any, new: Any) -> bool:
+    """Whether protocol ``new`` keeps every setting of ``old`` and only adds (new keys in
+    its objects: more cells, rules or tasks). Rows of ``old`` stay valid under ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(k in new and extends(v, new[k]) for k, v in old.items())
+    return old == new
+
+
 class Runner:
     """One JSON document of results; ``once`` runs a spec unless its key is already in
     ``section`` and writes the document after every new row."""
@@ -108,8 +116,8 @@ class Runner:
         doc = {"protocol": self.protocol, "tuning": [], "baselines": [], "rows": []}
         if self.out.exists():
             old = json.loads(self.out.read_text())
-            if isinstance(old, dict) and old.get("protocol") == self.protocol:
-                doc = old
+            if isinstance(old, dict) and extends(old.get("protocol"), self.protocol):
+                doc = old | {"protocol": self.protocol}
                 if not resume:  # redo the selected cells, keep the others
                     for section in ("tuning", "rows"):
                         doc[section] = [r for r in doc[section] if not keep(r)]
