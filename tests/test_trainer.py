@@ -463,3 +463,29 @@ def test_experiment_cli_errors_and_table_only(tmp_path):
     shipped = Path(__file__).resolve().parent.parent / "models/experiments/surrogate.json"
     p = _cli("experiment", "surrogate", "--table-only", "--out", str(shipped))
     assert "| motif-surrogate | input-lzc |" in p.stdout
+
+
+def test_stdp_homeostasis_variants():
+    """own-rate keeps each neuron near its own initial rate where batch-rate pulls the
+    layer to the shared set point; triesch moves the mean towards its set point and
+    adapts the gain; kwta changes only the k winners' incoming weights."""
+    from trainer import stdp
+
+    tr = data.make("poisson-structure", 32, 1, **TINY)
+    raw0 = P.init("lif", 32, 16, 3, 0, input_rate=float(tr.x.mean()), drive=1.5)
+    rates = lambda r: bptt.gradient("lif", r, tr.x, np.full(len(tr.y), -1), lam=0.0).hidden_counts.mean()
+    base = stdp.Config(epochs=4, batch=8, lr=0.0, lr_out=0.0, eta_theta=0.3, eta_tau=0.1)
+    r_batch, _ = stdp.train("lif", raw0, tr.x, tr.y, True, base, 0)
+    r_own, _ = stdp.train("lif", raw0, tr.x, tr.y, True, base._replace(homeostasis="own-rate"), 0)
+    start = rates(raw0)
+    assert abs(rates(r_own) - start) < 0.25 * start  # stays near its own rate
+    assert abs(rates(r_batch) / (16 * 256) - base.target_hidden) < abs(start / (16 * 256) - base.target_hidden)
+    r_tri, hist = stdp.train("lif", raw0, tr.x, tr.y, True, base._replace(homeostasis="triesch"), 0)
+    assert not np.array_equal(r_tri["hidden.R"], raw0["hidden.R"])
+    assert abs(hist[-1]["hidden_rate"] - base.target_hidden) < abs(hist[0]["hidden_rate"] - base.target_hidden)
+    one = stdp.Config(epochs=1, batch=1, lr=0.05, lr_out=0.0, kwta=2)
+    r_k, _ = stdp.train("lif", raw0, tr.x[:1], tr.y[:1] * 0 + 2, False, one, 0)
+    changed = np.flatnonzero(np.any(r_k["w_in"] != raw0["w_in"], axis=0))
+    assert 1 <= len(changed) <= 2
+    with pytest.raises(ValueError, match="homeostasis"):
+        stdp.train("lif", raw0, tr.x, tr.y, True, base._replace(homeostasis="nope"), 0)

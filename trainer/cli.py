@@ -154,6 +154,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+RULE_CHOICES = ("bptt", "stdp", "tempotron", "stdp-sample", "stdp-own", "stdp-triesch",
+                "stdp-kwta")  # trainer.pipeline.RULES (kept here: --help imports nothing)
 BASELINES = ("count", "binned-count", "fano-spectral", "input-lzc", "mlp")  # trainer.baselines.NAMES
 
 
@@ -253,7 +255,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="task parameter override (see trainer/data.py), repeatable")
     r.add_argument("--neuron", choices=("lif", "meta"), default="meta")
-    r.add_argument("--rule", choices=("bptt", "stdp", "tempotron"), default="bptt")
+    r.add_argument("--rule", choices=RULE_CHOICES, default="bptt",
+                   help="learning rule; stdp-* are STDP with the named homeostasis "
+                        "(trainer/stdp.py, trainer/pipeline.py VARIANTS)")
     r.add_argument("--intrinsics", choices=("fixed", "learned"), default="learned")
     r.add_argument("--hidden", type=int, default=64)
     r.add_argument("--outputs-per-class", type=int, default=1,
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run" and (args.patience < 0 or (args.n_val or 0) < 0
                                       or args.weight_decay < 0):
             raise UsageError("--patience, --n-val and --weight-decay must be >= 0")
-        if args.command == "run" and args.rule == "stdp" and args.outputs_per_class != 1:
+        if args.command == "run" and args.rule.startswith("stdp") and args.outputs_per_class != 1:
             raise UsageError("--rule stdp trains one output neuron per class")
         return args.func(args)
     except UsageError as e:

@@ -47,10 +47,11 @@ import numpy as np
 
 from trainer import baselines as B
 from trainer import data, stats
-from trainer.pipeline import Spec, run
+from trainer.pipeline import VARIANTS, Spec, run
 
 NEURONS = ("lif", "meta")
-RULES = ("bptt", "stdp", "tempotron")
+RULES = ("bptt", "stdp", "tempotron", *VARIANTS)
+STDP_FAMILY = ("stdp", *(v for v, (base, _) in VARIANTS.items() if base == "stdp"))
 CONDITIONS = ("fixed", "fixed-tuned", "learned")
 TASK = "poisson-structure"
 TASK_PARAMS = {"depth": 0.6, "jitter": 0.1, "shared": 1.0}
@@ -71,6 +72,12 @@ FULL = {
                       for row in L9)},
     "baselines": B.NAMES,
 }
+# STDP variants (issue: informative homeostasis): the STDP cap and grid; their learned
+# stage 2 tunes the homeostatic set point (Hz) instead of the weights' rate (own-rate
+# has no set point: it keeps the weights' rate axis)
+FULL["cap"] |= {v: FULL["cap"]["stdp"] for v in STDP_FAMILY[1:]}
+FULL["lr"] |= {v: FULL["lr"]["stdp"] for v in STDP_FAMILY[1:]}
+FULL["set_point"] = {v: (10.0, 20.0, 40.0) for v in STDP_FAMILY[1:] if VARIANTS[v][1].get("homeostasis") != "own-rate"}
 QUICK = FULL | {
     "n_train": 48, "n_val": 24, "n_test": 48, "cap": {"bptt": 2, "stdp": 1, "tempotron": 1},
     "patience": 1, "seeds": 2, "hidden": (8, 16),
@@ -79,6 +86,9 @@ QUICK = FULL | {
     "fixed_tuned": {"lif": FULL["fixed_tuned"]["lif"][3:5], "meta": FULL["fixed_tuned"]["meta"][:2]},
     "baselines": ("count", "binned-count"),
 }
+QUICK["cap"] = QUICK["cap"] | {v: 1 for v in STDP_FAMILY[1:]}
+QUICK["lr"] = QUICK["lr"] | {v: (0.01,) for v in STDP_FAMILY[1:]}
+QUICK["set_point"] = {v: (10.0, 20.0) for v in FULL["set_point"]}
 
 
 def widen(values: tuple, best: int, limits: tuple[float, float] | None = None,
@@ -143,8 +153,9 @@ class Runner:
 
 
 def _config(spec: Spec) -> dict[str, Any]:
-    return {"hidden": spec.hidden, "lr": spec.lr, "lr_intrinsics": spec.lr_intrinsics,
-            "centres": dict(spec.centres)}
+    out = {"hidden": spec.hidden, "lr": spec.lr, "lr_intrinsics": spec.lr_intrinsics,
+           "centres": dict(spec.centres)}
+    return out | ({"set_point": spec.set_point} if spec.set_point else {})
 
 
 def _tune(rn: Runner, base: Spec, condition: str, stage: str, grid: list[Spec]) -> dict:
@@ -203,11 +214,13 @@ def _choose(rn: Runner, base: Spec, p: dict) -> dict[str, Spec]:
     best = _tune(rn, replace(base, intrinsics="fixed-tuned"), "fixed-tuned", "intrinsics", grid)
     chosen["fixed-tuned"] = replace(at, intrinsics="fixed-tuned", centres=best["centres"])
     at = chosen["learned"]
+    second = ({"set_point": tuple(p["set_point"][base.rule])} if base.rule in p.get("set_point", {})
+              else {"lr": tuple(at.lr * m for m in p["lr_around"])})
     best = _grid_search(rn, at, "learned", "intrinsics",
-                        {"lr_intrinsics": tuple(p["lr_intrinsics"]), "lr": tuple(at.lr * m for m in p["lr_around"])},
+                        {"lr_intrinsics": tuple(p["lr_intrinsics"]), **second},
                         p | {"max_widen": p["max_widen"] if len(p["lr_intrinsics"]) > 1 else 0},
-                        lambda q: replace(at, lr_intrinsics=q["lr_intrinsics"], lr=q["lr"]))
-    chosen["learned"] = replace(at, lr=best["lr"], lr_intrinsics=best["lr_intrinsics"])
+                        lambda q: replace(at, **q))
+    chosen["learned"] = replace(at, **{k: best[k] for k in ("lr_intrinsics", *second)})
     return chosen
 
 

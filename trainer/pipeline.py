@@ -21,8 +21,15 @@ import numpy as np
 from trainer import data, linear
 from trainer import params as P
 
-Rule = Literal["bptt", "stdp", "tempotron"]
-RULES: tuple[str, ...] = ("bptt", "stdp", "tempotron")
+Rule = Literal["bptt", "stdp", "tempotron", "stdp-sample", "stdp-own", "stdp-triesch", "stdp-kwta"]
+# a variant is a base rule with named options (trainer/stdp.py documents them)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "stdp-sample": ("stdp", {"homeostasis": "sample-rate"}),
+    "stdp-own": ("stdp", {"homeostasis": "own-rate"}),
+    "stdp-triesch": ("stdp", {"homeostasis": "triesch"}),
+    "stdp-kwta": ("stdp", {"homeostasis": "sample-rate", "kwta": -8}),  # k = hidden / 8
+}
+RULES: tuple[str, ...] = ("bptt", "stdp", "tempotron", *VARIANTS)
 DT = 1e-3
 
 
@@ -50,28 +57,36 @@ class Spec:
     learn: tuple[str, ...] = ()  # learned: only these intrinsics (empty: all)
     weight_decay: float = 0.0  # bptt: L2 on the weights
     baselines: tuple[str, ...] = ()  # trainer.baselines names scored on the same splits
+    set_point: float = 0.0  # stdp: homeostatic target rate in Hz (0: the rule's default)
 
 
 def rule_module(rule: str):
     from trainer import bptt, stdp, tempotron
 
-    return {"bptt": bptt, "stdp": stdp, "tempotron": tempotron}[rule]
+    return {"bptt": bptt, "stdp": stdp, "tempotron": tempotron}[VARIANTS.get(rule, (rule,))[0]]
 
 
 def rule_config(spec: Spec):
     """The rule's config with the spec's budget (epochs) and learning rate. The intrinsic
     learning rate is ``spec.lr_intrinsics`` times: the weights' rate (bptt), the
-    homeostatic rates ``eta_theta``, ``eta_tau`` (stdp), ``lr_intrinsics`` (tempotron)."""
+    homeostatic rates ``eta_theta``, ``eta_tau``, ``eta_gain`` (stdp), ``lr_intrinsics``
+    (tempotron). A variant's options follow (``VARIANTS``; ``kwta = -d`` means hidden / d)."""
+    base, options = VARIANTS.get(spec.rule, (spec.rule, {}))
     mod = rule_module(spec.rule)
     cfg = mod.Config(epochs=spec.epochs, lr=spec.lr)
     m = spec.lr_intrinsics
-    if spec.rule == "bptt":
+    if base == "bptt":
         cfg = cfg._replace(lr_intrinsics=spec.lr * m, weight_decay=spec.weight_decay)
-    elif spec.rule == "stdp":
-        cfg = cfg._replace(lr_out=spec.lr, eta_theta=cfg.eta_theta * m, eta_tau=cfg.eta_tau * m)
+    elif base == "stdp":
+        cfg = cfg._replace(lr_out=spec.lr, eta_theta=cfg.eta_theta * m, eta_tau=cfg.eta_tau * m,
+                           eta_gain=cfg.eta_gain * m)
+        if spec.set_point:
+            cfg = cfg._replace(target_hidden=spec.set_point * DT, target_out=spec.set_point * DT)
+        if options.get("kwta", 0) < 0:
+            options = options | {"kwta": max(1, spec.hidden // -options["kwta"])}
     else:
         cfg = cfg._replace(lr_intrinsics=cfg.lr_intrinsics * m)
-    return cfg
+    return cfg._replace(**options)
 
 
 class EarlyStop:

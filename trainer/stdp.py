@@ -18,11 +18,34 @@ each hidden neuron's outgoing weights is centred across the output neurons (comp
 what one output gains the others lose), and columns keep their norms too.
 
 Intrinsic plasticity (``learned`` intrinsics), once per batch, per neuron, in raw
-parameter space (``trainer.params``), toward a target rate ``rho*``::
+parameter space (``trainer.params``). ``homeostasis`` names the rule; ``rho_s`` is a
+neuron's rate (spikes per step) on sample ``s`` of the batch, ``rho*`` its set point:
 
-    e          = clip((rho - rho*) / rho*, -1, 1)
-    theta_raw += eta_theta * e     fires too much -> higher threshold
-    tau_raw   += eta_tau   * e     fires too much -> longer membrane time constant
+``batch-rate``
+    ``e = clip((mean_s rho_s - rho*) / rho*, -1, 1)`` with the set point ``target_*``
+    shared by the layer; then::
+
+        theta_raw += eta_theta * e     fires too much -> higher threshold
+        tau_raw   += eta_tau   * e     fires too much -> longer membrane time constant
+``sample-rate``
+    the same with ``e = mean_s clip((rho_s - rho*) / rho*, -1, 1)``: each sample's error
+    counts, so a neuron silent on one class and busy on another is not pulled to the mean.
+``own-rate``
+    ``sample-rate`` with each neuron's own set point: its mean rate over the first batch,
+    before any plasticity (homeostasis as a stabiliser that keeps the heterogeneity).
+``triesch``
+    Triesch (2005) intrinsic plasticity, which drives the distribution of a neuron's rate
+    *across samples* towards an exponential with mean ``rho*`` (maximum entropy at that
+    mean). With ``y_s = rho_s`` and ``x_s`` the neuron's mean input current on sample ``s``,
+    the sigmoid-neuron rule ``db = 1 - (2 + 1/rho*) y + y^2/rho*``, ``da = 1/a + x db``
+    acts on the spiking neuron's bias (minus its threshold) and gain ``R``::
+
+        theta_raw -= eta_theta * mean_s db_s
+        R_raw     += eta_gain  * mean_s (1/R + x_s db_s)
+
+``kwta`` (``> 0``, any homeostasis) adds competition to the hidden layer's learning (after
+Diehl & Cook 2015): per sample only the ``kwta`` hidden neurons that spiked most apply
+their weight changes. Inference is unchanged (no lateral connections are added).
 
 The time-constant direction follows from the exact integration ``v <- alpha v + (1 - alpha)
 R I``: the mean of ``v`` does not depend on ``tau`` but its fluctuations shrink as ``tau``
@@ -36,7 +59,7 @@ here: it drove time constants to the 1e3 s bound and the outputs silent.)
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -45,6 +68,10 @@ from edged import neurons
 from edged.intrinsics import NeuronKind
 from trainer import params as P
 from trainer.bptt import EpochHook, _record
+
+
+Homeostasis = Literal["batch-rate", "sample-rate", "own-rate", "triesch"]
+HOMEOSTASIS = ("batch-rate", "sample-rate", "own-rate", "triesch")
 
 
 class Config(NamedTuple):
@@ -60,14 +87,23 @@ class Config(NamedTuple):
     target_out: float = 0.02
     eta_theta: float = 0.05
     eta_tau: float = 0.05
+    eta_gain: float = 0.05  # triesch only
+    homeostasis: Homeostasis = "batch-rate"
+    kwta: int = 0  # > 0: hidden competition in learning (k winners per sample)
 
 
 @njit(cache=True, nogil=True)
-def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out, rate_h, rate_o):
+def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out, rate_h, rate_o,
+             cur_h, cur_o):
     T, n_in = x.shape
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
     I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, x)
+    for t in range(T):
+        for j in range(n_h):
+            cur_h[j] += I_h[t, j] / T
+        for k in range(n_o):
+            cur_o[k] += I_o[t, k] / T
     pre = np.zeros(n_in)
     post = np.zeros(n_h)
     hpre = np.zeros(n_h)
@@ -110,6 +146,10 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     norm_out = np.linalg.norm(raw["w_out"], axis=0)
     th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
     d_pre, d_post = np.exp(-dt / cfg.tau_pre), np.exp(-dt / cfg.tau_post)
+    if cfg.homeostasis not in HOMEOSTASIS:
+        raise ValueError(f"unknown homeostasis {cfg.homeostasis!r}; choose from {HOMEOSTASIS}")
+    n_h, n_o = raw["w_out"].shape
+    own: dict[str, np.ndarray] = {}
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -121,28 +161,33 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             st = neurons.zero_state(net, 1)
             dw_in = np.zeros_like(raw["w_in"])
             dw_out = np.zeros_like(raw["w_out"])
-            rate_h = np.zeros(net.w_in.shape[1])
-            rate_o = np.zeros(net.w_out.shape[1])
-            for i in idx:
+            per = {k: np.zeros((len(idx), n)) for k, n in
+                   (("rate_h", n_h), ("rate_o", n_o), ("cur_h", n_h), ("cur_o", n_o))}
+            for s, i in enumerate(idx):
                 for layer in st:
                     for a in layer:
                         a[:] = 0
                 teach = (rng.random(x.shape[1]) < cfg.teach_rate).astype(np.uint8)
+                dw_s = np.zeros_like(dw_in) if cfg.kwta else dw_in
                 _updates(net, st, 0, x[i], int(y[i]), teach, d_pre, d_post, cfg.a_minus,
-                         dw_in, dw_out, rate_h, rate_o)
+                         dw_s, dw_out, per["rate_h"][s], per["rate_o"][s], per["cur_h"][s],
+                         per["cur_o"][s])
+                if cfg.kwta:
+                    winners = np.argsort(-per["rate_h"][s], kind="stable")[:cfg.kwta]
+                    dw_in[:, winners] += dw_s[:, winners]
             raw["w_in"] += cfg.lr * dw_in / len(idx)
             dw_out -= dw_out.mean(axis=1, keepdims=True)  # competition between outputs
             raw["w_out"] += cfg.lr_out * dw_out / len(idx)
             raw["w_in"] *= norm_in / np.maximum(np.linalg.norm(raw["w_in"], axis=0), 1e-12)
             raw["w_out"] *= norm_out / np.maximum(np.linalg.norm(raw["w_out"], axis=0), 1e-12)
-            rate_h /= len(idx)
-            rate_o /= len(idx)
+            rate_h, rate_o = per["rate_h"].mean(axis=0), per["rate_o"].mean(axis=0)
+            if not own:
+                own = {"hidden": np.maximum(rate_h, 1e-4), "output": np.maximum(rate_o, 1e-4)}
             if learn_intrinsics:
-                for prefix, rate, target in (("hidden", rate_h, cfg.target_hidden),
-                                             ("output", rate_o, cfg.target_out)):
-                    err = np.clip((rate - target) / target, -1.0, 1.0)
-                    raw[f"{prefix}.{th}"] += cfg.eta_theta * err
-                    raw[f"{prefix}.{tau}"] += cfg.eta_tau * err
+                for prefix, key, target in (("hidden", "h", cfg.target_hidden),
+                                            ("output", "o", cfg.target_out)):
+                    _homeostasis(kind, raw, prefix, per[f"rate_{key}"], per[f"cur_{key}"],
+                                 own[prefix] if cfg.homeostasis == "own-rate" else target, cfg)
             rates_h.append(rate_h.mean())
             rates_o.append(rate_o.mean())
         h = {"epoch": epoch + 1, "hidden_rate": float(np.mean(rates_h)),
@@ -155,3 +200,22 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
         if on_epoch is not None and on_epoch(epoch + 1, raw):
             break
     return raw, history
+
+
+def _homeostasis(kind: NeuronKind, raw: dict[str, np.ndarray], prefix: str, rates: np.ndarray,
+                 currents: np.ndarray, target, cfg: Config) -> None:
+    """One intrinsic-plasticity step of layer ``prefix`` from per-sample ``rates`` and mean
+    input ``currents`` (``[samples, neurons]``), in place (the module docstring's rules)."""
+    th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
+    if cfg.homeostasis == "triesch":
+        db = 1.0 - (2.0 + 1.0 / target) * rates + rates ** 2 / target
+        gain = P.intrinsics(kind, raw, prefix)["R"]
+        raw[f"{prefix}.{th}"] -= cfg.eta_theta * db.mean(axis=0)
+        raw[f"{prefix}.R"] += cfg.eta_gain * (1.0 / gain + (currents * db).mean(axis=0))
+        return
+    if cfg.homeostasis == "batch-rate":
+        err = np.clip((rates.mean(axis=0) - target) / target, -1.0, 1.0)
+    else:
+        err = np.clip((rates - target) / target, -1.0, 1.0).mean(axis=0)
+    raw[f"{prefix}.{th}"] += cfg.eta_theta * err
+    raw[f"{prefix}.{tau}"] += cfg.eta_tau * err
