@@ -489,3 +489,20 @@ def test_stdp_homeostasis_variants():
     assert 1 <= len(changed) <= 2
     with pytest.raises(ValueError, match="homeostasis"):
         stdp.train("lif", raw0, tr.x, tr.y, True, base._replace(homeostasis="nope"), 0)
+
+
+def test_multi_spike_tempotron_trains_counts_and_adaptation(tiny):
+    """The multi-spike rule lowers the count error, and (unlike the single-spike rule,
+    whose error times carry no adaptation) moves beta and tau_a; the hybrid variant also
+    moves the hidden intrinsics, never the hidden weights."""
+    from trainer import tempotron
+
+    tr, raw0 = tiny
+    cfg = tempotron.Config(epochs=4, lr=0.05, mode="multi", target_spikes=4, hidden="surrogate")
+    raw, hist = tempotron.train("meta", raw0, tr.x, tr.y, True, cfg, 0)
+    assert hist[-1]["errors_per_sample"] < 0.9 * hist[0]["errors_per_sample"]
+    for name in ("output.beta", "output.tau_a", "hidden.tau0"):
+        assert not np.array_equal(raw[name], raw0[name]), name
+    assert np.array_equal(raw["w_in"], raw0["w_in"])
+    single, _ = tempotron.train("meta", raw0, tr.x, tr.y, True, tempotron.Config(epochs=2), 0)
+    assert np.array_equal(single["output.beta"], raw0["output.beta"])

@@ -172,11 +172,12 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
 
 @njit(cache=True, nogil=True)
 def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, probe_o,
-               g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, lo, hi):
+               g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, aux_out, lo, hi):
     """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term; the
     logit of class ``c`` is ``lam`` times the spikes of the output neurons ``k % n_classes == c``).
     Per-sample results go to ``g_*[b]``, ``loss[b]``, ``counts[b]`` (output spikes),
-    ``hidden_counts[b]``, the output layer's pre-reset potential ``u`` to ``u_out[b]``
+    ``hidden_counts[b]``, the output layer's pre-reset potential ``u`` to ``u_out[b]`` and
+    its adaptation trace before each step and spikes to ``aux_out[b, :, :, 0 / 1]``
     (unless it is ``[B, 0, n_out]``); ``probe_h[b]``/``probe_o[b]`` (``[T, n]``, or ``[0, n]`` for none)
     add ``sum probe * u`` to the loss. ``st`` has one stream per sample, zeroed. Only
     samples ``lo <= b < hi`` are processed (threads split a batch; the GIL is released)."""
@@ -199,6 +200,8 @@ def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, pro
             for t in range(T):
                 for k in range(n_o):
                     u_out[b, t, k] = _u(net.out, v_o[t, k], r1_o[t, k], I_o[t, k], k)
+                    aux_out[b, t, k, 0] = a_o[t, k]
+                    aux_out[b, t, k, 1] = s_o[t, k]
         g_cnt = np.zeros(n_o)
         L = 0.0
         if y[b] >= 0:
@@ -262,6 +265,8 @@ class Grad(NamedTuple):
     hidden_counts: np.ndarray  # float64[B]
     raw: dict[str, np.ndarray]  # summed over the batch, same keys as the raw params
     u_out: np.ndarray  # float64[B, T, n_out] output potentials, or [B, 0, n_out]
+    a_out: np.ndarray  # float64[B, T, n_out] output adaptation trace before each step (or [B, 0, n_out])
+    s_out: np.ndarray  # float64[B, T, n_out] output spikes (or [B, 0, n_out])
 
 
 def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
@@ -283,11 +288,12 @@ def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.
     counts = np.zeros((B, n_o))
     hidden_counts = np.zeros(B)
     u_out = np.zeros((B, x.shape[1] if potentials else 0, n_o))
+    aux_out = np.zeros((B, x.shape[1] if potentials else 0, n_o, 2))
     ph = np.zeros((B, 0, n_h)) if probe_h is None else np.ascontiguousarray(probe_h, np.float64)
     po = np.zeros((B, 0, n_o)) if probe_o is None else np.ascontiguousarray(probe_o, np.float64)
     args = (net, neurons.zero_state(net, B), np.ascontiguousarray(x, np.uint8),
             np.asarray(y, np.int64), n_classes or n_o, lam, scale, gamma, detach, ph, po, g_win, g_wout, gc_h,
-            gc_o, loss, counts, hidden_counts, u_out)
+            gc_o, loss, counts, hidden_counts, u_out, aux_out)
     bounds = np.linspace(0, B, min(THREADS, B) + 1).astype(int)
     if len(bounds) == 2:
         batch_grad(*args, 0, B)
@@ -297,7 +303,7 @@ def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.
     for prefix, gc in (("hidden", gc_h.sum(0)), ("output", gc_o.sum(0))):
         layer_raw = {n.split(".", 1)[1]: raw[n] for n in P.layer_names(prefix, kind)}
         g |= {f"{prefix}.{k}": v for k, v in P.coeff_grad_to_raw(kind, layer_raw, gc, dt).items()}
-    return Grad(loss, counts, hidden_counts, g, u_out)
+    return Grad(loss, counts, hidden_counts, g, u_out, aux_out[..., 0], aux_out[..., 1])
 
 
 class Config(NamedTuple):

@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 RULE_CHOICES = ("bptt", "stdp", "tempotron", "stdp-sample", "stdp-own", "stdp-triesch",
-                "stdp-kwta")  # trainer.pipeline.RULES (kept here: --help imports nothing)
+                "stdp-kwta", "tempotron-multi")  # trainer.pipeline.RULES (kept here: --help imports nothing)
 BASELINES = ("count", "binned-count", "fano-spectral", "input-lzc", "mlp")  # trainer.baselines.NAMES
 
 
@@ -256,8 +256,9 @@ def parser() -> argparse.ArgumentParser:
                    help="task parameter override (see trainer/data.py), repeatable")
     r.add_argument("--neuron", choices=("lif", "meta"), default="meta")
     r.add_argument("--rule", choices=RULE_CHOICES, default="bptt",
-                   help="learning rule; stdp-* are STDP with the named homeostasis "
-                        "(trainer/stdp.py, trainer/pipeline.py VARIANTS)")
+                   help="learning rule; stdp-* are STDP with the named homeostasis, "
+                        "tempotron-multi the multi-spike tempotron (trainer/stdp.py, "
+                        "trainer/tempotron.py, trainer/pipeline.py VARIANTS)")
     r.add_argument("--intrinsics", choices=("fixed", "learned"), default="learned")
     r.add_argument("--hidden", type=int, default=64)
     r.add_argument("--outputs-per-class", type=int, default=1,

@@ -72,11 +72,11 @@ FULL = {
                       for row in L9)},
     "baselines": B.NAMES,
 }
-# STDP variants (issue: informative homeostasis): the STDP cap and grid; their learned
-# stage 2 tunes the homeostatic set point (Hz) instead of the weights' rate (own-rate
-# has no set point: it keeps the weights' rate axis)
-FULL["cap"] |= {v: FULL["cap"]["stdp"] for v in STDP_FAMILY[1:]}
-FULL["lr"] |= {v: FULL["lr"]["stdp"] for v in STDP_FAMILY[1:]}
+# rule variants (trainer.pipeline.VARIANTS) take their base rule's cap and grid; the
+# STDP variants' learned stage 2 tunes the homeostatic set point (Hz) instead of the
+# weights' rate (own-rate has no set point: it keeps the weights' rate axis)
+FULL["cap"] |= {v: FULL["cap"][base] for v, (base, _) in VARIANTS.items()}
+FULL["lr"] |= {v: FULL["lr"][base] for v, (base, _) in VARIANTS.items()}
 FULL["set_point"] = {v: (10.0, 20.0, 40.0) for v in STDP_FAMILY[1:] if VARIANTS[v][1].get("homeostasis") != "own-rate"}
 QUICK = FULL | {
     "n_train": 48, "n_val": 24, "n_test": 48, "cap": {"bptt": 2, "stdp": 1, "tempotron": 1},
@@ -86,8 +86,8 @@ QUICK = FULL | {
     "fixed_tuned": {"lif": FULL["fixed_tuned"]["lif"][3:5], "meta": FULL["fixed_tuned"]["meta"][:2]},
     "baselines": ("count", "binned-count"),
 }
-QUICK["cap"] = QUICK["cap"] | {v: 1 for v in STDP_FAMILY[1:]}
-QUICK["lr"] = QUICK["lr"] | {v: (0.01,) for v in STDP_FAMILY[1:]}
+QUICK["cap"] = QUICK["cap"] | {v: 1 for v in VARIANTS}
+QUICK["lr"] = QUICK["lr"] | {v: QUICK["lr"][base] for v, (base, _) in VARIANTS.items()}
 QUICK["set_point"] = {v: (10.0, 20.0) for v in FULL["set_point"]}
 
 
