@@ -10,12 +10,9 @@ import argparse
 import importlib
 import json
 import sys
-from importlib import metadata
 
 BENCHMARKS = {"kernels": "edged.bench.kernels", "lzc": "edged.bench.lzc", "e2e": "edged.bench.e2e",
               "replay": "edged.bench.replay"}
-DEFAULT_INGEST = "tcp://127.0.0.1:5555"
-DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 
 
 class UsageError(Exception):
@@ -23,14 +20,9 @@ class UsageError(Exception):
 
 
 def _versions() -> str:
-    names = ("edged", "numpy", "numba", "onnxruntime", "pyzmq", "msgpack", "prometheus-client")
-    parts = []
-    for name in names:
-        try:
-            parts.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    return ", ".join(parts)
+    from edged import versions
+
+    return ", ".join(f"{name} {v}" for name, v in versions().items())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -154,6 +146,10 @@ def _send_events(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model}: {e}") from None
     if not encoding:
         raise UsageError(f"{args.model} records no event encoding (train it with --events-dir)")
+    if encoding.get("kind") == "channels":
+        raise UsageError(f"{args.model} was trained on the task {encoding.get('task')!r}: its inputs "
+                         "are task channels, not event recordings (replay a spike file with --file, "
+                         "or train on the folder with edged-train run --events-dir)")
 
     def show(sample: dict) -> None:
         if args.json:
@@ -330,7 +326,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("send", help="send Poisson traffic, a spike file or event recordings to edged serve")
-    s.add_argument("--connect", default=DEFAULT_INGEST, help=f"ingest endpoint (default {DEFAULT_INGEST})")
+    ingest = config.default("ingest_endpoint")
+    s.add_argument("--connect", default=ingest, help=f"ingest endpoint (default {ingest})")
     s.add_argument("--file", help="spike file to replay: .npz with t, ch, or text columns 't ch'")
     s.add_argument("--stream", default="s", help="stream id (file) or id prefix (Poisson; default s)")
     s.add_argument("--streams", type=int, default=1, help="Poisson streams (default 1)")
@@ -358,7 +355,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_send)
 
     s = sub.add_parser("listen", help="print decisions published by edged serve")
-    s.add_argument("--connect", default=DEFAULT_PUBLISH, help=f"PUB endpoint (default {DEFAULT_PUBLISH})")
+    publish = config.default("publish_endpoint")
+    s.add_argument("--connect", default=publish, help=f"PUB endpoint (default {publish})")
     s.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
     s.add_argument("--count", type=int, help="stop after N decisions")
     s.add_argument("--duration", type=float, help="stop after S seconds")

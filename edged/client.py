@@ -25,9 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import zmq
 
-from edged.protocol import decode_decision, encode_frame
-
-HEARTBEAT_TOPIC = b"\x00heartbeat"  # = edged.service.HEARTBEAT_TOPIC (PROTOCOL.md, Heartbeats)
+from edged.protocol import HEARTBEAT_TOPIC, decode_decision, encode_frame, parse_ready
 BACKOFF_MAX = 32.0
 
 
@@ -66,12 +64,10 @@ class Decision:
 def _curve(sock: zmq.Socket, keys) -> None:
     """CURVE client keys ``(public, secret, server_public)`` (``edged.security.ClientKeys``,
     Z85 strings or bytes; load files with ``edged.security.client_keys``), or ``None``."""
-    if keys is None:
-        return
-    public, secret, server = (k.encode() if isinstance(k, str) else k for k in keys)
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_serverkey = server
+    from edged.security import ClientKeys, make_client
+
+    if keys is not None:
+        make_client(sock, ClientKeys(*(k.encode() if isinstance(k, str) else k for k in keys)))
 
 
 class Sender:
@@ -307,6 +303,25 @@ def run_poisson(sender: Sender, source: PoissonSource, duration: float, interval
             frames += 1
             events += t.size
     return {"frames": frames, "events": events, "seconds": clock() - start}
+
+
+def wait_ready(proc, timeout: float) -> dict:
+    """The ready line (``edged.protocol.parse_ready``) of ``proc``, an ``edged serve``
+    subprocess started with ``stdout=PIPE`` in text mode; ``RuntimeError`` if it exits or
+    ``timeout`` seconds pass first."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"edged serve exited (code {proc.wait()}) before its ready line")
+        ready = parse_ready(line)
+        if ready is not None:
+            return ready
+    raise RuntimeError(f"edged serve printed no ready line within {timeout:g} s")
 
 
 def read_spike_file(path: str) -> tuple[np.ndarray, np.ndarray]:
