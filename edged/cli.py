@@ -38,12 +38,52 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"network   {info['n_in']} inputs -> {info['n_hidden']} hidden -> {info['n_out']} "
           f"output {info['neuron']} neurons, dt {info['dt'] * 1e3:g} ms, reset {info['reset']}")
     print(f"lzc       {info['variant']}, window {info['window']} steps, hop {info['hop']}")
-    print(f"readout   {len(info['features']) * info['n_out']} features ({', '.join(info['features'])}) "
-          f"-> {len(info['classes'])} classes {info['classes']}, ONNX {info['readout_bytes']} bytes")
+    if info["readout_bytes"]:
+        print(f"readout   {len(info['features']) * info['n_out']} features ({', '.join(info['features'])}) "
+              f"-> {len(info['classes'])} classes {info['classes']}, ONNX {info['readout_bytes']} bytes")
+    else:
+        print("readout   none: edged serve refuses this model until "
+              "'edged-train readout --model M ...' fits one")
     if info["encoding"]:
         print(f"encoding  {json.dumps(info['encoding'], sort_keys=True)}")
     for key, value in sorted(prov.items()):
         print(f"{key:<9} {value if isinstance(value, str) else json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.client import read_spike_file
+    from edged.model import load
+    from edged.offline import check_events, decisions, raster
+
+    model = load(args.model)
+    try:
+        t, ch = read_spike_file(args.file)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"--file {args.file}: {e}") from None
+    try:
+        check_events(t, ch, model.n_in, args.steps)
+    except ValueError as e:
+        raise UsageError(f"--file {args.file}: {e}") from None
+    if model.has_readout:
+        for d in decisions(model, t, ch, args.steps, args.stream):
+            if args.json:
+                print(json.dumps(d), flush=True)
+            else:
+                scores = " ".join(f"{x:.3f}" for x in d["scores"])
+                print(f"{d['stream']} seq={d['seq']} t={d['t']} {d['label']} scores=[{scores}]")
+    else:
+        print(f"{args.model} has no readout: no decisions", file=sys.stderr)
+    if args.raster:
+        import numpy as np
+
+        r = raster(model.net(), t, ch, args.steps)
+        try:
+            np.savez_compressed(args.raster, hidden=r.hidden, output=r.output)
+        except OSError as e:
+            raise UsageError(f"--raster {args.raster}: {e.strerror or e}") from None
+        print(f"raster {args.raster}: hidden {r.hidden.shape} {int(r.hidden.sum())} spikes, "
+              f"output {r.output.shape} {int(r.output.sum())} spikes", file=sys.stderr)
     return 0
 
 
@@ -316,6 +356,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model file (.npz)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("run", help="offline inference on one spike file: decisions, spike rasters",
+                       description="Run a model on one spike file (the format 'edged send --file' "
+                       "replays) through the daemon's engine: one decision per line for a model "
+                       "with a readout, and with --raster both layers' spike trains.")
+    s.add_argument("--model", required=True, help="model file (.npz)")
+    s.add_argument("--file", required=True, help="spike file: .npz with int arrays t, ch (steps), "
+                   "or text columns 't ch'")
+    s.add_argument("--steps", type=int, required=True,
+                   help="simulate steps [0, N) (every event must fall before N)")
+    s.add_argument("--stream", default="file", help="stream id in the decisions (default file)")
+    s.add_argument("--raster", metavar="R.npz",
+                   help="write uint8 arrays hidden [steps, n_hidden] and output [steps, n_out]")
+    s.add_argument("--json", action="store_true", help="decisions as JSON lines (daemon's fields)")
+    s.set_defaults(func=cmd_run)
 
     from edged import config
 

@@ -337,6 +337,9 @@ def read_spike_file(path: str) -> tuple[np.ndarray, np.ndarray]:
         t, ch = a[:, 0], a[:, 1]
     if t.shape != ch.shape or t.ndim != 1:
         raise ValueError(f"{path}: t and ch must be 1-D and of equal length")
+    if t.dtype.kind not in "iu" or ch.dtype.kind not in "iu":
+        raise ValueError(f"{path}: t and ch must be integer arrays (steps, channel ids), "
+                         f"got {t.dtype} and {ch.dtype}")
     order = np.argsort(t, kind="stable")
     return t[order].astype(np.int64), ch[order].astype(np.int64)
 

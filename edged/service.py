@@ -202,8 +202,12 @@ class Service:
                  notify: Callable[[str], object] | None = None, watchdog: Watchdog | None = None,
                  wall: Callable[[], float] = time.time, curve=None):
         from edged.engine import Engine
+        from edged.model import ModelError
         from edged.readout import Readout
 
+        if not model.has_readout:
+            raise ModelError("the model has no readout, so it cannot decide: fit one with "
+                             "'edged-train readout --model M --task T' (or --events-dir DIR)")
         self.model, self.cfg, self.ctx, self.clock, self.cpu_clock = model, cfg, context, clock, cpu_clock
         self.log = log or logging.getLogger("edged.service")
         self.metrics = Metrics(registry)
