@@ -87,6 +87,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nir_export(args: argparse.Namespace) -> int:
+    from edged.model import load
+    from edged.nir_io import NIRError, export
+
+    model = load(args.model)
+    try:
+        export(model, args.out, lossy=args.lossy)
+    except NIRError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {args.out}: NIR graph input -> fc1 -> lif1 ({model.n_hidden}) -> fc2 -> lif2 "
+          f"({model.n_out}) -> output, dt {model.dt:g} s, zero-order hold"
+          f"{', lossy (meta-neuron adaptation in metadata only)' if model.neuron != 'lif' else ''}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_nir_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edged.model import save
+    from edged.nir_io import NIRError, from_graph, read
+
+    if not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out directory {Path(args.out).parent} does not exist")
+    try:
+        model = from_graph(read(args.graph), args.dt, args.discretisation, args.reset,
+                           source=str(args.graph))
+    except NIRError as e:
+        raise UsageError(f"{args.graph}: {e}") from None
+    sha = save(args.out, model)
+    readout = (f"readout for {len(model.classes)} classes" if model.has_readout else
+               "no readout (fit one: edged-train readout --model M ...)")
+    print(f"wrote {args.out} sha256 {sha[:16]}: lif {model.n_in} -> {model.n_hidden} -> "
+          f"{model.n_out}, dt {model.dt:g} s, reset {model.reset}, {readout}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edged.bench import report
 
@@ -371,6 +408,29 @@ def parser() -> argparse.ArgumentParser:
                    help="write uint8 arrays hidden [steps, n_hidden] and output [steps, n_out]")
     s.add_argument("--json", action="store_true", help="decisions as JSON lines (daemon's fields)")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("nir", help="export a model to, or import one from, a NIR graph (edged[nir])",
+                       description="NIR (neuromorphs/NIR) graphs in and out; the mapping of NIR's "
+                       "continuous-time LIF to edged's kernel is in edged/nir_io.py.")
+    nir = s.add_subparsers(dest="nir_command", required=True, metavar="{export,import}")
+    x = nir.add_parser("export", help="model.npz -> graph.nir (Input, Linear, LIF, Linear, LIF, Output)")
+    x.add_argument("model", help="model file (.npz)")
+    x.add_argument("out", help="NIR file to write (.nir, HDF5)")
+    x.add_argument("--lossy", action="store_true",
+                   help="meta-neuron models: write the beta = kappa = 0 LIF case, the rest as metadata")
+    x.set_defaults(func=cmd_nir_export)
+    x = nir.add_parser("import", help="graph.nir -> model.npz (LIF; no readout unless edged exported it)")
+    x.add_argument("graph", help="NIR file (.nir)")
+    x.add_argument("--dt", type=float, help="seconds per step (NIR stores none; snnTorch exports "
+                   "assume 1e-4); default: the graph's edged metadata")
+    x.add_argument("--discretisation", choices=("euler", "zoh"),
+                   help="how the source simulates LIF: euler (snnTorch, Norse, SpikingJelly) "
+                   "or zoh (exact); default: the graph's edged metadata")
+    x.add_argument("--reset", choices=("zero", "subtract"),
+                   help="zero: to the node's v_reset; subtract: minus the threshold; "
+                   "default: the graph's edged metadata")
+    x.add_argument("--out", required=True, help="model file to write (.npz)")
+    x.set_defaults(func=cmd_nir_import)
 
     from edged import config
 
