@@ -307,78 +307,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Serve a model in-process, feed it Poisson traffic, print decisions and latency."""
-    import threading
-    import time
-    from collections import Counter
+    from edged.demo import DemoError, run
 
-    import zmq
-    from prometheus_client import CollectorRegistry
-
-    from edged.client import LatencyTracker, PoissonSource, Sender, Subscriber, percentiles
-    from edged.config import Config
-    from edged.model import load
-    from edged.service import Service, setup_logging
-
-    model = load(args.model)
-    cfg = Config(model_path=args.model, ingest_endpoint="tcp://127.0.0.1:*",
-                 publish_endpoint="tcp://127.0.0.1:*", metrics_listen="off")
-    log = setup_logging("warning")
-    ctx = zmq.Context()
-    svc = Service(model, cfg, context=ctx, registry=CollectorRegistry(), log=log)
-    endpoints = svc.bind()
-    print(f"edged demo: {args.model} ({model.neuron}, {model.n_in} inputs, classes "
-          f"{', '.join(model.classes)}); warming up ...", flush=True)
-    print(f"warm in {svc.warm():.2f}s; serving on {endpoints['ingest']} -> {endpoints['publish']}",
-          flush=True)
-    server = threading.Thread(target=svc.run, name="edged-serve")
-    server.start()
-    tracker = LatencyTracker()
-    labels: Counter = Counter()
-    shown: dict[str, float] = {}
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
     try:
-        with Sender(endpoints["ingest"], context=ctx) as tx, \
-                Subscriber(endpoints["publish"], context=ctx) as rx:
-            for i in range(200):  # wait until the subscription is live (slow joiner)
-                tx.send("demo-probe", [], [], until=(i + 1) * model.window)
-                if rx.recv(0.05) is not None:
-                    break
-            source = PoissonSource(args.streams, args.rate, model.n_in, model.dt, args.seed)
-            start = time.perf_counter()
-            tick = 0
-            while True:
-                tick += 1
-                target = start + tick * args.interval
-                if target - start > args.duration:
-                    break
-                while (wait := target - time.perf_counter()) > 0:
-                    d = rx.recv(wait)
-                    if d is None or d.stream == "demo-probe":
-                        continue
-                    tracker.received(d)
-                    labels[d.label] += 1
-                    if d.received_at - shown.get(d.stream, -1e9) >= args.show_every:
-                        shown[d.stream] = d.received_at
-                        print(_decision_line(d), flush=True)
-                until, batch = source.frames(time.perf_counter() - start)
-                for stream, t, ch in batch:
-                    tx.send(stream, t, ch, until=until)
-                    tracker.sent(stream, until, time.perf_counter())
-            while (d := rx.recv(0.2)) is not None:
-                if d.stream != "demo-probe":
-                    tracker.received(d)
-                    labels[d.label] += 1
-            gaps = rx.gaps
-    finally:
-        svc.request_stop()
-        server.join()
-        svc.close()
-        ctx.term()
-    daemon, client = percentiles(tracker.daemon), percentiles(tracker.samples)
-    print(f"\n{len(tracker.daemon)} decisions from {args.streams} streams at {args.rate:g} events/s "
-          f"in {args.duration:g}s, {gaps} missing; labels {dict(sorted(labels.items()))}")
-    for name, p in (("daemon-measured", daemon), ("client-observed", client)):
-        print(f"latency {name:<16} " + "  ".join(f"{k} {v * 1e6:8.0f} us" for k, v in p.items()))
+        run(args.model, args.n, args.seed, args.events)
+    except DemoError as e:
+        raise UsageError(str(e)) from None
+    except RuntimeError as e:  # edged serve did not start or answer
+        print(f"edged: demo failed: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -479,15 +418,15 @@ def parser() -> argparse.ArgumentParser:
     _add_client_curve(s)
     s.set_defaults(func=cmd_listen)
 
-    s = sub.add_parser("demo", help="serve + Poisson source + listener in one process, for a few seconds")
+    s = sub.add_parser("demo", help="labelled examples through a real edged serve: truth, prediction, accuracy",
+                       description="Start edged serve on free loopback ports, stream labelled examples "
+                       "of the model's own classes (fresh samples of its task, or an event folder's "
+                       "recordings), print truth beside prediction, the confusion matrix and the accuracy.")
     s.add_argument("--model", default="models/meta.npz", help="model file (default models/meta.npz)")
-    s.add_argument("--streams", type=int, default=2, help="Poisson streams (default 2)")
-    s.add_argument("--rate", type=float, default=2000.0, help="events/s in total (default 2000)")
-    s.add_argument("--duration", type=float, default=5.0, help="seconds of traffic (default 5)")
-    s.add_argument("--interval", type=float, default=0.01, help="seconds between frames (default 0.01)")
-    s.add_argument("--show-every", type=float, default=0.5,
-                   help="print one decision per stream every S seconds (default 0.5)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=int, default=60, help="examples (default 60)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the task samples (default 0)")
+    s.add_argument("--events", metavar="DIR",
+                   help="event models: folder of recordings (default: the model's provenance events_dir)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="measure edged against a baseline run in the same process")

@@ -440,7 +440,7 @@ def replay_steps(sender: Sender, stream: str, t: np.ndarray, ch: np.ndarray, end
 def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = "s",
                   speed: float | None = None, back_to_back: bool = False,
                   limit: int | None = None, frame_events: int = 256,
-                  on_sample: Callable[[dict], None] | None = None,
+                  on_sample: Callable[[dict], None] | None = None, only=None,
                   clock: Callable[[], float] = time.perf_counter,
                   sleep: Callable[[float], None] = time.sleep) -> dict:
     """Replay the recordings of an event folder (``edged.events.read_index``), encoded by
@@ -450,12 +450,13 @@ def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = 
     steps ``[k * steps, (k + 1) * steps)`` (its decision at ``(k + 1) * steps``; neuron
     state carries over from the previous recording). Paced at ``speed`` x real time, or
     as fast as possible (``None``). ``on_sample`` gets ``{stream, sample_id, label, t}``
-    (``t`` = the step of the sample's decision). Returns counts and the replay rate."""
+    (``t`` = the step of the sample's decision). ``only``: a set of sample ids to replay
+    (default all). Returns counts and the replay rate."""
     from edged import events as E
 
     E.check_encoding(encoding)
     steps, dt = encoding["steps"], encoding["dt"]
-    index = E.read_index(folder)[:limit]
+    index = [r for r in E.read_index(folder) if only is None or r.sample_id in only][:limit]
     start = clock()
     frames = n_events = 0
     for k, rec in enumerate(index):
