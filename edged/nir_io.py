@@ -29,12 +29,14 @@ spikes when ``v >= theta`` (``edged.neurons``). Per neuron, for a step ``dt`` (s
 Graphs imported: ``Input -> L* -> LIF -> L* -> LIF -> Output``, ``L`` any of ``Linear``,
 ``Affine`` (zero bias), ``Scale`` and ``Flatten``, multiplied into one weight matrix per
 layer (a NIR ``weight[out, in]`` is edged's ``w[in, out]`` transposed; ``Scale`` is
-diagonal, ``Flatten`` the identity). Anything else is refused with the node's name and
-type: other neurons (``CubaLIF``, ``IF``, ``LI``, ...), ``Conv*``, pooling, ``Delay``,
-``Threshold``, subgraphs, recurrent or branching edges.
+diagonal, ``Flatten`` the identity). With one LIF layer (``Input -> L* -> LIF ->
+Output``), edged's output layer relays its spikes unchanged (``relay_intrinsics``).
+Anything else is refused with the node's name and type: other neurons (``CubaLIF``,
+``IF``, ``LI``, ...), ``Conv*``, pooling, ``Delay``, ``Threshold``, subgraphs, recurrent or
+branching edges.
 
 Export writes ``input -> fc1 (Linear) -> lif1 (LIF) -> fc2 (Linear) -> lif2 (LIF) ->
-output`` and, as flat graph metadata (``META``), what NIR has no field for: the format tag,
+output`` and, as flat graph metadata, what NIR has no field for: the format tag,
 ``dt``, the discretisation, the reset mode, the threshold rule, the neuron kind, the LZC
 settings, classes, readout features and ONNX readout bytes, encoding and provenance.
 Meta-neuron models are refused unless ``lossy``: the LIF fields then carry ``tau0,
@@ -65,9 +67,6 @@ LINEAR_NODES = ("Linear", "Affine", "Scale", "Flatten")
 SUPPORTED = ("Input", "Output", "LIF") + LINEAR_NODES
 THRESHOLD_RULE = ("spike when v > v_threshold in float32; v_threshold = nextafter(theta, -inf) "
                   "of edged's v >= theta, the same test")
-META = ("edged.format", "dt", "discretisation", "reset", "threshold", "neuron", "lossy",
-        "lzc.variant", "lzc.window", "lzc.hop", "classes", "features", "readout", "encoding",
-        "provenance", "model_sha256")
 
 
 class NIRError(ValueError):
@@ -239,6 +238,15 @@ def lif_intrinsics(name: str, node, n: int, dt: float, discretisation: Discretis
     return p
 
 
+def relay_intrinsics(n: int, dt: float) -> dict[str, np.ndarray]:
+    """Intrinsics of an output layer that copies its input spikes (weights: identity):
+    ``alpha = exp(-50)``, so ``v`` is ``~1`` in a step with an input spike and ``~0``
+    otherwise, against ``theta = 0.5``, under either reset."""
+    full = np.ones(n, np.float32)
+    return {"tau": full * np.float32(dt / 50), "theta": full * np.float32(0.5),
+            "v_reset": np.zeros(n, np.float32), "R": full}
+
+
 def _fold(name: str, node, w: np.ndarray) -> np.ndarray:
     """``w[in, cur]`` followed by a linear node -> ``w[in, new]``."""
     kind = type(node).__name__
@@ -252,7 +260,7 @@ def _fold(name: str, node, w: np.ndarray) -> np.ndarray:
                        "values reach it")
     if kind == "Affine" and np.any(np.asarray(node.bias) != 0):
         raise NIRError(f"node {name!r} (Affine) has a non-zero bias: a constant input current "
-                       "edged's kernel does not have")
+                       "edged's kernel does not have (train with bias=False)")
     if not np.all(np.isfinite(weight)):
         raise NIRError(f"node {name!r} ({kind}): weight has non-finite values")
     return w @ weight.T
@@ -284,8 +292,8 @@ def from_graph(graph, dt: float | None = None, discretisation: Discretisation | 
         kind = type(node).__name__
         if kind == "LIF":
             if len(layers) == 2:
-                raise NIRError(f"node {name!r} is a third LIF layer: edged networks have two "
-                               "(hidden, output)")
+                raise NIRError(f"node {name!r} is a third LIF layer: edged networks have at most "
+                               "two (hidden, output)")
             layers.append(lif_intrinsics(name, node, w.shape[1], dt, discretisation))
             weights.append(w)
             w = np.eye(w.shape[1])
@@ -295,9 +303,13 @@ def from_graph(graph, dt: float | None = None, discretisation: Discretisation | 
                                "output is the last LIF layer's spikes")
         else:
             w = _fold(name, node, w)
+    relayed = len(layers) == 1
+    if relayed:  # edged's output layer relays the one LIF layer's spikes
+        n = w.shape[1]
+        layers.append(relay_intrinsics(n, dt))
+        weights.append(np.eye(n))
     if len(layers) != 2:
-        raise NIRError(f"the graph has {len(layers)} LIF layer(s): edged networks have exactly two "
-                       "(hidden, output)")
+        raise NIRError("the graph has no LIF layer: edged networks have one or two")
     fields: dict[str, Any] = {"classes": (), "readout": b"", "provenance": {}}
     if ours:
         exact = int(meta["lossy"]) == 0  # a lossy export's readout was fitted on other neurons
@@ -311,6 +323,6 @@ def from_graph(graph, dt: float | None = None, discretisation: Discretisation | 
                   "provenance": json.loads(_text(meta["provenance"]))}
     fields["provenance"] = {**fields["provenance"], "nir_import": {
         "source": source, "dt": dt, "discretisation": discretisation, "reset": reset,
-        "exported_by_edged": ours, "nir": _version()}}
+        "lif_layers": 2 - relayed, "exported_by_edged": ours, "nir": _version()}}
     return Model(neuron="lif", w_in=weights[0].astype(np.float32), w_out=weights[1].astype(np.float32),
                  hidden=layers[0], output=layers[1], dt=dt, reset=RESET_MODES[reset], **fields)
