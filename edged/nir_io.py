@@ -285,7 +285,13 @@ def from_graph(graph, dt: float | None = None, discretisation: Discretisation | 
     if discretisation not in ("zoh", "euler") or reset not in RESET_MODES:
         raise NIRError(f"discretisation {discretisation!r} / reset {reset!r}: expected zoh|euler, zero|subtract")
     chain = _chain(graph)
-    n_in = int(np.prod(np.asarray(chain[0][1].input_type["input"]).astype(np.int64)))
+    try:
+        shape = np.asarray(chain[0][1].input_type["input"], np.int64).reshape(-1)
+    except (KeyError, TypeError, ValueError):
+        shape = np.zeros(0, np.int64)
+    if not shape.size or np.any(shape < 1):
+        raise NIRError(f"Input node {chain[0][0]!r} has no valid shape")
+    n_in = int(np.prod(shape))
     w = np.eye(n_in)
     weights, layers = [], []
     for name, node in chain[1:]:

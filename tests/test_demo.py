@@ -52,5 +52,9 @@ def test_demo_refuses_what_it_cannot_show(tmp_path):
         r = demo("--model", str(tmp_path / model), "--n", "3")
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
+    model = event_model(tmp_path / "ev.npz")
+    r = demo("--model", str(tmp_path / "ev.npz"), "--events", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "needs recordings: --events DIR" in r.stderr, r.stderr
+    assert model.encoding["kind"] == "nmnist"
     r = demo("--n", "0")
     assert r.returncode == 2 and "--n must be >= 1" in r.stderr
