@@ -133,9 +133,13 @@ def export(model: Model, path: str | Path, lossy: bool = False) -> None:
 
 def read(path: str | Path):
     """Read a NIR file; ``NIRError`` (one line) if it is not one nir can read."""
+    from edged.model import MAX_TOTAL_BYTES
+
     nir = _nir()
     if not Path(path).is_file():
         raise NIRError("no such file")
+    if Path(path).stat().st_size > MAX_TOTAL_BYTES:
+        raise NIRError(f"{Path(path).stat().st_size} bytes: over the {MAX_TOTAL_BYTES}-byte model limit")
     try:
         return nir.read(str(path))
     except Exception as e:  # h5py and nir raise many unrelated types for a bad file
