@@ -270,15 +270,36 @@ def _fold(name: str, node, w: np.ndarray) -> np.ndarray:
     return w @ weight.T
 
 
+def _edged_meta(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """``dt``, ``discretisation``, ``reset`` and the ``Model`` fields of a graph edged
+    exported (``None`` for any other graph)."""
+    if _text(meta.get("edged.format", "")) != FORMAT:
+        return None
+    try:
+        exact = int(meta["lossy"]) == 0  # a lossy export's readout was fitted on other neurons
+        fields = {"classes": tuple(json.loads(_text(meta["classes"]))) if exact else (),
+                  "readout": np.asarray(meta["readout"], np.uint8).tobytes()
+                  if exact and "readout" in meta else b"",
+                  "window": int(meta["lzc.window"]), "hop": int(meta["lzc.hop"]),
+                  "variant": _text(meta["lzc.variant"]),
+                  "features": tuple(json.loads(_text(meta["features"]))),
+                  "encoding": json.loads(_text(meta["encoding"])),
+                  "provenance": json.loads(_text(meta["provenance"]))}
+        return {"dt": float(meta["dt"]), "discretisation": _text(meta["discretisation"]),
+                "reset": _text(meta["reset"]), "fields": fields}
+    except (KeyError, TypeError, ValueError) as e:
+        raise NIRError(f"the graph's edged metadata is incomplete or malformed "
+                       f"({type(e).__name__}: {e})") from None
+
+
 def from_graph(graph, dt: float | None = None, discretisation: Discretisation | None = None,
                reset: Reset | None = None, source: str = "") -> Model:
     """An edged LIF ``Model`` of a NIR graph (module docstring); ``dt``, ``discretisation``
     and ``reset`` default to the metadata of a graph edged exported."""
-    meta = dict(getattr(graph, "metadata", None) or {})
-    ours = _text(meta.get("edged.format", "")) == FORMAT
-    dt = dt if dt is not None else (float(meta["dt"]) if ours else None)
-    discretisation = discretisation or (_text(meta["discretisation"]) if ours else None)
-    reset = reset or (_text(meta["reset"]) if ours else None)
+    ours = _edged_meta(dict(getattr(graph, "metadata", None) or {}))
+    dt = dt if dt is not None else (ours["dt"] if ours else None)
+    discretisation = discretisation or (ours["discretisation"] if ours else None)
+    reset = reset or (ours["reset"] if ours else None)
     missing = [f"--{k}" for k, v in (("dt", dt), ("discretisation", discretisation), ("reset", reset))
                if v is None]
     if missing:
@@ -320,19 +341,9 @@ def from_graph(graph, dt: float | None = None, discretisation: Discretisation | 
         weights.append(np.eye(n))
     if len(layers) != 2:
         raise NIRError("the graph has no LIF layer: edged networks have one or two")
-    fields: dict[str, Any] = {"classes": (), "readout": b"", "provenance": {}}
-    if ours:
-        exact = int(meta["lossy"]) == 0  # a lossy export's readout was fitted on other neurons
-        fields = {"classes": tuple(json.loads(_text(meta["classes"]))) if exact else (),
-                  "readout": np.asarray(meta["readout"], np.uint8).tobytes()
-                  if exact and "readout" in meta else b"",
-                  "window": int(meta["lzc.window"]), "hop": int(meta["lzc.hop"]),
-                  "variant": _text(meta["lzc.variant"]),
-                  "features": tuple(json.loads(_text(meta["features"]))),
-                  "encoding": json.loads(_text(meta["encoding"])),
-                  "provenance": json.loads(_text(meta["provenance"]))}
+    fields: dict[str, Any] = ours["fields"] if ours else {"classes": (), "readout": b"", "provenance": {}}
     fields["provenance"] = {**fields["provenance"], "nir_import": {
         "source": source, "dt": dt, "discretisation": discretisation, "reset": reset,
-        "lif_layers": 2 - relayed, "exported_by_edged": ours, "nir": _version()}}
+        "lif_layers": 2 - relayed, "exported_by_edged": ours is not None, "nir": _version()}}
     return Model(neuron="lif", w_in=weights[0].astype(np.float32), w_out=weights[1].astype(np.float32),
                  hidden=layers[0], output=layers[1], dt=dt, reset=RESET_MODES[reset], **fields)

@@ -260,6 +260,12 @@ def test_graphs_edged_cannot_represent_name_the_node():
            "'lif0'", "IF")
     refuse({k: v for k, v in nodes.items() if k not in ("fc0", "lif0", "fc1", "lif1")},
            [("input", "output")], "no LIF layer")
+    from edged.nir_io import to_graph
+
+    exported = to_graph(small_model("lif"))
+    del exported.metadata["lzc.window"]
+    with pytest.raises(NIRError, match="edged metadata is incomplete or malformed"):
+        from_graph(exported)
     with pytest.raises(NIRError, match="dt < tau"):
         from_graph(graph, 1.0, "euler", "zero")
     with pytest.raises(NIRError, match="--dt"):
