@@ -10,12 +10,9 @@ import argparse
 import importlib
 import json
 import sys
-from importlib import metadata
 
 BENCHMARKS = {"kernels": "edged.bench.kernels", "lzc": "edged.bench.lzc", "e2e": "edged.bench.e2e",
               "replay": "edged.bench.replay"}
-DEFAULT_INGEST = "tcp://127.0.0.1:5555"
-DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 
 
 class UsageError(Exception):
@@ -23,14 +20,9 @@ class UsageError(Exception):
 
 
 def _versions() -> str:
-    names = ("edged", "numpy", "numba", "onnxruntime", "pyzmq", "msgpack", "prometheus-client")
-    parts = []
-    for name in names:
-        try:
-            parts.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    return ", ".join(parts)
+    from edged import versions
+
+    return ", ".join(f"{name} {v}" for name, v in versions().items())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -46,12 +38,89 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"network   {info['n_in']} inputs -> {info['n_hidden']} hidden -> {info['n_out']} "
           f"output {info['neuron']} neurons, dt {info['dt'] * 1e3:g} ms, reset {info['reset']}")
     print(f"lzc       {info['variant']}, window {info['window']} steps, hop {info['hop']}")
-    print(f"readout   {len(info['features']) * info['n_out']} features ({', '.join(info['features'])}) "
-          f"-> {len(info['classes'])} classes {info['classes']}, ONNX {info['readout_bytes']} bytes")
+    if info["readout_bytes"]:
+        print(f"readout   {len(info['features']) * info['n_out']} features ({', '.join(info['features'])}) "
+              f"-> {len(info['classes'])} classes {info['classes']}, ONNX {info['readout_bytes']} bytes")
+    else:
+        print("readout   none: edged serve refuses this model until "
+              "'edged-train readout --model M ...' fits one")
     if info["encoding"]:
         print(f"encoding  {json.dumps(info['encoding'], sort_keys=True)}")
     for key, value in sorted(prov.items()):
         print(f"{key:<9} {value if isinstance(value, str) else json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.client import read_spike_file
+    from edged.model import load
+    from edged.offline import check_events, decisions, raster
+
+    model = load(args.model)
+    try:
+        t, ch = read_spike_file(args.file)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"--file {args.file}: {e}") from None
+    try:
+        check_events(t, ch, model.n_in, args.steps)
+    except ValueError as e:
+        raise UsageError(f"--file {args.file}: {e}") from None
+    if model.has_readout:
+        for d in decisions(model, t, ch, args.steps, args.stream):
+            if args.json:
+                print(json.dumps(d), flush=True)
+            else:
+                scores = " ".join(f"{x:.3f}" for x in d["scores"])
+                print(f"{d['stream']} seq={d['seq']} t={d['t']} {d['label']} scores=[{scores}]")
+    else:
+        print(f"{args.model} has no readout: no decisions", file=sys.stderr)
+    if args.raster:
+        import numpy as np
+
+        r = raster(model.net(), t, ch, args.steps)
+        try:
+            np.savez_compressed(args.raster, hidden=r.hidden, output=r.output)
+        except OSError as e:
+            raise UsageError(f"--raster {args.raster}: {e.strerror or e}") from None
+        print(f"raster {args.raster}: hidden {r.hidden.shape} {int(r.hidden.sum())} spikes, "
+              f"output {r.output.shape} {int(r.output.sum())} spikes", file=sys.stderr)
+    return 0
+
+
+def cmd_nir_export(args: argparse.Namespace) -> int:
+    from edged.model import load
+    from edged.nir_io import NIRError, export
+
+    model = load(args.model)
+    try:
+        export(model, args.out, lossy=args.lossy)
+    except NIRError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {args.out}: NIR graph input -> fc1 -> lif1 ({model.n_hidden}) -> fc2 -> lif2 "
+          f"({model.n_out}) -> output, dt {model.dt:g} s, zero-order hold"
+          f"{', lossy (meta-neuron adaptation in metadata only)' if model.neuron != 'lif' else ''}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_nir_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edged.model import save
+    from edged.nir_io import NIRError, from_graph, read
+
+    if not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out directory {Path(args.out).parent} does not exist")
+    try:
+        model = from_graph(read(args.graph), args.dt, args.discretisation, args.reset,
+                           source=str(args.graph))
+    except NIRError as e:
+        raise UsageError(f"{args.graph}: {e}") from None
+    sha = save(args.out, model)
+    readout = (f"readout for {len(model.classes)} classes" if model.has_readout else
+               "no readout (fit one: edged-train readout --model M ...)")
+    print(f"wrote {args.out} sha256 {sha[:16]}: lif {model.n_in} -> {model.n_hidden} -> "
+          f"{model.n_out}, dt {model.dt:g} s, reset {model.reset}, {readout}", file=sys.stderr)
     return 0
 
 
@@ -154,6 +223,10 @@ def _send_events(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model}: {e}") from None
     if not encoding:
         raise UsageError(f"{args.model} records no event encoding (train it with --events-dir)")
+    if encoding.get("kind") == "channels":
+        raise UsageError(f"{args.model} was trained on the task {encoding.get('task')!r}: its inputs "
+                         "are task channels, not event recordings (replay a spike file with --file, "
+                         "or train on the folder with edged-train run --events-dir)")
 
     def show(sample: dict) -> None:
         if args.json:
@@ -234,78 +307,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Serve a model in-process, feed it Poisson traffic, print decisions and latency."""
-    import threading
-    import time
-    from collections import Counter
+    from edged.demo import DemoError, run
 
-    import zmq
-    from prometheus_client import CollectorRegistry
-
-    from edged.client import LatencyTracker, PoissonSource, Sender, Subscriber, percentiles
-    from edged.config import Config
-    from edged.model import load
-    from edged.service import Service, setup_logging
-
-    model = load(args.model)
-    cfg = Config(model_path=args.model, ingest_endpoint="tcp://127.0.0.1:*",
-                 publish_endpoint="tcp://127.0.0.1:*", metrics_listen="off")
-    log = setup_logging("warning")
-    ctx = zmq.Context()
-    svc = Service(model, cfg, context=ctx, registry=CollectorRegistry(), log=log)
-    endpoints = svc.bind()
-    print(f"edged demo: {args.model} ({model.neuron}, {model.n_in} inputs, classes "
-          f"{', '.join(model.classes)}); warming up ...", flush=True)
-    print(f"warm in {svc.warm():.2f}s; serving on {endpoints['ingest']} -> {endpoints['publish']}",
-          flush=True)
-    server = threading.Thread(target=svc.run, name="edged-serve")
-    server.start()
-    tracker = LatencyTracker()
-    labels: Counter = Counter()
-    shown: dict[str, float] = {}
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
     try:
-        with Sender(endpoints["ingest"], context=ctx) as tx, \
-                Subscriber(endpoints["publish"], context=ctx) as rx:
-            for i in range(200):  # wait until the subscription is live (slow joiner)
-                tx.send("demo-probe", [], [], until=(i + 1) * model.window)
-                if rx.recv(0.05) is not None:
-                    break
-            source = PoissonSource(args.streams, args.rate, model.n_in, model.dt, args.seed)
-            start = time.perf_counter()
-            tick = 0
-            while True:
-                tick += 1
-                target = start + tick * args.interval
-                if target - start > args.duration:
-                    break
-                while (wait := target - time.perf_counter()) > 0:
-                    d = rx.recv(wait)
-                    if d is None or d.stream == "demo-probe":
-                        continue
-                    tracker.received(d)
-                    labels[d.label] += 1
-                    if d.received_at - shown.get(d.stream, -1e9) >= args.show_every:
-                        shown[d.stream] = d.received_at
-                        print(_decision_line(d), flush=True)
-                until, batch = source.frames(time.perf_counter() - start)
-                for stream, t, ch in batch:
-                    tx.send(stream, t, ch, until=until)
-                    tracker.sent(stream, until, time.perf_counter())
-            while (d := rx.recv(0.2)) is not None:
-                if d.stream != "demo-probe":
-                    tracker.received(d)
-                    labels[d.label] += 1
-            gaps = rx.gaps
-    finally:
-        svc.request_stop()
-        server.join()
-        svc.close()
-        ctx.term()
-    daemon, client = percentiles(tracker.daemon), percentiles(tracker.samples)
-    print(f"\n{len(tracker.daemon)} decisions from {args.streams} streams at {args.rate:g} events/s "
-          f"in {args.duration:g}s, {gaps} missing; labels {dict(sorted(labels.items()))}")
-    for name, p in (("daemon-measured", daemon), ("client-observed", client)):
-        print(f"latency {name:<16} " + "  ".join(f"{k} {v * 1e6:8.0f} us" for k, v in p.items()))
+        run(args.model, args.n, args.seed, args.events)
+    except DemoError as e:
+        raise UsageError(str(e)) from None
+    except RuntimeError as e:  # edged serve did not start or answer
+        print(f"edged: demo failed: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -321,6 +333,44 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_inspect)
 
+    s = sub.add_parser("run", help="offline inference on one spike file: decisions, spike rasters",
+                       description="Run a model on one spike file (the format 'edged send --file' "
+                       "replays) through the daemon's engine: one decision per line for a model "
+                       "with a readout, and with --raster both layers' spike trains.")
+    s.add_argument("--model", required=True, help="model file (.npz)")
+    s.add_argument("--file", required=True, help="spike file: .npz with int arrays t, ch (steps), "
+                   "or text columns 't ch'")
+    s.add_argument("--steps", type=int, required=True,
+                   help="simulate steps [0, N) (every event must fall before N)")
+    s.add_argument("--stream", default="file", help="stream id in the decisions (default file)")
+    s.add_argument("--raster", metavar="R.npz",
+                   help="write uint8 arrays hidden [steps, n_hidden] and output [steps, n_out]")
+    s.add_argument("--json", action="store_true", help="decisions as JSON lines (daemon's fields)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("nir", help="export a model to, or import one from, a NIR graph (edged[nir])",
+                       description="NIR (neuromorphs/NIR) graphs in and out; the mapping of NIR's "
+                       "continuous-time LIF to edged's kernel is in edged/nir_io.py.")
+    nir = s.add_subparsers(dest="nir_command", required=True, metavar="{export,import}")
+    x = nir.add_parser("export", help="model.npz -> graph.nir (Input, Linear, LIF, Linear, LIF, Output)")
+    x.add_argument("model", help="model file (.npz)")
+    x.add_argument("out", help="NIR file to write (.nir, HDF5)")
+    x.add_argument("--lossy", action="store_true",
+                   help="meta-neuron models: write the beta = kappa = 0 LIF case, the rest as metadata")
+    x.set_defaults(func=cmd_nir_export)
+    x = nir.add_parser("import", help="graph.nir -> model.npz (LIF; no readout unless edged exported it)")
+    x.add_argument("graph", help="NIR file (.nir)")
+    x.add_argument("--dt", type=float, help="seconds per step (NIR stores none; snnTorch exports "
+                   "assume 1e-4); default: the graph's edged metadata")
+    x.add_argument("--discretisation", choices=("euler", "zoh"),
+                   help="how the source simulates LIF: euler (snnTorch, Norse, SpikingJelly) "
+                   "or zoh (exact); default: the graph's edged metadata")
+    x.add_argument("--reset", choices=("zero", "subtract"),
+                   help="zero: to the node's v_reset; subtract: minus the threshold; "
+                   "default: the graph's edged metadata")
+    x.add_argument("--out", required=True, help="model file to write (.npz)")
+    x.set_defaults(func=cmd_nir_import)
+
     from edged import config
 
     s = sub.add_parser("serve", help="serve a model: ZeroMQ frames in, decisions out, /metrics",
@@ -330,7 +380,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("send", help="send Poisson traffic, a spike file or event recordings to edged serve")
-    s.add_argument("--connect", default=DEFAULT_INGEST, help=f"ingest endpoint (default {DEFAULT_INGEST})")
+    ingest = config.default("ingest_endpoint")
+    s.add_argument("--connect", default=ingest, help=f"ingest endpoint (default {ingest})")
     s.add_argument("--file", help="spike file to replay: .npz with t, ch, or text columns 't ch'")
     s.add_argument("--stream", default="s", help="stream id (file) or id prefix (Poisson; default s)")
     s.add_argument("--streams", type=int, default=1, help="Poisson streams (default 1)")
@@ -358,7 +409,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_send)
 
     s = sub.add_parser("listen", help="print decisions published by edged serve")
-    s.add_argument("--connect", default=DEFAULT_PUBLISH, help=f"PUB endpoint (default {DEFAULT_PUBLISH})")
+    publish = config.default("publish_endpoint")
+    s.add_argument("--connect", default=publish, help=f"PUB endpoint (default {publish})")
     s.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
     s.add_argument("--count", type=int, help="stop after N decisions")
     s.add_argument("--duration", type=float, help="stop after S seconds")
@@ -366,15 +418,15 @@ def parser() -> argparse.ArgumentParser:
     _add_client_curve(s)
     s.set_defaults(func=cmd_listen)
 
-    s = sub.add_parser("demo", help="serve + Poisson source + listener in one process, for a few seconds")
+    s = sub.add_parser("demo", help="labelled examples through a real edged serve: truth, prediction, accuracy",
+                       description="Start edged serve on free loopback ports, stream labelled examples "
+                       "of the model's own classes (fresh samples of its task, or an event folder's "
+                       "recordings), print truth beside prediction, the confusion matrix and the accuracy.")
     s.add_argument("--model", default="models/meta.npz", help="model file (default models/meta.npz)")
-    s.add_argument("--streams", type=int, default=2, help="Poisson streams (default 2)")
-    s.add_argument("--rate", type=float, default=2000.0, help="events/s in total (default 2000)")
-    s.add_argument("--duration", type=float, default=5.0, help="seconds of traffic (default 5)")
-    s.add_argument("--interval", type=float, default=0.01, help="seconds between frames (default 0.01)")
-    s.add_argument("--show-every", type=float, default=0.5,
-                   help="print one decision per stream every S seconds (default 0.5)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=int, default=60, help="examples (default 60)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the task samples (default 0)")
+    s.add_argument("--events", metavar="DIR",
+                   help="event models: folder of recordings (default: the model's provenance events_dir)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="measure edged against a baseline run in the same process")

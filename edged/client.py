@@ -25,9 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import zmq
 
-from edged.protocol import decode_decision, encode_frame
-
-HEARTBEAT_TOPIC = b"\x00heartbeat"  # = edged.service.HEARTBEAT_TOPIC (PROTOCOL.md, Heartbeats)
+from edged.protocol import HEARTBEAT_TOPIC, decode_decision, encode_frame, parse_ready
 BACKOFF_MAX = 32.0
 
 
@@ -66,12 +64,10 @@ class Decision:
 def _curve(sock: zmq.Socket, keys) -> None:
     """CURVE client keys ``(public, secret, server_public)`` (``edged.security.ClientKeys``,
     Z85 strings or bytes; load files with ``edged.security.client_keys``), or ``None``."""
-    if keys is None:
-        return
-    public, secret, server = (k.encode() if isinstance(k, str) else k for k in keys)
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_serverkey = server
+    from edged.security import ClientKeys, make_client
+
+    if keys is not None:
+        make_client(sock, ClientKeys(*(k.encode() if isinstance(k, str) else k for k in keys)))
 
 
 class Sender:
@@ -309,6 +305,25 @@ def run_poisson(sender: Sender, source: PoissonSource, duration: float, interval
     return {"frames": frames, "events": events, "seconds": clock() - start}
 
 
+def wait_ready(proc, timeout: float) -> dict:
+    """The ready line (``edged.protocol.parse_ready``) of ``proc``, an ``edged serve``
+    subprocess started with ``stdout=PIPE`` in text mode; ``RuntimeError`` if it exits or
+    ``timeout`` seconds pass first."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"edged serve exited (code {proc.wait()}) before its ready line")
+        ready = parse_ready(line)
+        if ready is not None:
+            return ready
+    raise RuntimeError(f"edged serve printed no ready line within {timeout:g} s")
+
+
 def read_spike_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Events from ``.npz`` (arrays ``t``, ``ch``) or text (two integer columns ``t ch``,
     ``#`` comments); sorted by time."""
@@ -322,6 +337,9 @@ def read_spike_file(path: str) -> tuple[np.ndarray, np.ndarray]:
         t, ch = a[:, 0], a[:, 1]
     if t.shape != ch.shape or t.ndim != 1:
         raise ValueError(f"{path}: t and ch must be 1-D and of equal length")
+    if t.dtype.kind not in "iu" or ch.dtype.kind not in "iu":
+        raise ValueError(f"{path}: t and ch must be integer arrays (steps, channel ids), "
+                         f"got {t.dtype} and {ch.dtype}")
     order = np.argsort(t, kind="stable")
     return t[order].astype(np.int64), ch[order].astype(np.int64)
 
@@ -422,7 +440,7 @@ def replay_steps(sender: Sender, stream: str, t: np.ndarray, ch: np.ndarray, end
 def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = "s",
                   speed: float | None = None, back_to_back: bool = False,
                   limit: int | None = None, frame_events: int = 256,
-                  on_sample: Callable[[dict], None] | None = None,
+                  on_sample: Callable[[dict], None] | None = None, only=None,
                   clock: Callable[[], float] = time.perf_counter,
                   sleep: Callable[[float], None] = time.sleep) -> dict:
     """Replay the recordings of an event folder (``edged.events.read_index``), encoded by
@@ -432,12 +450,13 @@ def replay_events(sender: Sender, folder: str, encoding: dict, *, prefix: str = 
     steps ``[k * steps, (k + 1) * steps)`` (its decision at ``(k + 1) * steps``; neuron
     state carries over from the previous recording). Paced at ``speed`` x real time, or
     as fast as possible (``None``). ``on_sample`` gets ``{stream, sample_id, label, t}``
-    (``t`` = the step of the sample's decision). Returns counts and the replay rate."""
+    (``t`` = the step of the sample's decision). ``only``: a set of sample ids to replay
+    (default all). Returns counts and the replay rate."""
     from edged import events as E
 
     E.check_encoding(encoding)
     steps, dt = encoding["steps"], encoding["dt"]
-    index = E.read_index(folder)[:limit]
+    index = [r for r in E.read_index(folder) if only is None or r.sample_id in only][:limit]
     start = clock()
     frames = n_events = 0
     for k, rec in enumerate(index):

@@ -124,6 +124,11 @@ Config.__doc__ = "Effective settings of one ``edged serve``; attribute ``<sectio
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def default(name: str) -> Any:
+    """The default of setting ``name`` (``<section>_<key>``, e.g. ``ingest_endpoint``)."""
+    return next(s.default for s in SETTINGS if s.name == name)
+
+
 def _parse(s: Setting, value: Any, where: str) -> Any:
     try:
         if s.type is bool and isinstance(value, str):

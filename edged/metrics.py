@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from importlib import metadata
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -26,13 +25,6 @@ if TYPE_CHECKING:
 #: decision latency buckets, 5 µs .. 100 ms (the 2.5 ms p99 budget sits on a bound)
 LATENCY_BUCKETS = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
                    1e-2, 2.5e-2, 5e-2, 0.1)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "none"
 
 
 class LoopHistogram:
@@ -142,9 +134,11 @@ class Metrics:
                                ",".join(model.classes)).set(1)
 
     def describe_build(self, libzmq: str) -> None:
-        self.build_info.labels(_version("edged"), platform.python_version(), _version("numpy"),
-                               _version("numba"), _version("onnxruntime"), _version("pyzmq"),
-                               libzmq).set(1)
+        from edged import versions
+
+        v = versions(("edged", "numpy", "numba", "onnxruntime", "pyzmq"))
+        self.build_info.labels(v["edged"], platform.python_version(), v["numpy"], v["numba"],
+                               v["onnxruntime"], v["pyzmq"], libzmq).set(1)
 
 
 def serve_http(registry: CollectorRegistry, host: str, port: int):

@@ -8,7 +8,8 @@ Members (all plain arrays, read with ``allow_pickle=False``)::
     hidden.<name>    float32[n_hidden]   one per intrinsic of the neuron kind
     output.<name>    float32[n_out]      (edged.neurons.INTRINSICS)
     readout          uint8[]  ONNX graph: input float32[N, n_out * len(features)]
-                              -> output float32[N, len(classes)] class scores
+                              -> output float32[N, len(classes)] class scores;
+                              empty (and ``classes`` empty) for a model without readout
 
 Header keys: ``format`` ("edged-model"), ``version`` (1), ``neuron`` ("lif" | "meta"),
 ``dt`` (s), ``reset`` ("value" | "subtract"), ``n_in``, ``n_hidden``, ``n_out``,
@@ -25,6 +26,10 @@ sizes: a zip-bomb guard), each member's ``.npy`` header (dtype, shape) before
 inflating it, the header schema, finite weights, intrinsic ranges, and the ONNX
 readout's input and output widths (no external data). Every failure raises
 ``ModelError`` with one line naming the problem.
+
+A model without readout (``edged nir import`` writes one) holds a network only: ``edged
+run`` simulates it and ``edged nir export`` converts it, but ``edged serve`` refuses it
+until ``edged-train readout`` fits a readout on a task or an event folder.
 """
 
 from __future__ import annotations
@@ -88,6 +93,10 @@ class Model:
     @property
     def n_features(self) -> int:
         return self.n_out * len(self.features)
+
+    @property
+    def has_readout(self) -> bool:
+        return len(self.readout) > 0
 
     def net(self):
         """The kernels' ``edged.neurons.Net`` for this model."""
@@ -235,8 +244,11 @@ def _validate(h: dict[str, Any], arrays: dict[str, np.ndarray], readout: bytes) 
     _expect(type(lz["hop"]) is int and 1 <= lz["hop"] <= lz["window"],
             f"lzc hop {lz['hop']!r} must be an int in [1, window]")
     classes = h["classes"]
-    _expect(isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
-            and len(set(classes)) == len(classes), "classes must be a list of >= 2 distinct strings")
+    if readout:
+        _expect(isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+                and len(set(classes)) == len(classes), "classes must be a list of >= 2 distinct strings")
+    else:
+        _expect(classes == [], "a model without readout (empty readout member) must have no classes")
     feats = h["features"]
     _expect(isinstance(feats, list) and feats and all(f in FEATURES for f in feats)
             and len(set(feats)) == len(feats), f"features must be distinct names from {FEATURES}")
@@ -262,7 +274,8 @@ def _validate(h: dict[str, Any], arrays: dict[str, np.ndarray], readout: bytes) 
             check_intrinsics(h["neuron"], {k: arrays[f"{layer}.{k}"] for k in names})
         except ValueError as e:
             raise ModelError(f"{layer} layer: {e}") from None
-    check_readout(readout, n_o * len(feats), len(classes))
+    if readout:
+        check_readout(readout, n_o * len(feats), len(classes))
 
 
 def check_readout(onnx_bytes: bytes, n_features: int, n_classes: int) -> None:

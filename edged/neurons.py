@@ -189,6 +189,13 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
 def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
     """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
     add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
+    return step_layers(n, st, s, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
+
+
+@njit(cache=True, nogil=True)
+def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: np.ndarray,
+                out_spikes: np.ndarray) -> int:
+    """``step`` that also writes the hidden layer's spikes to ``hidden_spikes[n_hidden]``."""
     n_hidden, n_out = n.w_out.shape
     work = np.empty(3 * (n_hidden + n_out), np.float32)
     current = work[:n_hidden]
@@ -199,7 +206,6 @@ def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray
         row = n.w_in[ch]
         for j in range(n_hidden):
             current[j] += row[j]
-    hidden_spikes = np.empty(n_hidden, np.uint8)
     layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
     out_current[:] = 0
     ops = channels.shape[0] * n_hidden

@@ -14,13 +14,18 @@ non-decreasing non-negative times. It raises ``FrameError(reason, detail)`` and 
 no state, so a rejected frame changes nothing. Lateness (``t`` before the stream's clock)
 and stream capacity are judged by the service, which owns the clocks.
 
+The ready line: once warm, ``edged serve`` prints one JSON object on one line to stdout,
+``{"edged": "ready", "v": 1, "epoch", "ingest", "ingest_socket", "publish", "metrics",
+"warm_s"}`` (``ready_line``); tools wait for it (``parse_ready``), never for a log sentence.
+
 Imports only numpy and msgpack: ``edged.client`` uses this module without Numba or
 onnxruntime.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import json
+from typing import Any, Literal, NamedTuple
 
 import msgpack
 import numpy as np
@@ -34,10 +39,12 @@ DECISION_KEYS = ("v", "stream", "epoch", "seq", "t", "label", "class", "scores",
                  "latency_s", "energy_j", "cpu_s", "model")
 
 Reason = Literal["decode", "oversize", "schema", "version", "stream", "channel", "time",
-                 "late", "capacity", "internal"]
+                 "late", "capacity", "auth", "internal"]
 #: every reject reason, in the order the docs list them (``edged_frames_rejected_total{reason}``)
 REASONS: tuple[str, ...] = ("decode", "oversize", "schema", "version", "stream", "channel",
-                            "time", "late", "capacity", "internal")
+                            "time", "late", "capacity", "auth", "internal")
+#: PUB topic of the service's liveness messages (PROTOCOL.md, Heartbeats): not a stream id
+HEARTBEAT_TOPIC = b"\x00heartbeat"
 
 
 class FrameError(ValueError):
@@ -207,3 +214,26 @@ def decode_decision(buf: bytes) -> dict:
     if missing:
         raise ValueError(f"decision lacks {missing}")
     return msg
+
+
+READY_KEYS = frozenset({"edged", "v", "epoch", "ingest", "ingest_socket", "publish", "metrics",
+                        "warm_s"})
+
+
+def ready_line(epoch: int, ingest: str, ingest_socket: str, publish: str, metrics: str,
+               warm_s: float) -> str:
+    """The one line ``edged serve`` prints to stdout when it is ready."""
+    return json.dumps({"edged": "ready", "v": VERSION, "epoch": epoch, "ingest": ingest,
+                       "ingest_socket": ingest_socket, "publish": publish, "metrics": metrics,
+                       "warm_s": round(warm_s, 3)}, sort_keys=True)
+
+
+def parse_ready(line: str) -> dict[str, Any] | None:
+    """The fields of a ready line, or ``None`` if ``line`` is not one."""
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(msg, dict) and msg.get("edged") == "ready" and set(msg) == READY_KEYS:
+        return msg
+    return None

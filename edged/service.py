@@ -59,8 +59,9 @@ from edged.config import Config
 from edged.energy import EnergyModel
 from edged.metrics import Metrics
 from edged.sdnotify import Watchdog
-from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK, Frame,
-                            FrameError, Limits, decode_frame, encode_decision, encode_frame)
+from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
+                            HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
+                            encode_decision, encode_frame, ready_line)
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
@@ -68,7 +69,6 @@ READOUT_ROWS = 64  # decisions read out together at most (one onnxruntime call) 
 READOUT_WAIT = 0.5e-3  # ... and the longest a decision waits for frames queued behind it
 SWEEP_S = 1.0
 FLUSH_S = 0.01  # loop tallies reach the Prometheus counters at most this often
-HEARTBEAT_TOPIC = b"\x00heartbeat"  # PUB topic of liveness messages (edged.client knows it too)
 SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                logging.CRITICAL: 2}
 
@@ -202,8 +202,12 @@ class Service:
                  notify: Callable[[str], object] | None = None, watchdog: Watchdog | None = None,
                  wall: Callable[[], float] = time.time, curve=None):
         from edged.engine import Engine
+        from edged.model import ModelError
         from edged.readout import Readout
 
+        if not model.has_readout:
+            raise ModelError("the model has no readout, so it cannot decide: fit one with "
+                             "'edged-train readout --model M --task T' (or --events-dir DIR)")
         self.model, self.cfg, self.ctx, self.clock, self.cpu_clock = model, cfg, context, clock, cpu_clock
         self.log = log or logging.getLogger("edged.service")
         self.metrics = Metrics(registry)
@@ -709,6 +713,8 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
                  seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
                  endpoints.get("metrics", "off"),
                  f" curve {cfg.security_client_keys}" if curve is not None else "")
+        print(ready_line(svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                         endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams.slots)} streams")
         svc.run()

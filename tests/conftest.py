@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
+import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,20 +70,28 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_serve(model_path, *extra: str, metrics: str = "off"):
     """Start ``edged serve`` on random loopback ports (``extra`` flags override them) and
     wait for its ready line: ``(proc, (ingest, publish, metrics), stderr lines so far)``."""
+    from edged.client import wait_ready
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
          "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", metrics,
-         *extra], stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        cwd=ROOT)
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
+         *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+    try:
+        ready = wait_ready(proc, 90)
+    except RuntimeError as e:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{e}:\n{proc.stderr.read()}") from None
+    return proc, (ready["ingest"], ready["publish"], ready["metrics"]), _pending_lines(proc.stderr)
+
+
+def _pending_lines(pipe) -> list[str]:
+    """The lines already written to ``pipe`` (not yet read through it), without blocking."""
+    fd, chunks = pipe.fileno(), []
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             break
-        lines.append(line)
-        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
-        if m:
-            return proc, m.groups(), lines
-    proc.kill()
-    raise AssertionError("edged serve never got ready:\n" + "".join(lines))
+        chunks.append(chunk)
+    return b"".join(chunks).decode().splitlines(keepends=True)

@@ -326,7 +326,12 @@ def test_send_events_back_to_back_equals_one_offline_run(tmp_path):
 def test_send_events_usage_errors(tmp_path):
     folder = write_folder(tmp_path / "ev", 1)
     save(tmp_path / "plain.npz", small_model())
+    task = dataclasses.replace(small_model(), encoding={"kind": "channels", "n_in": 8, "dt": 1e-3,
+                                                        "task": "poisson-structure"})
+    save(tmp_path / "task.npz", task)
     for extra, msg in ((["--model", str(tmp_path / "plain.npz")], "no event encoding"),
+                       (["--model", str(tmp_path / "task.npz")],
+                        "trained on the task 'poisson-structure': its inputs are task channels"),
                        ([], "needs --model"),
                        (["--model", str(tmp_path / "plain.npz"), "--speed", "0"], "--speed")):
         r = subprocess.run([sys.executable, "-m", "edged.cli", "send", "--connect",

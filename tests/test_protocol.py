@@ -126,3 +126,16 @@ def test_hostile_maps_rejected_or_valid(msg):
     else:
         assert f.t.dtype == np.int64 and f.t.shape == f.ch.shape
         assert (f.ch >= 0).all() and (f.ch < LIMITS.n_in).all() and (np.diff(f.t) >= 0).all()
+
+
+def test_ready_line_round_trips_and_nothing_else_parses():
+    from edged.protocol import parse_ready, ready_line
+
+    line = ready_line(3, "tcp://127.0.0.1:5555", "pull", "tcp://127.0.0.1:5556", "off", 1.23456)
+    assert "\n" not in line
+    assert parse_ready(line) == {"edged": "ready", "v": 1, "epoch": 3, "ingest": "tcp://127.0.0.1:5555",
+                                 "ingest_socket": "pull", "publish": "tcp://127.0.0.1:5556",
+                                 "metrics": "off", "warm_s": 1.235}
+    for other in ("<6>ready in 1.00s warm-up: epoch 1 ingest tcp://x (pull) publish tcp://y metrics off",
+                  "", "[]", '{"edged": "ready"}', line.replace('"ready"', '"starting"')):
+        assert parse_ready(other) is None

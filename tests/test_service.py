@@ -388,22 +388,6 @@ def test_send_file_and_listen_commands(served, model, tmp_path):
             listen.communicate()
 
 
-def test_demo_command_runs_bounded(tmp_path):
-    path = tmp_path / "m.npz"
-    save(path, small_model(window=32, hop=8))
-    r = subprocess.run([sys.executable, "-m", "edged.cli", "demo", "--model", str(path),
-                        "--duration", "1", "--rate", "2000"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "latency daemon-measured" in r.stdout and "latency client-observed" in r.stdout
-    assert re.search(r"^\d+ decisions from 2 streams", r.stdout, re.M)
-
-
-def test_demo_missing_model_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edged.cli", "demo", "--model", str(tmp_path / "none.npz")],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "none.npz" in r.stderr
-
-
 def test_sub_ingest_connects_to_a_publisher(model):
     from edged.protocol import encode_frame
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from conftest import small_model
 from edged import sdnotify
+from edged.client import wait_ready
 from edged.config import Config
 from edged.model import load, save
 from edged.service import Service
@@ -151,7 +152,7 @@ def test_serve_ready_after_warmup_then_stopping_on_sigterm(tmp_path, notify_sock
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
          "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0"],
-        stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         got = recv_until(s, "READY=1")
         statuses = [m for m in got if m.startswith("STATUS=")]
@@ -159,11 +160,7 @@ def test_serve_ready_after_warmup_then_stopping_on_sigterm(tmp_path, notify_sock
         assert "WATCHDOG=1" not in got[:-1]  # no ping before READY: the loop was not running
         ready = got[-1]
         assert re.search(r"STATUS=serving, epoch \d+", ready)
-        line = ""
-        while "ready in" not in line:  # READY is sent right after the ready log line
-            line = proc.stderr.readline()
-            assert line, "serve exited"
-        url = re.search(r"metrics (\S+)", line).group(1)
+        url = wait_ready(proc, TIMEOUT)["metrics"]  # printed just before READY=1 is sent
         import urllib.request
 
         text = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -176,7 +173,7 @@ def test_serve_ready_after_warmup_then_stopping_on_sigterm(tmp_path, notify_sock
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        proc.stdout.close()
 
 
 # -- the unit file ----------------------------------------------------------------------

@@ -8,6 +8,7 @@
     edged-train evaluate --model models/nmnist.npz --events-dir DIR [--held-back] [--json]
     edged-train experiment paper [--quick] [--out models/experiments/paper-table.json]
     edged-train card --model models/meta.npz     (latency, energy estimate, state bytes)
+    edged-train readout --model imported.npz --task poisson-structure --out fitted.npz
 
 Heavy modules (Numba, onnxruntime) are imported inside the subcommands, so ``--help``
 is instant. Exit codes: 0 ok, 1 runtime failure, 2 bad usage, task parameter or model
@@ -151,6 +152,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {c:14s} {r['correct']}/{r['n']}")
         for name, acc in result.get("baselines", {}).items():
             print(f"  baseline {name:14s} {acc:.4f} (same samples; fitted on fresh train data)")
+    return 0
+
+
+def cmd_readout(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edged.model import ModelError, load, save
+    from trainer import readout
+
+    if bool(args.task) == bool(args.events_dir):
+        raise UsageError("readout needs exactly one of --task T or --events-dir DIR")
+    if not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out directory {Path(args.out).parent} does not exist")
+    try:
+        model = load(args.model)
+        if args.task:
+            from trainer import data
+
+            params = data.task_params(args.task, **_task_params(args.set))
+            overrides = {k: v for k, v in params.items() if v != data.TASKS[args.task][k]}
+            fitted, metrics = readout.for_task(model, args.task, overrides, args.n_train,
+                                               args.n_test, args.seed, args.hop)
+        else:
+            if not (Path(args.events_dir) / "labels.csv").is_file():
+                raise UsageError(f"--events-dir {args.events_dir} has no labels.csv")
+            fitted, metrics = readout.for_events(model, args.events_dir, args.steps, args.pool,
+                                                 args.channels, args.n_val, args.seed)
+    except (ModelError, ValueError) as e:
+        raise UsageError(f"{args.model}: {e}") from None
+    sha = save(args.out, fitted)
+    _log(f"wrote {args.out} sha256 {sha[:16]}: readout for {len(fitted.classes)} classes")
+    print(json.dumps({"model": args.out, "sha256": sha, **metrics}, sort_keys=True))
     return 0
 
 
@@ -306,6 +339,26 @@ def parser() -> argparse.ArgumentParser:
                    help="task models: skip the non-spiking baselines (trainer/baselines.py) "
                         "fitted on fresh samples and scored on the same ones")
     e.set_defaults(func=cmd_evaluate)
+    o = sub.add_parser("readout", help="fit a readout to a model's network (e.g. one imported from NIR)",
+                       description="Fit the LZC + rate logistic readout to the network of --model "
+                       "(weights and intrinsics unchanged) on a task or an event folder; write --out.")
+    o.add_argument("--model", required=True)
+    o.add_argument("--out", required=True)
+    o.add_argument("--task", choices=sorted(TASKS), help="fit on this task's train split")
+    o.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="--task parameter override (see trainer/data.py), repeatable")
+    o.add_argument("--n-train", type=int, default=600, help="--task: training samples (default 600)")
+    o.add_argument("--n-test", type=int, default=400, help="--task: test samples scored (default 400)")
+    o.add_argument("--hop", type=int, default=16, help="--task: decision hop of the daemon (steps)")
+    o.add_argument("--events-dir", metavar="DIR", help="fit on an event folder (labels.csv)")
+    o.add_argument("--steps", type=int, default=340,
+                   help="--events-dir: sample length in the model's steps = window = hop (default 340)")
+    o.add_argument("--pool", type=int, default=2, help="--events-dir: N-MNIST pixel pooling (default 2)")
+    o.add_argument("--channels", type=int, default=0,
+                   help="--events-dir with generic files: channels 0..N-1 (default 0: N-MNIST sensor)")
+    o.add_argument("--n-val", type=int, default=200, help="--events-dir: held-out samples (default 200)")
+    o.add_argument("--seed", type=int, default=0)
+    o.set_defaults(func=cmd_readout)
     c = sub.add_parser("card", help="CPU time and estimated energy per decision (model card)")
     c.add_argument("--model", required=True)
     c.add_argument("--seed", type=int, default=0)

@@ -37,9 +37,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from edged import events as E
+from edged import versions
 from trainer import linear
 from trainer import params as P
-from trainer.pipeline import scores_report, versions
+from trainer.pipeline import scores_report
 
 
 class Labels(NamedTuple):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from typing import Any, Callable, Literal
 
 import numpy as np
 
+from edged import versions
 from trainer import data, linear
 from trainer import params as P
 
@@ -107,16 +107,6 @@ class EarlyStop:
             self.best, self.best_epoch = acc, epoch
             self.best_raw = {k: v.copy() for k, v in raw.items()}
         return epoch - self.best_epoch >= self.patience
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for name in ("edged", "numpy", "numba", "onnx", "onnxruntime"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def engine_for(kind: str, raw: dict, spec: Spec, features=("lzc", "rate"), window: int = 1024):

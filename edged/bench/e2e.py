@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -80,23 +79,21 @@ def _start_echo():
 
 
 def _start_serve(model: str, max_streams: int):
+    from edged.client import wait_ready
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", model, "--ingest", "tcp://127.0.0.1:*",
          "--publish", "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", "--max-streams",
-         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000"],
-        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + 120
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"ready .* ingest (\S+) \(pull\) publish (\S+) metrics (\S+)", line)
-        if m:
-            return proc, *m.groups()
-    proc.kill()
-    raise RuntimeError("edged serve did not start:\n" + "".join(lines))
+         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning"],
+        stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        ready = wait_ready(proc, 120)
+    except RuntimeError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, ready["ingest"], ready["publish"], ready["metrics"]
 
 
 def _proc_cpu(pid: int) -> float:

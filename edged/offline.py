@@ -1,0 +1,82 @@
+"""Offline inference on one spike recording (``edged run``).
+
+Decisions come from the daemon's own ``edged.engine`` on one fresh stream simulated over
+steps ``[0, steps)``, read out by the model's ONNX graph, so ``edged run`` and ``edged
+serve`` decide the same for the same file. Each decision carries the daemon's fields that
+mean something offline: ``v, stream, seq, t, label, class, scores, lzc, model`` (no epoch,
+latency, energy or CPU time).
+
+The raster steps every step with ``edged.neurons.step_layers`` (the kernel's step,
+exposing the hidden layer; no closed-form jumps over empty stretches): the ``hidden``
+and ``output`` spike trains as ``uint8[steps, n]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from edged import neurons
+
+
+class Raster(NamedTuple):
+    hidden: np.ndarray  # uint8[steps, n_hidden]
+    output: np.ndarray  # uint8[steps, n_out]
+
+
+def check_events(t: np.ndarray, ch: np.ndarray, n_in: int, steps: int) -> None:
+    """Raise ``ValueError`` naming the first event that is not sorted, negative, at or
+    after ``steps``, or on a channel outside ``[0, n_in)``."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    for name, bad in (("time before 0", t < 0), ("time at or after --steps", t >= steps),
+                      ("channel outside the model's inputs", (ch < 0) | (ch >= n_in)),
+                      ("time earlier than the event before it", np.r_[False, np.diff(t) < 0])):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"event {i} (t={int(t[i])}, ch={int(ch[i])}): {name} "
+                             f"(steps {steps}, inputs {n_in})")
+
+
+@njit(cache=True, nogil=True)
+def _raster(net, st, t, ch, hidden, out):
+    i = 0
+    for now in range(out.shape[0]):
+        j = i
+        while j < t.shape[0] and t[j] == now:
+            j += 1
+        neurons.step_layers(net, st, 0, ch[i:j], hidden[now], out[now])
+        i = j
+
+
+def raster(net: neurons.Net, t: np.ndarray, ch: np.ndarray, steps: int) -> Raster:
+    """Spike trains of both layers of a cold stream over ``[0, steps)`` (events checked)."""
+    t = np.ascontiguousarray(t, np.int64)
+    ch = np.ascontiguousarray(ch, np.int64)
+    check_events(t, ch, net.w_in.shape[0], steps)
+    r = Raster(np.zeros((steps, net.w_in.shape[1]), np.uint8), np.zeros((steps, net.w_out.shape[1]), np.uint8))
+    _raster(net, neurons.zero_state(net, 1), t, ch, r.hidden, r.output)
+    return r
+
+
+def decisions(model, t: np.ndarray, ch: np.ndarray, steps: int, stream: str = "file") -> list[dict[str, Any]]:
+    """The decisions ``edged serve`` makes on stream ``stream`` for events ``(t, ch)``
+    and a clock advanced to ``steps``; the model must have a readout."""
+    from edged.engine import Engine
+    from edged.protocol import VERSION
+    from edged.readout import Readout, features
+
+    if not model.has_readout:
+        raise ValueError("the model has no readout: no decisions (use --raster for spike trains)")
+    t = np.ascontiguousarray(t, np.int64)
+    ch = np.ascontiguousarray(ch, np.int64)
+    check_events(t, ch, model.n_in, steps)
+    d = Engine.for_model(model).advance(0, t, ch, steps)
+    scores = Readout(model.readout).scores(d.features)
+    lzc = features(d.lz, d.spikes, model.window, ("lzc",))
+    classes = np.argmax(scores, axis=1).tolist()
+    return [{"v": VERSION, "stream": stream, "seq": i, "t": int(end), "label": model.classes[c],
+             "class": c, "scores": scores[i].tolist(), "lzc": lzc[i].tolist(), "model": model.sha256}
+            for i, (end, c) in enumerate(zip(d.t.tolist(), classes))]
