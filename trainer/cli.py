@@ -97,7 +97,8 @@ def _run_events(args: argparse.Namespace) -> int:
                      outputs_per_class=args.outputs_per_class, epochs=args.epochs, lr=args.lr,
                      n_val=200 if args.n_val is None else args.n_val, seed=args.seed,
                      channels=args.channels, patience=args.patience,
-                     weight_decay=args.weight_decay, augment=args.augment)
+                     weight_decay=args.weight_decay, augment=args.augment,
+                     calibrate=not args.no_calibrate)
     _log(f"run {spec}")
     try:
         model, metrics = run(spec, log=_log)
@@ -319,6 +320,9 @@ def parser() -> argparse.ArgumentParser:
                    help="validation samples for early stopping: a task's fresh 'validation' "
                         "split (default 0: none, train every --epochs), or the recordings "
                         "held back from --events-dir, stratified (default 200)")
+    r.add_argument("--no-calibrate", action="store_true",
+                   help="--events-dir: keep the initial weights as drawn (default: scale them "
+                        "until both layers fire at 2-50 Hz on the training data)")
     r.add_argument("--augment", action="store_true",
                    help="--events-dir, N-MNIST: online augmentation (shift, rotation, event "
                         "drop, time jitter; trainer/events.py AUGMENT)")
