@@ -364,7 +364,7 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray | Callable
         history.append(h)
         if log:
             log(f"bptt epoch {h['epoch']}/{cfg.epochs} loss {h['loss']:.4f} "
-                f"train-acc {h['acc']:.3f} rates hidden {h['hidden_hz']:.1f} Hz output "
+                f"count-argmax train-acc {h['acc']:.3f} rates hidden {h['hidden_hz']:.1f} Hz output "
                 f"{h['output_hz']:.1f} Hz {h['samples_per_s']:.0f} samples/s")
         if on_epoch is not None and on_epoch(epoch + 1, raw):
             break

@@ -208,7 +208,7 @@ def train(spec: EventSpec, labels: Labels, recordings: list[E.Events], tr_idx: n
             f = linear.fit(extract(eng, tr, spec.steps), tr.y, K)
             return linear.accuracy(f, extract(eng, va, spec.steps), va.y)
 
-        stop = EarlyStop(score, spec.patience)
+        stop = EarlyStop(score, spec.patience, log)
     raw = P.init(spec.neuron, n_in, spec.hidden, K * spec.outputs_per_class, spec.seed,
                  input_rate=float(x_tr.mean()))
     if spec.calibrate:

@@ -95,8 +95,9 @@ class EarlyStop:
     """``on_epoch`` hook: scores each epoch's parameters with ``score(raw)`` (validation
     accuracy), keeps the best, asks to stop after ``patience`` epochs without a better one."""
 
-    def __init__(self, score: Callable[[dict], float], patience: int):
-        self.score, self.patience = score, patience
+    def __init__(self, score: Callable[[dict], float], patience: int,
+                 log: Callable[[str], None] | None = None):
+        self.score, self.patience, self.log = score, patience, log
         self.best, self.best_epoch, self.best_raw = -1.0, 0, None
         self.scores: list[float] = []
 
@@ -106,7 +107,11 @@ class EarlyStop:
         if acc > self.best:
             self.best, self.best_epoch = acc, epoch
             self.best_raw = {k: v.copy() for k, v in raw.items()}
-        return epoch - self.best_epoch >= self.patience
+        stop = epoch - self.best_epoch >= self.patience
+        if self.log:
+            self.log(f"epoch {epoch}: readout validation accuracy {acc:.4f} (best {self.best:.4f} "
+                     f"at epoch {self.best_epoch}){'; stopping' if stop else ''}")
+        return stop
 
 
 def engine_for(kind: str, raw: dict, spec: Spec, features=("lzc", "rate"), window: int = 1024):
@@ -150,7 +155,7 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
             eng, fit, _ = readout_fit(spec.neuron, r, spec, tr, T)
             return linear.accuracy(fit, extract(eng, va)[0], va.y)
 
-        stop = EarlyStop(val_accuracy, spec.patience)
+        stop = EarlyStop(val_accuracy, spec.patience, log)
     learn = (spec.learn or True) if spec.intrinsics == "learned" else False
     t0 = time.perf_counter()
     raw, history = mod.train(spec.neuron, raw, tr.x, tr.y, learn, rule_config(spec), spec.seed,
