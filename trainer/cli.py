@@ -1,4 +1,4 @@
-"""``edged-train``: train, evaluate and run the paper experiment.
+"""``edged-train``: train, evaluate, fit readouts and run the experiments.
 
     edged-train run --task poisson-structure --neuron meta --rule bptt --intrinsics learned \\
         --seed 0 --out models/meta.npz [--set depth=0.9 ...] [--report run.png]
@@ -6,7 +6,8 @@
     edged-train run --events-dir ../shared/data/nmnist_small --hidden 256 \\
         --outputs-per-class 4 --epochs 40 --lr 0.003 --seed 0 --out models/nmnist.npz
     edged-train evaluate --model models/nmnist.npz --events-dir DIR [--held-back] [--json]
-    edged-train experiment paper [--quick] [--out models/experiments/paper-table.json]
+    edged-train experiment paper|surrogate|ablation [--quick] [--resume] [--table-only]
+    edged-train experiment nmnist-cv --events-dir ../shared/data/nmnist_small [--resume]
     edged-train card --model models/meta.npz     (latency, energy estimate, state bytes)
     edged-train readout --model imported.npz --task poisson-structure --out fitted.npz
 
