@@ -19,7 +19,8 @@ Tuning, on seed 0's data and its validation split, the same budget of runs for
    ``learned`` runs its own.
 2. stage ``intrinsics`` (9 runs each, at the stage-1 optimum): ``fixed-tuned`` tries the
    global values ``FIXED_TUNED[neuron]`` (LIF: tau x theta, 3 x 3; meta: an L9
-   orthogonal array over tau, theta, beta, tau_a at 3 levels); ``learned`` tries the
+   orthogonal array over tau, theta, beta, tau_a at 3 levels) and keeps the defaults
+   when none beats them on validation; ``learned`` tries the
    intrinsic learning rate (``LR_INTRINSICS`` times the rule's own rate(s), widened like
    stage 1) x the weights' rate (``LR_AROUND`` times the stage-1 optimum).
 
@@ -209,9 +210,13 @@ def _choose(rn: Runner, base: Spec, p: dict) -> dict[str, Spec]:
         best = _grid_search(rn, cond_base, condition, "size-lr", dict(size_lr), p,
                             lambda q: replace(cond_base, hidden=q["hidden"], lr=q["lr"]))
         chosen[condition] = replace(cond_base, hidden=best["hidden"], lr=best["lr"])
+        if condition == "fixed":
+            fixed_best = best
     at = chosen["fixed"]
     grid = [replace(at, intrinsics="fixed-tuned", centres=c) for c in p["fixed_tuned"][base.neuron]]
     best = _tune(rn, replace(base, intrinsics="fixed-tuned"), "fixed-tuned", "intrinsics", grid)
+    if best["validation_accuracy"] < fixed_best["validation_accuracy"]:
+        best = fixed_best  # the defaults are one of fixed-tuned's candidates too
     chosen["fixed-tuned"] = replace(at, intrinsics="fixed-tuned", centres=best["centres"])
     at = chosen["learned"]
     second = ({"set_point": tuple(p["set_point"][base.rule])} if base.rule in p.get("set_point", {})
