@@ -418,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # e.g. --out in a missing directory
         print(f"edged-train: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra not installed
+        print(f"edged-train: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

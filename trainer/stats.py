@@ -23,7 +23,10 @@ def summary(values) -> dict[str, float]:
 
 def paired(a, b) -> dict[str, Any]:
     """``a - b`` over seeds: ``{n, mean_diff, ci95, t_p, wilcoxon_p}``."""
-    from scipy import stats
+    try:
+        from scipy import stats
+    except ImportError:
+        raise ImportError("the experiment statistics need SciPy: pip install 'edged[train]'") from None
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1:
