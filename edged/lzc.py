@@ -33,16 +33,25 @@ Sliding window (``SlidingLZ``)
     boundary. ``push_zeros(k >= W)`` writes the all-zero parse directly.
 
     That exact parse costs ~25 KB per (stream, neuron) at W = 1024. When counts are read
-    only every ``hop >= RECOUNT_HOP`` steps, ``sliding_state(..., hop)`` keeps instead a
-    ring of the last ``W`` bits (``W`` bytes) and ``counts`` recounts each window with
-    ``lz76_jit``: cheaper per step at such hops, and ~25x smaller. Results are identical;
-    only where the work happens differs.
+    only every ``hop >= RESYNC_HOP`` steps, ``sliding_state(..., hop)`` keeps instead the
+    phrase starts and rightmost sources of the window last read (``parsed``), and ``push``
+    writes only the bit. ``counts`` completes the grams of the new bits and re-cuts the
+    window ``[a', b')`` left to right from ``a'``, taking over an old phrase whenever the
+    cut meets its start ``q`` (``q >= a'``) and it is not the still-copying last one and
+    its rightmost source ``j`` is ``-1`` or ``>= a'``: the history ``[a', q)`` is a subset
+    of the old one, so ``M'(q) <= M(q)``, and ``j`` still reaches ``M(q)``; the mismatch
+    ending the phrase lies inside both windows, so ``M'(q) = M(q)``, the same phrase,
+    with the same rightmost source. Every other phrase is searched afresh. Results are
+    identical to a recount; the work is the head of the window, phrases whose every
+    longest match started in the dropped bits (and the phrases after them until the cut
+    meets an old start again), and the new tail.
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
     entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError.
     ``lz76_jit(bits) -> int`` and ``normalise(count, n) -> float``: the njit kernels.
-    ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ``, then the njit
+    ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ`` (``max_phrases(n)``
+    bounds the phrases of ``n`` bits and sizes the resync mode's lists), then the njit
     functions ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``,
     ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
@@ -67,7 +76,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise",
-    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "RECOUNT_HOP",
+    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "RESYNC_HOP", "max_phrases",
     "window_len", "window_bits",
 ]
 
@@ -75,8 +84,10 @@ Variant = Literal["lz76", "lz78"]
 
 _U32 = np.uint32(0xFFFFFFFF)
 _Z32 = np.uint32(0)
+_TOP = np.uint32(1 << 31)
 _GRAM = 32  # bits per gram; a ring holds W + _GRAM slots
-RECOUNT_HOP = 8  # from this hop on, recounting each window beats the incremental parse
+_BLOCK = 64  # grams per block of the right-to-left source search
+RESYNC_HOP = 8  # from this hop on, resyncing the parse at each read beats keeping it per step
 
 
 @intrinsic
@@ -154,11 +165,53 @@ def _source(G, lo, p, length):
                 return j
         return -1
     thr = np.uint32((np.uint64(1) << np.uint64(_GRAM - length)) - np.uint64(1))
-    H = G[lo:p]
-    best = np.int32(-1)
-    for i in range(H.size):
-        best = max(best, np.int32(i) if np.uint32(H[i] ^ g) <= thr else np.int32(-1))
-    return lo + best if best >= 0 else -1
+    # Right to left in blocks: a vectorised any-hit test per block, then the hit's index.
+    hi = p
+    while hi > lo:
+        start = max(lo, hi - _BLOCK)
+        H = G[start:hi]
+        hit = False
+        for i in range(H.size):
+            hit |= np.uint32(H[i] ^ g) <= thr
+        if hit:
+            for i in range(H.size - 1, -1, -1):
+                if np.uint32(H[i] ^ g) <= thr:
+                    return start + i
+        hi = start
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _phrase(G, p, end, block_min):
+    """(``M = max_{0 <= j < p} min(lcp(j, p), end - p)``, the rightmost ``j`` reaching it,
+    or -1 when ``M = 0``) in one pass: the minima of ``G[j] ^ G[p]`` per block of
+    ``_BLOCK`` grams, kept in ``block_min``, locate the rightmost source."""
+    if p == 0:
+        return 0, -1
+    g = G[p]
+    m = _U32
+    n_blocks = (p + _BLOCK - 1) // _BLOCK
+    for blk in range(n_blocks):
+        H = G[blk * _BLOCK:min(p, (blk + 1) * _BLOCK)]
+        mb = _U32
+        for i in range(H.size):
+            mb = min(mb, np.uint32(H[i] ^ g))
+        block_min[blk] = mb
+        m = min(m, mb)
+    cap = end - p
+    if m == 0 and cap > _GRAM:  # a match of 32+ bits: the general search
+        length = _longest(G, 0, p, end)
+        return length, _source(G, 0, p, length)
+    length = min(_clz(m), cap)
+    if length == 0:
+        return 0, -1
+    thr = np.uint32((np.uint64(1) << np.uint64(_GRAM - length)) - np.uint64(1))
+    for blk in range(n_blocks - 1, -1, -1):
+        if block_min[blk] <= thr:
+            for j in range(min(p, (blk + 1) * _BLOCK) - 1, blk * _BLOCK - 1, -1):
+                if np.uint32(G[j] ^ g) <= thr:
+                    return length, j
+    raise AssertionError("sliding LZ76: the longest match has no source")
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -277,7 +330,9 @@ def lzc(bits, variant: Variant = "lz76") -> float:
 class SlidingLZ(NamedTuple):
     """Sliding LZ76 state for S streams x N neurons, window W; ring of R = W + 32 slots.
 
-    Slot ``i % R`` describes absolute position ``i`` (the bit pushed at step ``i``).
+    Slot ``i % R`` describes absolute position ``i`` (the bit pushed at step ``i``). The
+    exact mode fills ``plen``/``src``/``refs`` (``starts``/``srcs`` have P = 0), the
+    resync mode ``starts``/``srcs`` (``plen``/``src``/``refs`` have R = 0).
     """
 
     steps: np.ndarray  # int64 (S,): bits pushed per stream; window is [steps - W, steps)
@@ -285,9 +340,11 @@ class SlidingLZ(NamedTuple):
     plen: np.ndarray   # int32 (S, N, R): length of the phrase starting there, else 0
     src: np.ndarray    # int64 (S, N, R): that phrase's copy source (absolute), -1 if none
     refs: np.ndarray   # int32 (S, N, R): number of phrases whose source is this position
-    last: np.ndarray   # int64 (S, N): start of the still-copying last phrase; == steps if none
-    count: np.ndarray  # int64 (S, N): LZ76 phrase count of the window
-    ring: np.ndarray   # uint8 (S, N, W): recount mode's bits, slot i % W; (S, N, 0) otherwise
+    last: np.ndarray   # int64 (S, N): start of the still-copying last phrase; == end if none
+    count: np.ndarray  # int64 (S, N): LZ76 phrase count of the window (ending at ``parsed``)
+    starts: np.ndarray  # int64 (S, N, P): resync mode: phrase starts, in order (absolute)
+    srcs: np.ndarray   # int64 (S, N, P): resync mode: their rightmost sources, -1 if none
+    parsed: np.ndarray  # int64 (S,): resync mode: end of the window ``count`` describes
 
 
 class _Lane(NamedTuple):
@@ -303,29 +360,43 @@ class _Lane(NamedTuple):
     R: int
 
 
+def max_phrases(n: int) -> int:
+    """An upper bound on the LZ76 phrase count of ``n`` bits: phrases other than the last
+    are distinct strings, so at most ``2**L`` of them have length ``L``."""
+    count, rest, length = 0, n, 1
+    while rest >= length:
+        k = min(2 ** length, rest // length)
+        count, rest, length = count + k, rest - k * length, length + 1
+    return count + 2  # the leftover bits and a final copy
+
+
 def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int = 1) -> SlidingLZ:
     """Empty sliding state (every window empty, count 0) for counts read every ``hop`` steps:
-    the exact incremental parse below ``RECOUNT_HOP``, the recount ring from there on."""
+    the exact incremental parse below ``RESYNC_HOP``, the resynchronised parse from there on."""
     if n_streams < 1 or n_neurons < 1 or window < 1 or hop < 1:
         raise ValueError("n_streams, n_neurons, window and hop must be >= 1")
-    recount = hop >= RECOUNT_HOP
-    r = 0 if recount else window + _GRAM
+    resync = hop >= RESYNC_HOP
+    r = window + _GRAM
+    p = max_phrases(window) if resync else 0
     shape = (n_streams, n_neurons)
+    exact = 0 if resync else r
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
         gram=np.zeros(shape + (2 * r,), np.uint32),
-        plen=np.zeros(shape + (r,), np.int32),
-        src=np.full(shape + (r,), -1, np.int64),
-        refs=np.zeros(shape + (r,), np.int32),
+        plen=np.zeros(shape + (exact,), np.int32),
+        src=np.full(shape + (exact,), -1, np.int64),
+        refs=np.zeros(shape + (exact,), np.int32),
         last=np.zeros(shape, np.int64),
         count=np.zeros(shape, np.int64),
-        ring=np.zeros(shape + (window if recount else 0,), np.uint8),
+        starts=np.zeros(shape + (p,), np.int64),
+        srcs=np.full(shape + (p,), -1, np.int64),
+        parsed=np.zeros(n_streams, np.int64),
     )
 
 
 @numba.njit(cache=True, nogil=True)
 def _window(st):
-    return st.ring.shape[2] if st.ring.shape[2] > 0 else st.plen.shape[2] - _GRAM
+    return st.gram.shape[2] // 2 - _GRAM
 
 
 # The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
@@ -440,11 +511,9 @@ def _drop(ln, a, b):
 
 
 @_inline
-def _append(ln, a, b, bit):
-    """Window ``[a, b)`` -> ``[a, b + 1)`` with ``s[b] = bit`` (uint32 0 or 1)."""
-    G = ln.G
-    R = ln.R
-    k = _slot(ln, b)
+def _write_bit(G, R, k, b, bit):
+    """Gram ring ``G`` (2R slots): position ``b`` (slot ``k``) takes ``bit`` (uint32 0/1)
+    as its first bit, the 31 positions before it as their later bits."""
     G[k] = G[k + R] = bit << np.uint32(31)
     if bit:
         for d in range(1, min(_GRAM, b + 1)):
@@ -452,6 +521,13 @@ def _append(ln, a, b, bit):
             v = np.uint32(1) << np.uint32(31 - d)
             G[k] |= v
             G[k + R] |= v
+
+
+@_inline
+def _append(ln, a, b, bit):
+    """Window ``[a, b)`` -> ``[a, b + 1)`` with ``s[b] = bit`` (uint32 0 or 1)."""
+    G = ln.G
+    _write_bit(G, ln.R, _slot(ln, b), b, bit)
     q = ln.last[0]
     n = b - q
     if n == 0:  # a new phrase starts at b
@@ -492,16 +568,94 @@ def _check(st, stream, n_neurons):
 
 
 @numba.njit(cache=True, nogil=True)
+def _resync(G, starts, srcs, n_old, open_old, a2, b, b2, new_starts, new_srcs, block_min):
+    """Parse window ``[a2, b2)`` (``G[i]`` is the gram of position ``a2 + i``) reusing the
+    ``n_old`` phrases of the old window ending at ``b`` (``open_old``: start of its still
+    copying last phrase, or ``b``) where they stay valid; return (count, open start)."""
+    k = 0
+    q = a2
+    i = 0
+    last = b2
+    P = new_starts.size
+    while q < b2:
+        while i < n_old and starts[i] < q:
+            i += 1
+        if (i < n_old and starts[i] == q and not (i == n_old - 1 and open_old != b)
+                and (srcs[i] < 0 or srcs[i] >= a2)):
+            # An old closed phrase whose rightmost source is still in the window: the same
+            # longest match, so the same phrase.
+            if k == P:
+                raise AssertionError("sliding LZ76: more phrases than max_phrases")
+            new_starts[k] = q
+            new_srcs[k] = srcs[i]
+            k += 1
+            q = starts[i + 1] if i + 1 < n_old else b
+            i += 1
+            continue
+        if k == P:
+            raise AssertionError("sliding LZ76: more phrases than max_phrases")
+        m, j = _phrase(G, q - a2, b2 - a2, block_min)
+        new_starts[k] = q
+        new_srcs[k] = a2 + j if j >= 0 else -1
+        k += 1
+        if m == b2 - q:
+            last = q
+        q += min(m + 1, b2 - q)
+    return k, last
+
+
+@numba.njit(cache=True, nogil=True)
+def _bring_up_to_date(st, stream):
+    """Resync mode: make ``count``/``last``/``starts``/``srcs`` describe the current window."""
+    b = st.parsed[stream]
+    b2 = st.steps[stream]
+    if b == b2:
+        return
+    W = _window(st)
+    R = st.gram.shape[2] // 2
+    a2 = max(0, b2 - W)
+    base = a2 % R
+    P = st.starts.shape[2]
+    new_starts = np.empty(P, np.int64)
+    new_srcs = np.empty(P, np.int64)
+    block_min = np.empty(W // _BLOCK + 1, np.uint32)
+    lo = max(a2, min(b, b2) - _GRAM + 1)  # grams from here on lack bits pushed since b
+    for n in range(st.count.shape[1]):
+        ring = st.gram[stream, n]
+        g = _Z32
+        for x in range(b2 - 1, lo - 1, -1):
+            k = x % R
+            g = (g >> np.uint32(1)) | (ring[k] & _TOP)
+            ring[k] = ring[k + R] = g
+        n_old = min(max(st.count[stream, n], 0), P)  # bounded even for a hostile checkpoint
+        k, last = _resync(st.gram[stream, n, base:base + R], st.starts[stream, n],
+                          st.srcs[stream, n], n_old, st.last[stream, n], a2, b, b2,
+                          new_starts, new_srcs, block_min)
+        st.starts[stream, n, :k] = new_starts[:k]
+        st.srcs[stream, n, :k] = new_srcs[:k]
+        st.count[stream, n] = k
+        st.last[stream, n] = last
+    st.parsed[stream] = b2
+
+
+@_inline
+def _resync_mode(st):
+    return st.starts.shape[2] > 0
+
+
+@numba.njit(cache=True, nogil=True)
 def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
     b = st.steps[stream]
-    if st.ring.shape[2] > 0:
+    if _resync_mode(st):  # only the first bit of the gram; counts completes the grams
+        R = st.gram.shape[2] // 2
+        k = b % R
         for n in range(bits.size):
-            st.ring[stream, n, b % st.ring.shape[2]] = bits[n] != 0
+            st.gram[stream, n, k] = st.gram[stream, n, k + R] = _TOP if bits[n] != 0 else _Z32
         st.steps[stream] = b + 1
         return
-    W = st.plen.shape[2] - _GRAM
+    W = _window(st)
     for n in range(st.plen.shape[1]):
         _step(st, stream, n, b, W, np.uint32(bits[n] != 0))
     st.steps[stream] = b + 1
@@ -514,15 +668,17 @@ def push_zeros(st, stream, k):
         raise ValueError("push_zeros: k must be >= 0")
     _check(st, stream, st.count.shape[1])
     b = st.steps[stream]
-    if st.ring.shape[2] > 0:
-        W = st.ring.shape[2]
-        for i in range(min(k, W)):
-            st.ring[stream, :, (b + i) % W] = 0
-        st.steps[stream] = b + k
-        return
-    W = st.plen.shape[2] - _GRAM
-    N = st.plen.shape[1]
+    W = _window(st)
+    N = st.count.shape[1]
     if k < W:
+        if _resync_mode(st):
+            R = st.gram.shape[2] // 2
+            for i in range(k):
+                slot = (b + i) % R
+                st.gram[stream, :, slot] = 0
+                st.gram[stream, :, slot + R] = 0
+            st.steps[stream] = b + k
+            return
         zeros = np.zeros(N, np.uint8)
         for _ in range(k):
             push(st, stream, zeros)
@@ -530,6 +686,17 @@ def push_zeros(st, stream, k):
     # The window becomes all zeros: phrase 0 is one bit, phrase 1 copies it to the end.
     b += k
     a = b - W
+    if _resync_mode(st):
+        st.gram[stream] = 0
+        for n in range(N):
+            st.starts[stream, n, 0] = a
+            st.srcs[stream, n, 0] = -1
+            st.starts[stream, n, 1] = a + 1
+            st.srcs[stream, n, 1] = a
+            st.last[stream, n] = a + 1
+            st.count[stream, n] = min(W, 2)
+        st.steps[stream] = st.parsed[stream] = b
+        return
     for n in range(N):
         ln = _lane(st, stream, n, a)
         ln.G[:] = 0
@@ -548,23 +715,26 @@ def push_zeros(st, stream, k):
 def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
     _check(st, stream, out.size)
-    if st.ring.shape[2] == 0:
-        for n in range(st.count.shape[1]):
-            out[n] = st.count[stream, n]
-        return
+    if _resync_mode(st):
+        _bring_up_to_date(st, stream)
     for n in range(st.count.shape[1]):
-        out[n] = lz76_jit(window_bits(st, stream, n))
+        out[n] = st.count[stream, n]
 
 
 @numba.njit(cache=True, nogil=True)
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
+    R = st.gram.shape[2] // 2
+    b = st.steps[stream]
+    n_bits = window_len(st, stream)
+    base = (b - n_bits) % R
     for n in range(st.count.shape[1]):
-        if st.ring.shape[2] > 0:  # slots outside a young window are still zero
-            out[n] = st.ring[stream, n].sum()
-        else:
-            out[n] = window_bits(st, stream, n).sum()
+        G = st.gram[stream, n, base:base + n_bits]
+        c = 0
+        for i in range(G.size):
+            c += G[i] >> np.uint32(31)
+        out[n] = c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -579,12 +749,7 @@ def window_bits(st, stream, neuron):
     b = st.steps[stream]
     out = np.empty(window_len(st, stream), np.uint8)
     a = b - out.size
-    if st.ring.shape[2] > 0:
-        ring = st.ring[stream, neuron]
-        for i in range(out.size):
-            out[i] = ring[(a + i) % ring.size]
-        return out
-    R = st.plen.shape[2]
+    R = st.gram.shape[2] // 2
     for i in range(out.size):
         out[i] = st.gram[stream, neuron, (a + i) % R] >> np.uint32(31)
     return out
@@ -600,4 +765,6 @@ def reset(st, stream):
     st.refs[stream] = 0
     st.last[stream] = 0
     st.count[stream] = 0
-    st.ring[stream] = 0
+    st.starts[stream] = 0
+    st.srcs[stream] = -1
+    st.parsed[stream] = 0

@@ -26,4 +26,5 @@ def test_bench_lzc_json():
     names = [r["name"] for r in out["results"]]
     assert any(n.startswith("lz76 d=0.5") for n in names)
     assert any("sliding H=1 (incremental)" in n for n in names)
-    assert any("sliding H=16 (recount)" in n for n in names)
+    assert any("sliding H=16 (resync)" in n for n in names)
+    assert any("recount every hop H=16" in n for n in names)

@@ -217,7 +217,7 @@ def op(max_len, n_streams, window):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(window=st.integers(1, 70), n_streams=st.integers(1, 3), n_neurons=st.integers(1, 3),
-       data=st.data(), seed=st.integers(0, 2**32 - 1), hop=st.sampled_from([1, lzc.RECOUNT_HOP]))
+       data=st.data(), seed=st.integers(0, 2**32 - 1), hop=st.sampled_from([1, lzc.RESYNC_HOP]))
 def test_sliding_counts_equal_recount_small_windows(window, n_streams, n_neurons, data, seed, hop):
     ops = data.draw(st.lists(op(3 * window, n_streams, window), max_size=12))
     run_ops(window, n_streams, n_neurons, ops, seed, hop=hop)
@@ -236,7 +236,7 @@ def test_sliding_long_run_every_step(kind, d):
     run_ops(1024, 1, 3, [(0, kind, 2600, d)], seed=11, check_every=1)
 
 
-@pytest.mark.parametrize("hop", [1, lzc.RECOUNT_HOP])
+@pytest.mark.parametrize("hop", [1, lzc.RESYNC_HOP])
 @pytest.mark.parametrize("window", [2, 3, 5, 8, 33, 65, 100])
 def test_sliding_small_windows_long_runs(window, hop):
     kinds = [("random", 0.5), ("runs", 0.2), ("periodic", 0.5), ("random", 0.05), ("zeros", 0.0)]
@@ -244,10 +244,66 @@ def test_sliding_small_windows_long_runs(window, hop):
     run_ops(window, 1, 3, ops, seed=window, hop=hop)
 
 
-def test_recount_mode_is_small():
-    exact, ring = lzc.sliding_state(1, 10, 1024, 1), lzc.sliding_state(1, 10, 1024, 16)
-    assert sum(a.nbytes for a in ring) * 20 < sum(a.nbytes for a in exact)
-    assert ring.ring.shape == (1, 10, 1024) and exact.ring.shape == (1, 10, 0)
+def adversarial(rng, n: int) -> np.ndarray:
+    """Copies of one random block with rare flips: most phrases copy from far back, so the
+    sources a sliding window drops are the ones later phrases relied on."""
+    block = rng.random(int(rng.integers(20, 300))) < 0.5
+    x = np.resize(block, n).astype(np.uint8)
+    x[rng.random(n) < 0.003] ^= 1
+    return x
+
+
+def run_hops(window, n_neurons, spikes, hops, hop=16):
+    """Push ``spikes`` (steps x neurons) and compare ``counts`` with ``lz76`` after each
+    read interval in ``hops`` (cycled)."""
+    state = lzc.sliding_state(1, n_neurons, window, hop)
+    out = np.zeros(n_neurons, np.int64)
+    t, i = 0, 0
+    while t < spikes.shape[0]:
+        h = hops[i % len(hops)]
+        for column in spikes[t:t + h]:
+            lzc.push(state, 0, column)
+        t, i = min(t + h, spikes.shape[0]), i + 1
+        lzc.counts(state, 0, out)
+        w = spikes[max(0, t - window):t]
+        assert out.tolist() == [lzc.lz76(w[:, n]) for n in range(n_neurons)], (t, h)
+
+
+@pytest.mark.parametrize("kind, d", [
+    ("random", 0.05), ("random", 0.3), ("random", 0.5), ("random", 0.65), ("random", 0.97),
+    ("periodic", 0.5), ("runs", 0.3), ("adversarial", 0.0)])
+def test_resync_equals_recount_every_hop_window_1024(kind, d):
+    rng = np.random.default_rng(17)
+    make = (lambda: adversarial(rng, 4200)) if kind == "adversarial" else (
+        lambda: trains(rng, 4200, kind, d))
+    spikes = np.stack([make() for _ in range(3)], axis=1)
+    run_hops(1024, 3, spikes, [16])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=st.integers(1, 300), seed=st.integers(0, 2**32 - 1),
+       hops=st.lists(st.integers(1, 400), min_size=1, max_size=6),
+       kind=st.sampled_from(["random", "periodic", "runs", "adversarial"]), d=st.floats(0.0, 1.0))
+def test_resync_equals_recount_at_any_read_intervals(window, seed, hops, kind, d):
+    rng = np.random.default_rng(seed)
+    n = 3 * window + 500
+    make = (lambda: adversarial(rng, n)) if kind == "adversarial" else (lambda: trains(rng, n, kind, d))
+    run_hops(window, 2, np.stack([make(), make()], axis=1), hops)
+
+
+def test_resync_mode_is_smaller():
+    exact, resync = lzc.sliding_state(1, 10, 1024, 1), lzc.sliding_state(1, 10, 1024, 16)
+    assert sum(a.nbytes for a in resync) * 2 < sum(a.nbytes for a in exact)
+    assert resync.plen.shape == (1, 10, 0) and exact.starts.shape == (1, 10, 0)
+    assert resync.starts.shape == (1, 10, lzc.max_phrases(1024))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 64, 200])
+def test_max_phrases_bounds_every_window(n):
+    rng = np.random.default_rng(n)
+    worst = max(lzc.lz76(trains(rng, n, kind, rng.random())) for kind in
+                ("random", "periodic", "runs") for _ in range(200))
+    assert worst <= lzc.max_phrases(n)
 
 
 def test_streams_do_not_affect_each_other():
