@@ -7,7 +7,9 @@ three decide identically. It holds, for ``streams`` slots, the neuron state
 
 ``advance(slot, t, ch, end)`` simulates steps ``[now, end)``: event steps one by one,
 empty stretches as ``edged.neurons.simulate`` does (stepped while ``must_step``, then
-decayed in closed form), the windows taking the zeros in bulk.
+decayed in closed form), the windows taking the zeros in bulk. ``advance_many`` does the
+same for a batch of frames of any streams in one compiled (nogil) call; its events were
+validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
 ``b >= window``; it covers steps ``[b - window, b)`` and carries, per output neuron, the
 LZ76 phrase count and the spike count of the window, and the readout features
@@ -55,6 +57,29 @@ def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec
     is out of range."""
     if not _valid(t, ch, now, end, net.w_in.shape[0]):
         return -1
+    return _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes)
+
+
+@njit(cache=True, nogil=True)
+def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, window,
+                  first, dec_t, dec_lz, dec_spikes, ops):
+    """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
+    events ``t/ch[offsets[f]:offsets[f + 1]]``, decisions into rows
+    ``[first[f], first[f + 1])``, synaptic ops into ``ops[f]``, then ``clock[slot] = end``.
+    The events were validated where they entered."""
+    for f in range(slots.shape[0]):
+        slot = slots[f]
+        if clock[slot] != starts[f]:
+            raise AssertionError("advance_many: a frame does not start at its stream's clock")
+        a, b = offsets[f], offsets[f + 1]
+        k0, k1 = first[f], first[f + 1]
+        ops[f] = _run(net, st, lz, slot, t[a:b], ch[a:b], starts[f], ends[f], hop, window,
+                      dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
+        clock[slot] = ends[f]
+
+
+@njit(cache=True, nogil=True)
+def _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
     no_input = ch[:0]
     ops = 0
@@ -105,7 +130,7 @@ class Engine:
         self.state = neurons.zero_state(net, streams)
         self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window, hop)
         self.now = np.zeros(streams, np.int64)
-        self._advance = None
+        self._advance = self._advance_many = None
 
     @classmethod
     def for_model(cls, model, streams: int = 1) -> "Engine":
@@ -129,8 +154,7 @@ class Engine:
 
     def boundaries(self, slot: int, end: int) -> int:
         """Number of decisions ``advance(slot, ..., end)`` will make."""
-        lo = max(self.window, int(self.now[slot]) + 1)
-        return 0 if lo > end else end // self.hop - (lo - 1) // self.hop
+        return int(self.decisions_between(self.now[slot], end))
 
     def advance(self, slot: int, t: np.ndarray, ch: np.ndarray, end: int) -> Decisions:
         """Simulate ``slot`` over ``[now, end)`` with events ``(t, ch)`` sorted by ``t``,
@@ -162,6 +186,36 @@ class Engine:
         else:
             feats = np.empty((0, len(self.features) * dec_lz.shape[1]), np.float32)
         return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops))
+
+    def decisions_between(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Decisions a stream at clock ``start`` makes advancing to ``end`` (elementwise)."""
+        lo = np.maximum(self.window, start + 1)
+        return np.where(lo > end, 0, end // self.hop - (lo - 1) // self.hop)
+
+    def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                     offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
+        """``advance`` for many frames in one compiled call: frame ``f`` advances
+        ``slots[f]`` from its clock ``starts[f]`` to ``ends[f] > starts[f]`` with events
+        ``t/ch[offsets[f]:offsets[f + 1]]`` (int64, already valid: sorted within its
+        range, channels in ``[0, n_in)``). A slot may recur; frames run in order. Returns
+        the decisions of all frames in frame order, the row where each frame's decisions
+        start (``first[f]:first[f + 1]``) and each frame's synaptic ops."""
+        k = self.decisions_between(starts, ends)
+        first = np.zeros(len(slots) + 1, np.int64)
+        np.cumsum(k, out=first[1:])
+        n_out = self.net.w_out.shape[1]
+        rows = int(first[-1])
+        dec_t = np.empty(rows, np.int64)
+        dec_lz = np.empty((rows, n_out), np.int64)
+        dec_spikes = np.empty((rows, n_out), np.int64)
+        ops = np.empty(len(slots), np.int64)
+        args = (self.net, self.state, self.lz, self.now, slots, starts, ends, offsets, t, ch,
+                self.hop, self.window, first, dec_t, dec_lz, dec_spikes, ops)
+        if self._advance_many is None:
+            self._advance_many = neurons.bind(_advance_many, *args)
+        self._advance_many(*args)
+        feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
+        return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops.sum())), first, ops
 
     def state_bytes(self) -> int:
         """Bytes of state per stream (neurons, LZ windows, clock)."""

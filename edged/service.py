@@ -1,18 +1,11 @@
 """The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
 
-Event time, per stream (``Engine`` does the simulation and the sliding LZ windows)::
-
-    clock   = steps completed (``engine.now[slot]``); a new stream starts at 0
-    frame   = events (t, ch), t non-decreasing, optional ``until``
-    late    : any t < clock                      -> whole frame rejected ("late")
-    L       = the last event time (frame or held), end = max(clock, until, L)
-    advance : steps [clock, end) with the events before end
-    held    : events at L stay pending when until <= L (a later frame may add to step L);
-              they are simulated once a later frame has a later time or until passes L
-
-so the decisions equal one offline ``engine.advance`` over the same events, whatever the
-frame boundaries. A decision happens at each step boundary ``b`` with ``b % hop == 0``
-and ``b >= window``; every decision is read out and published at once.
+Each wake-up receives the queued frames, decodes and admits them one by one (the
+event-time rule, ``edged.streams.event_time``: late, end and held events), then advances
+all admitted frames in one compiled engine call (``Engine.advance_many``), scores all
+their decisions in one readout call and publishes them in order. The decisions equal one
+offline ``engine.advance`` over the same events, whatever the frame and batch boundaries.
+A decision happens at each step boundary ``b`` with ``b % hop == 0`` and ``b >= window``.
 
 Stream table: data, one row per engine slot (``Streams``). Rules:
 
@@ -62,11 +55,11 @@ from edged.sdnotify import Watchdog
 from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
                             HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
                             encode_decision, encode_frame, ready_line)
+from edged.streams import EMPTY, Batch, event_time
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
-READOUT_ROWS = 64  # decisions read out together at most (one onnxruntime call) ...
-READOUT_WAIT = 0.5e-3  # ... and the longest a decision waits for frames queued behind it
+READOUT_WAIT = 0.5e-3  # the longest a frame waits in a batch for frames queued behind it
 SWEEP_S = 1.0
 FLUSH_S = 0.01  # loop tallies reach the Prometheus counters at most this often
 SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -125,25 +118,11 @@ class Streams:
         n = self.capacity
         self.next_seq, self.out_seq, self.unbilled_ops = [0] * n, [0] * n, [0] * n
         self.last_seen = [0.0] * n
-        self.held_ch = [_EMPTY] * n
+        self.held_ch = [EMPTY] * n
         self.free = list(range(n - 1, -1, -1))
 
 
-_EMPTY = np.empty(0, np.int64)
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
-
-
-class Pending(NamedTuple):
-    """One frame's decisions between the engine and the readout/publish step."""
-
-    stream: str
-    received_at: float
-    cpu0: float
-    seq0: int
-    ends: list
-    features: np.ndarray
-    lzc: np.ndarray
-    energy_j: float
 
 
 @dataclass
@@ -237,9 +216,6 @@ class Service:
         self._labels = [str(c) for c in model.classes]
         i = model.features.index("lzc") if "lzc" in model.features else None
         self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
-        self._pending: list[Pending] = []  # frames whose decisions await readout + publish
-        self._rows = 0
-        self._batch_cpu0 = 0.0
         m = self.metrics
         m.describe_model(model)
         m.describe_build(zmq.zmq_version())
@@ -295,10 +271,14 @@ class Service:
         ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
         for binary in (False, True):  # compiles the checker for both array kinds
             frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events)
+        batch = Batch(0.0)
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
-            d = self.engine.advance(0, frame.t[sel], frame.ch[sel], hi)
-        d = self.engine.advance(0, _EMPTY, _EMPTY, end + 3 * m.window)
+            batch.add(0, lo, hi, frame.t[sel], frame.ch[sel], "warm", 0.0)
+        batch.add(0, end, end + 3 * m.window, EMPTY, EMPTY, "warm", 0.0)
+        d = self.engine.advance_many(*batch.arrays())[0]
+        self.engine.reset(0)
+        self.engine.advance(0, frame.t, frame.ch, end)  # the validating entry point
         if len(d.t) == 0:
             raise RuntimeError("warm-up produced no decision: engine contract broken")
         scores = self.readout.scores(d.features)
@@ -373,59 +353,146 @@ class Service:
     def pump(self, budget: int) -> int:
         """Receive and handle up to ``budget`` queued frames without blocking.
 
-        Decisions are read out and published together: when no frame is waiting, after
-        ``READOUT_ROWS`` decisions, or ``READOUT_WAIT`` after the first one queued. An idle
-        daemon therefore publishes each frame's decisions at once; a busy one pays one
-        onnxruntime call per batch instead of per frame."""
+        Admitted frames are batched: one engine call advances them all, one readout call
+        scores their decisions, which are then published in order. A batch closes when no
+        frame is waiting or ``READOUT_WAIT`` after its first frame arrived, so an idle
+        daemon publishes each frame's decisions at once and a busy one pays the engine
+        and onnxruntime calls once per batch."""
         n = 0
-        recv, handle, clock = self.ingest.recv, self.handle, self.clock
-        cpu0 = self.cpu_clock()
+        recv, admit, clock, cpu_clock = self.ingest.recv, self.admit, self.clock, self.cpu_clock
+        cpu0 = cpu_clock()
+        batch = Batch(cpu0)
         while n < budget:
             try:
                 buf = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             now = clock()
-            handle(buf, now)
+            admit(buf, now, batch)
             n += 1
-            if self._rows >= READOUT_ROWS or (self._rows and now - self._pending[0].received_at >= READOUT_WAIT):
-                self.publish_pending()
-        self.publish_pending()
-        self.tally.cpu += self.cpu_clock() - cpu0
+            if batch.received and now - batch.received[0] >= READOUT_WAIT:
+                self.serve(batch)
+                batch.clear(cpu_clock())
+        self.serve(batch)
+        self.tally.cpu += cpu_clock() - cpu0
         return n
 
-    def publish_pending(self) -> int:
-        """Read out every queued decision in one call and publish them in order."""
-        pending, k = self._pending, self._rows
-        if not k:
+    def admit(self, buf: bytes, received_at: float, batch: Batch) -> None:
+        """Validate one frame against its stream and add it to ``batch``. A rejected
+        frame is counted and logged (rate-limited) and changes no stream."""
+        self.tally.frames += 1
+        try:
+            self._admit(decode_frame(buf, self.limits, check_events), received_at, batch)
+        except FrameError as e:
+            self.metrics.rejected.labels(e.reason).inc()
+            self.rejects.reject(e, received_at)
+        except Exception as e:  # noqa: BLE001 - the loop must survive any one frame
+            self.metrics.rejected.labels("internal").inc()
+            self.log.exception("internal error on a frame: %s", e)
+
+    def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
+        st, tally = self.streams, self.tally
+        slot = st.slots.get(frame.stream, -1)
+        if slot >= 0:
+            clock = batch.clock.get(slot)
+            if clock is None:
+                clock = int(self.engine.now[slot])
+            held = st.held_ch[slot]
+        else:
+            clock, held = 0, EMPTY
+        try:
+            adv = event_time(clock, frame.t, frame.until, held.size)
+        except FrameError as e:
+            raise FrameError(e.reason, f"stream {frame.stream!r}: {e.detail}") from None
+        if adv.end - clock > self.cfg.limits_max_advance:
+            raise FrameError("time", f"stream {frame.stream!r}: frame advances {adv.end - clock} steps "
+                                     f"> limits.max_advance {self.cfg.limits_max_advance}")
+        if slot < 0:
+            if not st.free:
+                self.serve(batch)  # expiry may free a slot; the batch must not span it
+                batch.clear(self.cpu_clock())
+                self.expire(now)
+                if not st.free:
+                    raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
+            slot = st.free.pop()
+            self.engine.reset(slot)
+            st.slots[frame.stream] = slot
+            st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
+            st.held_ch[slot] = EMPTY
+            self.metrics.streams_active.set(len(st.slots))
+        if frame.seq != st.next_seq[slot]:
+            tally.seq_gaps += 1
+        st.next_seq[slot] = frame.seq + 1
+        st.last_seen[slot] = now
+        tally.events += frame.t.size
+        t, ch = frame.t, frame.ch
+        if held.size:
+            t = np.concatenate([np.full(held.size, clock, np.int64), t])
+            ch = np.concatenate([held, ch])
+        keep = adv.keep
+        st.held_ch[slot] = ch[keep:].copy() if keep < ch.size else EMPTY
+        if adv.end > clock:
+            batch.add(slot, clock, adv.end, t[:keep], ch[:keep], frame.stream, now)
+
+    def serve(self, batch: Batch) -> int:
+        """Advance every frame of ``batch`` in one engine call, read out all their
+        decisions in one readout call and publish them in order; return how many."""
+        if not len(batch):
             return 0
-        self._pending, self._rows = [], 0
-        one = len(pending) == 1
-        features = pending[0].features if one else np.concatenate([p.features for p in pending])
-        scores = self.readout.scores(features)
+        st, tally, model = self.streams, self.tally, self.model
+        slots, starts, ends, offsets, t, ch = batch.arrays()
+        try:
+            d, first, ops = self.engine.advance_many(slots, starts, ends, offsets, t, ch)
+        except Exception as e:  # noqa: BLE001 - a broken invariant: count it, keep serving
+            self.metrics.rejected.labels("internal").inc(len(batch))
+            self.log.exception("internal error advancing %d frames: %s", len(batch), e)
+            return 0
+        tally.ops += int(ops.sum())
+        tally.steps += int((ends - starts).sum())
+        rows = len(d.t)
+        tally.decisions += rows
+        hop, energy, unbilled, out_seq = model.hop, self.energy, st.unbilled_ops, st.out_seq
+        energy_j, seq0 = [0.0] * len(batch), [0] * len(batch)
+        for f, (slot, k) in enumerate(zip(slots.tolist(), np.diff(first).tolist())):
+            unbilled[slot] += int(ops[f])
+            if k:
+                energy_j[f] = energy.decision(unbilled[slot] / k, hop)
+                unbilled[slot] = 0
+                seq0[f] = out_seq[slot]
+                out_seq[slot] += k
+        if rows:
+            self.publish_decisions(batch, d, first.tolist(), seq0, energy_j)
+        return rows
+
+    def publish_decisions(self, batch: Batch, d, first: list[int], seq0: list[int],
+                          energy_j: list[float]) -> None:
+        """Score ``d`` (the batch's decisions) in one readout call and publish them."""
+        scores = self.readout.scores(d.features)
         classes = np.argmax(scores, axis=1).tolist()
-        lzc = (pending[0].lzc if one else np.concatenate([p.lzc for p in pending])).tolist()
+        lzc = self.lzc_of(d).tolist()
         score_rows = scores.tolist()
-        cpu = (self.cpu_clock() - pending[0].cpu0) / k  # the batch's CPU, shared per decision
-        send, clock_now, observe = self.publish.send, self.clock, self.metrics.latency.observe
+        ends = d.t.tolist()
+        cpu = (self.cpu_clock() - batch.cpu0) / len(ends)  # the batch's CPU, shared per decision
+        send, observe = self.publish.send, self.metrics.latency.observe
         labels, epoch, sha, frame_seconds = self._labels, self.epoch, self.model.sha256, self.metrics.frame_seconds
-        row = 0
-        for p in pending:
-            topic = p.stream.encode()
-            for i, end in enumerate(p.ends):
+        now = self.clock()
+        for f, stream in enumerate(batch.streams):
+            k0, k1 = first[f], first[f + 1]
+            if k0 == k1:
+                continue
+            topic = stream.encode()
+            lat = now - batch.received[f]
+            for row in range(k0, k1):
                 c = classes[row]
-                lat = clock_now() - p.received_at
-                payload = encode_decision(p.stream, epoch, p.seq0 + i, end, labels[c], c,
-                                          score_rows[row], lzc[row], lat, p.energy_j, cpu, sha)
+                payload = encode_decision(stream, epoch, seq0[f] + row - k0, ends[row], labels[c], c,
+                                          score_rows[row], lzc[row], lat, energy_j[f], cpu, sha)
                 try:
                     send(topic, _MORE)
                     send(payload, zmq.NOBLOCK)
                 except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
                     pass
                 observe(lat)
-                row += 1
-            frame_seconds.observe(clock_now() - p.received_at)
-        return k
+            frame_seconds.observe(lat)
 
     def flush_metrics(self) -> None:
         """Move the loop's local tallies into the Prometheus counters (from ``tick``, at
@@ -537,99 +604,13 @@ class Service:
         idle = [s for s, slot in st.slots.items() if st.last_seen[slot] < cutoff]
         for stream in idle:
             slot = st.slots.pop(stream)
-            st.held_ch[slot] = _EMPTY
+            st.held_ch[slot] = EMPTY
             st.free.append(slot)
         if idle:
             self.metrics.streams_expired.inc(len(idle))
             self.metrics.streams_active.set(len(st.slots))
             self.log.info("expired %d idle streams (%d active)", len(idle), len(st.slots))
         return len(idle)
-
-    def handle(self, buf: bytes, received_at: float) -> int:
-        """Validate one frame and advance its stream; queue its decisions for
-        ``publish_pending`` and return how many. A rejected frame is counted and logged
-        (rate-limited) and changes no stream."""
-        self.tally.frames += 1
-        cpu0 = 0.0 if self._pending else self.cpu_clock()  # only a batch's first frame needs it
-        try:
-            frame = decode_frame(buf, self.limits, check_events)
-            slot, clock, held = self._admit(frame, received_at)
-            return self._serve(frame, slot, clock, held, received_at, cpu0)
-        except FrameError as e:
-            self.metrics.rejected.labels(e.reason).inc()
-            self.rejects.reject(e, received_at)
-            return 0
-        except Exception as e:  # noqa: BLE001 - the loop must survive any one frame
-            self.metrics.rejected.labels("internal").inc()
-            self.log.exception("internal error on a frame: %s", e)
-            return 0
-
-    def _admit(self, frame: Frame, now: float) -> tuple[int, int, np.ndarray]:
-        """Check the frame against its stream (no state change); return the slot it will
-        use (-1: a new stream), the stream's clock and its held channels."""
-        st = self.streams
-        slot = st.slots.get(frame.stream, -1)
-        clock = int(self.engine.now[slot]) if slot >= 0 else 0
-        held = st.held_ch[slot] if slot >= 0 else _EMPTY
-        t = frame.t
-        if t.size and t[0] < clock:
-            raise FrameError("late", f"stream {frame.stream!r}: event at step {int(t[0])} "
-                                     f"before the stream's clock {clock}")
-        end = max(clock, int(t[-1]) if t.size else clock, clock if frame.until is None else frame.until)
-        if end - clock > self.cfg.limits_max_advance:
-            raise FrameError("time", f"stream {frame.stream!r}: frame advances {end - clock} steps "
-                                     f"> limits.max_advance {self.cfg.limits_max_advance}")
-        if slot < 0 and not st.free:
-            self.expire(now)
-            if not st.free:
-                raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
-        return slot, clock, held
-
-    def _serve(self, frame: Frame, slot: int, clock: int, held: np.ndarray,
-               received_at: float, cpu0: float) -> int:
-        st, tally, model = self.streams, self.tally, self.model
-        if slot < 0:
-            slot = st.free.pop()
-            self.engine.reset(slot)
-            st.slots[frame.stream] = slot
-            st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
-            st.held_ch[slot] = held = _EMPTY
-            self.metrics.streams_active.set(len(st.slots))
-        if frame.seq != st.next_seq[slot]:
-            tally.seq_gaps += 1
-        st.next_seq[slot] = frame.seq + 1
-        st.last_seen[slot] = received_at
-        tally.events += frame.t.size
-
-        t, ch = frame.t, frame.ch
-        if held.size:
-            t = np.concatenate([np.full(held.size, clock, np.int64), t])
-            ch = np.concatenate([held, ch])
-        last = int(t[-1]) if t.size else clock
-        end = max(clock, last, clock if frame.until is None else frame.until)
-        keep = int(np.searchsorted(t, end, "left")) if last >= end else t.size
-        st.held_ch[slot] = ch[keep:].copy() if keep < t.size else _EMPTY
-        if end == clock:
-            return 0
-        d = self.engine.advance(slot, t[:keep], ch[:keep], end)
-        ops = int(d.ops)
-        k = len(d.t)
-        tally.ops += ops
-        tally.steps += end - clock
-        tally.decisions += k
-        st.unbilled_ops[slot] += ops
-        if k == 0:
-            return 0
-        energy_j = self.energy.decision(st.unbilled_ops[slot] / k, model.hop)
-        st.unbilled_ops[slot] = 0
-        seq0 = st.out_seq[slot]
-        st.out_seq[slot] = seq0 + k
-        if not self._pending:
-            self._batch_cpu0 = cpu0
-        self._pending.append(Pending(frame.stream, received_at, self._batch_cpu0, seq0,
-                                     d.t.tolist(), d.features, self.lzc_of(d), energy_j))
-        self._rows += k
-        return k
 
     def lzc_of(self, d) -> np.ndarray:
         """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):

@@ -148,17 +148,17 @@ def test_ingest_back_pressure_when_processing_stalls(model):
     frame queued is processed once the loop resumes."""
     s = Served(model, streams_max=4, ingest_hwm=50)
     gate = threading.Event()
-    handle = s.svc.handle
+    admit = s.svc.admit
 
-    def stalled(buf, now):
+    def stalled(buf, now, batch):
         gate.wait(TIMEOUT)
-        return handle(buf, now)
+        return admit(buf, now, batch)
 
     before = rss_bytes()
     tx = Sender(s.endpoints["ingest"], context=s.ctx, hwm=10, timeout=0, linger=0)
     try:
         base = s.value("edged_frames_total")
-        s.svc.handle = stalled
+        s.svc.admit = stalled
         rng = np.random.default_rng(0)
         sent = 0
         again = False

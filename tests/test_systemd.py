@@ -104,13 +104,13 @@ def test_watchdog_pings_from_the_loop_and_stop_when_it_is_blocked(tmp_path):
 
     from edged.client import Sender
 
-    handle = svc.handle
+    admit = svc.admit
     blocked = threading.Event()
 
-    def stuck(buf, now):
+    def stuck(buf, now, batch):
         blocked.set()
         time.sleep(0.6)  # the injected stall: the loop is blocked inside a frame
-        return handle(buf, now)
+        return admit(buf, now, batch)
 
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
@@ -122,7 +122,7 @@ def test_watchdog_pings_from_the_loop_and_stop_when_it_is_blocked(tmp_path):
         assert len(pings) >= 6
         gaps = [b - a for a, b in zip(pings, pings[1:])]
         assert max(gaps) < 0.1 + 0.15, gaps  # interval 100 ms, plus a noisy shared box
-        svc.handle = stuck
+        svc.admit = stuck
         tx.send("x", [], [], until=1)
         assert blocked.wait(TIMEOUT)
         t0 = time.monotonic()
