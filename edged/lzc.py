@@ -44,7 +44,12 @@ Sliding window (``SlidingLZ``)
     with the same rightmost source. Every other phrase is searched afresh. Results are
     identical to a recount; the work is the head of the window, phrases whose every
     longest match started in the dropped bits (and the phrases after them until the cut
-    meets an old start again), and the new tail.
+    meets an old start again), and the new tail. A fresh search first walks the chain of
+    earlier positions with the same first 8 bits (``heads``/``prev``): when the chain is
+    at most ``_CHAIN`` long and reaches ``M >= 8``, every source of an ``M``-bit match is
+    on it; otherwise the vectorised scan below decides. The resync mode keeps the bits
+    (``ring``) and builds the grams of the window at each read: ~6.5 KB per (stream,
+    neuron) at W = 1024.
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
@@ -85,8 +90,12 @@ Variant = Literal["lz76", "lz78"]
 _U32 = np.uint32(0xFFFFFFFF)
 _Z32 = np.uint32(0)
 _TOP = np.uint32(1 << 31)
+_HIGH = np.uint8(0x80)
 _GRAM = 32  # bits per gram; a ring holds W + _GRAM slots
 _BLOCK = 64  # grams per block of the right-to-left source search
+_KEY = 8  # resync mode: positions are chained by their first _KEY bits ...
+_KEYS = 1 << _KEY
+_CHAIN = 16  # ... and a phrase walks at most this many of them before scanning instead
 RESYNC_HOP = 8  # from this hop on, resyncing the parse at each read beats keeping it per step
 
 
@@ -328,23 +337,30 @@ def lzc(bits, variant: Variant = "lz76") -> float:
 
 
 class SlidingLZ(NamedTuple):
-    """Sliding LZ76 state for S streams x N neurons, window W; ring of R = W + 32 slots.
+    """Sliding LZ76 state for S streams x N neurons, window W.
 
-    Slot ``i % R`` describes absolute position ``i`` (the bit pushed at step ``i``). The
-    exact mode fills ``plen``/``src``/``refs`` (``starts``/``srcs`` have P = 0), the
-    resync mode ``starts``/``srcs`` (``plen``/``src``/``refs`` have R = 0).
+    The exact mode keeps rings of R = W + 32 slots, slot ``i % R`` describing absolute
+    position ``i`` (the bit pushed at step ``i``); the resync mode keeps rings of W slots
+    (``ring``, ``prev``) and lists of P = ``max_phrases(W)``. The other mode's arrays have
+    a last dimension of 0.
     """
 
     steps: np.ndarray  # int64 (S,): bits pushed per stream; window is [steps - W, steps)
-    gram: np.ndarray   # uint32 (S, N, 2R): gram of each position, written to slot and slot + R
+    gram: np.ndarray   # uint32 (S, N, 2R): exact mode: gram of each position, slot and slot + R
     plen: np.ndarray   # int32 (S, N, R): length of the phrase starting there, else 0
     src: np.ndarray    # int64 (S, N, R): that phrase's copy source (absolute), -1 if none
     refs: np.ndarray   # int32 (S, N, R): number of phrases whose source is this position
     last: np.ndarray   # int64 (S, N): start of the still-copying last phrase; == end if none
     count: np.ndarray  # int64 (S, N): LZ76 phrase count of the window (ending at ``parsed``)
-    starts: np.ndarray  # int64 (S, N, P): resync mode: phrase starts, in order (absolute)
-    srcs: np.ndarray   # int64 (S, N, P): resync mode: their rightmost sources, -1 if none
+    ring: np.ndarray   # uint8 (S, N, W): resync mode: bits i .. i + 7 (first most significant,
+                       # zeros past the end) of each position i of the window, slot i % W
+    starts: np.ndarray  # int32 (S, N, P): resync mode: phrase starts, in order, from the
+                        # start of the window ``count`` describes
+    srcs: np.ndarray   # int32 (S, N, P): resync mode: their rightmost sources, -1 if none
     parsed: np.ndarray  # int64 (S,): resync mode: end of the window ``count`` describes
+    heads: np.ndarray  # int64 (S, N, 256): resync mode: last position of each 8-bit key, -1
+    prev: np.ndarray   # uint16 (S, N, W): resync mode: distance back to the previous position
+                       # with the same key (first 8 bits), 0 if none; slot i % W
 
 
 class _Lane(NamedTuple):
@@ -375,28 +391,33 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int =
     the exact incremental parse below ``RESYNC_HOP``, the resynchronised parse from there on."""
     if n_streams < 1 or n_neurons < 1 or window < 1 or hop < 1:
         raise ValueError("n_streams, n_neurons, window and hop must be >= 1")
+    if window > 1 << 16:
+        raise ValueError("window must be <= 65536")
     resync = hop >= RESYNC_HOP
-    r = window + _GRAM
     p = max_phrases(window) if resync else 0
     shape = (n_streams, n_neurons)
-    exact = 0 if resync else r
+    exact = 0 if resync else window + _GRAM
+    w = window if resync else 0
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
-        gram=np.zeros(shape + (2 * r,), np.uint32),
+        gram=np.zeros(shape + (2 * exact,), np.uint32),
         plen=np.zeros(shape + (exact,), np.int32),
         src=np.full(shape + (exact,), -1, np.int64),
         refs=np.zeros(shape + (exact,), np.int32),
         last=np.zeros(shape, np.int64),
         count=np.zeros(shape, np.int64),
-        starts=np.zeros(shape + (p,), np.int64),
-        srcs=np.full(shape + (p,), -1, np.int64),
+        ring=np.zeros(shape + (w,), np.uint8),
+        starts=np.zeros(shape + (p,), np.int32),
+        srcs=np.full(shape + (p,), -1, np.int32),
         parsed=np.zeros(n_streams, np.int64),
+        heads=np.full(shape + (_KEYS if resync else 0,), -1, np.int64),
+        prev=np.zeros(shape + (w,), np.uint16),
     )
 
 
 @numba.njit(cache=True, nogil=True)
 def _window(st):
-    return st.gram.shape[2] // 2 - _GRAM
+    return st.ring.shape[2] if st.ring.shape[2] > 0 else st.gram.shape[2] // 2 - _GRAM
 
 
 # The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
@@ -568,35 +589,71 @@ def _check(st, stream, n_neurons):
 
 
 @numba.njit(cache=True, nogil=True)
-def _resync(G, starts, srcs, n_old, open_old, a2, b, b2, new_starts, new_srcs, block_min):
+def _chained(G, prev, R, a2, q, end):
+    """``_phrase`` at position ``q`` (``G`` from ``a2``) from the positions with the same
+    first ``_KEY`` bits, newest first; (0, -1) if there are none or more than ``_CHAIN``
+    of them (then the caller scans), or if ``q + _KEY > end``."""
+    cap = end - q
+    if cap < _KEY:
+        return 0, -1
+    p = q - a2
+    best, src = 0, -1
+    y = q
+    for _ in range(_CHAIN + 1):
+        d = prev[y % R]
+        if d <= 0 or y - d < a2:
+            return (best, src) if best >= _KEY else (0, -1)
+        y -= d
+        j = y - a2
+        n = 0
+        while True:  # lcp(j, p), at most cap
+            x = np.uint32(G[j + n] ^ G[p + n])
+            if x:
+                n += _clz(x)
+                break
+            n += _GRAM
+            if n >= cap:
+                break
+        n = min(n, cap)
+        if n > best:
+            best, src = n, j
+    return 0, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _resync(G, starts, srcs, n_old, open_old, a, a2, b, b2, new_starts, new_srcs, block_min,
+            prev, R):
     """Parse window ``[a2, b2)`` (``G[i]`` is the gram of position ``a2 + i``) reusing the
-    ``n_old`` phrases of the old window ending at ``b`` (``open_old``: start of its still
-    copying last phrase, or ``b``) where they stay valid; return (count, open start)."""
+    ``n_old`` phrases of the old window ``[a, b)`` (``starts``/``srcs`` from ``a``;
+    ``open_old``: start of its still copying last phrase, or ``b``) where they stay valid;
+    write the new ones from ``a2``; return (count, open start)."""
     k = 0
     q = a2
     i = 0
     last = b2
     P = new_starts.size
     while q < b2:
-        while i < n_old and starts[i] < q:
+        while i < n_old and a + starts[i] < q:
             i += 1
-        if (i < n_old and starts[i] == q and not (i == n_old - 1 and open_old != b)
-                and (srcs[i] < 0 or srcs[i] >= a2)):
+        if (i < n_old and a + starts[i] == q and not (i == n_old - 1 and open_old != b)
+                and (srcs[i] < 0 or a + srcs[i] >= a2)):
             # An old closed phrase whose rightmost source is still in the window: the same
             # longest match, so the same phrase.
             if k == P:
                 raise AssertionError("sliding LZ76: more phrases than max_phrases")
-            new_starts[k] = q
-            new_srcs[k] = srcs[i]
+            new_starts[k] = q - a2
+            new_srcs[k] = a + srcs[i] - a2 if srcs[i] >= 0 else -1
             k += 1
-            q = starts[i + 1] if i + 1 < n_old else b
+            q = a + starts[i + 1] if i + 1 < n_old else b
             i += 1
             continue
         if k == P:
             raise AssertionError("sliding LZ76: more phrases than max_phrases")
-        m, j = _phrase(G, q - a2, b2 - a2, block_min)
-        new_starts[k] = q
-        new_srcs[k] = a2 + j if j >= 0 else -1
+        m, j = _chained(G, prev, R, a2, q, b2)
+        if m == 0:
+            m, j = _phrase(G, q - a2, b2 - a2, block_min)
+        new_starts[k] = q - a2
+        new_srcs[k] = j
         k += 1
         if m == b2 - q:
             last = q
@@ -612,25 +669,33 @@ def _bring_up_to_date(st, stream):
     if b == b2:
         return
     W = _window(st)
-    R = st.gram.shape[2] // 2
+    a = max(0, b - W)
     a2 = max(0, b2 - W)
-    base = a2 % R
+    n_bits = b2 - a2
     P = st.starts.shape[2]
-    new_starts = np.empty(P, np.int64)
-    new_srcs = np.empty(P, np.int64)
+    new_starts = np.empty(P, np.int32)
+    new_srcs = np.empty(P, np.int32)
     block_min = np.empty(W // _BLOCK + 1, np.uint32)
-    lo = max(a2, min(b, b2) - _GRAM + 1)  # grams from here on lack bits pushed since b
+    G = np.empty(n_bits, np.uint32)
+    L = np.zeros(n_bits + _GRAM, np.uint8)  # the window's bytes, then zeros
     for n in range(st.count.shape[1]):
-        ring = st.gram[stream, n]
-        g = _Z32
-        for x in range(b2 - 1, lo - 1, -1):
-            k = x % R
-            g = (g >> np.uint32(1)) | (ring[k] & _TOP)
-            ring[k] = ring[k + R] = g
+        ring = st.ring[stream, n]
+        split = min(n_bits, W - a2 % W)  # window bits [0, split) sit at ring[a2 % W:]
+        L[:split] = ring[a2 % W:a2 % W + split]
+        L[split:n_bits] = ring[:n_bits - split]
+        L0, L1, L2, L3 = L[:n_bits], L[8:8 + n_bits], L[16:16 + n_bits], L[24:24 + n_bits]
+        for i in range(n_bits):  # grams of the window from the bytes, zeros past its end
+            G[i] = ((np.uint32(L0[i]) << np.uint32(24)) | (np.uint32(L1[i]) << np.uint32(16))
+                    | (np.uint32(L2[i]) << np.uint32(8)) | np.uint32(L3[i]))
+        heads, prev = st.heads[stream, n], st.prev[stream, n]
+        for x in range(max(a2, b - _KEY + 1), b2 - _KEY + 1):  # chain the complete keys
+            key = L[x - a2]
+            y = heads[key]
+            prev[x % W] = x - y if a2 <= y < x else 0
+            heads[key] = x
         n_old = min(max(st.count[stream, n], 0), P)  # bounded even for a hostile checkpoint
-        k, last = _resync(st.gram[stream, n, base:base + R], st.starts[stream, n],
-                          st.srcs[stream, n], n_old, st.last[stream, n], a2, b, b2,
-                          new_starts, new_srcs, block_min)
+        k, last = _resync(G, st.starts[stream, n], st.srcs[stream, n], n_old, st.last[stream, n],
+                          a, a2, b, b2, new_starts, new_srcs, block_min, prev, W)
         st.starts[stream, n, :k] = new_starts[:k]
         st.srcs[stream, n, :k] = new_srcs[:k]
         st.count[stream, n] = k
@@ -640,7 +705,7 @@ def _bring_up_to_date(st, stream):
 
 @_inline
 def _resync_mode(st):
-    return st.starts.shape[2] > 0
+    return st.ring.shape[2] > 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -648,11 +713,17 @@ def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
     b = st.steps[stream]
-    if _resync_mode(st):  # only the first bit of the gram; counts completes the grams
-        R = st.gram.shape[2] // 2
-        k = b % R
+    if _resync_mode(st):  # the byte of each position; counts builds the grams
+        W = st.ring.shape[2]
+        k = b % W
         for n in range(bits.size):
-            st.gram[stream, n, k] = st.gram[stream, n, k + R] = _TOP if bits[n] != 0 else _Z32
+            ring = st.ring[stream, n]
+            ring[k] = _HIGH if bits[n] != 0 else np.uint8(0)
+            if bits[n] != 0:
+                j = k
+                for d in range(1, min(8, W, b + 1)):
+                    j = j - 1 if j > 0 else W - 1
+                    ring[j] |= np.uint8(0x80 >> d)
         st.steps[stream] = b + 1
         return
     W = _window(st)
@@ -672,11 +743,8 @@ def push_zeros(st, stream, k):
     N = st.count.shape[1]
     if k < W:
         if _resync_mode(st):
-            R = st.gram.shape[2] // 2
             for i in range(k):
-                slot = (b + i) % R
-                st.gram[stream, :, slot] = 0
-                st.gram[stream, :, slot + R] = 0
+                st.ring[stream, :, (b + i) % W] = 0
             st.steps[stream] = b + k
             return
         zeros = np.zeros(N, np.uint8)
@@ -687,12 +755,18 @@ def push_zeros(st, stream, k):
     b += k
     a = b - W
     if _resync_mode(st):
-        st.gram[stream] = 0
+        st.ring[stream] = 0
+        st.heads[stream] = -1
+        st.prev[stream] = 0
+        for x in range(a + 1, b - _KEY + 1):  # every key is 0: one chain through the window
+            st.prev[stream, :, x % W] = 1
+        if b - _KEY >= a:
+            st.heads[stream, :, 0] = b - _KEY
         for n in range(N):
-            st.starts[stream, n, 0] = a
+            st.starts[stream, n, 0] = 0
             st.srcs[stream, n, 0] = -1
-            st.starts[stream, n, 1] = a + 1
-            st.srcs[stream, n, 1] = a
+            st.starts[stream, n, 1] = 1
+            st.srcs[stream, n, 1] = 0
             st.last[stream, n] = a + 1
             st.count[stream, n] = min(W, 2)
         st.steps[stream] = st.parsed[stream] = b
@@ -725,16 +799,15 @@ def counts(st, stream, out):
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
-    R = st.gram.shape[2] // 2
-    b = st.steps[stream]
-    n_bits = window_len(st, stream)
-    base = (b - n_bits) % R
     for n in range(st.count.shape[1]):
-        G = st.gram[stream, n, base:base + n_bits]
-        c = 0
-        for i in range(G.size):
-            c += G[i] >> np.uint32(31)
-        out[n] = c
+        if _resync_mode(st):  # slots outside a young window are still zero
+            ring = st.ring[stream, n]
+            c = 0
+            for i in range(ring.size):
+                c += ring[i] >> np.uint8(7)
+            out[n] = c
+        else:
+            out[n] = window_bits(st, stream, n).sum()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -749,6 +822,11 @@ def window_bits(st, stream, neuron):
     b = st.steps[stream]
     out = np.empty(window_len(st, stream), np.uint8)
     a = b - out.size
+    if _resync_mode(st):
+        ring = st.ring[stream, neuron]
+        for i in range(out.size):
+            out[i] = ring[(a + i) % ring.size] >> np.uint8(7)
+        return out
     R = st.gram.shape[2] // 2
     for i in range(out.size):
         out[i] = st.gram[stream, neuron, (a + i) % R] >> np.uint32(31)
@@ -765,6 +843,9 @@ def reset(st, stream):
     st.refs[stream] = 0
     st.last[stream] = 0
     st.count[stream] = 0
+    st.ring[stream] = 0
     st.starts[stream] = 0
     st.srcs[stream] = -1
     st.parsed[stream] = 0
+    st.heads[stream] = -1
+    st.prev[stream] = 0
