@@ -12,6 +12,7 @@ import json
 import sys
 
 BENCHMARKS = {"kernels": "edged.bench.kernels", "lzc": "edged.bench.lzc", "e2e": "edged.bench.e2e",
+              "streams": "edged.bench.streams", "stages": "edged.bench.stages",
               "replay": "edged.bench.replay"}
 
 

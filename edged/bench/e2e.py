@@ -16,8 +16,8 @@ Rows: latency p50/p99 at ``--latency-rate`` events/s for the echo and for edged 
 = echo / edged); a ladder of offered rates with binary frames, the highest rate
 sustained (everything sent on schedule, every decision back, no frame rejected, client
 p99 < 50 ms, i.e. no growing backlog);
-capacity flat out; CPU seconds per event of the daemon process; and ``--many-streams``
-streams at ``--many-rate`` events/s each (rejections, daemon RSS).
+capacity flat out; CPU seconds per event of the daemon process; daemon RSS. Real-time
+streams (one frame per hop of wall-clock time each) are ``edged bench streams``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="offered events/s ladder (binary frames of --frame-events)")
     p.add_argument("--frame-events", type=int, default=256)
     p.add_argument("--streams", type=int, default=4, help="streams for latency and ladder rows")
-    p.add_argument("--many-streams", type=int, default=1000)
-    p.add_argument("--many-rate", type=float, default=1000.0, help="events/s per stream there")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="short run for tests (~20 s)")
 
@@ -280,7 +278,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.quick:
         args.duration = min(args.duration, 0.5)
         args.rates = ",".join(args.rates.split(",")[:2])
-        args.many_streams = min(args.many_streams, 50)
     rates = [float(r) for r in args.rates.split(",") if r]
     tmp = tempfile.TemporaryDirectory(prefix="edged-e2e-")
     model_path = args.model or ("models/meta.npz" if Path("models/meta.npz").exists() else
@@ -289,7 +286,7 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     ctx = zmq.Context()
     echo, e_in, e_out = _start_echo()
-    capacity = args.many_streams + args.streams * (len(rates) + 2) + len(rates) + 8  # + probes
+    capacity = args.streams * (len(rates) + 2) + len(rates) + 8  # + probes
     serve, s_in, s_out, metrics = _start_serve(model_path, capacity)
     rows, notes = [], [f"load average {os.getloadavg()[0]:.1f} at the start"]
     try:
@@ -350,26 +347,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(result("daemon CPU per event", cpu / max(events, 1) * 1e9, "ns"))
         rows.append(result("daemon CPU per decision", cpu / max(out["received"], 1) * 1e6, "us"))
 
-        # many streams at a per-stream rate
-        names = [f"m{i}" for i in range(args.many_streams)]
-        total = args.many_rate * args.many_streams
-        per_frame = args.frame_events
-        n = max(len(names), int(total * args.duration / per_frame))
-        fr = _frames(names, n, per_frame, model, rng, prime=True)
-        rss0, rej0 = _proc_rss(serve.pid), _rejected(metrics)
-        out = _drive(ctx, s_in, s_out, fr, total / per_frame, echo=False, model=model, settle=10.0)
-        rss1, rej = _proc_rss(serve.pid), _rejected(metrics) - rej0
-        _quiesce(metrics)
-        tag = f"{args.many_streams} streams x {args.many_rate:g} ev/s"
-        rows.append(result(f"{tag}: delivered", out["received"] * per_frame / out["seconds"], "ev/s"))
-        rows.append(result(f"{tag}: rejected frames", rej, "n"))
-        rows.append(result(f"{tag}: client latency p99", out["client_p99"] * 1e6, "us"))
-        rows.append(result(f"{tag}: daemon RSS", rss1 / 2**20, "MiB"))
-        ok = (out["send_seconds"] <= 1.05 * n * per_frame / total + 0.05 and out["missing"] == 0
-              and rej == 0 and out["client_p99"] < SUSTAINED_P99)
-        notes.append(f"{tag}: sent in {out['send_seconds']:.2f}s (schedule {n * per_frame / total:.2f}s), "
-                     f"{out['missing']} decisions missing, RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB "
-                     f"-> {'sustained' if ok else 'NOT sustained'}")
+        rows.append(result("daemon RSS", _proc_rss(serve.pid) / 2**20, "MiB"))
     finally:
         for proc in (serve, echo):
             proc.terminate()
@@ -384,7 +362,7 @@ def run(args: argparse.Namespace) -> dict:
     notes.append(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     return {"bench": "e2e", "params": {"duration": args.duration, "latency_rate": args.latency_rate,
                                        "frame_events": args.frame_events, "streams": args.streams,
-                                       "many_streams": args.many_streams, "quick": args.quick},
+                                       "quick": args.quick},
             "results": rows, "notes": notes}
 
 

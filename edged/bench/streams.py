@@ -1,0 +1,338 @@
+"""``edged bench streams``: how many real-time streams one ``edged serve`` keeps up with.
+
+Every stream sends one frame per hop of wall-clock time (``hop x dt``: 16 ms for
+``models/meta.npz``) holding that hop's events, ``--rate`` events/s spread uniformly
+over the model's channels and the hop's steps, with ``until`` at the hop's end; the N
+streams' send times are spread evenly over each hop. Every frame completes exactly one
+decision (streams are primed to ``window - hop`` steps first). A sender process paces
+the frames (PUSH) while this process receives the decisions (SUB) and matches them per
+stream: the k-th decision on stream s answers its k-th frame.
+
+A ladder of N: a count is kept up with when no frame was sent more than one hop after
+its due time, every decision came back, and client p99 (decision arrival - frame send)
+is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
+``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
+each rung. The bare echo (PULL -> PUB republishing each frame untouched, the floor of
+any Python ZeroMQ service) gets the same frames at the largest count kept.
+
+The client shares the machine with the daemon (and with whatever else runs there): the
+sender and the receiver are two Python processes on the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_LADDER = "100,200,400,600,800,1000,1300,1600,2000"
+LATE_HOPS = 1.0  # a frame sent more than this many hops after its due time is late
+SETTLE_S = 2.0  # wait this long after the last send for outstanding replies
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="models/meta.npz", help="model file (default models/meta.npz)")
+    p.add_argument("--rate", type=float, default=1000.0, help="events/s per stream")
+    p.add_argument("--ladder", default=DEFAULT_LADDER,
+                   help="stream counts to try, ascending")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds of real time per count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="short run for tests (~30 s)")
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live descendants."""
+    tck = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        p = int(entry.name)
+        parent[p] = int(fields[1])
+        cpu[p] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tck
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return total
+
+
+def _sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
+            result_path: str) -> None:
+    """Child process: load the frames in ``frames_path``, report ready on ``conn``, take
+    the start time from it, send on schedule; save the send times."""
+    import numpy as np
+    import zmq
+
+    with open(frames_path, "rb") as f:
+        frames = pickle.load(f)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.sndhwm = 1 << 20
+    push.connect(endpoint)
+    sent = np.zeros(len(frames))
+    conn.send("ready")
+    start = conn.recv()
+    gap = hop_s / n_streams
+    clock, send = time.perf_counter, push.send
+    for i, frame in enumerate(frames):
+        due = start + i * gap  # frame i = hop i // N of stream i % N
+        wait = due - clock()
+        if wait > 1e-3:
+            time.sleep(wait)  # never spin: the cores are shared with the daemon
+        send(frame)
+        sent[i] = clock()
+    np.save(result_path, sent)
+    push.close()
+    ctx.term()
+
+
+# -- traffic ----------------------------------------------------------------------------------
+
+class Traffic:
+    """Per-stream clocks and seqs, so each rung continues the streams of the one before."""
+
+    def __init__(self, model, rate: float, seed: int):
+        import numpy as np
+
+        self.model, self.rng = model, np.random.default_rng(seed)
+        self.per_hop = rate * model.hop * model.dt  # events per stream per hop
+        self.clock: list[int] = []
+        self.seq: list[int] = []
+
+    def prime(self, n: int) -> list[bytes]:
+        """Frames bringing new streams up to ``n`` to ``window - hop`` steps."""
+        from edged.protocol import encode_frame
+
+        out = []
+        while len(self.clock) < n:
+            s = len(self.clock)
+            out.append(encode_frame(f"s{s}", 0, [], [], until=self.model.window - self.model.hop))
+            self.clock.append(self.model.window - self.model.hop)
+            self.seq.append(1)
+        return out
+
+    def hops(self, n: int, k: int) -> list[bytes]:
+        """``k`` hops of streams ``0..n-1``, in send order (hop-major)."""
+        import numpy as np
+
+        from edged.protocol import encode_frame
+
+        m, out = self.model, []
+        for _ in range(k):
+            for s in range(n):
+                t0 = self.clock[s]
+                e = self.rng.poisson(self.per_hop)
+                t = np.sort(self.rng.integers(t0, t0 + m.hop, e))
+                ch = self.rng.integers(0, m.n_in, e)
+                out.append(encode_frame(f"s{s}", self.seq[s], t, ch, until=t0 + m.hop))
+                self.clock[s] = t0 + m.hop
+                self.seq[s] += 1
+        return out
+
+
+def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: float,
+          echo: bool, cpu_of) -> dict:
+    """Send ``frames`` (hop-major over ``n`` streams) on schedule from a child process;
+    receive and match the replies here; return the rung's measurements."""
+    import multiprocessing
+
+    import msgpack
+    import numpy as np
+    import zmq
+
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.rcvhwm = 1 << 22
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(publish)
+    tmp = tempfile.TemporaryDirectory(prefix="edged-streams-")
+    frames_path = os.path.join(tmp.name, "frames.pkl")
+    result_path = os.path.join(tmp.name, "sent.npy")
+    with open(frames_path, "wb") as f:
+        pickle.dump(frames, f)
+    topics = {f"s{s}".encode(): s for s in range(n)}
+    arrived = np.full(len(frames), np.nan)
+    per_stream = [0] * n
+    got = checked = 0
+    mismatched = 0
+    mp = multiprocessing.get_context("spawn")
+    ours, theirs = mp.Pipe()
+    proc = mp.Process(target=_sender, args=(ingest, frames_path, n, hop_s, theirs, result_path))
+    proc.start()
+    if not ours.poll(60) or ours.recv() != "ready":  # also covers the SUB's slow join
+        proc.kill()
+        raise RuntimeError("the sender process did not start")
+    start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
+    ours.send(start)
+    cpu0 = cpu_of()
+    send_end = start + len(frames) * hop_s / n
+    deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
+    clock, recv = time.perf_counter, sub.recv_multipart
+    while got < len(frames) and clock() < deadline:
+        if not sub.poll(50):
+            if clock() > send_end + SETTLE_S and not proc.is_alive():
+                break
+            continue
+        while True:
+            try:
+                topic, payload = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            now = clock()
+            if echo:
+                i = got  # PUSH -> PULL -> PUB keeps the order of the frames
+            else:
+                s = topics.get(topic)
+                if s is None:
+                    continue
+                i = per_stream[s] * n + s
+                per_stream[s] += 1
+                if got % 64 == 0:  # spot-check the matching against the decision itself
+                    msg = msgpack.unpackb(payload)
+                    checked += 1
+                    mismatched += msg["stream"] != f"s{s}"
+            if i < len(frames):
+                arrived[i] = now
+            got += 1
+    cpu = cpu_of() - cpu0
+    proc.join(60)
+    sent = np.load(result_path)
+    tmp.cleanup()
+    sub.close()
+    due = start + np.arange(len(frames)) * hop_s / n
+    lat = arrived - sent
+    ok = ~np.isnan(lat)
+    return {"frames": len(frames), "missing": int((~ok).sum()),
+            "late": int((sent - due > LATE_HOPS * hop_s).sum()),
+            "p50": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
+            "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
+            "cpu": cpu, "seconds": len(frames) * hop_s / n, "checked": checked,
+            "mismatched": mismatched}
+
+
+def _wait_ready(ctx, ingest: str, publish: str, probe: str, model) -> None:
+    """Slow joiner and backlog: advance a probe stream until its decision comes back."""
+    import zmq
+
+    from edged.protocol import encode_frame
+
+    push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+    for s in (push, sub):
+        s.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, probe.encode())
+    push.connect(ingest)
+    sub.connect(publish)
+    try:
+        for k in range(3000):  # bounded: 3000 x 20 ms
+            push.send(encode_frame(probe, k, [], [], until=model.window + k * model.hop))
+            if sub.poll(20):
+                return
+        raise RuntimeError("no decision from edged serve")
+    finally:
+        push.close()
+        sub.close()
+
+
+def run(args: argparse.Namespace) -> dict:
+    import zmq
+
+    from edged.bench.e2e import _proc_rss, _start_echo, _start_serve
+    from edged.model import load
+
+    ladder = [int(x) for x in args.ladder.split(",") if x]
+    if args.quick:
+        ladder, args.duration = [min(ladder), 2 * min(ladder)] if args.ladder != DEFAULT_LADDER else [20, 40], 1.0
+    if not ladder or ladder != sorted(ladder) or ladder[0] < 1:
+        raise ValueError("--ladder must be ascending positive stream counts")
+    model = load(args.model)
+    hop_s = model.hop * model.dt
+    hops = max(2, round(args.duration / hop_s))
+    traffic = Traffic(model, args.rate, args.seed)
+    ctx = zmq.Context()
+    serve, s_in, s_out, _metrics = _start_serve(args.model, ladder[-1] + len(ladder) + 8)
+    echo, e_in, e_out = _start_echo()
+    notes = [f"load average {os.getloadavg()[0]:.1f} at the start"]
+    kept, at_kept, ref, rss = 0, None, None, 0
+    try:
+        for n in ladder:
+            prime = traffic.prime(n)
+            _send_all(ctx, s_in, prime)
+            _wait_ready(ctx, s_in, s_out, f"~probe{n}", model)
+            out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
+                        lambda: _tree_cpu(serve.pid))
+            ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
+            notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
+                         f"{out['late']} sent late, {out['missing']} decisions missing, client p50 "
+                         f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
+                         f"{out['cpu'] / out['seconds']:.2f} cores -> {'kept' if ok else 'NOT kept'}")
+            if not ok:
+                break
+            kept, at_kept = n, out
+        rss = _proc_rss(serve.pid)
+        if at_kept is not None:  # the bare echo: the same kind of frames, count and pacing
+            echo_traffic = Traffic(model, args.rate, args.seed)
+            echo_traffic.prime(kept)
+            ref = _rung(ctx, e_in, e_out, echo_traffic.hops(kept, hops), kept, hop_s, True,
+                        lambda: _tree_cpu(echo.pid))
+    finally:
+        for proc in (serve, echo):
+            proc.terminate()
+        for proc in (serve, echo):
+            proc.wait(30)
+        ctx.term()
+    return _report(args, model, kept, at_kept, ref, notes, hop_s, rss)
+
+
+def _send_all(ctx, endpoint: str, frames: list[bytes]) -> None:
+    import zmq
+
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 5000
+    push.sndhwm = 1 << 20
+    push.connect(endpoint)
+    for f in frames:
+        push.send(f)
+    push.close()
+
+
+def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
+    from edged.bench import result
+
+    rows = [result("largest stream count kept up with", kept, "n")]
+    if at_kept is not None:
+        per_stream = at_kept["cpu"] / at_kept["seconds"] / kept
+        rows.append(result(f"daemon CPU per stream @{kept}", per_stream * 1e3, "mcore"))
+        rows.append(result(f"real-time streams per daemon core @{kept}", 1 / per_stream, "n"))
+        rows.append(result(f"daemon CPU per frame-and-decision @{kept}",
+                           at_kept["cpu"] / at_kept["frames"] * 1e6, "us"))
+    if ref is not None:
+        echo_cpu = ref["cpu"] / ref["frames"] * 1e6
+        rows.append(result(f"echo CPU per frame @{kept}", echo_cpu, "us"))
+        for q in ("p50", "p99"):
+            rows.append(result(f"echo client latency {q} @{kept}", ref[q] * 1e6, "us"))
+        for q in ("p50", "p99"):
+            rows.append(result(f"edged client latency {q} @{kept}", at_kept[q] * 1e6, "us",
+                               (f"echo client latency {q} @{kept}", ref[q] * 1e6)))
+        notes.append(f"echo @{kept}: {ref['late']} sent late, {ref['missing']} replies missing")
+    rows.append(result("daemon RSS after the ladder", rss / 2**20, "MiB"))
+    notes.append(f"model {args.model}: {model.n_in} channels, window {model.window}, hop {model.hop} "
+                 f"x dt {model.dt * 1e3:g} ms = {hop_s * 1e3:g} ms per frame; {args.rate:g} events/s "
+                 f"per stream; the client (a sender and a receiver process) runs on the same "
+                 f"{os.cpu_count()} CPUs; ratio = echo / edged")
+    notes.append(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return {"bench": "streams", "params": {"rate": args.rate, "ladder": args.ladder,
+                                           "duration": args.duration, "quick": args.quick},
+            "results": rows, "notes": notes}
