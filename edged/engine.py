@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from edged import lzc, neurons
+from edged.jit import kernel
 from edged.readout import features as readout_features
 
 
@@ -35,14 +35,14 @@ class Decisions(NamedTuple):
     ops: int  # synaptic operations (accumulates) spent
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
     dec_t[k] = now
     lzc.counts(lz, slot, dec_lz[k])
     lzc.ones(lz, slot, dec_spikes[k])
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _valid(t, ch, now, end, n_in):
     for i in range(t.shape[0]):
         if t[i] < now or t[i] >= end or (i > 0 and t[i] < t[i - 1]) or not 0 <= ch[i] < n_in:
@@ -50,7 +50,7 @@ def _valid(t, ch, now, end, n_in):
     return True
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops, or -1
     (nothing changed) when the events are not sorted within ``[now, end)`` or a channel
@@ -60,7 +60,7 @@ def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec
     return _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, window,
                   first, dec_t, dec_lz, dec_spikes, ops):
     """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
@@ -78,7 +78,7 @@ def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, 
         clock[slot] = ends[f]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
     no_input = ch[:0]

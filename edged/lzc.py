@@ -73,11 +73,12 @@ from __future__ import annotations
 import math
 from typing import Literal, NamedTuple
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+from edged.jit import inline_kernel, kernel
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise",
@@ -111,7 +112,7 @@ def _clz(typingctx, x):
 # --------------------------------------------------------------------------- matching
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _longest(G, lo, p, end):
     """``max_{lo <= j < p} min(lcp(j, p), end - p)`` on grams ``G`` (0 if ``p <= lo``)."""
     # Loops index slices from 0 so Numba drops its negative-index fix-up and LLVM vectorises.
@@ -151,7 +152,7 @@ def _longest(G, lo, p, end):
         s += _GRAM
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _reaches(G, j, p, length):
     """``lcp(j, p) >= length``."""
     t = 0
@@ -164,7 +165,7 @@ def _reaches(G, j, p, length):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _source(G, lo, p, length):
     """Rightmost ``j`` in ``[lo, p)`` with ``lcp(j, p) >= length >= 1``; -1 if none."""
     g = G[p]
@@ -190,7 +191,7 @@ def _source(G, lo, p, length):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _phrase(G, p, end, block_min):
     """(``M = max_{0 <= j < p} min(lcp(j, p), end - p)``, the rightmost ``j`` reaching it,
     or -1 when ``M = 0``) in one pass: the minima of ``G[j] ^ G[p]`` per block of
@@ -226,7 +227,7 @@ def _phrase(G, p, end, block_min):
 # --------------------------------------------------------------------------- one-shot
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _grams(bits):
     """32-bit grams of ``bits``, or an empty array if a value is not 0/1."""
     n = bits.size
@@ -241,7 +242,7 @@ def _grams(bits):
     return G
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def lz76_jit(bits):
     """LZ76 phrase count of a 1-D uint8/bool array of 0/1; -1 if a value is not 0/1."""
     n = bits.size
@@ -256,7 +257,7 @@ def lz76_jit(bits):
     return c
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _lz78_jit(bits):
     n = bits.size
     child = np.zeros((n + 1, 2), np.int64)  # binary trie; node 0 is the root, 0 = no child
@@ -278,7 +279,7 @@ def _lz78_jit(bits):
     return c + (node != 0)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def normalise(count, n):
     """``count * log2(n) / n``; 0.0 for ``n < 2``."""
     if n < 2:
@@ -415,14 +416,14 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int =
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _window(st):
     return st.ring.shape[2] if st.ring.shape[2] > 0 else st.gram.shape[2] // 2 - _GRAM
 
 
 # The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
 # on every array of a ``_Lane`` it passes, which costs more than the work itself.
-_inline = numba.njit(cache=True, nogil=True, inline="always")
+_inline = inline_kernel
 
 
 @_inline
@@ -438,7 +439,7 @@ def _slot(ln, pos):
     return k - ln.R if k >= ln.R else k
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _match(ln, lo, p, end):
     """(longest match length, its rightmost source or -1) of the phrase at ``p``."""
     b = ln.base  # gram index i holds position b + i for all positions in [lo, end)
@@ -466,7 +467,7 @@ def _release(ln, p):
         ln.src[k] = -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _reparse(ln, lo, q, o, b):
     """Re-cut ``[q, b)`` (``q`` a new boundary, ``o`` the first old one >= q) until the cut
     meets an old boundary; returns that boundary, or ``b``."""
@@ -580,7 +581,7 @@ def _step(st, s, n, b, W, bit):
     _append(ln, max(a + 1, 0), b, bit)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _check(st, stream, n_neurons):
     if not 0 <= stream < st.steps.size:
         raise IndexError("stream out of range")
@@ -588,7 +589,7 @@ def _check(st, stream, n_neurons):
         raise ValueError("one value per neuron is required")
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _chained(G, prev, R, a2, q, end):
     """``_phrase`` at position ``q`` (``G`` from ``a2``) from the positions with the same
     first ``_KEY`` bits, newest first; (0, -1) if there are none or more than ``_CHAIN``
@@ -620,7 +621,7 @@ def _chained(G, prev, R, a2, q, end):
     return 0, -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _resync(G, starts, srcs, n_old, open_old, a, a2, b, b2, new_starts, new_srcs, block_min,
             prev, R):
     """Parse window ``[a2, b2)`` (``G[i]`` is the gram of position ``a2 + i``) reusing the
@@ -661,7 +662,7 @@ def _resync(G, starts, srcs, n_old, open_old, a, a2, b, b2, new_starts, new_srcs
     return k, last
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _bring_up_to_date(st, stream):
     """Resync mode: make ``count``/``last``/``starts``/``srcs`` describe the current window."""
     b = st.parsed[stream]
@@ -708,7 +709,7 @@ def _resync_mode(st):
     return st.ring.shape[2] > 0
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
@@ -732,7 +733,7 @@ def push(st, stream, bits):
     st.steps[stream] = b + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def push_zeros(st, stream, k):
     """Append ``k`` all-zero steps to ``stream``; O(min(k, W)) per neuron."""
     if k < 0:
@@ -785,7 +786,7 @@ def push_zeros(st, stream, k):
     st.steps[stream] = b
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
     _check(st, stream, out.size)
@@ -795,7 +796,7 @@ def counts(st, stream, out):
         out[n] = st.count[stream, n]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
@@ -810,13 +811,13 @@ def ones(st, stream, out):
             out[n] = window_bits(st, stream, n).sum()
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def window_len(st, stream):
     """Bits in the current window of ``stream``: ``min(steps, W)`` (for ``normalise``)."""
     return min(st.steps[stream], _window(st))
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def window_bits(st, stream, neuron):
     """Copy of the current window of one (stream, neuron), oldest bit first."""
     b = st.steps[stream]
@@ -833,7 +834,7 @@ def window_bits(st, stream, neuron):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def reset(st, stream):
     """Empty every window of ``stream`` (e.g. when a new source takes the slot)."""
     st.steps[stream] = 0

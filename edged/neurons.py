@@ -48,9 +48,10 @@ import math
 from typing import Literal, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from edged.intrinsics import NeuronKind, check_intrinsics
+from edged.jit import kernel
+
 
 class Layer(NamedTuple):
     """Per-neuron step coefficients of one layer, each ``float32[n]`` (see module maths)."""
@@ -134,7 +135,7 @@ def state_bytes(n: Net) -> int:
     return 3 * 4 * (n.w_in.shape[1] + n.w_out.shape[1])
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
     """``out = exp(x)`` for ``x <= 0`` (float32, ``out`` not aliasing ``x``), vectorisable.
 
@@ -157,7 +158,7 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
         bits[j] += np.int32(k) << 23
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
                subtract_reset: bool, spikes: np.ndarray, scratch: np.ndarray) -> int:
     """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
@@ -185,7 +186,7 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
     return n_spikes
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
     """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
     add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
@@ -219,7 +220,7 @@ def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: 
     return ops
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _layer_quiet(c: Layer, st: LayerState, s: int) -> bool:
     v = st.v[s]
     for j in range(v.shape[0]):
@@ -228,7 +229,7 @@ def _layer_quiet(c: Layer, st: LayerState, s: int) -> bool:
     return True
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def is_quiet(n: Net, st: State, s: int) -> bool:
     """True when no neuron of stream ``s`` can fire without input (all ``v < theta0``)."""
     return _layer_quiet(n.hidden, st.hidden, s) and _layer_quiet(n.out, st.out, s)
@@ -237,13 +238,13 @@ def is_quiet(n: Net, st: State, s: int) -> bool:
 SHORT_GAP = 4
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def must_step(n: Net, st: State, s: int, k: int) -> bool:
     """Whether the next of ``k`` empty steps must be stepped rather than jumped."""
     return k <= SHORT_GAP or not is_quiet(n, st, s)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _layer_decay(c: Layer, st: LayerState, s: int, k: int) -> None:
     v, a, r = st.v[s], st.a[s], st.r[s]
     for j in range(v.shape[0]):
@@ -256,7 +257,7 @@ def _layer_decay(c: Layer, st: LayerState, s: int, k: int) -> None:
         r[j] = np.float32(rj * ar ** k)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def decay(n: Net, st: State, s: int, k: int) -> None:
     """Advance quiet stream ``s`` by ``k`` empty steps in closed form (no spikes)."""
     if k > 0:
@@ -264,7 +265,7 @@ def decay(n: Net, st: State, s: int, k: int) -> None:
         _layer_decay(n.out, st.out, s, k)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def simulate(n: Net, st: State, s: int, t: np.ndarray, ch: np.ndarray,
              t0: int, out: np.ndarray) -> int:
     """Advance stream ``s`` over steps ``t0 .. t0 + len(out) - 1``, events ``(t[i], ch[i])``

@@ -41,15 +41,15 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import zmq
-from numba import njit
 
 from edged import checkpoint as ckpt
 from edged.config import Config
 from edged.energy import EnergyModel
+from edged.jit import kernel
 from edged.metrics import Metrics
 from edged.sdnotify import Watchdog
 from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
@@ -66,7 +66,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
                logging.CRITICAL: 2}
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def check_events(t, ch, n_in):
     """``edged.protocol.numpy_check_events`` in one compiled pass (frame validation)."""
     if t.shape[0] == 0:

@@ -38,7 +38,6 @@ def _timed(fn, bucket: list):
 
 
 def run(args: argparse.Namespace) -> dict:
-    import numpy as np
     import zmq
     from prometheus_client import CollectorRegistry
 
