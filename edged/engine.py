@@ -61,13 +61,30 @@ def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec
 
 
 @kernel
-def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, window,
-                  first, dec_t, dec_lz, dec_spikes, ops):
+def decisions_between(start, end, hop, window):
+    """Decisions a stream at clock ``start`` makes advancing to ``end``."""
+    lo = max(window, start + 1)
+    return 0 if lo > end else end // hop - (lo - 1) // hop
+
+
+@kernel
+def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, window):
     """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
-    events ``t/ch[offsets[f]:offsets[f + 1]]``, decisions into rows
-    ``[first[f], first[f + 1])``, synaptic ops into ``ops[f]``, then ``clock[slot] = end``.
-    The events were validated where they entered."""
-    for f in range(slots.shape[0]):
+    events ``t/ch[offsets[f]:offsets[f + 1]]``, then ``clock[slot] = end``. Returns
+    ``(first, ops, dec_t, dec_lz, dec_spikes)``: frame ``f``'s decisions are rows
+    ``[first[f], first[f + 1])``, its synaptic ops ``ops[f]``. The events were validated
+    where they entered."""
+    n_frames = slots.shape[0]
+    first = np.zeros(n_frames + 1, np.int64)
+    for f in range(n_frames):
+        first[f + 1] = first[f] + decisions_between(starts[f], ends[f], hop, window)
+    rows = first[n_frames]
+    n_out = net.w_out.shape[1]
+    dec_t = np.empty(rows, np.int64)
+    dec_lz = np.empty((rows, n_out), np.int64)
+    dec_spikes = np.empty((rows, n_out), np.int64)
+    ops = np.empty(n_frames, np.int64)
+    for f in range(n_frames):
         slot = slots[f]
         if clock[slot] != starts[f]:
             raise AssertionError("advance_many: a frame does not start at its stream's clock")
@@ -76,6 +93,7 @@ def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, 
         ops[f] = _run(net, st, lz, slot, t[a:b], ch[a:b], starts[f], ends[f], hop, window,
                       dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
         clock[slot] = ends[f]
+    return first, ops, dec_t, dec_lz, dec_spikes
 
 
 @kernel
@@ -154,7 +172,7 @@ class Engine:
 
     def boundaries(self, slot: int, end: int) -> int:
         """Number of decisions ``advance(slot, ..., end)`` will make."""
-        return int(self.decisions_between(self.now[slot], end))
+        return decisions_between(int(self.now[slot]), end, self.hop, self.window)
 
     def advance(self, slot: int, t: np.ndarray, ch: np.ndarray, end: int) -> Decisions:
         """Simulate ``slot`` over ``[now, end)`` with events ``(t, ch)`` sorted by ``t``,
@@ -187,11 +205,6 @@ class Engine:
             feats = np.empty((0, len(self.features) * dec_lz.shape[1]), np.float32)
         return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops))
 
-    def decisions_between(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Decisions a stream at clock ``start`` makes advancing to ``end`` (elementwise)."""
-        lo = np.maximum(self.window, start + 1)
-        return np.where(lo > end, 0, end // self.hop - (lo - 1) // self.hop)
-
     def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                      offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
         """``advance`` for many frames in one compiled call: frame ``f`` advances
@@ -200,20 +213,11 @@ class Engine:
         range, channels in ``[0, n_in)``). A slot may recur; frames run in order. Returns
         the decisions of all frames in frame order, the row where each frame's decisions
         start (``first[f]:first[f + 1]``) and each frame's synaptic ops."""
-        k = self.decisions_between(starts, ends)
-        first = np.zeros(len(slots) + 1, np.int64)
-        np.cumsum(k, out=first[1:])
-        n_out = self.net.w_out.shape[1]
-        rows = int(first[-1])
-        dec_t = np.empty(rows, np.int64)
-        dec_lz = np.empty((rows, n_out), np.int64)
-        dec_spikes = np.empty((rows, n_out), np.int64)
-        ops = np.empty(len(slots), np.int64)
         args = (self.net, self.state, self.lz, self.now, slots, starts, ends, offsets, t, ch,
-                self.hop, self.window, first, dec_t, dec_lz, dec_spikes, ops)
+                self.hop, self.window)
         if self._advance_many is None:
             self._advance_many = neurons.bind(_advance_many, *args)
-        self._advance_many(*args)
+        first, ops, dec_t, dec_lz, dec_spikes = self._advance_many(*args)
         feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
         return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops.sum())), first, ops
 

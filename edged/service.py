@@ -453,15 +453,17 @@ class Service:
         tally.decisions += rows
         hop, energy, unbilled, out_seq = model.hop, self.energy, st.unbilled_ops, st.out_seq
         energy_j, seq0 = [0.0] * len(batch), [0] * len(batch)
-        for f, (slot, k) in enumerate(zip(slots.tolist(), np.diff(first).tolist())):
-            unbilled[slot] += int(ops[f])
+        first_rows = first.tolist()
+        for f, (slot, frame_ops) in enumerate(zip(slots.tolist(), ops.tolist())):
+            k = first_rows[f + 1] - first_rows[f]
+            unbilled[slot] += frame_ops
             if k:
                 energy_j[f] = energy.decision(unbilled[slot] / k, hop)
                 unbilled[slot] = 0
                 seq0[f] = out_seq[slot]
                 out_seq[slot] += k
         if rows:
-            self.publish_decisions(batch, d, first.tolist(), seq0, energy_j)
+            self.publish_decisions(batch, d, first_rows, seq0, energy_j)
         return rows
 
     def publish_decisions(self, batch: Batch, d, first: list[int], seq0: list[int],

@@ -57,6 +57,7 @@ class Batch:
         """Empty the batch; a new one begins at CPU clock ``cpu0``."""
         self.cpu0 = cpu0  # CPU clock when the batch began (shared per decision)
         self.slots: list[int] = []
+        self.offsets: list[int] = [0]
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.t: list[np.ndarray] = []
@@ -71,6 +72,7 @@ class Batch:
     def add(self, slot: int, start: int, end: int, t: np.ndarray, ch: np.ndarray,
             stream: str, received_at: float) -> None:
         self.slots.append(slot)
+        self.offsets.append(self.offsets[-1] + t.size)
         self.starts.append(start)
         self.ends.append(end)
         self.t.append(t)
@@ -81,10 +83,8 @@ class Batch:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """``(slots, starts, ends, offsets, t, ch)`` for ``Engine.advance_many``."""
-        sizes = np.fromiter((x.size for x in self.t), np.int64, len(self.t))
-        offsets = np.zeros(len(self.t) + 1, np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        t = np.concatenate(self.t) if self.t else EMPTY
-        ch = np.concatenate(self.ch) if self.ch else EMPTY
+        one = len(self.t) == 1
+        t = self.t[0] if one else np.concatenate(self.t) if self.t else EMPTY
+        ch = self.ch[0] if one else np.concatenate(self.ch) if self.ch else EMPTY
         return (np.array(self.slots, np.int64), np.array(self.starts, np.int64),
-                np.array(self.ends, np.int64), offsets, t, ch)
+                np.array(self.ends, np.int64), np.array(self.offsets, np.int64), t, ch)
