@@ -193,7 +193,7 @@ def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray
     return step_layers(n, st, s, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: np.ndarray,
                 out_spikes: np.ndarray) -> int:
     """``step`` that also writes the hidden layer's spikes to ``hidden_spikes[n_hidden]``."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from edged import neurons
+from edged.jit import kernel
 
 
 class Raster(NamedTuple):
@@ -40,7 +40,7 @@ def check_events(t: np.ndarray, ch: np.ndarray, n_in: int, steps: int) -> None:
                              f"(steps {steps}, inputs {n_in})")
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _raster(net, st, t, ch, hidden, out):
     i = 0
     for now in range(out.shape[0]):
