@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from numba import njit
+
+from edged.jit import inline_kernel, kernel
 
 _M0 = np.uint64(0xD2E7470EE14C6C93)
 _M1 = np.uint64(0xCA5A826395121157)
@@ -36,7 +37,7 @@ def stream_key(stream_id: str) -> np.uint64:
     return np.uint64(int.from_bytes(digest, "little"))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _mulhilo(a, b):
     """``(hi, lo)`` 64-bit halves of the 128-bit product of two uint64."""
     a_lo, a_hi = a & _LO, a >> _32
@@ -51,7 +52,7 @@ def _mulhilo(a, b):
     return hi, lo
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def philox(c0, c1, c2, c3, k0, k1):
     """Philox4x64-10 of counter ``(c0..c3)`` under key ``(k0, k1)``: four uint64."""
     for _ in range(10):
@@ -63,7 +64,7 @@ def philox(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def uniform(seed, key, layer, neuron, step):
     """The uniform in ``[0, 1)`` of (``seed``, stream ``key``, ``layer``, ``neuron``, ``step``)."""
     lane = (np.uint64(layer) << _32) | np.uint64(neuron)

@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from edged import neurons
+from edged.jit import kernel
 from edged.intrinsics import NeuronKind
 from trainer import params as P
 from trainer.linear import Adam
@@ -54,7 +54,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL[0]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _record(net, st, b, x):
     """Run sample ``x[T, n_in]`` on stream ``b`` of ``st``, recording every step: returns
     ``(I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)``, each ``[T, n]``
@@ -103,7 +103,7 @@ def _record(net, st, b, x):
     return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r_post, s,
                     g_s, g_u, G_I, gc):
     """Reverse time through one layer; write ``G_I[T, n]``, add to ``gc[8, n]``."""
@@ -170,7 +170,7 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
             Gr = Grp * ar
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, probe_o,
                g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, aux_out, lo, hi):
     """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term; the
@@ -253,7 +253,7 @@ def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, pro
                         g_win[b, i, j] += x[b, t, i] * GI_h[t, j]
 
 
-@njit(cache=True)
+@kernel
 def _u(c, v, r_post, cur, j):
     al = np.float64(c.alpha0[j]) * np.exp(-np.float64(c.kappa_dt[j]) * np.float64(r_post))
     return al * np.float64(v) + (1.0 - al) * np.float64(c.gain[j]) * np.float64(cur)

@@ -62,9 +62,9 @@ import time
 from typing import Callable, Literal, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from edged import neurons
+from edged.jit import kernel
 from edged.intrinsics import NeuronKind
 from trainer import params as P
 from trainer.bptt import EpochHook, _record
@@ -92,7 +92,7 @@ class Config(NamedTuple):
     kwta: int = 0  # > 0: hidden competition in learning (k winners per sample)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out, rate_h, rate_o,
              cur_h, cur_o):
     T, n_in = x.shape
