@@ -37,12 +37,15 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from edged import neurons
-from edged.jit import kernel
 from edged.intrinsics import NeuronKind
+from edged.jit import kernel
 from trainer import params as P
 from trainer.linear import Adam
 
-N_COEFFS = 8
+# rows of the coefficient gradient, in the order of edged.neurons.Layer (its one definition)
+A0, KD, GAIN, TH0, BETA, VR, AA, AR = (P.COEFFS.index(c) for c in (
+    "alpha0", "kappa_dt", "gain", "theta0", "beta", "v_reset", "alpha_a", "alpha_r"))
+N_COEFFS = len(P.COEFFS)
 EpochHook = Callable[[int, dict], bool]  # (epoch, raw params) -> stop now
 THREADS = max(1, min(2, os.cpu_count() or 1))
 _POOL: list[ThreadPoolExecutor] = []
@@ -106,7 +109,7 @@ def _record(net, st, b, x):
 @kernel
 def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r_post, s,
                     g_s, g_u, G_I, gc):
-    """Reverse time through one layer; write ``G_I[T, n]``, add to ``gc[8, n]``."""
+    """Reverse time through one layer; write ``G_I[T, n]``, add to ``gc[N_COEFFS, n]``."""
     T, n = I.shape
     probe = g_u.shape[0] > 0
     for j in range(n):
@@ -141,26 +144,26 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
             else:
                 Gu = Gv * (1.0 - sp)
                 Gth = 0.0
-                gc[5, j] += Gv * sp
+                gc[VR, j] += Gv * sp
                 if not detach:
                     Gs += Gv * (vr - u)
             Gu += Gs * sg
             if probe:
                 Gu += g_u[t, j]
             Gth -= Gs * sg
-            gc[3, j] += Gth
-            gc[4, j] += Gth * a
-            gc[6, j] += Ga * a
+            gc[TH0, j] += Gth
+            gc[BETA, j] += Gth * a
+            gc[AA, j] += Ga * a
             Ga = Ga * aa + Gth * beta
             Gal = Gu * (v - R * cur)
-            gc[2, j] += Gu * (1.0 - al) * cur
+            gc[GAIN, j] += Gu * (1.0 - al) * cur
             GI = Gu * (1.0 - al) * R
-            gc[0, j] += Gal * D
+            gc[A0, j] += Gal * D
             GD = Gal * a0
             Grp = Gr - GD * D * kd
-            gc[1, j] -= GD * D * rp
+            gc[KD, j] -= GD * D * rp
             r0 = np.float64(r_pre[t, j])
-            gc[7, j] += Grp * (r0 - abs(cur))
+            gc[AR, j] += Grp * (r0 - abs(cur))
             if cur > 0:
                 GI += Grp * (1.0 - ar)
             elif cur < 0:

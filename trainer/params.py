@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from edged.intrinsics import INTRINSICS, MAX_TIME_CONSTANT, TIME_CONSTANTS, NeuronKind
+from edged.neurons import Layer
 
-COEFFS = ("alpha0", "kappa_dt", "gain", "theta0", "beta", "v_reset", "alpha_a", "alpha_r")
+COEFFS = Layer._fields  # the kernels' step coefficients, in their order
 RAW_CLIP = 25.0
 THETA_MIN, GAP_MIN, R_MIN = 1e-3, 1e-3, 1e-4
 

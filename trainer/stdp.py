@@ -64,8 +64,8 @@ from typing import Callable, Literal, NamedTuple
 import numpy as np
 
 from edged import neurons
-from edged.jit import kernel
 from edged.intrinsics import NeuronKind
+from edged.jit import kernel
 from trainer import params as P
 from trainer.bptt import EpochHook, _record
 
