@@ -50,7 +50,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from edged.intrinsics import NeuronKind, check_intrinsics
-from edged.jit import kernel
+from edged.jit import inline_kernel, kernel
 
 
 class Layer(NamedTuple):
@@ -202,21 +202,36 @@ def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: 
     current = work[:n_hidden]
     out_current = work[n_hidden:n_hidden + n_out]
     scratch = work[n_hidden + n_out:]
+    ops = input_current(n.w_in, channels, current)
+    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
+    ops += spike_current(n.w_out, hidden_spikes, out_current)
+    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch)
+    return ops
+
+
+@inline_kernel
+def input_current(w_in: np.ndarray, channels: np.ndarray, current: np.ndarray) -> int:
+    """``current`` = the sum of the rows of ``w_in`` of ``channels`` (repeats add, in the
+    order given); returns the synaptic ops."""
     current[:] = 0
     for ch in channels:
-        row = n.w_in[ch]
-        for j in range(n_hidden):
+        row = w_in[ch]
+        for j in range(current.shape[0]):
             current[j] += row[j]
-    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
-    out_current[:] = 0
-    ops = channels.shape[0] * n_hidden
-    for j in range(n_hidden):
-        if hidden_spikes[j]:
-            row = n.w_out[j]
-            for k in range(n_out):
-                out_current[k] += row[k]
-            ops += n_out
-    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch)
+    return channels.shape[0] * current.shape[0]
+
+
+@inline_kernel
+def spike_current(w: np.ndarray, spikes: np.ndarray, current: np.ndarray) -> int:
+    """``current`` = the sum of the rows of ``w`` whose neuron spiked; returns the ops."""
+    current[:] = 0
+    ops = 0
+    for j in range(spikes.shape[0]):
+        if spikes[j]:
+            row = w[j]
+            for k in range(current.shape[0]):
+                current[k] += row[k]
+            ops += current.shape[0]
     return ops
 
 

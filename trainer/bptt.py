@@ -1,7 +1,8 @@
 """Surrogate-gradient BPTT through the exact kernels of ``edged.neurons``.
 
 Forward: ``record`` runs one sample per stream through ``edged.neurons.layer_step`` (the
-one implementation of the neuron maths, wired exactly as ``edged.neurons.step``) and
+one implementation of the neuron maths), its currents from ``edged.neurons.input_current``
+and ``spike_current`` as ``edged.neurons.step`` takes them, and
 records each layer's state before every step, the post-step input trace ``r``, the
 input current and the spikes. Backward (hand-derived, this module): reverse time through
 the step of ``edged.neurons`` with the spike's derivative replaced by the SuperSpike
@@ -76,13 +77,18 @@ def _record(net, st, b, x):
     spk_h = np.zeros(n_h, np.uint8)
     spk_o = np.zeros(n_o, np.uint8)
     scratch = np.empty(2 * max(n_h, n_o), np.float32)
+    off = np.zeros(T + 1, np.int64)  # the input as channel lists per step (repeats add)
     for t in range(T):
-        cur_h[:] = 0
+        off[t + 1] = off[t] + np.sum(x[t].astype(np.int64))
+    chans = np.empty(off[T], np.int64)
+    for t in range(T):
+        k = off[t]
         for i in range(n_in):
             for _ in range(x[t, i]):
-                row = net.w_in[i]
-                for j in range(n_h):
-                    cur_h[j] += row[j]
+                chans[k] = i
+                k += 1
+    for t in range(T):
+        neurons.input_current(net.w_in, chans[off[t]:off[t + 1]], cur_h)
         I_h[t] = cur_h
         v_h[t] = st.hidden.v[b]
         a_h[t] = st.hidden.a[b]
@@ -90,12 +96,7 @@ def _record(net, st, b, x):
         neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch)
         r1_h[t] = st.hidden.r[b]
         s_h[t] = spk_h
-        cur_o[:] = 0
-        for j in range(n_h):
-            if spk_h[j]:
-                row = net.w_out[j]
-                for k in range(n_o):
-                    cur_o[k] += row[k]
+        neurons.spike_current(net.w_out, spk_h, cur_o)
         I_o[t] = cur_o
         v_o[t] = st.out.v[b]
         a_o[t] = st.out.a[b]
