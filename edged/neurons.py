@@ -158,7 +158,7 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
         bits[j] += np.int32(k) << 23
 
 
-@kernel
+@inline_kernel
 def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
                subtract_reset: bool, spikes: np.ndarray, scratch: np.ndarray) -> int:
     """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
@@ -186,14 +186,14 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
     return n_spikes
 
 
-@kernel
+@inline_kernel
 def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
     """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
     add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
     return step_layers(n, st, s, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
 
 
-@kernel
+@inline_kernel
 def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: np.ndarray,
                 out_spikes: np.ndarray) -> int:
     """``step`` that also writes the hidden layer's spikes to ``hidden_spikes[n_hidden]``."""
