@@ -100,15 +100,22 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
                 dtheta = -err.sum(axis=0) * P.sigmoid(raw[f"output.{th}"])
                 raw[f"output.{th}"] += cfg.lr_intrinsics * dtheta / len(idx)
                 raw[f"output.{tau}"] += cfg.lr_intrinsics * g.raw[f"output.{tau}"] / len(idx)
-        h = {"epoch": epoch + 1, "errors_per_sample": errors / len(y),
-             "samples_per_s": len(y) / (time.perf_counter() - t0)}
-        history.append(h)
-        if log:
-            log(f"tempotron epoch {h['epoch']}/{cfg.epochs} errors/sample "
-                f"{h['errors_per_sample']:.3f} {h['samples_per_s']:.0f} samples/s")
-        if on_epoch is not None and on_epoch(epoch + 1, raw):
+        if _epoch_done(history, "tempotron", epoch, cfg.epochs, errors, len(y), t0, log,
+                       on_epoch, raw):
             break
     return raw, history
+
+
+def _epoch_done(history: list[dict], name: str, epoch: int, epochs: int, errors: int, n: int,
+                t0: float, log, on_epoch, raw: dict) -> bool:
+    """Record and log one epoch; whether ``on_epoch`` asks to stop."""
+    h = {"epoch": epoch + 1, "errors_per_sample": errors / n,
+         "samples_per_s": n / (time.perf_counter() - t0)}
+    history.append(h)
+    if log:
+        log(f"{name} epoch {h['epoch']}/{epochs} errors/sample {h['errors_per_sample']:.3f} "
+            f"{h['samples_per_s']:.0f} samples/s")
+    return on_epoch is not None and on_epoch(epoch + 1, raw)
 
 
 def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch):
@@ -168,12 +175,7 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
             if cfg.hidden == "surrogate":
                 for name in (n for n in raw if n.startswith("hidden.")):
                     raw[name] += lr * g.raw[name]
-        h = {"epoch": epoch + 1, "errors_per_sample": errors / len(y),
-             "samples_per_s": len(y) / (time.perf_counter() - t0)}
-        history.append(h)
-        if log:
-            log(f"multi-spike tempotron epoch {h['epoch']}/{cfg.epochs} count errors/sample "
-                f"{h['errors_per_sample']:.3f} {h['samples_per_s']:.0f} samples/s")
-        if on_epoch is not None and on_epoch(epoch + 1, raw):
+        if _epoch_done(history, "multi-spike tempotron (count errors)", epoch, cfg.epochs,
+                       errors, len(y), t0, log, on_epoch, raw):
             break
     return raw, history
