@@ -1,23 +1,64 @@
-"""Names and valid ranges of the neurons' intrinsic parameters (maths: ``edged.neurons``).
+"""The neurons' intrinsic parameters: names, units, valid ranges and untrained defaults.
 
-Valid: time constants in ``(0, 1e3]`` s, threshold ``> 0``, ``v_reset <`` threshold,
-``R > 0``, and for the meta-neuron ``beta >= 0``, ``kappa >= 0``. Kept free of Numba so
-model files can be checked without compiling anything.
+One table, ``SPECS``, for both neuron kinds (maths: ``edged.neurons``). LIF has the
+first four; the meta-neuron all eight. ``tau`` and ``theta`` are the membrane time
+constant and threshold at rest (the meta-neuron's are modulated by ``kappa`` and
+``beta``). Potentials are in units of the default threshold; time constants in seconds.
+Kept free of Numba so model files can be checked without compiling anything.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 NeuronKind = Literal["lif", "meta"]
-
-LIF_INTRINSICS = ("tau", "theta", "v_reset", "R")
-META_INTRINSICS = ("tau0", "theta0", "v_reset", "R", "beta", "tau_a", "kappa", "tau_r")
-INTRINSICS: dict[str, tuple[str, ...]] = {"lif": LIF_INTRINSICS, "meta": META_INTRINSICS}
-TIME_CONSTANTS = ("tau", "tau0", "tau_a", "tau_r")
 MAX_TIME_CONSTANT = 1e3
+
+
+class Intrinsic(NamedTuple):
+    """One per-neuron intrinsic parameter."""
+
+    name: str
+    unit: str  # "s" or "" (potentials: units of the default threshold)
+    valid: Literal["time", "positive", "nonneg", "below_theta"]  # time: (0, 1e3] s
+    default: float  # the untrained centre
+    init: tuple[float, float] | None  # fresh nets: uniform(init) * centre / default; None: the centre
+    off: float  # the value that removes the mechanism (what LIF has)
+    meaning: str
+
+
+SPECS = (
+    Intrinsic("tau", "s", "time", 0.02, (0.01, 0.03), 0.02, "membrane time constant at rest"),
+    Intrinsic("theta", "", "positive", 1.0, None, 1.0, "firing threshold at rest"),
+    Intrinsic("v_reset", "", "below_theta", 0.0, None, 0.0, "potential after a spike"),
+    Intrinsic("R", "", "positive", 1.0, None, 1.0, "input gain"),
+    Intrinsic("beta", "", "nonneg", 0.2, None, 0.0, "threshold rise per own spike"),
+    Intrinsic("tau_a", "s", "time", 0.125, (0.05, 0.2), 1.0, "decay of the own-spike trace"),
+    Intrinsic("kappa", "", "nonneg", 0.2, None, 0.0, "time-constant shortening per unit input drive"),
+    Intrinsic("tau_r", "s", "time", 0.0125, (0.005, 0.02), 1.0, "decay of the input-drive trace"),
+)
+SPEC = {s.name: s for s in SPECS}
+INTRINSICS: dict[str, tuple[str, ...]] = {"lif": tuple(s.name for s in SPECS[:4]),
+                                          "meta": tuple(s.name for s in SPECS)}
+ALIASES = {"tau0": "tau", "theta0": "theta"}  # older meta-neuron model files name them so
+
+
+def defaults(kind: NeuronKind, n: int, rng: np.random.Generator,
+             centres: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Fresh heterogeneous float64 intrinsics of ``n`` neurons around ``centres``
+    (overrides of each ``default``; names outside the kind are errors)."""
+    names = INTRINSICS[kind]
+    unknown = set(centres or {}) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {kind} intrinsics {sorted(unknown)}; known: {names}")
+    out = {}
+    for name in names:
+        s, c = SPEC[name], (centres or {}).get(name, SPEC[name].default)
+        out[name] = (np.full(n, float(c)) if s.init is None
+                     else rng.uniform(*s.init, n) * (c / s.default))
+    return out
 
 
 def check_intrinsics(kind: NeuronKind, p: dict[str, np.ndarray]) -> None:
@@ -25,21 +66,23 @@ def check_intrinsics(kind: NeuronKind, p: dict[str, np.ndarray]) -> None:
     names = INTRINSICS[kind]
     if set(p) != set(names):
         raise ValueError(f"{kind} intrinsics must be {names}, got {tuple(sorted(p))}")
+    x = {name: np.asarray(p[name]) for name in names}
     for name in names:
-        x = np.asarray(p[name])
-        if not np.all(np.isfinite(x)):
+        if not np.all(np.isfinite(x[name])):
             raise ValueError(f"intrinsic {name} has non-finite values")
-    theta = np.asarray(p["theta" if kind == "lif" else "theta0"])
-    rules = [(name, (np.asarray(p[name]) > 0) & (np.asarray(p[name]) <= MAX_TIME_CONSTANT),
-              f"in (0, {MAX_TIME_CONSTANT:g}] s") for name in names if name in TIME_CONSTANTS]
-    rules += [("theta" if kind == "lif" else "theta0", theta > 0, "> 0"),
-              ("v_reset", np.asarray(p["v_reset"]) < theta, "< threshold"),
-              ("R", np.asarray(p["R"]) > 0, "> 0")]
-    if kind == "meta":
-        rules += [(n, np.asarray(p[n]) >= 0, ">= 0") for n in ("beta", "kappa")]
-    for name, ok, what in rules:
+    for name in names:
+        ok, what = {"time": ((x[name] > 0) & (x[name] <= MAX_TIME_CONSTANT),
+                             f"in (0, {MAX_TIME_CONSTANT:g}] s"),
+                    "positive": (x[name] > 0, "> 0"),
+                    "nonneg": (x[name] >= 0, ">= 0"),
+                    "below_theta": (x[name] < x["theta"], "< theta")}[SPEC[name].valid]
         if not np.all(ok):
-            bad = int(np.flatnonzero(~np.broadcast_to(ok, theta.shape))[0])
-            raise ValueError(f"intrinsic {name}[{bad}] = {np.asarray(p[name]).flat[bad]!r} must be {what}")
+            bad = int(np.flatnonzero(~np.broadcast_to(ok, x["theta"].shape))[0])
+            raise ValueError(f"intrinsic {name}[{bad}] = {x[name].flat[bad]!r} must be {what}")
 
 
+def complete(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All eight intrinsics (float64), the missing ones at their ``off`` value (LIF -> meta)."""
+    n = np.shape(next(iter(p.values())))
+    return {s.name: np.asarray(p[s.name], np.float64) if s.name in p else np.full(n, s.off)
+            for s in SPECS}

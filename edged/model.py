@@ -6,7 +6,7 @@ Members (all plain arrays, read with ``allow_pickle=False``)::
     w_in             float32[n_in, n_hidden]
     w_out            float32[n_hidden, n_out]
     hidden.<name>    float32[n_hidden]   one per intrinsic of the neuron kind
-    output.<name>    float32[n_out]      (edged.neurons.INTRINSICS)
+    output.<name>    float32[n_out]      (edged.intrinsics.INTRINSICS)
     readout          uint8[]  ONNX graph: input float32[N, n_out * len(features)]
                               -> output float32[N, len(classes)] class scores;
                               empty (and ``classes`` empty) for a model without readout
@@ -25,7 +25,9 @@ model in decisions and metrics.
 sizes: a zip-bomb guard), each member's ``.npy`` header (dtype, shape) before
 inflating it, the header schema, finite weights, intrinsic ranges, and the ONNX
 readout's input and output widths (no external data). Every failure raises
-``ModelError`` with one line naming the problem.
+``ModelError`` with one line naming the problem. Older meta-neuron files name the
+resting time constant and threshold ``tau0`` and ``theta0``; ``load`` reads them as
+``tau`` and ``theta`` (``edged.intrinsics.ALIASES``).
 
 A model without readout (``edged nir import`` writes one) holds a network only: ``edged
 run`` simulates it and ``edged nir export`` converts it, but ``edged serve`` refuses it
@@ -44,7 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edged.intrinsics import INTRINSICS, NeuronKind, check_intrinsics
+from edged.intrinsics import ALIASES, INTRINSICS, NeuronKind, check_intrinsics
 
 FORMAT = "edged-model"
 VERSION = 1
@@ -160,8 +162,12 @@ def load(path: str | Path) -> Model:
     header, arrays = _read_members(data)
     readout = arrays.pop("readout").tobytes()
     arrays["readout"] = np.frombuffer(readout, np.uint8)
+    stored, arrays = arrays, {_canonical(k): v for k, v in arrays.items()}
+    if len(arrays) != len(stored):
+        twice = sorted(k for k in stored if k != _canonical(k) and _canonical(k) in stored)
+        raise ModelError(f"members {twice} duplicate their current names {[_canonical(k) for k in twice]}")
     _validate(header, arrays, readout)
-    if content_hash(header, arrays) != header["content_sha256"]:
+    if content_hash(header, stored) != header["content_sha256"]:
         raise ModelError("content hash mismatch: the file was corrupted or edited")
     kind = header["neuron"]
     return Model(neuron=kind, w_in=arrays["w_in"], w_out=arrays["w_out"],
@@ -172,6 +178,11 @@ def load(path: str | Path) -> Model:
                  hop=header["lzc"]["hop"], variant=header["lzc"]["variant"],
                  features=tuple(header["features"]), encoding=header["encoding"],
                  provenance=header["provenance"], sha256=hashlib.sha256(data).hexdigest())
+
+
+def _canonical(member: str) -> str:
+    layer, _, name = member.rpartition(".")
+    return f"{layer}.{ALIASES.get(name, name)}" if layer else member
 
 
 def _read_members(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -6,20 +6,20 @@ benchmarks. Time is discrete with step ``dt`` seconds; every time constant is in
 Meta-neuron, per neuron, at each step with input current ``I`` (the sum of the weight
 rows of the presynaptic neurons or input channels that spiked at this step)::
 
-    r     <- alpha_r * r + (1 - alpha_r) * |I|          input-drive trace, tau_r
-    tau    = tau0 / (1 + kappa * r)                     activity-dependent time constant
-    alpha  = exp(-dt / tau) = exp(-dt/tau0) * exp(-(dt*kappa/tau0) * r)
-    v     <- alpha * v + (1 - alpha) * R * I            exact exponential integration
-    theta  = theta0 + beta * a                          adaptive threshold
-    s      = v >= theta
-    v     <- v_reset          if s  (or v - theta with subtractive reset)
-    a     <- alpha_a * a + s                            own-spike trace, tau_a
+    r       <- alpha_r * r + (1 - alpha_r) * |I|        input-drive trace, tau_r
+    tau_eff  = tau / (1 + kappa * r)                    activity-dependent time constant
+    alpha    = exp(-dt / tau_eff) = exp(-dt/tau) * exp(-(dt*kappa/tau) * r)
+    v       <- alpha * v + (1 - alpha) * R * I          exact exponential integration
+    th_eff   = theta + beta * a                         adaptive threshold
+    s        = v >= th_eff
+    v       <- v_reset        if s  (or v - th_eff with subtractive reset)
+    a       <- alpha_a * a + s                          own-spike trace, tau_a
 
 with ``alpha_x = exp(-dt/tau_x)`` and ``v_rest = 0``. Strong input of either sign
 shortens the membrane time constant (a high-conductance state); each spike raises the
 threshold by ``beta``, decaying with ``tau_a``. **LIF** is the special case
 ``beta = kappa = 0``: intrinsics ``tau, theta, v_reset, R``; its ``a`` and ``r`` stay
-inert. Valid ranges: ``edged.intrinsics``.
+inert. Names, units, valid ranges and defaults: ``edged.intrinsics``.
 
 Network: input channels -> hidden layer -> output layer, feed-forward, weights
 ``w_in[n_in, n_hidden]`` and ``w_out[n_hidden, n_out]`` (one row per presynaptic unit,
@@ -29,11 +29,11 @@ in the same step. Recurrent hidden weights are not supported.
 Empty steps in closed form. With no input, over ``k`` steps::
 
     r_k = alpha_r**k * r,   a_k = alpha_a**k * a,
-    v_k = v * alpha0**k * exp(-(dt*kappa/tau0) * r * alpha_r * (1 - alpha_r**k) / (1 - alpha_r))
+    v_k = v * alpha0**k * exp(-(dt*kappa/tau) * r * alpha_r * (1 - alpha_r**k) / (1 - alpha_r))
 
 which is exact (up to float rounding) as long as no neuron fires on the way. Since
-``theta >= theta0 > 0`` and ``|v|`` only shrinks without input, no neuron can fire once
-every ``v < theta0`` (``is_quiet``). That holds after every step for LIF with reset to
+``th_eff >= theta > 0`` and ``|v|`` only shrinks without input, no neuron can fire once
+every ``v < theta`` (``is_quiet``). That holds after every step for LIF with reset to
 ``v_reset``; for the meta-neuron (a threshold that decays below a slowly decaying ``v``)
 or subtractive reset, empty steps are stepped explicitly until quiet, then jumped.
 Stretches of at most ``SHORT_GAP`` steps are always stepped (cheaper than the jump);
@@ -49,17 +49,17 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from edged.intrinsics import NeuronKind, check_intrinsics
+from edged.intrinsics import NeuronKind, check_intrinsics, complete
 from edged.jit import inline_kernel, kernel
 
 
 class Layer(NamedTuple):
     """Per-neuron step coefficients of one layer, each ``float32[n]`` (see module maths)."""
 
-    alpha0: np.ndarray  # exp(-dt/tau0)
-    kappa_dt: np.ndarray  # dt * kappa / tau0
+    alpha0: np.ndarray  # exp(-dt/tau)
+    kappa_dt: np.ndarray  # dt * kappa / tau
     gain: np.ndarray  # R
-    theta0: np.ndarray
+    theta: np.ndarray
     beta: np.ndarray
     v_reset: np.ndarray
     alpha_a: np.ndarray  # exp(-dt/tau_a)
@@ -92,13 +92,9 @@ class State(NamedTuple):
 def layer(kind: NeuronKind, p: dict[str, np.ndarray], dt: float) -> Layer:
     """Step coefficients of one layer from its intrinsics (validated)."""
     check_intrinsics(kind, p)
-    f = {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
-    if kind == "lif":
-        f = {"tau0": f["tau"], "theta0": f["theta"], "v_reset": f["v_reset"], "R": f["R"],
-             "beta": np.zeros_like(f["tau"]), "kappa": np.zeros_like(f["tau"]),
-             "tau_a": np.ones_like(f["tau"]), "tau_r": np.ones_like(f["tau"])}
-    c = Layer(alpha0=np.exp(-dt / f["tau0"]), kappa_dt=dt * f["kappa"] / f["tau0"],
-              gain=f["R"], theta0=f["theta0"], beta=f["beta"], v_reset=f["v_reset"],
+    f = complete(p)
+    c = Layer(alpha0=np.exp(-dt / f["tau"]), kappa_dt=dt * f["kappa"] / f["tau"],
+              gain=f["R"], theta=f["theta"], beta=f["beta"], v_reset=f["v_reset"],
               alpha_a=np.exp(-dt / f["tau_a"]), alpha_r=np.exp(-dt / f["tau_r"]))
     return Layer(*(np.ascontiguousarray(x, dtype=np.float32) for x in c))
 
@@ -176,7 +172,7 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
     for j in range(n):
         alpha = c.alpha0[j] * decay[j]
         vj = alpha * v[j] + (one - alpha) * c.gain[j] * current[j]
-        theta = c.theta0[j] + c.beta[j] * a[j]
+        theta = c.theta[j] + c.beta[j] * a[j]
         fired = vj >= theta
         after = vj - theta if subtract_reset else c.v_reset[j]
         v[j] = after if fired else vj
@@ -239,14 +235,14 @@ def spike_current(w: np.ndarray, spikes: np.ndarray, current: np.ndarray) -> int
 def _layer_quiet(c: Layer, st: LayerState, s: int) -> bool:
     v = st.v[s]
     for j in range(v.shape[0]):
-        if v[j] >= c.theta0[j]:
+        if v[j] >= c.theta[j]:
             return False
     return True
 
 
 @kernel
 def is_quiet(n: Net, st: State, s: int) -> bool:
-    """True when no neuron of stream ``s`` can fire without input (all ``v < theta0``)."""
+    """True when no neuron of stream ``s`` can fire without input (all ``v < theta``)."""
     return _layer_quiet(n.hidden, st.hidden, s) and _layer_quiet(n.out, st.out, s)
 
 

@@ -39,8 +39,8 @@ Export writes ``input -> fc1 (Linear) -> lif1 (LIF) -> fc2 (Linear) -> lif2 (LIF
 output`` and, as flat graph metadata, what NIR has no field for: the format tag,
 ``dt``, the discretisation, the reset mode, the threshold rule, the neuron kind, the LZC
 settings, classes, readout features and ONNX readout bytes, encoding and provenance.
-Meta-neuron models are refused unless ``lossy``: the LIF fields then carry ``tau0,
-theta0, v_reset, R`` (the meta-neuron's ``beta = kappa = 0`` case) and the adaptation
+Meta-neuron models are refused unless ``lossy``: the LIF fields then carry ``tau,
+theta, v_reset, R`` (the meta-neuron's ``beta = kappa = 0`` case) and the adaptation
 intrinsics go into the metadata as ``hidden.beta`` etc., which import does not use.
 Importing a graph edged exported restores its LZC settings, encoding, provenance and (unless
 the export was lossy) its classes and readout, and takes ``dt``, discretisation and reset
@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edged.intrinsics import INTRINSICS, check_intrinsics
 from edged.model import Model
 
 Discretisation = Literal["zoh", "euler"]
@@ -87,18 +88,16 @@ def _nir():
 def to_graph(model: Model, lossy: bool = False):
     """The NIR graph of ``model`` (zero-order hold); meta-neurons need ``lossy``."""
     nir = _nir()
-    names = {"lif": ("tau", "theta", "v_reset", "R"), "meta": ("tau0", "theta0", "v_reset", "R")}
     if model.neuron != "lif" and not lossy:
         raise NIRError(f"{model.neuron} neurons have no NIR node (threshold adaptation, "
                        "activity-dependent tau): export with --lossy to write the "
                        "beta = kappa = 0 LIF case and keep the rest in metadata")
-    tau, theta, v_reset, r = names[model.neuron]
 
     def lif(p: dict[str, np.ndarray]):
-        th = np.nextafter(p[theta].astype(np.float32), np.float32(-np.inf))
-        return nir.LIF(tau=p[tau].astype(np.float32), r=p[r].astype(np.float32),
+        th = np.nextafter(p["theta"].astype(np.float32), np.float32(-np.inf))
+        return nir.LIF(tau=p["tau"].astype(np.float32), r=p["R"].astype(np.float32),
                        v_leak=np.zeros_like(th), v_threshold=th,
-                       v_reset=p[v_reset].astype(np.float32))
+                       v_reset=p["v_reset"].astype(np.float32))
 
     meta: dict[str, Any] = {
         "edged.format": FORMAT, "dt": float(model.dt), "discretisation": "zoh",
@@ -112,7 +111,8 @@ def to_graph(model: Model, lossy: bool = False):
         meta["readout"] = np.frombuffer(model.readout, np.uint8).copy()
     if model.neuron != "lif":
         for layer, p in (("hidden", model.hidden), ("output", model.output)):
-            meta |= {f"{layer}.{k}": v.astype(np.float32) for k, v in p.items() if k not in names["meta"]}
+            meta |= {f"{layer}.{k}": v.astype(np.float32) for k, v in p.items()
+                     if k not in INTRINSICS["lif"]}
     nodes = {"input": nir.Input(input_type={"input": np.array([model.n_in])}),
              "fc1": nir.Linear(weight=model.w_in.T.astype(np.float32)), "lif1": lif(model.hidden),
              "fc2": nir.Linear(weight=model.w_out.T.astype(np.float32)), "lif2": lif(model.output),
@@ -233,8 +233,6 @@ def lif_intrinsics(name: str, node, n: int, dt: float, discretisation: Discretis
                          np.float32(np.inf))
     p = {"tau": tau.astype(np.float32), "theta": theta, "R": r.astype(np.float32),
          "v_reset": _vector(name, "v_reset", node.v_reset, n).astype(np.float32)}
-    from edged.intrinsics import check_intrinsics
-
     try:
         check_intrinsics("lif", p)
     except ValueError as e:

@@ -12,9 +12,17 @@ import numpy as np
 import pytest
 
 from edged import neurons
-from edged.bench.kernels import example_intrinsics
+from edged.intrinsics import defaults
 from edged.model import Model, save
 from edged.readout import linear_onnx
+
+
+def example_intrinsics(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The default intrinsics made heterogeneous in every parameter the kernels see."""
+    p = {k: v * rng.uniform(0.6, 1.4, n) for k, v in defaults(kind, n, rng).items()}
+    if kind == "meta":
+        p |= {"beta": rng.uniform(0.0, 0.5, n), "kappa": rng.uniform(0.0, 1.0, n)}
+    return p
 
 
 def firing_weights(n_in: int, n_hidden: int, n_out: int, rng: np.random.Generator):

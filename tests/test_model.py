@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from edged.model import ModelError, load, save
+from edged.model import ModelError, content_hash, load, save
 from edged.readout import linear_onnx
 
 from conftest import small_model
@@ -34,6 +34,34 @@ def test_round_trip(tmp_path):
 def test_lif_round_trip(tmp_path):
     save(tmp_path / "lif.npz", small_model("lif"))
     assert set(load(tmp_path / "lif.npz").hidden) == {"tau", "theta", "v_reset", "R"}
+
+
+def old_names(path, keep_current: bool = False) -> None:
+    """Rewrite a meta model as files before the canonical names were: ``tau0``, ``theta0``."""
+    arrays = dict(np.load(path))
+    header = json.loads(arrays.pop("header").tobytes())
+    for layer in ("hidden", "output"):
+        for new, old in (("tau", "tau0"), ("theta", "theta0")):
+            arrays[f"{layer}.{old}"] = arrays[f"{layer}.{new}"] if keep_current else arrays.pop(f"{layer}.{new}")
+    header["content_sha256"] = content_hash(header, arrays)
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+
+
+def test_old_intrinsic_names_still_load(tmp_path):
+    m = small_model("meta")
+    save(tmp_path / "m.npz", m)
+    old_names(tmp_path / "m.npz")
+    assert "hidden.tau0" in np.load(tmp_path / "m.npz").files
+    back = load(tmp_path / "m.npz")
+    for k in m.hidden:
+        assert np.array_equal(back.hidden[k], m.hidden[k]) and np.array_equal(back.output[k], m.output[k])
+
+
+def test_old_and_current_name_together_is_refused(tmp_path):
+    save(tmp_path / "m.npz", small_model("meta"))
+    old_names(tmp_path / "m.npz", keep_current=True)
+    with pytest.raises(ModelError, match=r"'hidden.tau0'.* duplicate .*'hidden.tau'"):
+        load(tmp_path / "m.npz")
 
 
 def members(path) -> dict[str, bytes]:
@@ -82,7 +110,7 @@ BAD_FILES = {
     "wrong dtype": (lambda p: edited(p, "w_in", np.zeros((8, 16), np.float64)), "'w_in' has dtype float64"),
     "wrong shape": (lambda p: edited(p, "w_in", np.zeros((16, 8), np.float32)), "'w_in' has shape (16, 8)"),
     "nan weight": (lambda p: edited(p, "w_out", np.full((16, 3), np.nan, np.float32)), "'w_out' has non-finite"),
-    "out-of-range intrinsic": (lambda p: edited(p, "hidden.tau0", -np.ones(16, np.float32)), "tau0[0]"),
+    "out-of-range intrinsic": (lambda p: edited(p, "hidden.tau", -np.ones(16, np.float32)), "tau[0]"),
     "edited weights": (lambda p: edited(p, "w_in", np.ones((8, 16), np.float32)), "content hash mismatch"),
     "future version": (lambda p: edit_header(p, version=2), "version 2 is not supported"),
     "extra header key": (lambda p: edit_header(p, colour="red"), "unexpected ['colour']"),

@@ -19,7 +19,7 @@ HALF = DT / math.log(2)  # a time constant giving a decay factor of exactly 0.5 
 
 def one_neuron_net(kind: str, w_in: float, w_out: float, **extra) -> neurons.Net:
     lif = {"tau": [HALF], "theta": [1.0], "v_reset": [0.0], "R": [1.0]}
-    meta = {"tau0": [HALF], "theta0": [1.0], "v_reset": [0.0], "R": [1.0], "beta": [0.0],
+    meta = {"tau": [HALF], "theta": [1.0], "v_reset": [0.0], "R": [1.0], "beta": [0.0],
             "tau_a": [HALF], "kappa": [0.0], "tau_r": [HALF]}
     p = {k: np.array(v) for k, v in (lif if kind == "lif" else meta).items()}
     p.update({k: np.array([v]) for k, v in extra.items()})
@@ -57,7 +57,7 @@ def test_golden_threshold_adaptation():
 
 def test_golden_activity_dependent_tau():
     # kappa shortens tau with the input trace r: r1 = 0.5*0 + 0.5*|1.0| = 0.5,
-    # alpha1 = 0.5 * exp(-dt*kappa/tau0 * r1), v1 = alpha1*0 + (1 - alpha1)*1.0 (< theta).
+    # alpha1 = 0.5 * exp(-dt*kappa/tau * r1), v1 = alpha1*0 + (1 - alpha1)*1.0 (< theta).
     kappa = 2.0
     n = one_neuron_net("meta", 1.0, 0.0, kappa=kappa)
     _, volts = run(n, 2, {0})

@@ -17,6 +17,7 @@ nir = pytest.importorskip("nir", reason="nir not installed: pip install 'edged[n
 
 from conftest import ROOT, small_model  # noqa: E402
 from edged import neurons  # noqa: E402
+from edged.intrinsics import INTRINSICS  # noqa: E402
 from edged.model import load, save  # noqa: E402
 from edged.nir_io import NIRError, from_graph, lif_intrinsics, read  # noqa: E402
 from edged.offline import raster  # noqa: E402
@@ -159,7 +160,7 @@ def test_meta_models_export_only_lossy_as_their_lif_case(tmp_path):
     np.testing.assert_array_equal(graph.metadata["hidden.beta"], model.hidden["beta"])
     back = from_graph(graph)
     assert not back.has_readout and back.neuron == "lif"
-    lif_case = {layer: {"tau": p["tau0"], "theta": p["theta0"], "v_reset": p["v_reset"], "R": p["R"]}
+    lif_case = {layer: {k: p[k] for k in INTRINSICS["lif"]}
                 for layer, p in (("hidden", model.hidden), ("output", model.output))}
     want = neurons.net("lif", model.w_in, model.w_out, lif_case["hidden"], lif_case["output"], model.dt)
     t, ch = spikes(model.n_in, 1000, 0.05, seed=3)

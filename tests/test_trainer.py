@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edged import neurons
-from edged.intrinsics import INTRINSICS
+from edged.intrinsics import INTRINSICS, defaults
 from trainer import bptt, data, linear
 from trainer import params as P
 
@@ -63,7 +63,7 @@ def test_any_raw_value_gives_valid_intrinsics(kind):
     for scale in (0.1, 10.0, 1e4):
         raw = {n: rng.normal(0, scale, 50) for n in INTRINSICS[kind]}
         check_intrinsics(kind, {k: v.astype(np.float32) for k, v in P.from_raw(kind, raw).items()})
-    values = P.default_intrinsics(kind, 7, rng)
+    values = defaults(kind, 7, rng)
     back = P.from_raw(kind, P.to_raw(kind, values))
     for name in values:
         np.testing.assert_allclose(back[name], values[name], atol=1e-6)
@@ -131,11 +131,10 @@ def test_gradient_matches_finite_differences_for_every_parameter(kind):
     threshold, beta and tau_a act on the smooth path only through the subtractive reset
     (``v <- u - theta``), so they are checked with it."""
     names = INTRINSICS[kind]
-    th = "theta" if kind == "lif" else "theta0"
     value = ["w_in", "w_out"] + [f"{layer}.{n}" for layer in ("hidden", "output")
-                                 for n in names if n not in (th, "beta", "tau_a")]
+                                 for n in names if n not in ("theta", "beta", "tau_a")]
     subtract = [f"{layer}.{n}" for layer in ("hidden", "output")
-                for n in names if n in (th, "beta", "tau_a")]
+                for n in names if n in ("theta", "beta", "tau_a")]
     _fd_check(kind, "value", value)
     _fd_check(kind, "subtract", subtract)
 
@@ -145,8 +144,8 @@ def test_surrogate_reaches_thresholds():
     d = data.make("poisson-structure", 4, 0, **SHORT)
     raw = P.init("meta", 32, 16, 3, 0, input_rate=float(d.x.mean()))
     g = bptt.gradient("meta", raw, d.x, d.y, scale=0.3).raw
-    assert np.all(np.abs(g["output.theta0"]) > 0)
-    assert np.count_nonzero(g["hidden.theta0"]) > 8
+    assert np.all(np.abs(g["output.theta"]) > 0)
+    assert np.count_nonzero(g["hidden.theta"]) > 8
 
 
 # --- each rule learns ----------------------------------------------------------------
@@ -168,7 +167,7 @@ def test_bptt_lowers_the_loss(tiny, learn):
     before = bptt.gradient("meta", raw0, tr.x, tr.y).loss.mean()
     after = bptt.gradient("meta", raw, tr.x, tr.y).loss.mean()
     assert after < before - 0.02
-    changed = not np.array_equal(raw["hidden.tau0"], raw0["hidden.tau0"])
+    changed = not np.array_equal(raw["hidden.tau"], raw0["hidden.tau"])
     assert changed == learn
 
 
@@ -180,7 +179,7 @@ def test_tempotron_reduces_errors(tiny, learn):
     raw, hist = tempotron.train("meta", raw0, tr.x, tr.y, learn, tempotron.Config(epochs=4, lr=0.1), 0)
     assert hist[-1]["errors_per_sample"] < hist[0]["errors_per_sample"]
     assert np.array_equal(raw["w_in"], raw0["w_in"])  # hidden layer untouched
-    assert (not np.array_equal(raw["output.theta0"], raw0["output.theta0"])) == learn
+    assert (not np.array_equal(raw["output.theta"], raw0["output.theta"])) == learn
 
 
 def test_stdp_moves_outputs_towards_the_teacher(tiny):
@@ -198,10 +197,10 @@ def test_stdp_moves_outputs_towards_the_teacher(tiny):
     raw, hist = stdp.train("meta", raw0, tr.x, tr.y, False, stdp.Config(epochs=3, lr_out=0.1), 0)
     assert selectivity(raw) > selectivity(raw0) + 0.1
     assert not np.array_equal(raw["w_in"], raw0["w_in"])
-    assert np.array_equal(raw["hidden.theta0"], raw0["hidden.theta0"])
+    assert np.array_equal(raw["hidden.theta"], raw0["hidden.theta"])
     raw, hist = stdp.train("meta", raw0, tr.x, tr.y, True, stdp.Config(epochs=3, lr_out=0.1), 0)
     assert selectivity(raw) > selectivity(raw0) + 0.03
-    assert not np.array_equal(raw["hidden.theta0"], raw0["hidden.theta0"])  # IP ran
+    assert not np.array_equal(raw["hidden.theta"], raw0["hidden.theta"])  # IP ran
 
 
 def test_stdp_intrinsic_plasticity_moves_rates_to_target():
@@ -437,7 +436,7 @@ def test_calibrate_brings_silent_or_saturated_layers_into_band(tiny, factor):
     assert lo <= info["hidden_hz"] <= hi and lo <= info["output_hz"] <= hi
     assert (info["scale_in"] > 1) == (factor < 1)
     np.testing.assert_allclose(raw["w_in"], bad["w_in"] * info["scale_in"])
-    assert raw["hidden.tau0"] is not bad["hidden.tau0"] and np.array_equal(raw["hidden.tau0"], bad["hidden.tau0"])
+    assert raw["hidden.tau"] is not bad["hidden.tau"] and np.array_equal(raw["hidden.tau"], bad["hidden.tau"])
 
 
 def test_health_warns_about_silent_saturated_and_flat_runs():
@@ -502,7 +501,7 @@ def test_multi_spike_tempotron_trains_counts_and_adaptation(tiny):
     cfg = tempotron.Config(epochs=4, lr=0.05, mode="multi", target_spikes=4, hidden="surrogate")
     raw, hist = tempotron.train("meta", raw0, tr.x, tr.y, True, cfg, 0)
     assert hist[-1]["errors_per_sample"] < 0.9 * hist[0]["errors_per_sample"]
-    for name in ("output.beta", "output.tau_a", "hidden.tau0"):
+    for name in ("output.beta", "output.tau_a", "hidden.tau"):
         assert not np.array_equal(raw[name], raw0[name]), name
     assert np.array_equal(raw["w_in"], raw0["w_in"])
     single, _ = tempotron.train("meta", raw0, tr.x, tr.y, True, tempotron.Config(epochs=2), 0)

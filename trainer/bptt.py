@@ -45,7 +45,7 @@ from trainer.linear import Adam
 
 # rows of the coefficient gradient, in the order of edged.neurons.Layer (its one definition)
 A0, KD, GAIN, TH0, BETA, VR, AA, AR = (P.COEFFS.index(c) for c in (
-    "alpha0", "kappa_dt", "gain", "theta0", "beta", "v_reset", "alpha_a", "alpha_r"))
+    "alpha0", "kappa_dt", "gain", "theta", "beta", "v_reset", "alpha_a", "alpha_r"))
 N_COEFFS = len(P.COEFFS)
 EpochHook = Callable[[int, dict], bool]  # (epoch, raw params) -> stop now
 THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -117,7 +117,7 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
         a0 = np.float64(c.alpha0[j])
         kd = np.float64(c.kappa_dt[j])
         R = np.float64(c.gain[j])
-        th0 = np.float64(c.theta0[j])
+        th0 = np.float64(c.theta[j])
         beta = np.float64(c.beta[j])
         vr = np.float64(c.v_reset[j])
         aa = np.float64(c.alpha_a[j])

@@ -5,7 +5,7 @@ conditions per cell, all trained to convergence (at most ``CAP[rule]`` epochs, e
 stopping on the readout's validation accuracy with patience ``PATIENCE``, the best
 epoch's parameters kept):
 
-``fixed``        intrinsics at the untrained defaults (``trainer.params.CENTRES``);
+``fixed``        intrinsics at the untrained defaults (``edged.intrinsics.SPECS``);
 ``fixed-tuned``  global intrinsic values (tau, theta; meta also beta, tau_a) tuned;
 ``learned``      intrinsics learned by the rule, starting from the defaults.
 
@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edged.intrinsics import INTRINSICS
 from trainer import baselines as B
 from trainer import data, stats
 from trainer.pipeline import VARIANTS, Spec, run
@@ -386,11 +387,10 @@ def surrogate_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-ABLATION = {
-    "lif": {"tau": ("tau",), "theta": ("theta",), "R": ("R",), "v_reset": ("v_reset",)},
-    "meta": {"tau": ("tau0",), "theta": ("theta0",), "R": ("R",), "v_reset": ("v_reset",),
-             "adaptation": ("beta", "tau_a"), "drive": ("kappa", "tau_r")},
-}
+GROUPS = {"tau": ("tau",), "theta": ("theta",), "R": ("R",), "v_reset": ("v_reset",),
+          "adaptation": ("beta", "tau_a"), "drive": ("kappa", "tau_r")}
+ABLATION = {kind: {g: names for g, names in GROUPS.items() if set(names) <= set(INTRINSICS[kind])}
+            for kind in INTRINSICS}
 BUDGET_EPOCHS = (4, 12, 36)
 
 

@@ -55,7 +55,7 @@ class Spec:
     n_val: int = 0  # > 0: early stopping on that many validation samples
     patience: int = 4  # epochs without a better validation accuracy before stopping
     lr_intrinsics: float = 1.0  # multiplier of the rule's intrinsic learning rate(s)
-    centres: dict[str, float] = field(default_factory=dict)  # params.CENTRES overrides
+    centres: dict[str, float] = field(default_factory=dict)  # overrides of edged.intrinsics defaults
     learn: tuple[str, ...] = ()  # learned: only these intrinsics (empty: all)
     weight_decay: float = 0.0  # bptt: L2 on the weights
     baselines: tuple[str, ...] = ()  # trainer.baselines names scored on the same splits

@@ -52,8 +52,6 @@ R I``: the mean of ``v`` does not depend on ``tau`` but its fluctuations shrink 
 grows, and these neurons fire on fluctuations, so a longer ``tau`` means fewer threshold
 crossings. (The opposite sign, "too quiet -> integrate longer", is a positive feedback
 here: it drove time constants to the 1e3 s bound and the outputs silent.)
-
-(``theta``/``tau`` are ``theta0``/``tau0`` for the meta-neuron).
 """
 
 from __future__ import annotations
@@ -144,7 +142,6 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     rng = np.random.default_rng([seed, 0x57D9])
     norm_in = np.linalg.norm(raw["w_in"], axis=0)
     norm_out = np.linalg.norm(raw["w_out"], axis=0)
-    th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
     d_pre, d_post = np.exp(-dt / cfg.tau_pre), np.exp(-dt / cfg.tau_post)
     if cfg.homeostasis not in HOMEOSTASIS:
         raise ValueError(f"unknown homeostasis {cfg.homeostasis!r}; choose from {HOMEOSTASIS}")
@@ -206,16 +203,15 @@ def _homeostasis(kind: NeuronKind, raw: dict[str, np.ndarray], prefix: str, rate
                  currents: np.ndarray, target, cfg: Config) -> None:
     """One intrinsic-plasticity step of layer ``prefix`` from per-sample ``rates`` and mean
     input ``currents`` (``[samples, neurons]``), in place (the module docstring's rules)."""
-    th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
     if cfg.homeostasis == "triesch":
         db = 1.0 - (2.0 + 1.0 / target) * rates + rates ** 2 / target
         gain = P.intrinsics(kind, raw, prefix)["R"]
-        raw[f"{prefix}.{th}"] -= cfg.eta_theta * db.mean(axis=0)
+        raw[f"{prefix}.theta"] -= cfg.eta_theta * db.mean(axis=0)
         raw[f"{prefix}.R"] += cfg.eta_gain * (1.0 / gain + (currents * db).mean(axis=0))
         return
     if cfg.homeostasis == "batch-rate":
         err = np.clip((rates.mean(axis=0) - target) / target, -1.0, 1.0)
     else:
         err = np.clip((rates - target) / target, -1.0, 1.0).mean(axis=0)
-    raw[f"{prefix}.{th}"] += cfg.eta_theta * err
-    raw[f"{prefix}.{tau}"] += cfg.eta_tau * err
+    raw[f"{prefix}.theta"] += cfg.eta_theta * err
+    raw[f"{prefix}.tau"] += cfg.eta_tau * err

@@ -12,18 +12,18 @@ kernels' forward with the spikes held fixed: ``trainer.bptt.gradient`` with the
 surrogate off and a probe on ``u_k(t_max)``, so the rule runs on the same neuron maths.
 
 With ``learned`` intrinsics the same objective (``err * (u_k(t_max) - theta_k)``,
-the tempotron's error) also moves each output neuron's threshold (``theta`` /
-``theta0``: down after a miss, up after a false alarm) and membrane time constant
-(``tau`` / ``tau0``, along ``d u_k(t_max)/d tau``), in raw parameter space.
+the tempotron's error) also moves each output neuron's threshold (``theta``: down
+after a miss, up after a false alarm) and membrane time constant (``tau``, along
+``d u_k(t_max)/d tau``), in raw parameter space.
 
 ``mode = "multi"``: the multi-spike tempotron (Gütig 2016, aggregate-label learning).
 Output ``k`` should fire ``target_spikes`` spikes in a sample of its class and none
 otherwise; with ``c`` its count, ``err = sign(target - c)`` and the critical time ``t*``
 is the sub-threshold step with the largest margin ``u - theta(t)`` (too few spikes: the
 next spike to add) or the spike with the smallest one (too many: the next to remove),
-``theta(t) = theta0 + beta a(t)`` the adaptive threshold. Every parameter follows
+``theta(t) = theta + beta a(t)`` the adaptive threshold. Every parameter follows
 ``d/dp err * (u_k(t*) - theta_k(t*))``: the weights and each membrane intrinsic through
-``u`` (spikes held fixed, as above), ``theta0`` directly, and ``beta`` and ``tau_a``
+``u`` (spikes held fixed, as above), ``theta`` directly, and ``beta`` and ``tau_a``
 through ``a(t*) = sum_{s < t*} alpha_a^(t* - 1 - s) spike(s)``, which is non-zero once a
 sample has spiked: later spikes give the meta-neuron's adaptation a gradient. With
 ``hidden = "surrogate"`` (learned runs) the hidden layer's intrinsics take the same
@@ -61,7 +61,6 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     """Returns the trained raw params and per-epoch errors; ``on_epoch`` as in ``bptt.train``."""
     raw = {k: v.copy() for k, v in raw.items()}
     rng = np.random.default_rng([seed, 0x7E3B])
-    th, tau = ("theta", "tau") if kind == "lif" else ("theta0", "tau0")
     n_o = raw["w_out"].shape[1]
     n_classes = int(y.max()) + 1
     no_label = np.full(x.shape[0], -1)
@@ -83,23 +82,23 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             errors += int(np.abs(err).sum())
             if not err.any():
                 continue
-            theta0 = P.intrinsics(kind, raw, "output")[th]
+            theta = P.intrinsics(kind, raw, "output")["theta"]
             probe = np.zeros_like(g0.u_out)
             for b, k in zip(*np.nonzero(err)):
                 u = g0.u_out[b, :, k]
                 if err[b, k] > 0:
                     t_max = int(np.argmax(u))
                 else:
-                    t_max = int(np.argmax(u >= theta0[k]))
+                    t_max = int(np.argmax(u >= theta[k]))
                 probe[b, t_max, k] = err[b, k]
             g = bptt.gradient(kind, raw, xb, no_label[:len(idx)], dt, scale=0.0, lam=0.0,
                               probe_o=probe)
             raw["w_out"] += cfg.lr * g.raw["w_out"] / len(idx)
             if learn_intrinsics:
                 # d/d theta of err * (u - theta) is -err; d theta / d raw = sigmoid(raw)
-                dtheta = -err.sum(axis=0) * P.sigmoid(raw[f"output.{th}"])
-                raw[f"output.{th}"] += cfg.lr_intrinsics * dtheta / len(idx)
-                raw[f"output.{tau}"] += cfg.lr_intrinsics * g.raw[f"output.{tau}"] / len(idx)
+                dtheta = -err.sum(axis=0) * P.sigmoid(raw["output.theta"])
+                raw["output.theta"] += cfg.lr_intrinsics * dtheta / len(idx)
+                raw["output.tau"] += cfg.lr_intrinsics * g.raw["output.tau"] / len(idx)
         if _epoch_done(history, "tempotron", epoch, cfg.epochs, errors, len(y), t0, log,
                        on_epoch, raw):
             break
@@ -123,7 +122,6 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
     n_o = raw["w_out"].shape[1]
     n_classes = int(y.max()) + 1
     no_label = np.full(x.shape[0], -1)
-    th = "theta" if kind == "lif" else "theta0"
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -140,7 +138,7 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
                 continue
             out = P.intrinsics(kind, raw, "output")
             beta = out.get("beta", np.zeros(n_o))
-            margin = g0.u_out - (out[th] + beta * g0.a_out)  # [B, T, n_o]
+            margin = g0.u_out - (out["theta"] + beta * g0.a_out)  # [B, T, n_o]
             probe = np.zeros_like(g0.u_out)
             a_star = np.zeros((B, n_o))
             da_star = np.zeros((B, n_o))  # d a(t*) / d alpha_a
@@ -164,8 +162,8 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
             lr = cfg.lr_intrinsics / B
             for name in (n for n in raw if n.startswith("output.")):
                 raw[name] += lr * g.raw[name]  # through u(t*)
-            # and through theta(t*) = theta0 + beta a(t*)
-            raw[f"output.{th}"] += lr * -err.sum(axis=0) * P.sigmoid(raw[f"output.{th}"])
+            # and through theta(t*) = theta + beta a(t*)
+            raw["output.theta"] += lr * -err.sum(axis=0) * P.sigmoid(raw["output.theta"])
             if kind == "meta":
                 raw["output.beta"] += lr * -(err * a_star).sum(axis=0) * P.sigmoid(raw["output.beta"])
                 tau_a = out["tau_a"]

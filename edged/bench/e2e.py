@@ -252,7 +252,7 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
 def _synthetic_model(args, path: Path) -> str:
     import numpy as np
 
-    from edged.bench.kernels import example_intrinsics
+    from edged.intrinsics import defaults
     from edged.model import Model, save
     from edged.readout import linear_onnx
 
@@ -260,8 +260,8 @@ def _synthetic_model(args, path: Path) -> str:
     n_feat = args.outputs * 2
     save(path, Model(neuron="meta", w_in=rng.normal(0, 1.5, (args.inputs, args.hidden)).astype(np.float32),
                      w_out=rng.normal(0, 0.5, (args.hidden, args.outputs)).astype(np.float32),
-                     hidden={k: v.astype(np.float32) for k, v in example_intrinsics("meta", args.hidden, rng).items()},
-                     output={k: v.astype(np.float32) for k, v in example_intrinsics("meta", args.outputs, rng).items()},
+                     hidden={k: v.astype(np.float32) for k, v in defaults("meta", args.hidden, rng).items()},
+                     output={k: v.astype(np.float32) for k, v in defaults("meta", args.outputs, rng).items()},
                      readout=linear_onnx(rng.normal(size=(n_feat, 4)), rng.normal(size=4)),
                      classes=("a", "b", "c", "d"), window=args.window, hop=args.hop,
                      features=("lzc", "rate"), provenance={"task": "bench-e2e synthetic"}))

@@ -24,24 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def example_intrinsics(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Plausible heterogeneous intrinsics (seconds, unit threshold) for benchmarks and tests."""
-    if kind == "lif":
-        return {"tau": rng.uniform(0.01, 0.05, n), "theta": rng.uniform(0.8, 1.2, n),
-                "v_reset": np.zeros(n), "R": np.ones(n)}
-    return {"tau0": rng.uniform(0.01, 0.05, n), "theta0": rng.uniform(0.8, 1.2, n),
-            "v_reset": np.zeros(n), "R": np.ones(n), "beta": rng.uniform(0.0, 0.5, n),
-            "tau_a": rng.uniform(0.05, 0.2, n), "kappa": rng.uniform(0.0, 1.0, n),
-            "tau_r": rng.uniform(0.005, 0.02, n)}
-
-
 def example_net(kind: str, n_in: int, n_hidden: int, n_out: int, seed: int):
+    """A random net with the untrained default intrinsics."""
     from edged import neurons
+    from edged.intrinsics import defaults
 
     rng = np.random.default_rng(seed)
     return neurons.net(kind, rng.normal(0.0, 1.5, (n_in, n_hidden)),
                        rng.normal(0.0, 0.5, (n_hidden, n_out)),
-                       example_intrinsics(kind, n_hidden, rng), example_intrinsics(kind, n_out, rng),
+                       defaults(kind, n_hidden, rng), defaults(kind, n_out, rng),
                        dt=1e-3)
 
 
@@ -50,7 +41,7 @@ def _numpy_layer(c, st, s, current, subtract_reset):
     r[:] = c.alpha_r * r + (1 - c.alpha_r) * np.abs(current)
     alpha = c.alpha0 * np.exp(-c.kappa_dt * r)
     v_new = alpha * v + (1 - alpha) * c.gain * current
-    theta = c.theta0 + c.beta * a
+    theta = c.theta + c.beta * a
     fired = v_new >= theta
     v[:] = np.where(fired, v_new - theta if subtract_reset else c.v_reset, v_new)
     a[:] = c.alpha_a * a + fired
