@@ -7,16 +7,9 @@ their decisions in one readout call and publishes them in order. The decisions e
 offline ``engine.advance`` over the same events, whatever the frame and batch boundaries.
 A decision happens at each step boundary ``b`` with ``b % hop == 0`` and ``b >= window``.
 
-Stream table: data, one row per engine slot (``Streams``). Rules:
-
-* seq: a frame whose ``seq`` is not the stream's previous accepted seq + 1 counts one
-  ``edged_seq_gaps_total`` (a new stream expects 0); it is still served.
-* expiry: a stream with no accepted frame for ``streams.idle_timeout`` seconds (the
-  injected monotonic clock) is dropped (state, held events, seqs); the same id later
-  starts over as a new stream (clock 0, decision seq 0). Checked once a second, and at
-  once when a new stream finds the table full; if none is idle the frame is rejected
-  ("capacity").
-* a rejected frame changes no stream state.
+The stream table (``edged.streams.Streams``: seq gaps, capacity, idle expiry) is checked
+for idle streams once a second, and at once when a new stream finds it full; if none is
+idle the frame is rejected ("capacity"). A rejected frame changes no stream state.
 
 Shutdown: signal handlers only append to ``stop_requests``; the loop notices within its
 poll interval, stops polling, handles frames already queued (``service.drain_timeout``;
@@ -55,7 +48,7 @@ from edged.sdnotify import Watchdog
 from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
                             HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
                             encode_decision, encode_frame, ready_line)
-from edged.streams import EMPTY, Batch, event_time
+from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
@@ -99,27 +92,6 @@ def setup_logging(level: str = "info", stream=None) -> logging.Logger:
     log.setLevel(level.upper())
     log.propagate = False
     return log
-
-
-@dataclass
-class Streams:
-    """Per-stream bookkeeping beside the engine's state; row ``slot`` of each array."""
-
-    capacity: int
-    slots: dict[str, int] = field(default_factory=dict)
-    next_seq: list[int] = None  # expected frame seq
-    out_seq: list[int] = None  # next decision seq
-    last_seen: list[float] = None  # clock of the last accepted frame
-    unbilled_ops: list[int] = None  # synaptic ops since the last decision
-    held_ch: list[np.ndarray] = None  # int64[] channels held at step engine.now[slot]
-    free: list[int] = None
-
-    def __post_init__(self):
-        n = self.capacity
-        self.next_seq, self.out_seq, self.unbilled_ops = [0] * n, [0] * n, [0] * n
-        self.last_seen = [0.0] * n
-        self.held_ch = [EMPTY] * n
-        self.free = list(range(n - 1, -1, -1))
 
 
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
@@ -192,7 +164,9 @@ class Service:
         self.metrics = Metrics(registry)
         self.engine = Engine.for_model(model, streams=cfg.streams_max)
         self.readout = Readout(model.readout)
-        self.streams = Streams(cfg.streams_max)
+        self.streams = Streams(cfg.streams_max, cfg.streams_idle_timeout, cfg.limits_max_advance,
+                               clocks=self.engine.now, reset=self.engine.reset,
+                               on_size=self.metrics.streams_active.set)
         self.limits = Limits(model.n_in, cfg.limits_max_events, cfg.ingest_max_frame_bytes)
         self.energy = EnergyModel.for_model(model.neuron, model.n_hidden, model.n_out,
                                             model.n_features, len(model.classes), model.window)
@@ -391,48 +365,15 @@ class Service:
             self.log.exception("internal error on a frame: %s", e)
 
     def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
-        st, tally = self.streams, self.tally
-        slot = st.slots.get(frame.stream, -1)
-        if slot >= 0:
-            clock = batch.clock.get(slot)
-            if clock is None:
-                clock = int(self.engine.now[slot])
-            held = st.held_ch[slot]
-        else:
-            clock, held = 0, EMPTY
         try:
-            adv = event_time(clock, frame.t, frame.until, held.size)
-        except FrameError as e:
-            raise FrameError(e.reason, f"stream {frame.stream!r}: {e.detail}") from None
-        if adv.end - clock > self.cfg.limits_max_advance:
-            raise FrameError("time", f"stream {frame.stream!r}: frame advances {adv.end - clock} steps "
-                                     f"> limits.max_advance {self.cfg.limits_max_advance}")
-        if slot < 0:
-            if not st.free:
-                self.serve(batch)  # expiry may free a slot; the batch must not span it
-                batch.clear(self.cpu_clock())
-                self.expire(now)
-                if not st.free:
-                    raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
-            slot = st.free.pop()
-            self.engine.reset(slot)
-            st.slots[frame.stream] = slot
-            st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
-            st.held_ch[slot] = EMPTY
-            self.metrics.streams_active.set(len(st.slots))
-        if frame.seq != st.next_seq[slot]:
-            tally.seq_gaps += 1
-        st.next_seq[slot] = frame.seq + 1
-        st.last_seen[slot] = now
-        tally.events += frame.t.size
-        t, ch = frame.t, frame.ch
-        if held.size:
-            t = np.concatenate([np.full(held.size, clock, np.int64), t])
-            ch = np.concatenate([held, ch])
-        keep = adv.keep
-        st.held_ch[slot] = ch[keep:].copy() if keep < ch.size else EMPTY
-        if adv.end > clock:
-            batch.add(slot, clock, adv.end, t[:keep], ch[:keep], frame.stream, now)
+            gap = self.streams.admit(frame, now, batch)
+        except Full:
+            self.serve(batch)  # expiry may free a slot; the batch must not span it
+            batch.clear(self.cpu_clock())
+            self.expire(now)
+            gap = self.streams.admit(frame, now, batch)  # Full again: rejected ("capacity")
+        self.tally.seq_gaps += gap
+        self.tally.events += frame.t.size
 
     def serve(self, batch: Batch) -> int:
         """Advance every frame of ``batch`` in one engine call, read out all their
@@ -451,17 +392,10 @@ class Service:
         tally.steps += int((ends - starts).sum())
         rows = len(d.t)
         tally.decisions += rows
-        hop, energy, unbilled, out_seq = model.hop, self.energy, st.unbilled_ops, st.out_seq
-        energy_j, seq0 = [0.0] * len(batch), [0] * len(batch)
         first_rows = first.tolist()
-        for f, (slot, frame_ops) in enumerate(zip(slots.tolist(), ops.tolist())):
-            k = first_rows[f + 1] - first_rows[f]
-            unbilled[slot] += frame_ops
-            if k:
-                energy_j[f] = energy.decision(unbilled[slot] / k, hop)
-                unbilled[slot] = 0
-                seq0[f] = out_seq[slot]
-                out_seq[slot] += k
+        seq0, ops_per = st.decided(slots.tolist(), ops.tolist(), first_rows)
+        energy_j = [self.energy.decision(x, model.hop) if first_rows[f + 1] > first_rows[f] else 0.0
+                    for f, x in enumerate(ops_per)]
         if rows:
             self.publish_decisions(batch, d, first_rows, seq0, energy_j)
         return rows
@@ -560,8 +494,7 @@ class Service:
         else:
             try:
                 restored = ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256)
-                k = ckpt.apply(restored, self.engine, self.streams.slots, self.streams, self.clock())
-                self.metrics.streams_active.set(k)
+                k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
                 age = self.wall() - float(restored.header.get("written_at", 0))
                 self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k, path,
                               restored.header["epoch"], age)
@@ -581,7 +514,7 @@ class Service:
             return False
         t0 = time.perf_counter()
         try:
-            members = ckpt.snapshot(self.engine, self.streams.slots, self.streams, self.model.sha256,
+            members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
                                     self.epoch, self.wall())
             ckpt.write(state_dir, members)
         except OSError as e:
@@ -601,18 +534,11 @@ class Service:
         self._next_checkpoint = self.clock() + interval if on else float("inf")
 
     def expire(self, now: float) -> int:
-        st = self.streams
-        cutoff = now - self.cfg.streams_idle_timeout
-        idle = [s for s, slot in st.slots.items() if st.last_seen[slot] < cutoff]
-        for stream in idle:
-            slot = st.slots.pop(stream)
-            st.held_ch[slot] = EMPTY
-            st.free.append(slot)
-        if idle:
-            self.metrics.streams_expired.inc(len(idle))
-            self.metrics.streams_active.set(len(st.slots))
-            self.log.info("expired %d idle streams (%d active)", len(idle), len(st.slots))
-        return len(idle)
+        n = self.streams.expire(now)
+        if n:
+            self.metrics.streams_expired.inc(n)
+            self.log.info("expired %d idle streams (%d active)", n, len(self.streams))
+        return n
 
     def lzc_of(self, d) -> np.ndarray:
         """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
