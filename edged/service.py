@@ -45,6 +45,7 @@ from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
 from edged.sdnotify import Watchdog
+from edged.sockets import Sockets
 from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
                             HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
                             encode_decision, encode_frame, ready_line)
@@ -159,7 +160,7 @@ class Service:
         if not model.has_readout:
             raise ModelError("the model has no readout, so it cannot decide: fit one with "
                              "'edged-train readout --model M --task T' (or --events-dir DIR)")
-        self.model, self.cfg, self.ctx, self.clock, self.cpu_clock = model, cfg, context, clock, cpu_clock
+        self.model, self.cfg, self.clock, self.cpu_clock = model, cfg, clock, cpu_clock
         self.log = log or logging.getLogger("edged.service")
         self.metrics = Metrics(registry)
         self.engine = Engine.for_model(model, streams=cfg.streams_max)
@@ -177,14 +178,11 @@ class Service:
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
-        self.curve = curve  # edged.security.ServerKeys: CURVE + allow-list on both sockets
-        self.auth = self.publish_monitor = None
+        self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
         self._next_checkpoint = float("inf")
         self._next_heartbeat = 0.0
         self.heartbeats = 0
         self.drained = 0  # frames handled by the drain after a stop request
-        self.ingest = self.publish = self.monitor = None
-        self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
         self._next_flush = 0.0
         self._labels = [str(c) for c in model.classes]
@@ -199,39 +197,8 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
-        """Open ingest and publish sockets; return the endpoints actually bound."""
-        cfg = self.cfg
-        monitor_events = zmq.EVENT_DISCONNECTED
-        if self.curve is not None:
-            from edged import security
-
-            self.auth = security.start_authenticator(self.ctx, self.curve)  # before any bind
-            monitor_events |= security.HANDSHAKE_FAILED
-        self.publish = self.ctx.socket(zmq.PUB)
-        self.publish.linger = 0
-        self.publish.sndhwm = cfg.publish_hwm
-        if self.curve is not None:
-            security.make_server(self.publish, self.curve)
-            self.publish_monitor = self.publish.get_monitor_socket(security.HANDSHAKE_FAILED)
-        self.publish.bind(cfg.publish_endpoint)
-        kind = zmq.PULL if cfg.ingest_socket == "pull" else zmq.SUB
-        self.ingest = self.ctx.socket(kind)
-        self.ingest.linger = 0
-        self.ingest.rcvhwm = cfg.ingest_hwm
-        self.ingest.maxmsgsize = cfg.ingest_max_frame_bytes
-        if kind == zmq.SUB:
-            self.ingest.setsockopt(zmq.SUBSCRIBE, b"")
-        if self.curve is not None:
-            security.make_server(self.ingest, self.curve)
-        self.monitor = self.ingest.get_monitor_socket(monitor_events)
-        if cfg.ingest_bind:
-            self.ingest.bind(cfg.ingest_endpoint)
-            ingest = self.ingest.last_endpoint.decode()
-        else:
-            self.ingest.connect(cfg.ingest_endpoint)
-            ingest = cfg.ingest_endpoint
-        self.endpoints = {"ingest": ingest, "publish": self.publish.last_endpoint.decode()}
-        return self.endpoints
+        """Open ingest and publish (``edged.sockets``); return the endpoints bound."""
+        return self.sockets.bind()
 
     def warm(self) -> float:
         """Compile and run every kernel, the readout and the codecs once on scratch state
@@ -272,19 +239,14 @@ class Service:
 
     def run(self) -> None:
         """Serve until a stop is requested, then drain queued frames and return."""
-        poller = zmq.Poller()
-        poller.register(self.ingest, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
-        if self.publish_monitor is not None:
-            poller.register(self.publish_monitor, zmq.POLLIN)
+        sockets = self.sockets
+        poller = sockets.poller()
         while not self.stop_requests:
             ready = dict(poller.poll(POLL_MS))
-            if self.ingest in ready:
+            if sockets.ingest in ready:
                 self.pump(BATCH)
-            if self.monitor in ready:
-                self._monitor_events(self.monitor, "ingest")
-            if self.publish_monitor is not None and self.publish_monitor in ready:
-                self._monitor_events(self.publish_monitor, "publish")
+            for refused in sockets.monitor_events(ready):
+                self.rejects.reject(refused, self.clock())
             self.tick(self.clock())
         self.metrics.ready.set(0)
         self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
@@ -307,20 +269,7 @@ class Service:
     def close(self, linger_s: float = 1.0) -> None:
         """Close sockets; decisions already queued on PUB get ``linger_s`` to leave."""
         self.metrics.ready.set(0)
-        if self.monitor is not None:
-            self.ingest.disable_monitor()
-            self.monitor.close(linger=0)
-        if self.ingest is not None:
-            self.ingest.close(linger=0)
-        if self.publish_monitor is not None:
-            self.publish.disable_monitor()
-            self.publish_monitor.close(linger=0)
-            self.publish_monitor = None
-        if self.publish is not None:
-            self.publish.close(linger=int(linger_s * 1000))
-        if self.auth is not None:
-            self.auth.stop()
-            self.auth = None
+        self.sockets.close(linger_s)
 
     # -- the loop's work -----------------------------------------------------------------
 
@@ -333,7 +282,7 @@ class Service:
         daemon publishes each frame's decisions at once and a busy one pays the engine
         and onnxruntime calls once per batch."""
         n = 0
-        recv, admit, clock, cpu_clock = self.ingest.recv, self.admit, self.clock, self.cpu_clock
+        recv, admit, clock, cpu_clock = self.sockets.ingest.recv, self.admit, self.clock, self.cpu_clock
         cpu0 = cpu_clock()
         batch = Batch(cpu0)
         while n < budget:
@@ -409,7 +358,7 @@ class Service:
         score_rows = scores.tolist()
         ends = d.t.tolist()
         cpu = (self.cpu_clock() - batch.cpu0) / len(ends)  # the batch's CPU, shared per decision
-        send, observe = self.publish.send, self.metrics.latency.observe
+        send, observe = self.sockets.publish.send, self.metrics.latency.observe
         labels, epoch, sha, frame_seconds = self._labels, self.epoch, self.model.sha256, self.metrics.frame_seconds
         now = self.clock()
         for f, stream in enumerate(batch.streams):
@@ -468,7 +417,7 @@ class Service:
         self._next_heartbeat = now + self.cfg.publish_heartbeat_interval
         self.heartbeats += 1
         try:
-            self.publish.send_multipart(
+            self.sockets.publish.send_multipart(
                 [HEARTBEAT_TOPIC, msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats})],
                 zmq.NOBLOCK)
         except zmq.Again:
@@ -548,23 +497,6 @@ class Service:
         from edged.lzc import normalise
 
         return (np.asarray(d.lz, np.float64) * normalise(1, self.model.window)).astype(np.float32)
-
-    def _monitor_events(self, monitor: zmq.Socket, name: str) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] == zmq.EVENT_DISCONNECTED and name == "ingest":
-                self.metrics.zmq_disconnects.inc()
-            elif event["event"] & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH):
-                self.metrics.zmq_auth_failures.labels(name).inc()
-                self.rejects.reject(FrameError("auth", f"{name}: CURVE handshake refused "
-                                                       f"({event['endpoint'].decode(errors='replace')})"),
-                                    self.clock())
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,

@@ -297,7 +297,7 @@ def test_drain_publishes_queued_frames(model):
         s.svc.request_stop()  # the loop stops polling within POLL_MS ...
         s.thread.join(TIMEOUT)
         s.tx.send("d", [1, 2], [0, 1], until=model.window + model.hop)  # ... queued, not yet read
-        wait_for(lambda: s.svc.ingest.poll(0), what="frame queued")
+        wait_for(lambda: s.svc.sockets.ingest.poll(0), what="frame queued")
         s.svc.drain()
         assert [d.t for d in s.collect("d", 2)] == [model.window, model.window + model.hop]
     finally:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     def work_off(frames: list[bytes]) -> tuple[float, float]:
         for f in frames:
             push.send(f)
-        while svc.ingest.poll(0) == 0:  # bounded by the frames just sent
+        while svc.sockets.ingest.poll(0) == 0:  # bounded by the frames just sent
             time.sleep(0.001)
         time.sleep(0.2)  # let the I/O thread queue them all (loopback)
         done, t0, c0 = 0, time.perf_counter(), time.thread_time()
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
                 break
             got = svc.pump(256)
             done += got
-            if not got and not svc.ingest.poll(100):
+            if not got and not svc.sockets.ingest.poll(100):
                 break
         if done != len(frames):
             raise RuntimeError(f"only {done} of {len(frames)} frames handled")
