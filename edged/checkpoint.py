@@ -2,8 +2,9 @@
 
 File ``<state_dir>/checkpoint.npz``: a plain, uncompressed ``.npz`` of numeric arrays and a
 ``header`` member (UTF-8 JSON as ``uint8[]``); loaded with ``allow_pickle=False``, so a
-hostile file can at worst be refused, never executed. One row per active stream, in the
-order of ``header["streams"]``:
+hostile file can at worst be refused, never executed. ``snapshot`` serialises what the
+stream table hands over (``edged.streams.Rows``) with the engine rows of their slots;
+``apply`` hands them back. One row per active stream, in the order of ``header["streams"]``:
 
 ================  ==========================================================
 ``header``        format, version, model_sha256, epoch of the writer, written_at

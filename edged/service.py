@@ -1,15 +1,19 @@
 """The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
 
-Each wake-up receives the queued frames, decodes and admits them one by one (the
-event-time rule, ``edged.streams.event_time``: late, end and held events), then advances
-all admitted frames in one compiled engine call (``Engine.advance_many``), scores all
-their decisions in one readout call and publishes them in order. The decisions equal one
-offline ``engine.advance`` over the same events, whatever the frame and batch boundaries.
-A decision happens at each step boundary ``b`` with ``b % hop == 0`` and ``b >= window``.
+``Service`` only sequences the work of its parts: ``edged.sockets`` (bind, close, monitor
+events, CURVE), ``edged.protocol`` (decode and validate a frame), ``edged.streams`` (the
+stream table and its event-time rule: late, end and held events), ``edged.engine`` (the
+simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
+and ``edged.checkpoint`` (the table and engine rows on disk).
 
-The stream table (``edged.streams.Streams``: seq gaps, capacity, idle expiry) is checked
-for idle streams once a second, and at once when a new stream finds it full; if none is
-idle the frame is rejected ("capacity"). A rejected frame changes no stream state.
+Each wake-up receives the queued frames, decodes and admits them one by one, then
+advances all admitted frames in one compiled engine call (``Engine.advance_many``),
+scores all their decisions in one readout call and publishes them in order. The
+decisions equal one offline ``engine.advance`` over the same events, whatever the frame
+and batch boundaries. A decision happens at each step boundary ``b`` with
+``b % hop == 0`` and ``b >= window``. Idle streams expire once a second, and at once when
+a new stream finds the table full; if none is idle the frame is rejected ("capacity").
+A rejected frame changes no stream state.
 
 Shutdown: signal handlers only append to ``stop_requests``; the loop notices within its
 poll interval, stops polling, handles frames already queued (``service.drain_timeout``;
@@ -33,22 +37,23 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import zmq
 
 from edged import checkpoint as ckpt
+from edged import protocol
 from edged.config import Config
 from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
+from edged.protocol import (Frame, FrameError, Limits, decode_frame, encode_decision, encode_frame,
+                            ready_line)
+from edged.publisher import Publisher
 from edged.sdnotify import Watchdog
 from edged.sockets import Sockets
-from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
-                            HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
-                            encode_decision, encode_frame, ready_line)
 from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
@@ -60,20 +65,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
                logging.CRITICAL: 2}
 
 
-@kernel
-def check_events(t, ch, n_in):
-    """``edged.protocol.numpy_check_events`` in one compiled pass (frame validation)."""
-    if t.shape[0] == 0:
-        return EVENTS_OK
-    if t[0] < 0:
-        return EVENTS_NEGATIVE
-    for i in range(1, t.shape[0]):
-        if t[i] < t[i - 1]:
-            return EVENTS_DECREASING
-    for i in range(ch.shape[0]):
-        if ch[i] < 0 or ch[i] >= n_in:
-            return EVENTS_CHANNEL
-    return EVENTS_OK
+check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 
 
 class SdFormatter(logging.Formatter):
@@ -93,9 +85,6 @@ def setup_logging(level: str = "info", stream=None) -> logging.Logger:
     log.setLevel(level.upper())
     log.propagate = False
     return log
-
-
-_MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 @dataclass
@@ -143,9 +132,9 @@ class RejectLog:
 
 
 class Service:
-    """One daemon: sockets, engine, readout, stream table, metrics. Inject the ZeroMQ
-    ``context``, the metrics ``registry``, the monotonic ``clock``, the ``log`` and the
-    systemd ``notify`` / ``watchdog`` (default: no-ops)."""
+    """One daemon over its parts (module docstring). Inject the ZeroMQ ``context``, the
+    metrics ``registry``, the monotonic ``clock``, the ``log`` and the systemd ``notify`` /
+    ``watchdog`` (default: no-ops)."""
 
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
                  clock: Callable[[], float] = time.perf_counter,
@@ -180,14 +169,11 @@ class Service:
         self.wall = wall
         self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
         self._next_checkpoint = float("inf")
-        self._next_heartbeat = 0.0
-        self.heartbeats = 0
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
         self._next_flush = 0.0
-        self._labels = [str(c) for c in model.classes]
-        i = model.features.index("lzc") if "lzc" in model.features else None
-        self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
+        self.publisher = Publisher(self.sockets, model, self.epoch, self.metrics, self.energy,
+                                   cfg.publish_heartbeat_interval)
         m = self.metrics
         m.describe_model(model)
         m.describe_build(zmq.zmq_version())
@@ -223,9 +209,9 @@ class Service:
         if len(d.t) == 0:
             raise RuntimeError("warm-up produced no decision: engine contract broken")
         scores = self.readout.scores(d.features)
-        encode_decision("warm", self.epoch, 0, int(d.t[0]), self._labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), self.lzc_of(d)[0].tolist(),
-                        0.0, 0.0, 0.0, m.sha256)
+        pub = self.publisher
+        encode_decision("warm", self.epoch, 0, int(d.t[0]), pub.labels[int(np.argmax(scores[0]))],
+                        0, scores[0].tolist(), pub.lzc_of(d)[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
         self.metrics.warmup.set(seconds)
@@ -329,7 +315,7 @@ class Service:
         decisions in one readout call and publish them in order; return how many."""
         if not len(batch):
             return 0
-        st, tally, model = self.streams, self.tally, self.model
+        tally = self.tally
         slots, starts, ends, offsets, t, ch = batch.arrays()
         try:
             d, first, ops = self.engine.advance_many(slots, starts, ends, offsets, t, ch)
@@ -342,42 +328,12 @@ class Service:
         rows = len(d.t)
         tally.decisions += rows
         first_rows = first.tolist()
-        seq0, ops_per = st.decided(slots.tolist(), ops.tolist(), first_rows)
-        energy_j = [self.energy.decision(x, model.hop) if first_rows[f + 1] > first_rows[f] else 0.0
-                    for f, x in enumerate(ops_per)]
+        seq0, ops_per = self.streams.decided(slots.tolist(), ops.tolist(), first_rows)
         if rows:
-            self.publish_decisions(batch, d, first_rows, seq0, energy_j)
+            scores = self.readout.scores(d.features)
+            cpu = (self.cpu_clock() - batch.cpu0) / rows  # the batch's CPU, shared per decision
+            self.publisher.decisions(batch, d, scores, first_rows, seq0, ops_per, self.clock(), cpu)
         return rows
-
-    def publish_decisions(self, batch: Batch, d, first: list[int], seq0: list[int],
-                          energy_j: list[float]) -> None:
-        """Score ``d`` (the batch's decisions) in one readout call and publish them."""
-        scores = self.readout.scores(d.features)
-        classes = np.argmax(scores, axis=1).tolist()
-        lzc = self.lzc_of(d).tolist()
-        score_rows = scores.tolist()
-        ends = d.t.tolist()
-        cpu = (self.cpu_clock() - batch.cpu0) / len(ends)  # the batch's CPU, shared per decision
-        send, observe = self.sockets.publish.send, self.metrics.latency.observe
-        labels, epoch, sha, frame_seconds = self._labels, self.epoch, self.model.sha256, self.metrics.frame_seconds
-        now = self.clock()
-        for f, stream in enumerate(batch.streams):
-            k0, k1 = first[f], first[f + 1]
-            if k0 == k1:
-                continue
-            topic = stream.encode()
-            lat = now - batch.received[f]
-            for row in range(k0, k1):
-                c = classes[row]
-                payload = encode_decision(stream, epoch, seq0[f] + row - k0, ends[row], labels[c], c,
-                                          score_rows[row], lzc[row], lat, energy_j[f], cpu, sha)
-                try:
-                    send(topic, _MORE)
-                    send(payload, zmq.NOBLOCK)
-                except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
-                    pass
-                observe(lat)
-            frame_seconds.observe(lat)
 
     def flush_metrics(self) -> None:
         """Move the loop's local tallies into the Prometheus counters (from ``tick``, at
@@ -395,10 +351,10 @@ class Service:
         self.tally = Tally()
 
     def tick(self, now: float) -> None:
-        """Housekeeping between frames: watchdog, idle expiry, log summaries, checkpoints."""
+        """Housekeeping between frames: watchdog, heartbeat, checkpoint, idle expiry, log
+        summaries, metrics."""
         self.watchdog.ping(now)
-        if self.cfg.publish_heartbeat_interval > 0 and now >= self._next_heartbeat:
-            self.heartbeat(now)
+        self.publisher.tick(now)
         if now >= self._next_checkpoint:
             self.checkpoint()
         if now >= self._next_sweep:
@@ -408,20 +364,6 @@ class Service:
         if now >= self._next_flush:
             self._next_flush = now + FLUSH_S
             self.flush_metrics()
-
-    def heartbeat(self, now: float) -> None:
-        """Publish ``{v, epoch, heartbeat: n}`` on ``HEARTBEAT_TOPIC`` (never blocks): sent from
-        the loop, so its absence means the loop is stuck or the process stopped."""
-        import msgpack
-
-        self._next_heartbeat = now + self.cfg.publish_heartbeat_interval
-        self.heartbeats += 1
-        try:
-            self.sockets.publish.send_multipart(
-                [HEARTBEAT_TOPIC, msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats})],
-                zmq.NOBLOCK)
-        except zmq.Again:
-            pass
 
     # -- state -------------------------------------------------------------------------
 
@@ -483,20 +425,12 @@ class Service:
         self._next_checkpoint = self.clock() + interval if on else float("inf")
 
     def expire(self, now: float) -> int:
+        """Drop idle streams (``Streams.expire``), counted and logged."""
         n = self.streams.expire(now)
         if n:
             self.metrics.streams_expired.inc(n)
             self.log.info("expired %d idle streams (%d active)", n, len(self.streams))
         return n
-
-    def lzc_of(self, d) -> np.ndarray:
-        """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
-        the readout's own ``lzc`` feature columns when it has them, so both agree."""
-        if self._lzc_cols is not None:
-            return d.features[:, self._lzc_cols]
-        from edged.lzc import normalise
-
-        return (np.asarray(d.lz, np.float64) * normalise(1, self.model.window)).astype(np.float32)
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,

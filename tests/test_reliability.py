@@ -424,6 +424,6 @@ def test_silence_recreates_the_socket_with_backoff_capped_at_32s():
 
 
 def test_heartbeat_topic_is_shared():
-    from edged import client, protocol, service
+    from edged import client, protocol, publisher
 
-    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is service.HEARTBEAT_TOPIC
+    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is publisher.HEARTBEAT_TOPIC
