@@ -235,7 +235,7 @@ class Service:
                 self.rejects.reject(refused, self.clock())
             self.tick(self.clock())
         self.metrics.ready.set(0)
-        self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
+        self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams)} streams")
         self.drained = self.drain()
 
     def drain(self) -> int:
@@ -416,7 +416,7 @@ class Service:
         m.checkpoint_writes.labels("ok").inc()
         m.checkpoint_last_success.set(self.wall())
         m.checkpoint_seconds.set(time.perf_counter() - t0)
-        m.checkpoint_streams.set(len(self.streams.slots))
+        m.checkpoint_streams.set(len(self.streams))
         return True
 
     def _schedule_checkpoint(self) -> None:
@@ -491,14 +491,14 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         print(ready_line(svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
                          endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
-               f"{len(svc.streams.slots)} streams")
+               f"{len(svc.streams)} streams")
         svc.run()
         log.info("stopping on signal %s: drained %d queued frames, %d streams active",
-                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams.slots))
+                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams))
         if cfg.service_state_dir and len(svc.stop_requests) < 2:
             notify("STATUS=writing checkpoint")
             if svc.checkpoint():
-                log.info("checkpoint of %d streams written to %s", len(svc.streams.slots),
+                log.info("checkpoint of %d streams written to %s", len(svc.streams),
                          cfg.service_state_dir)
     finally:
         svc.close()
