@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edged.rng import stream_key
+
 FORMAT = "edged-checkpoint"
 VERSION = 1
 NAME = "checkpoint.npz"
@@ -197,6 +199,7 @@ def apply(restored: Restored, engine, slots: dict[str, int], streams, now: float
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
     for i, stream in enumerate(restored.streams):
         slots[stream] = i
+        engine.keys[i] = stream_key(stream)
         streams.next_seq[i] = int(a["next_seq"][i])
         streams.out_seq[i] = int(a["out_seq"][i])
         streams.unbilled_ops[i] = int(a["unbilled_ops"][i])

@@ -415,7 +415,7 @@ class Service:
                 if not st.free:
                     raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
             slot = st.free.pop()
-            self.engine.reset(slot)
+            self.engine.reset(slot, frame.stream)
             st.slots[frame.stream] = slot
             st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
             st.held_ch[slot] = EMPTY

@@ -289,7 +289,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", choices=sorted(TASKS), default="poisson-structure")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="task parameter override (see trainer/data.py), repeatable")
-    r.add_argument("--neuron", choices=("lif", "meta"), default="meta")
+    r.add_argument("--neuron", choices=("lif", "meta", "meta-esc"), default="meta",
+                   help="meta-esc: the meta-neuron with escape noise (edged.neurons)")
     r.add_argument("--rule", choices=RULE_CHOICES, default="bptt",
                    help="learning rule; stdp-* are STDP with the named homeostasis, "
                         "tempotron-multi the multi-spike tempotron (trainer/stdp.py, "
