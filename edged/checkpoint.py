@@ -2,8 +2,9 @@
 
 File ``<state_dir>/checkpoint.npz``: a plain, uncompressed ``.npz`` of numeric arrays and a
 ``header`` member (UTF-8 JSON as ``uint8[]``); loaded with ``allow_pickle=False``, so a
-hostile file can at worst be refused, never executed. One row per active stream, in the
-order of ``header["streams"]``:
+hostile file can at worst be refused, never executed. ``snapshot`` serialises what the
+stream table hands over (``edged.streams.Rows``) with the engine rows of their slots;
+``apply`` hands them back. One row per active stream, in the order of ``header["streams"]``:
 
 ================  ==========================================================
 ``header``        format, version, model_sha256, epoch of the writer, written_at
@@ -36,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edged.rng import stream_key
+from edged.streams import Rows
 
 FORMAT = "edged-checkpoint"
 VERSION = 1
@@ -70,21 +72,17 @@ def engine_arrays(engine) -> dict[str, np.ndarray]:
     return out
 
 
-def snapshot(engine, slots: dict[str, int], streams, model_sha256: str, epoch: int,
+def snapshot(engine, rows: Rows, model_sha256: str, epoch: int,
              wall: float | None = None) -> dict[str, np.ndarray]:
-    """Copy the rows of ``slots`` (stream id -> slot) into checkpoint members.
-    ``streams`` has list attributes ``next_seq, out_seq, unbilled_ops, held_ch``."""
-    ids = list(slots)
-    rows = np.array([slots[s] for s in ids], np.int64)
-    members = {name: np.ascontiguousarray(x[rows]) for name, x in engine_arrays(engine).items()}
-    held = [np.asarray(streams.held_ch[r], np.int64) for r in rows.tolist()]
+    """Checkpoint members for the stream table's ``rows`` and their engine slots."""
+    members = {name: np.ascontiguousarray(x[rows.slots]) for name, x in engine_arrays(engine).items()}
     for name in ("next_seq", "out_seq", "unbilled_ops"):
-        values = getattr(streams, name)
-        members[name] = np.array([values[r] for r in rows.tolist()], np.int64)
+        members[name] = np.asarray(getattr(rows, name), np.int64)
+    held = rows.held_ch
     members["held_len"] = np.array([h.size for h in held], np.int64)
     members["held_ch"] = np.concatenate(held) if held else np.empty(0, np.int64)
     header = {"format": FORMAT, "version": VERSION, "model_sha256": model_sha256, "epoch": int(epoch),
-              "written_at": time.time() if wall is None else wall, "streams": ids,
+              "written_at": time.time() if wall is None else wall, "streams": list(rows.streams),
               "shapes": {k: list(v.shape[1:]) for k, v in members.items() if k != "held_ch"}}
     members["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     return members
@@ -189,21 +187,16 @@ def _check_header(h, model_sha256: str, capacity: int) -> None:
         raise CheckpointError("corrupt", "epoch is not an integer")
 
 
-def apply(restored: Restored, engine, slots: dict[str, int], streams, now: float) -> int:
-    """Put restored stream ``i`` into slot ``i`` (``slots`` and ``streams.free`` must be
-    fresh); its idle clock starts at ``now``. Returns the number of streams."""
+def apply(restored: Restored, engine) -> Rows:
+    """Put restored stream ``i`` into engine slot ``i`` (its noise key from its id); return
+    its rows for ``edged.streams.Streams.restore``."""
     a = restored.arrays
     k = len(restored.streams)
     for name, x in engine_arrays(engine).items():
         x[:k] = a[name]
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
     for i, stream in enumerate(restored.streams):
-        slots[stream] = i
         engine.keys[i] = stream_key(stream)
-        streams.next_seq[i] = int(a["next_seq"][i])
-        streams.out_seq[i] = int(a["out_seq"][i])
-        streams.unbilled_ops[i] = int(a["unbilled_ops"][i])
-        streams.last_seen[i] = now
-        streams.held_ch[i] = a["held_ch"][offsets[i]:offsets[i + 1]].copy()
-    streams.free[:] = [s for s in streams.free if s >= k]
-    return k
+    held = [a["held_ch"][offsets[i]:offsets[i + 1]].copy() for i in range(k)]
+    return Rows(list(restored.streams), np.arange(k, dtype=np.int64), a["next_seq"], a["out_seq"],
+                a["unbilled_ops"], held)

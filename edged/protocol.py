@@ -95,31 +95,35 @@ def _int_array(value, name: str, dtype: np.dtype, limits: Limits) -> np.ndarray:
     raise FrameError("schema", f"{name} must be an int array or bytes, not {type(value).__name__}")
 
 
-#: ``check_events(t, ch, n_in) -> EVENTS_*``: one pass over the events (the service passes
-#: a compiled one; ``numpy_check_events`` is the reference)
+#: what ``check_events`` finds; ``decode_frame`` turns a problem into its ``FrameError``
 EVENTS_OK, EVENTS_NEGATIVE, EVENTS_DECREASING, EVENTS_CHANNEL = 0, 1, 2, 3
 _EVENT_ERRORS = {EVENTS_NEGATIVE: ("time", "event times must be in [0, 2**62)"),
                  EVENTS_DECREASING: ("time", "event times must be non-decreasing")}
 
 
-def numpy_check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
-    if t.size == 0:
+def check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
+    """The frame's event rule in one pass: times non-negative and non-decreasing, channels
+    in ``[0, n_in)``; returns an ``EVENTS_*`` code. Written for Numba: the service runs it
+    compiled (``edged.jit.kernel``), this module stays free of Numba."""
+    if t.shape[0] == 0:
         return EVENTS_OK
     if t[0] < 0:
         return EVENTS_NEGATIVE
-    if t.size > 1 and (t[1:] < t[:-1]).any():
-        return EVENTS_DECREASING
-    # one reduction: negative channels wrap to huge unsigned values
-    if ch.view(np.uint32 if ch.dtype.itemsize == 4 else np.uint64).max() >= n_in:
-        return EVENTS_CHANNEL
+    for i in range(1, t.shape[0]):
+        if t[i] < t[i - 1]:
+            return EVENTS_DECREASING
+    for i in range(ch.shape[0]):
+        if ch[i] < 0 or ch[i] >= n_in:
+            return EVENTS_CHANNEL
     return EVENTS_OK
 
 
 _I8, _I4 = np.dtype("<i8"), np.dtype("<i4")
 
 
-def decode_frame(buf: bytes, limits: Limits, check_events=numpy_check_events) -> Frame:
-    """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem."""
+def decode_frame(buf: bytes, limits: Limits, check_events=check_events) -> Frame:
+    """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem.
+    ``check_events``: this module's, or the same compiled."""
     if len(buf) > limits.max_bytes:
         raise FrameError("oversize", f"frame of {len(buf)} bytes > {limits.max_bytes}")
     try:
@@ -190,14 +194,26 @@ def encode_frame(stream: str, seq: int, t, ch, until: int | None = None,
     return msgpack.packb(msg, use_bin_type=True)
 
 
+def encode_decisions(streams: list[str], epoch: int, seqs: list[int], t: list[int],
+                     labels: list[str], classes: list[int], scores: list[list[float]],
+                     lzc: list[list[float]], latency_s: list[float], energy_j: list[float],
+                     cpu_s: float, model: str) -> list[bytes]:
+    """The payload frames of many decisions in one call (one packer): one entry per
+    decision in each list; ``epoch``, ``cpu_s`` and ``model`` are shared."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return [pack({"v": VERSION, "stream": stream, "epoch": epoch, "seq": seq, "t": end,
+                  "label": label, "class": c, "scores": sc, "lzc": lz, "latency_s": lat,
+                  "energy_j": e, "cpu_s": cpu_s, "model": model})
+            for stream, seq, end, label, c, sc, lz, lat, e
+            in zip(streams, seqs, t, labels, classes, scores, lzc, latency_s, energy_j)]
+
+
 def encode_decision(stream: str, epoch: int, seq: int, t: int, label: str, class_id: int,
                     scores: list[float], lzc: list[float], latency_s: float,
                     energy_j: float, cpu_s: float, model: str) -> bytes:
     """The payload frame of one decision (the topic frame is ``stream.encode()``)."""
-    return msgpack.packb({"v": VERSION, "stream": stream, "epoch": epoch, "seq": seq, "t": t,
-                          "label": label, "class": class_id, "scores": scores, "lzc": lzc,
-                          "latency_s": latency_s, "energy_j": energy_j, "cpu_s": cpu_s,
-                          "model": model}, use_bin_type=True)
+    return encode_decisions([stream], epoch, [seq], [t], [label], [class_id], [scores], [lzc],
+                            [latency_s], [energy_j], cpu_s, model)[0]
 
 
 def decode_decision(buf: bytes) -> dict:

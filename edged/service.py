@@ -1,22 +1,19 @@
 """The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
 
-Each wake-up receives the queued frames, decodes and admits them one by one (the
-event-time rule, ``edged.streams.event_time``: late, end and held events), then advances
-all admitted frames in one compiled engine call (``Engine.advance_many``), scores all
-their decisions in one readout call and publishes them in order. The decisions equal one
-offline ``engine.advance`` over the same events, whatever the frame and batch boundaries.
-A decision happens at each step boundary ``b`` with ``b % hop == 0`` and ``b >= window``.
+``Service`` only sequences the work of its parts: ``edged.sockets`` (bind, close, monitor
+events, CURVE), ``edged.protocol`` (decode and validate a frame), ``edged.streams`` (the
+stream table and its event-time rule: late, end and held events), ``edged.engine`` (the
+simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
+and ``edged.checkpoint`` (the table and engine rows on disk).
 
-Stream table: data, one row per engine slot (``Streams``). Rules:
-
-* seq: a frame whose ``seq`` is not the stream's previous accepted seq + 1 counts one
-  ``edged_seq_gaps_total`` (a new stream expects 0); it is still served.
-* expiry: a stream with no accepted frame for ``streams.idle_timeout`` seconds (the
-  injected monotonic clock) is dropped (state, held events, seqs); the same id later
-  starts over as a new stream (clock 0, decision seq 0). Checked once a second, and at
-  once when a new stream finds the table full; if none is idle the frame is rejected
-  ("capacity").
-* a rejected frame changes no stream state.
+Each wake-up receives the queued frames, decodes and admits them one by one, then
+advances all admitted frames in one compiled engine call (``Engine.advance_many``),
+scores all their decisions in one readout call and publishes them in order. The
+decisions equal one offline ``engine.advance`` over the same events, whatever the frame
+and batch boundaries. A decision happens at each step boundary ``b`` with
+``b % hop == 0`` and ``b >= window``. Idle streams expire once a second, and at once when
+a new stream finds the table full; if none is idle the frame is rejected ("capacity").
+A rejected frame changes no stream state.
 
 Shutdown: signal handlers only append to ``stop_requests``; the loop notices within its
 poll interval, stops polling, handles frames already queued (``service.drain_timeout``;
@@ -40,22 +37,24 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import zmq
 
 from edged import checkpoint as ckpt
+from edged import protocol
 from edged.config import Config
 from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
+from edged.protocol import (Frame, FrameError, Limits, decode_frame, encode_decision, encode_frame,
+                            ready_line)
+from edged.publisher import Publisher
 from edged.sdnotify import Watchdog
-from edged.protocol import (EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE, EVENTS_OK,
-                            HEARTBEAT_TOPIC, Frame, FrameError, Limits, decode_frame,
-                            encode_decision, encode_frame, ready_line)
-from edged.streams import EMPTY, Batch, event_time
+from edged.sockets import Sockets
+from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
@@ -66,20 +65,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
                logging.CRITICAL: 2}
 
 
-@kernel
-def check_events(t, ch, n_in):
-    """``edged.protocol.numpy_check_events`` in one compiled pass (frame validation)."""
-    if t.shape[0] == 0:
-        return EVENTS_OK
-    if t[0] < 0:
-        return EVENTS_NEGATIVE
-    for i in range(1, t.shape[0]):
-        if t[i] < t[i - 1]:
-            return EVENTS_DECREASING
-    for i in range(ch.shape[0]):
-        if ch[i] < 0 or ch[i] >= n_in:
-            return EVENTS_CHANNEL
-    return EVENTS_OK
+check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 
 
 class SdFormatter(logging.Formatter):
@@ -99,30 +85,6 @@ def setup_logging(level: str = "info", stream=None) -> logging.Logger:
     log.setLevel(level.upper())
     log.propagate = False
     return log
-
-
-@dataclass
-class Streams:
-    """Per-stream bookkeeping beside the engine's state; row ``slot`` of each array."""
-
-    capacity: int
-    slots: dict[str, int] = field(default_factory=dict)
-    next_seq: list[int] = None  # expected frame seq
-    out_seq: list[int] = None  # next decision seq
-    last_seen: list[float] = None  # clock of the last accepted frame
-    unbilled_ops: list[int] = None  # synaptic ops since the last decision
-    held_ch: list[np.ndarray] = None  # int64[] channels held at step engine.now[slot]
-    free: list[int] = None
-
-    def __post_init__(self):
-        n = self.capacity
-        self.next_seq, self.out_seq, self.unbilled_ops = [0] * n, [0] * n, [0] * n
-        self.last_seen = [0.0] * n
-        self.held_ch = [EMPTY] * n
-        self.free = list(range(n - 1, -1, -1))
-
-
-_MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 @dataclass
@@ -170,9 +132,9 @@ class RejectLog:
 
 
 class Service:
-    """One daemon: sockets, engine, readout, stream table, metrics. Inject the ZeroMQ
-    ``context``, the metrics ``registry``, the monotonic ``clock``, the ``log`` and the
-    systemd ``notify`` / ``watchdog`` (default: no-ops)."""
+    """One daemon over its parts (module docstring). Inject the ZeroMQ ``context``, the
+    metrics ``registry``, the monotonic ``clock``, the ``log`` and the systemd ``notify`` /
+    ``watchdog`` (default: no-ops)."""
 
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
                  clock: Callable[[], float] = time.perf_counter,
@@ -187,12 +149,14 @@ class Service:
         if not model.has_readout:
             raise ModelError("the model has no readout, so it cannot decide: fit one with "
                              "'edged-train readout --model M --task T' (or --events-dir DIR)")
-        self.model, self.cfg, self.ctx, self.clock, self.cpu_clock = model, cfg, context, clock, cpu_clock
+        self.model, self.cfg, self.clock, self.cpu_clock = model, cfg, clock, cpu_clock
         self.log = log or logging.getLogger("edged.service")
         self.metrics = Metrics(registry)
         self.engine = Engine.for_model(model, streams=cfg.streams_max)
         self.readout = Readout(model.readout)
-        self.streams = Streams(cfg.streams_max)
+        self.streams = Streams(cfg.streams_max, cfg.streams_idle_timeout, cfg.limits_max_advance,
+                               clocks=self.engine.now, reset=self.engine.reset,
+                               on_size=self.metrics.streams_active.set)
         self.limits = Limits(model.n_in, cfg.limits_max_events, cfg.ingest_max_frame_bytes)
         self.energy = EnergyModel.for_model(model.neuron, model.n_hidden, model.n_out,
                                             model.n_features, len(model.classes), model.window)
@@ -203,19 +167,13 @@ class Service:
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
-        self.curve = curve  # edged.security.ServerKeys: CURVE + allow-list on both sockets
-        self.auth = self.publish_monitor = None
+        self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
         self._next_checkpoint = float("inf")
-        self._next_heartbeat = 0.0
-        self.heartbeats = 0
         self.drained = 0  # frames handled by the drain after a stop request
-        self.ingest = self.publish = self.monitor = None
-        self.endpoints: dict[str, str] = {}
         self._next_sweep = 0.0
         self._next_flush = 0.0
-        self._labels = [str(c) for c in model.classes]
-        i = model.features.index("lzc") if "lzc" in model.features else None
-        self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
+        self.publisher = Publisher(self.sockets, model, self.epoch, self.metrics, self.energy,
+                                   cfg.publish_heartbeat_interval)
         m = self.metrics
         m.describe_model(model)
         m.describe_build(zmq.zmq_version())
@@ -225,39 +183,8 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
-        """Open ingest and publish sockets; return the endpoints actually bound."""
-        cfg = self.cfg
-        monitor_events = zmq.EVENT_DISCONNECTED
-        if self.curve is not None:
-            from edged import security
-
-            self.auth = security.start_authenticator(self.ctx, self.curve)  # before any bind
-            monitor_events |= security.HANDSHAKE_FAILED
-        self.publish = self.ctx.socket(zmq.PUB)
-        self.publish.linger = 0
-        self.publish.sndhwm = cfg.publish_hwm
-        if self.curve is not None:
-            security.make_server(self.publish, self.curve)
-            self.publish_monitor = self.publish.get_monitor_socket(security.HANDSHAKE_FAILED)
-        self.publish.bind(cfg.publish_endpoint)
-        kind = zmq.PULL if cfg.ingest_socket == "pull" else zmq.SUB
-        self.ingest = self.ctx.socket(kind)
-        self.ingest.linger = 0
-        self.ingest.rcvhwm = cfg.ingest_hwm
-        self.ingest.maxmsgsize = cfg.ingest_max_frame_bytes
-        if kind == zmq.SUB:
-            self.ingest.setsockopt(zmq.SUBSCRIBE, b"")
-        if self.curve is not None:
-            security.make_server(self.ingest, self.curve)
-        self.monitor = self.ingest.get_monitor_socket(monitor_events)
-        if cfg.ingest_bind:
-            self.ingest.bind(cfg.ingest_endpoint)
-            ingest = self.ingest.last_endpoint.decode()
-        else:
-            self.ingest.connect(cfg.ingest_endpoint)
-            ingest = cfg.ingest_endpoint
-        self.endpoints = {"ingest": ingest, "publish": self.publish.last_endpoint.decode()}
-        return self.endpoints
+        """Open ingest and publish (``edged.sockets``); return the endpoints bound."""
+        return self.sockets.bind()
 
     def warm(self) -> float:
         """Compile and run every kernel, the readout and the codecs once on scratch state
@@ -282,9 +209,9 @@ class Service:
         if len(d.t) == 0:
             raise RuntimeError("warm-up produced no decision: engine contract broken")
         scores = self.readout.scores(d.features)
-        encode_decision("warm", self.epoch, 0, int(d.t[0]), self._labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), self.lzc_of(d)[0].tolist(),
-                        0.0, 0.0, 0.0, m.sha256)
+        pub = self.publisher
+        encode_decision("warm", self.epoch, 0, int(d.t[0]), pub.labels[int(np.argmax(scores[0]))],
+                        0, scores[0].tolist(), pub.lzc_of(d)[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
         self.metrics.warmup.set(seconds)
@@ -298,22 +225,17 @@ class Service:
 
     def run(self) -> None:
         """Serve until a stop is requested, then drain queued frames and return."""
-        poller = zmq.Poller()
-        poller.register(self.ingest, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
-        if self.publish_monitor is not None:
-            poller.register(self.publish_monitor, zmq.POLLIN)
+        sockets = self.sockets
+        poller = sockets.poller()
         while not self.stop_requests:
             ready = dict(poller.poll(POLL_MS))
-            if self.ingest in ready:
+            if sockets.ingest in ready:
                 self.pump(BATCH)
-            if self.monitor in ready:
-                self._monitor_events(self.monitor, "ingest")
-            if self.publish_monitor is not None and self.publish_monitor in ready:
-                self._monitor_events(self.publish_monitor, "publish")
+            for refused in sockets.monitor_events(ready):
+                self.rejects.reject(refused, self.clock())
             self.tick(self.clock())
         self.metrics.ready.set(0)
-        self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams.slots)} streams")
+        self.notify(f"STOPPING=1\nSTATUS=draining, {len(self.streams)} streams")
         self.drained = self.drain()
 
     def drain(self) -> int:
@@ -333,20 +255,7 @@ class Service:
     def close(self, linger_s: float = 1.0) -> None:
         """Close sockets; decisions already queued on PUB get ``linger_s`` to leave."""
         self.metrics.ready.set(0)
-        if self.monitor is not None:
-            self.ingest.disable_monitor()
-            self.monitor.close(linger=0)
-        if self.ingest is not None:
-            self.ingest.close(linger=0)
-        if self.publish_monitor is not None:
-            self.publish.disable_monitor()
-            self.publish_monitor.close(linger=0)
-            self.publish_monitor = None
-        if self.publish is not None:
-            self.publish.close(linger=int(linger_s * 1000))
-        if self.auth is not None:
-            self.auth.stop()
-            self.auth = None
+        self.sockets.close(linger_s)
 
     # -- the loop's work -----------------------------------------------------------------
 
@@ -359,7 +268,7 @@ class Service:
         daemon publishes each frame's decisions at once and a busy one pays the engine
         and onnxruntime calls once per batch."""
         n = 0
-        recv, admit, clock, cpu_clock = self.ingest.recv, self.admit, self.clock, self.cpu_clock
+        recv, admit, clock, cpu_clock = self.sockets.ingest.recv, self.admit, self.clock, self.cpu_clock
         cpu0 = cpu_clock()
         batch = Batch(cpu0)
         while n < budget:
@@ -391,55 +300,22 @@ class Service:
             self.log.exception("internal error on a frame: %s", e)
 
     def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
-        st, tally = self.streams, self.tally
-        slot = st.slots.get(frame.stream, -1)
-        if slot >= 0:
-            clock = batch.clock.get(slot)
-            if clock is None:
-                clock = int(self.engine.now[slot])
-            held = st.held_ch[slot]
-        else:
-            clock, held = 0, EMPTY
         try:
-            adv = event_time(clock, frame.t, frame.until, held.size)
-        except FrameError as e:
-            raise FrameError(e.reason, f"stream {frame.stream!r}: {e.detail}") from None
-        if adv.end - clock > self.cfg.limits_max_advance:
-            raise FrameError("time", f"stream {frame.stream!r}: frame advances {adv.end - clock} steps "
-                                     f"> limits.max_advance {self.cfg.limits_max_advance}")
-        if slot < 0:
-            if not st.free:
-                self.serve(batch)  # expiry may free a slot; the batch must not span it
-                batch.clear(self.cpu_clock())
-                self.expire(now)
-                if not st.free:
-                    raise FrameError("capacity", f"stream {frame.stream!r}: {st.capacity} streams active")
-            slot = st.free.pop()
-            self.engine.reset(slot, frame.stream)
-            st.slots[frame.stream] = slot
-            st.next_seq[slot] = st.out_seq[slot] = st.unbilled_ops[slot] = 0
-            st.held_ch[slot] = EMPTY
-            self.metrics.streams_active.set(len(st.slots))
-        if frame.seq != st.next_seq[slot]:
-            tally.seq_gaps += 1
-        st.next_seq[slot] = frame.seq + 1
-        st.last_seen[slot] = now
-        tally.events += frame.t.size
-        t, ch = frame.t, frame.ch
-        if held.size:
-            t = np.concatenate([np.full(held.size, clock, np.int64), t])
-            ch = np.concatenate([held, ch])
-        keep = adv.keep
-        st.held_ch[slot] = ch[keep:].copy() if keep < ch.size else EMPTY
-        if adv.end > clock:
-            batch.add(slot, clock, adv.end, t[:keep], ch[:keep], frame.stream, now)
+            gap = self.streams.admit(frame, now, batch)
+        except Full:
+            self.serve(batch)  # expiry may free a slot; the batch must not span it
+            batch.clear(self.cpu_clock())
+            self.expire(now)
+            gap = self.streams.admit(frame, now, batch)  # Full again: rejected ("capacity")
+        self.tally.seq_gaps += gap
+        self.tally.events += frame.t.size
 
     def serve(self, batch: Batch) -> int:
         """Advance every frame of ``batch`` in one engine call, read out all their
         decisions in one readout call and publish them in order; return how many."""
         if not len(batch):
             return 0
-        st, tally, model = self.streams, self.tally, self.model
+        tally = self.tally
         slots, starts, ends, offsets, t, ch = batch.arrays()
         try:
             d, first, ops = self.engine.advance_many(slots, starts, ends, offsets, t, ch)
@@ -451,50 +327,13 @@ class Service:
         tally.steps += int((ends - starts).sum())
         rows = len(d.t)
         tally.decisions += rows
-        hop, energy, unbilled, out_seq = model.hop, self.energy, st.unbilled_ops, st.out_seq
-        energy_j, seq0 = [0.0] * len(batch), [0] * len(batch)
         first_rows = first.tolist()
-        for f, (slot, frame_ops) in enumerate(zip(slots.tolist(), ops.tolist())):
-            k = first_rows[f + 1] - first_rows[f]
-            unbilled[slot] += frame_ops
-            if k:
-                energy_j[f] = energy.decision(unbilled[slot] / k, hop)
-                unbilled[slot] = 0
-                seq0[f] = out_seq[slot]
-                out_seq[slot] += k
+        seq0, ops_per = self.streams.decided(slots.tolist(), ops.tolist(), first_rows)
         if rows:
-            self.publish_decisions(batch, d, first_rows, seq0, energy_j)
+            scores = self.readout.scores(d.features)
+            cpu = (self.cpu_clock() - batch.cpu0) / rows  # the batch's CPU, shared per decision
+            self.publisher.decisions(batch, d, scores, first_rows, seq0, ops_per, self.clock(), cpu)
         return rows
-
-    def publish_decisions(self, batch: Batch, d, first: list[int], seq0: list[int],
-                          energy_j: list[float]) -> None:
-        """Score ``d`` (the batch's decisions) in one readout call and publish them."""
-        scores = self.readout.scores(d.features)
-        classes = np.argmax(scores, axis=1).tolist()
-        lzc = self.lzc_of(d).tolist()
-        score_rows = scores.tolist()
-        ends = d.t.tolist()
-        cpu = (self.cpu_clock() - batch.cpu0) / len(ends)  # the batch's CPU, shared per decision
-        send, observe = self.publish.send, self.metrics.latency.observe
-        labels, epoch, sha, frame_seconds = self._labels, self.epoch, self.model.sha256, self.metrics.frame_seconds
-        now = self.clock()
-        for f, stream in enumerate(batch.streams):
-            k0, k1 = first[f], first[f + 1]
-            if k0 == k1:
-                continue
-            topic = stream.encode()
-            lat = now - batch.received[f]
-            for row in range(k0, k1):
-                c = classes[row]
-                payload = encode_decision(stream, epoch, seq0[f] + row - k0, ends[row], labels[c], c,
-                                          score_rows[row], lzc[row], lat, energy_j[f], cpu, sha)
-                try:
-                    send(topic, _MORE)
-                    send(payload, zmq.NOBLOCK)
-                except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
-                    pass
-                observe(lat)
-            frame_seconds.observe(lat)
 
     def flush_metrics(self) -> None:
         """Move the loop's local tallies into the Prometheus counters (from ``tick``, at
@@ -512,10 +351,10 @@ class Service:
         self.tally = Tally()
 
     def tick(self, now: float) -> None:
-        """Housekeeping between frames: watchdog, idle expiry, log summaries, checkpoints."""
+        """Housekeeping between frames: watchdog, heartbeat, checkpoint, idle expiry, log
+        summaries, metrics."""
         self.watchdog.ping(now)
-        if self.cfg.publish_heartbeat_interval > 0 and now >= self._next_heartbeat:
-            self.heartbeat(now)
+        self.publisher.tick(now)
         if now >= self._next_checkpoint:
             self.checkpoint()
         if now >= self._next_sweep:
@@ -525,20 +364,6 @@ class Service:
         if now >= self._next_flush:
             self._next_flush = now + FLUSH_S
             self.flush_metrics()
-
-    def heartbeat(self, now: float) -> None:
-        """Publish ``{v, epoch, heartbeat: n}`` on ``HEARTBEAT_TOPIC`` (never blocks): sent from
-        the loop, so its absence means the loop is stuck or the process stopped."""
-        import msgpack
-
-        self._next_heartbeat = now + self.cfg.publish_heartbeat_interval
-        self.heartbeats += 1
-        try:
-            self.publish.send_multipart(
-                [HEARTBEAT_TOPIC, msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats})],
-                zmq.NOBLOCK)
-        except zmq.Again:
-            pass
 
     # -- state -------------------------------------------------------------------------
 
@@ -560,8 +385,7 @@ class Service:
         else:
             try:
                 restored = ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256)
-                k = ckpt.apply(restored, self.engine, self.streams.slots, self.streams, self.clock())
-                self.metrics.streams_active.set(k)
+                k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
                 age = self.wall() - float(restored.header.get("written_at", 0))
                 self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k, path,
                               restored.header["epoch"], age)
@@ -581,7 +405,7 @@ class Service:
             return False
         t0 = time.perf_counter()
         try:
-            members = ckpt.snapshot(self.engine, self.streams.slots, self.streams, self.model.sha256,
+            members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
                                     self.epoch, self.wall())
             ckpt.write(state_dir, members)
         except OSError as e:
@@ -592,7 +416,7 @@ class Service:
         m.checkpoint_writes.labels("ok").inc()
         m.checkpoint_last_success.set(self.wall())
         m.checkpoint_seconds.set(time.perf_counter() - t0)
-        m.checkpoint_streams.set(len(self.streams.slots))
+        m.checkpoint_streams.set(len(self.streams))
         return True
 
     def _schedule_checkpoint(self) -> None:
@@ -601,44 +425,12 @@ class Service:
         self._next_checkpoint = self.clock() + interval if on else float("inf")
 
     def expire(self, now: float) -> int:
-        st = self.streams
-        cutoff = now - self.cfg.streams_idle_timeout
-        idle = [s for s, slot in st.slots.items() if st.last_seen[slot] < cutoff]
-        for stream in idle:
-            slot = st.slots.pop(stream)
-            st.held_ch[slot] = EMPTY
-            st.free.append(slot)
-        if idle:
-            self.metrics.streams_expired.inc(len(idle))
-            self.metrics.streams_active.set(len(st.slots))
-            self.log.info("expired %d idle streams (%d active)", len(idle), len(st.slots))
-        return len(idle)
-
-    def lzc_of(self, d) -> np.ndarray:
-        """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
-        the readout's own ``lzc`` feature columns when it has them, so both agree."""
-        if self._lzc_cols is not None:
-            return d.features[:, self._lzc_cols]
-        from edged.lzc import normalise
-
-        return (np.asarray(d.lz, np.float64) * normalise(1, self.model.window)).astype(np.float32)
-
-    def _monitor_events(self, monitor: zmq.Socket, name: str) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] == zmq.EVENT_DISCONNECTED and name == "ingest":
-                self.metrics.zmq_disconnects.inc()
-            elif event["event"] & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH):
-                self.metrics.zmq_auth_failures.labels(name).inc()
-                self.rejects.reject(FrameError("auth", f"{name}: CURVE handshake refused "
-                                                       f"({event['endpoint'].decode(errors='replace')})"),
-                                    self.clock())
+        """Drop idle streams (``Streams.expire``), counted and logged."""
+        n = self.streams.expire(now)
+        if n:
+            self.metrics.streams_expired.inc(n)
+            self.log.info("expired %d idle streams (%d active)", n, len(self.streams))
+        return n
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
@@ -699,14 +491,14 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         print(ready_line(svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
                          endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
-               f"{len(svc.streams.slots)} streams")
+               f"{len(svc.streams)} streams")
         svc.run()
         log.info("stopping on signal %s: drained %d queued frames, %d streams active",
-                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams.slots))
+                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams))
         if cfg.service_state_dir and len(svc.stop_requests) < 2:
             notify("STATUS=writing checkpoint")
             if svc.checkpoint():
-                log.info("checkpoint of %d streams written to %s", len(svc.streams.slots),
+                log.info("checkpoint of %d streams written to %s", len(svc.streams),
                          cfg.service_state_dir)
     finally:
         svc.close()

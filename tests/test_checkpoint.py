@@ -25,6 +25,7 @@ from edged.config import Config
 from edged.engine import Engine
 from edged.model import load, save
 from edged.service import Service
+from edged.streams import Streams
 from test_service import assert_same, events, frames, wait_for
 
 TIMEOUT = 20.0
@@ -211,7 +212,7 @@ def test_disk_full_keeps_the_previous_checkpoint(model, tmp_path, ctx, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == [ckpt.NAME]  # no temp file left
 
 
-def _writer(state_dir: str, engine, slots, streams, sha: str) -> None:
+def _writer(state_dir: str, engine, streams, sha: str) -> None:
     """Child: write checkpoints forever, version i with every array filled with i."""
     i = 0
     while True:
@@ -219,27 +220,26 @@ def _writer(state_dir: str, engine, slots, streams, sha: str) -> None:
         for x in ckpt.engine_arrays(engine).values():
             x[...] = i
         for name in ("next_seq", "out_seq", "unbilled_ops"):
-            getattr(streams, name)[:] = [i] * len(slots)
-        ckpt.write(state_dir, ckpt.snapshot(engine, slots, streams, sha, epoch=i))
+            getattr(streams, name)[:] = [i] * streams.capacity
+        ckpt.write(state_dir, ckpt.snapshot(engine, streams.snapshot(), sha, epoch=i))
 
 
 @pytest.mark.parametrize("rounds", [int(os.environ.get("EDGED_KILL_ROUNDS", "25"))])
 def test_kill_9_during_checkpoint_never_leaves_a_torn_one(model, tmp_path, rounds):
     """RELIABILITY 13: a writer killed at random instants; every time, what is on disk
     loads and is one whole version (all arrays carry the same version number)."""
-    from edged.service import Streams
-
     n = 256
     engine = Engine.for_model(model, streams=n)
     streams = Streams(n)
-    slots = {f"s{i}": i for i in range(n)}
+    for i in range(n):
+        streams.open(f"s{i}")
     rng = np.random.default_rng(0)
     versions = set()
     for _ in range(rounds):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
             try:
-                _writer(str(tmp_path), engine, slots, streams, model.sha256)
+                _writer(str(tmp_path), engine, streams, model.sha256)
             finally:
                 os._exit(1)
         time.sleep(float(rng.uniform(0.005, 0.08)))  # the kill's random instant, not a wait

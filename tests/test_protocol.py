@@ -9,8 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from edged.protocol import (REASONS, FrameError, Limits, decode_decision, decode_frame,
-                            encode_decision, encode_frame)
+from edged.protocol import (DECISION_KEYS, EVENTS_CHANNEL, EVENTS_DECREASING, EVENTS_NEGATIVE,
+                            EVENTS_OK, REASONS, FrameError, Limits, check_events, decode_decision,
+                            decode_frame, encode_decision, encode_decisions, encode_frame)
 
 LIMITS = Limits(n_in=8, max_events=100, max_bytes=4096)
 
@@ -139,3 +140,52 @@ def test_ready_line_round_trips_and_nothing_else_parses():
     for other in ("<6>ready in 1.00s warm-up: epoch 1 ingest tcp://x (pull) publish tcp://y metrics off",
                   "", "[]", '{"edged": "ready"}', line.replace('"ready"', '"starting"')):
         assert parse_ready(other) is None
+
+
+def test_decisions_encode_in_bulk_to_the_documented_map():
+    """One ``encode_decisions`` call: the bytes of ``msgpack.packb`` of each decision map
+    in ``DECISION_KEYS`` order (PROTOCOL.md), decision by decision."""
+    rng = np.random.default_rng(3)
+    k = 5
+    rows = dict(streams=[f"s{i % 2}" for i in range(k)], seqs=list(range(7, 7 + k)),
+                t=[64 + 16 * i for i in range(k)], labels=["yes", "no", "yes", "no", "no"],
+                classes=[0, 1, 0, 1, 1], scores=rng.random((k, 2)).tolist(),
+                lzc=rng.random((k, 3)).astype(np.float32).tolist(), latency_s=rng.random(k).tolist(),
+                energy_j=(rng.random(k) * 1e-9).tolist())
+    got = encode_decisions(rows["streams"], 12345678901234567, rows["seqs"], rows["t"], rows["labels"],
+                           rows["classes"], rows["scores"], rows["lzc"], rows["latency_s"],
+                           rows["energy_j"], 3e-6, "ab" * 32)
+    for i, buf in enumerate(got):
+        values = (1, rows["streams"][i], 12345678901234567, rows["seqs"][i], rows["t"][i], rows["labels"][i],
+                  rows["classes"][i], rows["scores"][i], rows["lzc"][i], rows["latency_s"][i],
+                  rows["energy_j"][i], 3e-6, "ab" * 32)
+        assert buf == msgpack.packb(dict(zip(DECISION_KEYS, values)), use_bin_type=True)
+        assert buf == encode_decision(*values[1:7], *values[7:])
+    assert encode_decisions([], 1, [], [], [], [], [], [], [], [], 0.0, "m") == []
+
+
+def _numpy_check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
+    """Reference for ``check_events`` in array operations."""
+    if t.size == 0:
+        return EVENTS_OK
+    if t[0] < 0:
+        return EVENTS_NEGATIVE
+    if t.size > 1 and (t[1:] < t[:-1]).any():
+        return EVENTS_DECREASING
+    if ((ch < 0) | (ch >= n_in)).any():
+        return EVENTS_CHANNEL
+    return EVENTS_OK
+
+
+def test_event_check_plain_and_compiled_agree_with_numpy_reference():
+    from edged.service import check_events as compiled
+
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        n = int(rng.integers(0, 6))
+        t = rng.integers(-2, 6, n).astype(np.int64)
+        if rng.random() < 0.7:
+            t.sort()
+        ch = rng.integers(-1, 5, n).astype(rng.choice([np.int32, np.int64]))
+        want = _numpy_check_events(t, ch, 4)
+        assert check_events(t, ch, 4) == compiled(t, ch, 4) == want, (t, ch)

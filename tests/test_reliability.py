@@ -118,7 +118,7 @@ def test_stopped_subscriber_does_not_stall_others_and_publish_never_blocks(model
         # publish never blocks: time the daemon's own PUB with a full, stuck subscriber on it
         s.svc.request_stop()
         s.thread.join(TIMEOUT)
-        pub, payload = s.svc.publish, b"x" * 200
+        pub, payload = s.svc.sockets.publish, b"x" * 200
         for _ in range(400):  # the resumed subscriber is the stuck one again: make sure it is joined
             pub.send_multipart([b"~raw", payload], zmq.NOBLOCK)
             if stuck.poll(10):
@@ -424,6 +424,6 @@ def test_silence_recreates_the_socket_with_backoff_capped_at_32s():
 
 
 def test_heartbeat_topic_is_shared():
-    from edged import client, protocol, service
+    from edged import client, protocol, publisher
 
-    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is service.HEARTBEAT_TOPIC
+    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is publisher.HEARTBEAT_TOPIC

@@ -1,12 +1,13 @@
-"""edged.streams: the event-time rule, row by row of its table, and the batch arrays."""
+"""edged.streams: the event-time rule, row by row of its table, the batch arrays, and the
+stream table's rules (seq, capacity, expiry, no change on reject, snapshot/restore)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edged.protocol import FrameError
-from edged.streams import Advance, Batch, event_time
+from edged.protocol import Frame, FrameError
+from edged.streams import Advance, Batch, Full, Streams, event_time
 
 
 def t(*times):
@@ -50,3 +51,98 @@ def test_batch_arrays_concatenate_frames_in_order():
     assert b.clock == {3: 32, 1: 8} and len(b) == 3
     b.clear(1.0)
     assert len(b) == 0 and b.clock == {} and b.arrays()[3].tolist() == [0]
+
+
+def frame(stream, seq, times, ch=None, until=None):
+    times = t(*times)
+    return Frame(stream, seq, times, np.zeros(times.size, np.int64) if ch is None else t(*ch), until)
+
+
+def table(n=2, **kw):
+    clocks = np.zeros(n, np.int64)
+    sizes, resets = [], []
+
+    def reset(slot, stream):
+        resets.append(slot)
+        clocks[slot] = 0
+
+    return Streams(n, clocks=clocks, reset=reset, on_size=sizes.append, **kw), clocks, sizes, resets
+
+
+def test_table_admits_opens_and_counts_seq_gaps():
+    st, clocks, sizes, resets = table()
+    b = Batch(0.0)
+    assert st.admit(frame("a", 0, (1, 2), until=16), 1.0, b) is False
+    assert st.slots == {"a": 0} and resets == [0] and sizes == [1]
+    assert st.admit(frame("a", 3, (16,), until=20), 2.0, b) is True  # seq 1, 2 lost
+    assert st.next_seq[0] == 4 and st.last_seen[0] == 2.0
+    # the second frame starts where the first (still in the batch) ends
+    assert b.starts == [0, 16] and b.ends == [16, 20] and b.clock == {0: 20}
+
+
+def test_table_holds_events_at_the_last_step_until_time_passes_it():
+    st, clocks, *_ = table()
+    b = Batch(0.0)
+    st.admit(frame("a", 0, (3, 5, 5), ch=(1, 2, 3)), 0.0, b)  # no until: events at L = 5 held
+    assert b.ends == [5] and b.t[0].tolist() == [3] and st.held_ch[0].tolist() == [2, 3]
+    clocks[0] = 5  # the engine ran the batch
+    b.clear(0.0)
+    st.admit(frame("a", 1, (7,), ch=(4,), until=8), 0.0, b)
+    assert b.starts == [5] and b.t[0].tolist() == [5, 5, 7] and b.ch[0].tolist() == [2, 3, 4]
+    assert st.held_ch[0].size == 0
+
+
+def test_table_rejected_frame_changes_no_row():
+    st, clocks, sizes, _ = table(1, max_advance=100)
+    b = Batch(0.0)
+    st.admit(frame("a", 0, (5,), until=10), 0.0, b)
+    before = (dict(st.slots), list(st.next_seq), list(st.last_seen), list(st.free), len(b))
+    for bad, reason in ((frame("a", 1, (9,)), "late"), (frame("a", 1, (), until=200), "time"),
+                        (frame("b", 0, (), until=16), "capacity")):
+        with pytest.raises(FrameError) as e:
+            st.admit(bad, 9.0, b)
+        assert e.value.reason == reason and e.value.detail.startswith(f"stream {bad.stream!r}: ")
+        assert (dict(st.slots), list(st.next_seq), list(st.last_seen), list(st.free), len(b)) == before
+    assert sizes == [1]
+    with pytest.raises(Full):
+        st.admit(frame("b", 0, (), until=16), 9.0, b)
+
+
+def test_table_expires_idle_streams_and_reopens_them_cold():
+    st, clocks, sizes, resets = table(2, idle_timeout=5.0)
+    b = Batch(0.0)
+    st.admit(frame("a", 0, (), until=16), 0.0, b)
+    st.admit(frame("b", 0, (), until=16), 4.0, b)
+    clocks[:] = 16
+    assert st.expire(5.0) == 0 and st.expire(5.5) == 1 and list(st.slots) == ["b"]
+    assert sizes == [1, 2, 1]
+    b.clear(0.0)
+    st.admit(frame("a", 7, (3,), until=16), 6.0, b)  # late for the old a, fine for a new one
+    assert st.slots["a"] == 0 and resets == [0, 1, 0] and b.starts == [0] and st.next_seq[0] == 8
+
+
+def test_table_bills_decisions_and_numbers_them_per_stream():
+    st, *_ = table(2)
+    for s in ("a", "b"):
+        st.open(s)
+    # frames: a (no decision), b (2 decisions), a (1 decision)
+    seq0, per = st.decided([0, 1, 0], [10, 8, 20], [0, 0, 2, 3])
+    assert seq0 == [0, 0, 0] and per == [0.0, 4.0, 30.0]
+    seq0, per = st.decided([1], [3], [0, 1])
+    assert seq0 == [2] and per == [3.0] and st.out_seq == [1, 3] and st.unbilled_ops == [0, 0]
+
+
+def test_table_snapshot_restores_into_a_fresh_table():
+    st, *_ = table(3)
+    b = Batch(0.0)
+    st.admit(frame("x", 0, (1, 4), ch=(1, 2)), 0.0, b)  # holds ch 2 at step 4
+    st.admit(frame("y", 5, (), until=8), 0.0, b)
+    st.decided([0, 1], [7, 2], [0, 0, 0])
+    rows = st.snapshot()
+    assert rows.streams == ["x", "y"] and rows.slots.tolist() == [0, 1]
+    assert rows.next_seq.tolist() == [1, 6] and rows.unbilled_ops.tolist() == [7, 2]
+    assert [h.tolist() for h in rows.held_ch] == [[2], []]
+    fresh, _, sizes, _ = table(3)
+    assert fresh.restore(rows, 9.0) == 2 and sizes == [2]
+    assert fresh.slots == st.slots and fresh.free == [2] and fresh.last_seen[:2] == [9.0, 9.0]
+    assert fresh.snapshot().held_ch[0].tolist() == [2] and fresh.next_seq[:2] == [1, 6]

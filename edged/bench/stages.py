@@ -5,7 +5,7 @@ primed streams; ``--hops`` hops of real-time-shaped frames (one frame per stream
 ``--rate`` events/s per stream, each completing one decision) are queued on its ingest
 socket, then ``pump`` works them off. Each stage is timed around the call that does it:
 decode + admit (``Service.admit``), the engine (``Engine.advance_many``), the readout
-(``Readout.scores``), encode + publish (the rest of ``Service.publish_decisions``);
+(``Readout.scores``), encode + publish (``Publisher.decisions``);
 ``recv + loop`` is what remains of ``pump``. Times are CPU seconds of the serving thread
 (``time.thread_time``), so other jobs on the machine inflate them less than wall time. The baseline, in the same process on the
 same kind of sockets, is the bare loop a ZeroMQ service cannot avoid: receive each of
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     def work_off(frames: list[bytes]) -> tuple[float, float]:
         for f in frames:
             push.send(f)
-        while svc.ingest.poll(0) == 0:  # bounded by the frames just sent
+        while svc.sockets.ingest.poll(0) == 0:  # bounded by the frames just sent
             time.sleep(0.001)
         time.sleep(0.2)  # let the I/O thread queue them all (loopback)
         done, t0, c0 = 0, time.perf_counter(), time.thread_time()
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
                 break
             got = svc.pump(256)
             done += got
-            if not got and not svc.ingest.poll(100):
+            if not got and not svc.sockets.ingest.poll(100):
                 break
         if done != len(frames):
             raise RuntimeError(f"only {done} of {len(frames)} frames handled")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
         svc.admit = _timed(svc.admit, buckets["admit"])
         svc.engine.advance_many = _timed(svc.engine.advance_many, buckets["engine"])
         svc.readout.scores = _timed(svc.readout.scores, buckets["readout"])
-        svc.publish_decisions = _timed(svc.publish_decisions, buckets["publish"])
+        svc.publisher.decisions = _timed(svc.publisher.decisions, buckets["publish"])
         frames = traffic.hops(n, hops)
         svc.flush_metrics()  # the tally now counts this run only
         wall, cpu = work_off(frames)
@@ -143,7 +143,6 @@ def run(args: argparse.Namespace) -> dict:
 
     k = len(frames)
     per = {name: b[0] / k * 1e6 for name, b in buckets.items()}
-    per["publish"] -= per["readout"]
     rows = [result("recv + loop", cpu / k * 1e6 - sum(per.values()), "us"),
             result("decode + admit", per["admit"], "us"),
             result("engine (advance_many)", per["engine"], "us"),

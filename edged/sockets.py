@@ -1,0 +1,111 @@
+"""The daemon's ZeroMQ sockets: ingest (PULL, or SUB to all topics), publish (PUB), their
+monitors, and CURVE (keys and allow-list: ``edged.security``).
+
+``bind`` starts the ZAP authenticator before any socket exists when CURVE is on, makes
+both sockets CURVE servers, binds publish and binds (or connects) ingest. The ingest
+monitor reports disconnects (``edged_zmq_disconnects_total``); with CURVE both monitors
+report refused handshakes (``edged_zmq_auth_failures_total{socket}``). ``close`` lingers
+on PUB only, so decisions already queued leave.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from edged import security
+from edged.config import Config
+from edged.protocol import FrameError
+
+
+class Sockets:
+    """Ingest and publish for one ``Service``; the metrics are injected."""
+
+    def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None):
+        self.ctx, self.cfg, self.metrics, self.curve = ctx, cfg, metrics, curve
+        self.ingest = self.publish = None
+        self.monitor = self.publish_monitor = None  # PAIR sockets of the socket monitors
+        self.auth = None  # the ZAP authenticator thread (CURVE only)
+        self.endpoints: dict[str, str] = {}
+
+    def bind(self) -> dict[str, str]:
+        """Open ingest and publish; return the endpoints actually bound."""
+        cfg, curve = self.cfg, self.curve
+        monitor_events = zmq.EVENT_DISCONNECTED
+        if curve is not None:
+            self.auth = security.start_authenticator(self.ctx, curve)  # before any bind
+            monitor_events |= security.HANDSHAKE_FAILED
+        self.publish = self.ctx.socket(zmq.PUB)
+        self.publish.linger = 0
+        self.publish.sndhwm = cfg.publish_hwm
+        if curve is not None:
+            security.make_server(self.publish, curve)
+            self.publish_monitor = self.publish.get_monitor_socket(security.HANDSHAKE_FAILED)
+        self.publish.bind(cfg.publish_endpoint)
+        kind = zmq.PULL if cfg.ingest_socket == "pull" else zmq.SUB
+        self.ingest = self.ctx.socket(kind)
+        self.ingest.linger = 0
+        self.ingest.rcvhwm = cfg.ingest_hwm
+        self.ingest.maxmsgsize = cfg.ingest_max_frame_bytes
+        if kind == zmq.SUB:
+            self.ingest.setsockopt(zmq.SUBSCRIBE, b"")
+        if curve is not None:
+            security.make_server(self.ingest, curve)
+        self.monitor = self.ingest.get_monitor_socket(monitor_events)
+        if cfg.ingest_bind:
+            self.ingest.bind(cfg.ingest_endpoint)
+            ingest = self.ingest.last_endpoint.decode()
+        else:
+            self.ingest.connect(cfg.ingest_endpoint)
+            ingest = cfg.ingest_endpoint
+        self.endpoints = {"ingest": ingest, "publish": self.publish.last_endpoint.decode()}
+        return self.endpoints
+
+    def poller(self) -> zmq.Poller:
+        """A poller on ingest and the monitors."""
+        poller = zmq.Poller()
+        for sock in (self.ingest, self.monitor, self.publish_monitor):
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
+        return poller
+
+    def monitor_events(self, ready: dict) -> list[FrameError]:
+        """Read the monitors among ``ready`` (``dict(poller.poll())``) and count what they
+        report; return an ``auth`` ``FrameError`` per refused handshake, for the reject log."""
+        refused: list[FrameError] = []
+        for monitor, name in ((self.monitor, "ingest"), (self.publish_monitor, "publish")):
+            if monitor is not None and monitor in ready:
+                refused += self._read(monitor, name)
+        return refused
+
+    def _read(self, monitor: zmq.Socket, name: str) -> list[FrameError]:
+        from zmq.utils.monitor import recv_monitor_message
+
+        refused = []
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return refused
+            if event["event"] == zmq.EVENT_DISCONNECTED and name == "ingest":
+                self.metrics.zmq_disconnects.inc()
+            elif event["event"] & security.HANDSHAKE_FAILED:
+                self.metrics.zmq_auth_failures.labels(name).inc()
+                refused.append(FrameError("auth", f"{name}: CURVE handshake refused "
+                                                  f"({event['endpoint'].decode(errors='replace')})"))
+
+    def close(self, linger_s: float = 1.0) -> None:
+        """Close both sockets and their monitors; PUB gets ``linger_s`` to send its queue."""
+        if self.monitor is not None:
+            self.ingest.disable_monitor()
+            self.monitor.close(linger=0)
+        if self.ingest is not None:
+            self.ingest.close(linger=0)
+        if self.publish_monitor is not None:
+            self.publish.disable_monitor()
+            self.publish_monitor.close(linger=0)
+            self.publish_monitor = None
+        if self.publish is not None:
+            self.publish.close(linger=int(linger_s * 1000))
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
