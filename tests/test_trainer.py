@@ -431,6 +431,23 @@ def test_surrogate_experiment_rows(tmp_path):
     assert "| motif-surrogate | input-lzc |" in experiment.surrogate_markdown(doc)
 
 
+def test_descent_experiment_rows_and_resume(tmp_path):
+    """The descent check runs end to end; each step's verdict is the condition on its own
+    numbers; a resumed run recomputes nothing."""
+    from trainer import descent
+
+    doc = descent.run(tmp_path / "d.json", quick=True)
+    assert {r["eta_regime"] for r in doc["rows"]} == {"small", "large"}
+    for r in doc["rows"]:
+        assert r["L_hat"] > 0 and r["eta"] == pytest.approx(r["eta_times_L_hat"] / r["L_hat"])
+        assert -1 <= r["grad_cosine"] <= 1 and 0 <= r["fraction_satisfied"] <= 1
+        for s in r["steps"]:
+            assert s["satisfied"] == (s["loss_after"] <= s["loss"] - r["eta"] / 2 * s["grad_sq"])
+    again = descent.run(tmp_path / "d.json", quick=True, resume=True)
+    assert again["rows"] == doc["rows"]
+    assert "| small | 0.5 | 1 |" in descent.markdown(doc)
+
+
 def test_paired_statistics():
     from trainer import stats
 
