@@ -3,8 +3,9 @@
     edged-train run --task poisson-structure --neuron meta --rule bptt --intrinsics learned \\
         --seed 0 --out models/meta.npz [--set depth=0.9 ...] [--report run.png]
     edged-train evaluate --model models/meta.npz --seed 7 [--n 300] [--json]
-    edged-train run --events-dir ../shared/data/nmnist_small --hidden 256 \\
-        --outputs-per-class 4 --epochs 40 --lr 0.003 --seed 0 --out models/nmnist.npz
+    edged-train run --events-dir ../shared/data/nmnist_small --hidden 128 --outputs-per-class 2 \\
+        --steps 300 --augment --lr 0.01 --weight-decay 1e-4 --epochs 14 --n-val 0 --patience 0 \\
+        --seed 0 --out models/nmnist.npz
     edged-train evaluate --model models/nmnist.npz --events-dir DIR [--held-back] [--json]
     edged-train experiment paper|surrogate|ablation|descent [--quick] [--resume] [--table-only]
     edged-train experiment nmnist-cv --events-dir ../shared/data/nmnist_small [--resume]
