@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edged.rng import stream_key
 from edged.streams import Rows
 
 FORMAT = "edged-checkpoint"
@@ -187,13 +188,15 @@ def _check_header(h, model_sha256: str, capacity: int) -> None:
 
 
 def apply(restored: Restored, engine) -> Rows:
-    """Put restored stream ``i`` into engine slot ``i``; return its rows for
-    ``edged.streams.Streams.restore``."""
+    """Put restored stream ``i`` into engine slot ``i`` (its noise key from its id); return
+    its rows for ``edged.streams.Streams.restore``."""
     a = restored.arrays
     k = len(restored.streams)
     for name, x in engine_arrays(engine).items():
         x[:k] = a[name]
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
+    for i, stream in enumerate(restored.streams):
+        engine.keys[i] = stream_key(stream)
     held = [a["held_ch"][offsets[i]:offsets[i + 1]].copy() for i in range(k)]
     return Rows(list(restored.streams), np.arange(k, dtype=np.int64), a["next_seq"], a["out_seq"],
                 a["unbilled_ops"], held)

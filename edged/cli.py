@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.raster:
         import numpy as np
 
-        r = raster(model.net(), t, ch, args.steps)
+        r = raster(model.net(), t, ch, args.steps, args.stream)
         try:
             np.savez_compressed(args.raster, hidden=r.hidden, output=r.output)
         except OSError as e:
@@ -343,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
                    "or text columns 't ch'")
     s.add_argument("--steps", type=int, required=True,
                    help="simulate steps [0, N) (every event must fall before N)")
-    s.add_argument("--stream", default="file", help="stream id in the decisions (default file)")
+    s.add_argument("--stream", default="file", help="stream id in the decisions; it keys an escape-noise model's draws, so the "
+                   "daemon's stream id gives the daemon's spikes (default file)")
     s.add_argument("--raster", metavar="R.npz",
                    help="write uint8 arrays hidden [steps, n_hidden] and output [steps, n_out]")
     s.add_argument("--json", action="store_true", help="decisions as JSON lines (daemon's fields)")
