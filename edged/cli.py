@@ -143,11 +143,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = config.from_args(args)
+        nats = config.uses_nats(cfg)
     except config.ConfigError as e:
         raise UsageError(str(e)) from None
     if args.print_config:
         print(config.render(cfg), end="")
         return 0
+    if nats:
+        try:
+            import nats as _  # noqa: F401
+        except ImportError:
+            raise UsageError("nats:// endpoints need nats-py: pip install 'edged[nats]'") from None
     import zmq
 
     from edged.model import ModelError
