@@ -110,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
             "directory of allowed client public key files (*.key): the only clients admitted "
             "on ingest and publish (required with --curve-secret-key)", "--curve-client-keys"),
     Setting("nats", "partition_count", int, 8,
-            "NATS: partitions P of the subject space (stream -> crc32 % P); every producer and "
+            "NATS: partitions P of the subject space (stream -> crc32 mod P); every producer and "
             "instance must use the same P", "--partition-count", check=_positive),
     Setting("nats", "partitions", str, "",
             "NATS: the partitions this instance owns, e.g. '0-3,6' ('' = all); instances serving "

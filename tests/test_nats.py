@@ -3,9 +3,8 @@ store) and real ``edged serve`` processes. Skips, saying why, without nats-serve
 
 from __future__ import annotations
 
-import os
+import json
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -16,43 +15,16 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edged.bench.e2e import nats_available, start_nats
 from edged.client import Sender, Subscriber
 from edged.model import save
 from tests.conftest import small_model, start_serve
 
-NATS_SERVER = shutil.which("nats-server")
-try:
-    import nats  # noqa: F401
-    HAVE_NATS_PY = True
-except ImportError:
-    HAVE_NATS_PY = False
-pytestmark = [
-    pytest.mark.skipif(NATS_SERVER is None, reason="nats-server not installed (apt-get install nats-server)"),
-    pytest.mark.skipif(not HAVE_NATS_PY, reason="nats-py not installed (pip install 'edged[nats]')"),
-]
+pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
 TIMEOUT = 30.0
 # ids that need the "~" token encoding, and a spread over the partitions of P = 4 and 8
 STREAMS = ("a", "rig/3 ü.x", "s-7", "b_2", "cam.0", "x")
 HOP, WINDOW, FRAMES = 8, 64, 30
-
-
-def start_nats(store) -> tuple[subprocess.Popen, str]:
-    """nats-server with JetStream on a random loopback port; ``(proc, nats://url)``."""
-    log = store / "nats.log"
-    proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(store / "js"),
-                             "-l", str(log)])
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        text = log.read_text() if log.exists() else ""
-        port = re.search(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
-        if port and "Server is ready" in text:
-            return proc, f"nats://127.0.0.1:{port.group(1)}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise AssertionError(f"nats-server did not start:\n{log.read_text() if log.exists() else ''}")
 
 
 @pytest.fixture
@@ -311,3 +283,44 @@ def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
+    import sys
+
+    from tests.conftest import ROOT
+
+    t = np.arange(0, 120, 3)
+    np.savez(tmp_path / "spikes.npz", t=t, ch=t % 8)
+    proc, _, _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    try:
+        edged = [sys.executable, "-m", "edged.cli"]
+        subprocess.run([*edged, "send", "--connect", nats_url, "--file", str(tmp_path / "spikes.npz"),
+                        "--stream", "rig/3", "--rate", "0", "--frame-events", "7"],
+                       check=True, timeout=TIMEOUT * 2, cwd=ROOT, capture_output=True)
+        n = (t[-1] + 1 - WINDOW) // HOP + 1
+        out = subprocess.run([*edged, "listen", "--connect", nats_url, "--from-start", "--count", str(n),
+                              "--json", "--duration", str(TIMEOUT)], check=True, timeout=TIMEOUT * 2,
+                             cwd=ROOT, capture_output=True, text=True)
+        got = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(d["stream"], d["seq"]) for d in got] == [("rig/3", k) for k in range(n)]
+        assert f"{n} decisions, 0 missing" in out.stderr
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
+    """The NATS row of ``edged bench e2e`` on a few frames (the benchmark itself is not run)."""
+    from edged.bench.e2e import _frames, nats_latency
+    from edged.model import load
+
+    model = load(model_path)
+    frames = _frames(["n0", "n1"], 40, 16, model, np.random.default_rng(0), prime=True)
+    out = nats_latency(str(model_path), frames, fps=400, max_streams=8)
+    assert out["sent"] == 40 and out["received"] == 40 and out["missing"] == 0
+    assert 0 < out["client_p50"] <= out["client_p99"] < 5.0
+    assert 0 < out["daemon_p50"] < out["client_p99"]
+    assert 0 < out["cpu_per_frame"] < 1.0
