@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
 import struct
@@ -59,6 +60,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def token(stream: str) -> str:
     """The subject token of a stream id (module table)."""
     if _PLAIN.fullmatch(stream):
@@ -138,11 +140,25 @@ async def ensure_streams(js, partitions, retention: Retention, log=None) -> None
                      name, subject, retention.max_age, retention.max_bytes, window)
 
 
-async def _connect(url: str):
+async def _connect(url: str, log=None):
+    """A connection that reconnects for ever; its errors are logged (at most one line per
+    kind and 10 s) instead of nats-py's tracebacks. Raises ``OSError`` if no server
+    answers within ``CONNECT_TIMEOUT``."""
     import nats
 
-    return await asyncio.wait_for(nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                               connect_timeout=2), CONNECT_TIMEOUT)
+    last: dict[str, float] = {}
+
+    async def error(e: Exception) -> None:
+        kind, now = type(e).__name__, time.monotonic()
+        if log is not None and now - last.get(kind, -1e9) >= 10.0:
+            last[kind] = now
+            log.warning("NATS %s: %s: %s", url, kind, e)
+
+    try:
+        return await asyncio.wait_for(nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                                   connect_timeout=2, error_cb=error), CONNECT_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise OSError(f"no NATS server answered at {url} within {CONNECT_TIMEOUT:g}s") from None
 
 
 class Loop:
@@ -205,7 +221,9 @@ class Transport:
         self.loop = Loop("edged-jetstream")
         try:
             self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
-        except Exception as e:  # noqa: BLE001 - unreachable server, refused stream config, ...
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - refused stream config, no JetStream, ...
             raise OSError(f"NATS {self.url}: {type(e).__name__}: {e}") from None
         self.endpoints = {"ingest": self.url, "publish": self.url}
         return self.endpoints
@@ -296,7 +314,7 @@ class Transport:
     # -- the transport thread ------------------------------------------------------------
 
     async def _open(self) -> None:
-        self.nc = await _connect(self.url)
+        self.nc = await _connect(self.url, self.log)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js, self.owned, self.retention, self.log)
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -415,6 +433,8 @@ class Transport:
         return len(self._failed)
 
     async def _close(self, linger_s: float) -> None:
+        if not self._tasks:  # never connected
+            return
         for task in self._tasks[1:]:  # the pullers first: no more frames
             task.cancel()
         try:
@@ -482,6 +502,8 @@ class Sender(_client.Sender):
         async def finish():
             try:
                 await asyncio.wait_for(self.js.publish_async_completed(), self.linger)
+            except asyncio.TimeoutError:
+                pass  # reported below
             finally:
                 await self.nc.close()
 

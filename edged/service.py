@@ -2,8 +2,9 @@
 
 ``Service`` only sequences the work of its parts: ``edged.sockets`` (bind, close, monitor
 events, CURVE; or ``edged.jetstream`` for ``nats://`` endpoints: subjects, partitions,
-resume points, deduplicated decisions), ``edged.protocol`` (decode and validate a frame), ``edged.streams`` (the
-stream table and its event-time rule: late, end and held events), ``edged.engine`` (the
+resume points, deduplicated decisions), ``edged.protocol`` (decode and validate a
+frame), ``edged.streams`` (the stream table and its event-time rule: late, end and held
+events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.checkpoint`` (the table and engine rows on disk).
 
