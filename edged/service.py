@@ -1,8 +1,10 @@
-"""The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
+"""The serve loop: frames in, per-stream simulation, decisions out (ZeroMQ, or NATS JetStream).
 
 ``Service`` only sequences the work of its parts: ``edged.sockets`` (bind, close, monitor
-events, CURVE), ``edged.protocol`` (decode and validate a frame), ``edged.streams`` (the
-stream table and its event-time rule: late, end and held events), ``edged.engine`` (the
+events, CURVE; or ``edged.jetstream`` for ``nats://`` endpoints: subjects, partitions,
+resume points, deduplicated decisions), ``edged.protocol`` (decode and validate a
+frame), ``edged.streams`` (the stream table and its event-time rule: late, end and held
+events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.checkpoint`` (the table and engine rows on disk).
 
@@ -28,7 +30,9 @@ request is noticed.
 State (``--state-dir``, ``edged.checkpoint``): ``restore`` before READY (a refused file is
 a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` from ``tick``
 and once after the drain. Restored streams keep their clocks, held events and seqs; the
-epoch is new, so subscribers see a restart, not a gap.
+epoch is new, so subscribers see a restart, not a gap. Over NATS the checkpoint also holds
+each partition's last input sequence (written only once NATS confirmed the decisions
+before it), and ingest starts after it: a replay, not only a warm restart.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import zmq
 
 from edged import checkpoint as ckpt
 from edged import protocol
-from edged.config import Config
+from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
@@ -167,7 +171,14 @@ class Service:
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
-        self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
+        if uses_nats(cfg):
+            from edged.jetstream import Transport
+
+            self.sockets = Transport(context, cfg, self.metrics, self.log)
+        else:
+            self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
+        self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
+        self.resume = None  # the transport's resume point from the checkpoint (restore)
         self._next_checkpoint = float("inf")
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
@@ -226,10 +237,10 @@ class Service:
     def run(self) -> None:
         """Serve until a stop is requested, then drain queued frames and return."""
         sockets = self.sockets
-        poller = sockets.poller()
+        poller, wake = sockets.poller(), sockets.wake
         while not self.stop_requests:
             ready = dict(poller.poll(POLL_MS))
-            if sockets.ingest in ready:
+            if wake in ready:
                 self.pump(BATCH)
             for refused in sockets.monitor_events(ready):
                 self.rejects.reject(refused, self.clock())
@@ -300,6 +311,8 @@ class Service:
             self.log.exception("internal error on a frame: %s", e)
 
     def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
+        if self._origin is not None:
+            self._origin(frame)
         try:
             gap = self.streams.admit(frame, now, batch)
         except Full:
@@ -385,7 +398,9 @@ class Service:
         else:
             try:
                 restored = ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256)
+                resume = self.sockets.resume_point(restored.header.get("transport"))
                 k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
+                self.resume = resume
                 age = self.wall() - float(restored.header.get("written_at", 0))
                 self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k, path,
                               restored.header["epoch"], age)
@@ -405,8 +420,9 @@ class Service:
             return False
         t0 = time.perf_counter()
         try:
+            transport = self.sockets.settle()  # NATS: every decision so far confirmed
             members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
-                                    self.epoch, self.wall())
+                                    self.epoch, self.wall(), transport=transport)
             ckpt.write(state_dir, members)
         except OSError as e:
             self.metrics.checkpoint_writes.labels("error").inc()
@@ -484,11 +500,12 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         notify("STATUS=compiling and warming kernels")
         seconds = svc.warm()
         restored = svc.restore()
+        svc.sockets.start(svc.resume)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
-                 seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                 seconds, svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
                  endpoints.get("metrics", "off"),
                  f" curve {cfg.security_client_keys}" if curve is not None else "")
-        print(ready_line(svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+        print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
                          endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams)} streams")
