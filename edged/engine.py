@@ -6,9 +6,9 @@ three decide identically. It holds, for ``streams`` slots, the neuron state
 (``edged.lzc``), each stream's clock ``now`` (steps completed) and its escape-noise key
 (``edged.rng.stream_key`` of its id; ``keys``), all as plain arrays.
 
-``advance(slot, t, ch, end)`` simulates steps ``[now, end)``: event steps one by one,
-empty stretches as ``edged.neurons.simulate`` does (stepped while ``must_step``, then
-decayed in closed form), the windows taking the zeros in bulk. ``advance_many`` does the
+``advance(slot, t, ch, end)`` simulates steps ``[now, end)`` by ``edged.neurons.advance``
+(the one stepping rule, shared with ``edged.neurons.simulate``), the windows taking the
+zeros of a decayed stretch in bulk. ``advance_many`` does the
 same for a batch of frames of any streams in one compiled (nogil) call; its events were
 validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
@@ -101,41 +101,24 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
 @kernel
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
-    no_input = ch[:0]
     ops = 0
     k = 0
     i = 0
     while now < end:
-        nxt = t[i] if i < t.shape[0] else end
-        if nxt > now:  # an empty stretch [now, nxt)
-            while now < nxt and neurons.must_step(net, st, slot, nxt - now):
-                ops += neurons.step(net, st, slot, key, now, no_input, bits)
-                lzc.push(lz, slot, bits)
-                now += 1
-                if now % hop == 0 and now >= window:
-                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-                    k += 1
-            neurons.decay(net, st, slot, nxt - now)
-            while now < nxt:
-                boundary = max(window, (now // hop + 1) * hop)
-                boundary = (boundary + hop - 1) // hop * hop
-                stop = min(nxt, boundary)
+        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits)
+        ops += o
+        if not skipped:
+            lzc.push(lz, slot, bits)
+        while now < nxt:  # one stepped step, or a decayed stretch taking its zeros in bulk
+            boundary = max(window, (now // hop + 1) * hop)
+            boundary = (boundary + hop - 1) // hop * hop
+            stop = min(nxt, boundary)
+            if skipped:
                 lzc.push_zeros(lz, slot, stop - now)
-                now = stop
-                if now == boundary:
-                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-                    k += 1
-            continue
-        j = i
-        while j < t.shape[0] and t[j] == now:
-            j += 1
-        ops += neurons.step(net, st, slot, key, now, ch[i:j], bits)
-        lzc.push(lz, slot, bits)
-        i = j
-        now += 1
-        if now % hop == 0 and now >= window:
-            _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-            k += 1
+            now = stop
+            if now == boundary:
+                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+                k += 1
     return ops
 
 

@@ -304,33 +304,40 @@ def decay(n: Net, st: State, s: int, k: int) -> None:
         _layer_decay(n.out, st.out, s, k)
 
 
+@inline_kernel
+def advance(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray, i: int, now: int,
+            end: int, out_spikes: np.ndarray):
+    """One move of stream ``s`` at step ``now < end``, events ``(t, ch)`` sorted, ``t[i:]``
+    not yet taken: step ``now`` (with its events, or none while ``must_step``) writing
+    ``out_spikes``, or decay the empty stretch up to the next event or ``end`` in closed
+    form. Returns ``(i, now', decayed, ops)``: ``decayed`` is True for a closed-form jump
+    (no spikes; ``out_spikes`` untouched)."""
+    nxt = t[i] if i < t.shape[0] else end
+    if nxt > now:  # an empty stretch [now, nxt)
+        if must_step(n, st, s, nxt - now):
+            return i, now + 1, False, step(n, st, s, key, now, ch[:0], out_spikes)
+        decay(n, st, s, nxt - now)
+        return i, nxt, True, 0
+    j = i
+    while j < t.shape[0] and t[j] == now:
+        j += 1
+    return j, now + 1, False, step(n, st, s, key, now, ch[i:j], out_spikes)
+
+
 @kernel
 def simulate(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray,
              t0: int, out: np.ndarray) -> int:
-    """Advance stream ``s`` (noise ``key``) over steps ``t0 .. t0 + len(out) - 1``, events ``(t[i], ch[i])``
-    sorted by time within that range; output spikes go to ``out[step - t0]``. Empty
-    stretches are stepped while ``must_step``, then decayed in closed form. Returns
-    synaptic ops."""
+    """Advance stream ``s`` (noise ``key``) over steps ``t0 .. t0 + len(out) - 1`` by
+    ``advance``, events ``(t[i], ch[i])`` sorted by time within that range; output spikes
+    go to ``out[step - t0]``. Returns synaptic ops."""
     t_end = t0 + out.shape[0]
     ops = 0
     now = t0
     i = 0
     while now < t_end:
-        nxt = t_end
-        if i < t.shape[0]:
-            nxt = t[i]
-        if nxt > now:  # an empty stretch [now, nxt)
-            while now < nxt and must_step(n, st, s, nxt - now):
-                ops += step(n, st, s, key, now, ch[:0], out[now - t0])
-                now += 1
-            decay(n, st, s, nxt - now)
+        i, nxt, decayed, o = advance(n, st, s, key, t, ch, i, now, t_end, out[now - t0])
+        if decayed:
             out[now - t0:nxt - t0] = 0
-            now = nxt
-            continue
-        j = i
-        while j < t.shape[0] and t[j] == now:
-            j += 1
-        ops += step(n, st, s, key, now, ch[i:j], out[now - t0])
-        i = j
-        now += 1
+        ops += o
+        now = nxt
     return ops
