@@ -44,7 +44,7 @@ Sliding window (``SlidingLZ``)
     ``_FEW`` are left, which are then extended 64 bits at a time. ``push_zeros(k >= W)``
     writes the all-zero parse directly. Any hop works; a read costs about the fresh
     searches of the bits pushed since the last one. State per (stream, neuron) at
-    W = 1024: 264 B of bits, 4 KiB of key chains, 1.4 KiB of phrase list (~5.8 KiB).
+    W = 1024: 264 B of bits, 4 KiB of key chains, 1.4 KiB of phrase list (~5.7 KiB).
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
