@@ -22,50 +22,45 @@ Normalisation (both variants)
 
 Sliding window (``SlidingLZ``)
     Per (stream, neuron) the engine keeps the last ``W`` bits ``s[a:b]``,
-    ``a = max(0, b - W)``, and their exact LZ76 parse, so ``counts`` always equals ``lz76``
-    of the window recomputed from scratch (until ``W`` steps are pushed the window is the
-    whole history; ``window_len`` gives its length for ``normalise``). Every phrase with
-    ``M(p) > 0`` keeps its rightmost source ``j`` (``lcp(j, p) = M(p)``, largest ``j``).
-    Appending ``s[b]`` only extends or closes the last, still copying, phrase. Dropping
-    ``s[a]`` makes ``a + 1`` phrase 0; an old phrase 1 longer than one bit was a run and
-    shifts by one bit; later boundaries stay, except that a phrase whose rightmost source
-    was ``a`` shortens, and the text after it is re-cut until the cut meets an old
-    boundary. ``push_zeros(k >= W)`` writes the all-zero parse directly.
-
-    That exact parse costs ~25 KB per (stream, neuron) at W = 1024. When counts are read
-    only every ``hop >= RESYNC_HOP`` steps, ``sliding_state(..., hop)`` keeps instead the
-    phrase starts and rightmost sources of the window last read (``parsed``), and ``push``
-    writes only the bit. ``counts`` completes the grams of the new bits and re-cuts the
-    window ``[a', b')`` left to right from ``a'``, taking over an old phrase whenever the
-    cut meets its start ``q`` (``q >= a'``) and it is not the still-copying last one and
-    its rightmost source ``j`` is ``-1`` or ``>= a'``: the history ``[a', q)`` is a subset
-    of the old one, so ``M'(q) <= M(q)``, and ``j`` still reaches ``M(q)``; the mismatch
-    ending the phrase lies inside both windows, so ``M'(q) = M(q)``, the same phrase,
-    with the same rightmost source. Every other phrase is searched afresh. Results are
-    identical to a recount; the work is the head of the window, phrases whose every
-    longest match started in the dropped bits (and the phrases after them until the cut
-    meets an old start again), and the new tail. A fresh search first walks the chain of
-    earlier positions with the same first 8 bits (``heads``/``prev``): when the chain is
-    at most ``_CHAIN`` long and reaches ``M >= 8``, every source of an ``M``-bit match is
-    on it; otherwise the vectorised scan below decides. The resync mode keeps the bits
-    (``ring``) and builds the grams of the window at each read: ~6.5 KB per (stream,
-    neuron) at W = 1024.
+    ``a = max(0, b - W)``, so ``counts`` always equals ``lz76`` of the window recomputed
+    from scratch (until ``W`` steps are pushed the window is the whole history;
+    ``window_len`` gives its length for ``normalise``). ``push`` writes the bit into a
+    ring of 64-bit words and links the position whose first 8 bits (its key) it
+    completes to the previous one with the same key (``heads``/``prev``). The state keeps
+    the phrase starts and rightmost sources (``lcp(j, p) = M(p)``, largest ``j``) of the
+    window last read (``parsed``). ``counts`` re-cuts the window ``[a', b')`` left to
+    right from ``a'``, taking over an old phrase whenever the cut meets its start ``q``
+    (``q >= a'``) and it is not the still-copying last one and its rightmost source ``j``
+    is ``-1`` or ``>= a'``: the history ``[a', q)`` is a subset of the old one, so
+    ``M'(q) <= M(q)``, and ``j`` still reaches ``M(q)``; the mismatch ending the phrase
+    lies inside both windows, so ``M'(q) = M(q)``, the same phrase, with the same
+    rightmost source. Runs of such phrases are copied in bulk; every other phrase (the
+    head of the window, phrases whose every longest match started in the dropped bits and
+    those after them until the cut meets an old start again, the new tail) is searched
+    afresh, exactly: on the chain of its key when that ends within ``_CHAIN`` links and
+    reaches ``M >= 8`` (every source of an ``M``-bit match is on it), otherwise
+    bit-parallel: the set of candidate sources, one bit per position of the window, is
+    narrowed ``_STEP`` bits at a time with shifted words of the ring until at most
+    ``_FEW`` are left, which are then extended 64 bits at a time. ``push_zeros(k >= W)``
+    writes the all-zero parse directly. Any hop works; a read costs about the fresh
+    searches of the bits pushed since the last one. State per (stream, neuron) at
+    W = 1024: 264 B of bits, 4 KiB of key chains, 1.4 KiB of phrase list (~5.7 KiB).
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
     entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError.
     ``lz76_jit(bits) -> int`` and ``normalise(count, n) -> float``: the njit kernels.
     ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ`` (``max_phrases(n)``
-    bounds the phrases of ``n`` bits and sizes the resync mode's lists), then the njit
+    bounds the phrases of ``n`` bits and sizes the phrase lists), then the njit
     functions ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``,
     ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
     From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
     state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
-Matching is done on 32-bit grams ``G[i] = s[i:i+32]`` (first bit most significant,
-zeros past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 32 and the longest
-match over all ``j`` is one vectorised min-reduction of ``G[j] ^ G[p]``.
+One-shot matching is done on 32-bit grams ``G[i] = s[i:i+32]`` (first bit most
+significant, zeros past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 32 and
+the longest match over all ``j`` is one vectorised min-reduction of ``G[j] ^ G[p]``.
 """
 
 from __future__ import annotations
@@ -82,7 +77,7 @@ from edged.jit import inline_kernel, kernel
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise",
-    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "RESYNC_HOP", "max_phrases",
+    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "max_phrases",
     "window_len", "window_bits",
 ]
 
@@ -90,14 +85,14 @@ Variant = Literal["lz76", "lz78"]
 
 _U32 = np.uint32(0xFFFFFFFF)
 _Z32 = np.uint32(0)
-_TOP = np.uint32(1 << 31)
-_HIGH = np.uint8(0x80)
-_GRAM = 32  # bits per gram; a ring holds W + _GRAM slots
-_BLOCK = 64  # grams per block of the right-to-left source search
-_KEY = 8  # resync mode: positions are chained by their first _KEY bits ...
-_KEYS = 1 << _KEY
-_CHAIN = 16  # ... and a phrase walks at most this many of them before scanning instead
-RESYNC_HOP = 8  # from this hop on, resyncing the parse at each read beats keeping it per step
+_U64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_Z64 = np.uint64(0)
+_GRAM = 32  # bits per gram
+_KEY = 8  # sliding: positions are chained by their first _KEY bits; a longest-match search
+_KEYS = 1 << _KEY  # walks at most _CHAIN of them, then (or if M < _KEY) matches bit-parallel:
+_CHAIN = 16
+_FEW = 16  # this few candidates are extended one by one, more _STEP bits at a time
+_STEP = 4
 
 
 @intrinsic
@@ -107,6 +102,22 @@ def _clz(typingctx, x):
         r = builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
         return builder.zext(r, ir.IntType(64)) if x.bitwidth < 64 else r
     return types.int64(x), codegen
+
+
+@intrinsic
+def _ctz(typingctx, x):
+    """Count trailing zeros of a nonzero uint64, as int64."""
+    def codegen(context, builder, sig, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+    return types.int64(types.uint64), codegen
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64, as int64."""
+    def codegen(context, builder, sig, args):
+        return builder.ctpop(args[0])
+    return types.int64(types.uint64), codegen
 
 
 # --------------------------------------------------------------------------- matching
@@ -150,78 +161,6 @@ def _longest(G, lo, p, end):
         for i in range(H.size):
             bad[i] |= Y[i] ^ h
         s += _GRAM
-
-
-@kernel
-def _reaches(G, j, p, length):
-    """``lcp(j, p) >= length``."""
-    t = 0
-    while t < length:
-        r = min(_GRAM, length - t)
-        x = np.uint64(G[j + t] ^ G[p + t])
-        if x >> np.uint64(_GRAM - r):
-            return False
-        t += _GRAM
-    return True
-
-
-@kernel
-def _source(G, lo, p, length):
-    """Rightmost ``j`` in ``[lo, p)`` with ``lcp(j, p) >= length >= 1``; -1 if none."""
-    g = G[p]
-    if length > _GRAM:
-        for j in range(p - 1, lo - 1, -1):
-            if G[j] == g and _reaches(G, j, p, length):
-                return j
-        return -1
-    thr = np.uint32((np.uint64(1) << np.uint64(_GRAM - length)) - np.uint64(1))
-    # Right to left in blocks: a vectorised any-hit test per block, then the hit's index.
-    hi = p
-    while hi > lo:
-        start = max(lo, hi - _BLOCK)
-        H = G[start:hi]
-        hit = False
-        for i in range(H.size):
-            hit |= np.uint32(H[i] ^ g) <= thr
-        if hit:
-            for i in range(H.size - 1, -1, -1):
-                if np.uint32(H[i] ^ g) <= thr:
-                    return start + i
-        hi = start
-    return -1
-
-
-@kernel
-def _phrase(G, p, end, block_min):
-    """(``M = max_{0 <= j < p} min(lcp(j, p), end - p)``, the rightmost ``j`` reaching it,
-    or -1 when ``M = 0``) in one pass: the minima of ``G[j] ^ G[p]`` per block of
-    ``_BLOCK`` grams, kept in ``block_min``, locate the rightmost source."""
-    if p == 0:
-        return 0, -1
-    g = G[p]
-    m = _U32
-    n_blocks = (p + _BLOCK - 1) // _BLOCK
-    for blk in range(n_blocks):
-        H = G[blk * _BLOCK:min(p, (blk + 1) * _BLOCK)]
-        mb = _U32
-        for i in range(H.size):
-            mb = min(mb, np.uint32(H[i] ^ g))
-        block_min[blk] = mb
-        m = min(m, mb)
-    cap = end - p
-    if m == 0 and cap > _GRAM:  # a match of 32+ bits: the general search
-        length = _longest(G, 0, p, end)
-        return length, _source(G, 0, p, length)
-    length = min(_clz(m), cap)
-    if length == 0:
-        return 0, -1
-    thr = np.uint32((np.uint64(1) << np.uint64(_GRAM - length)) - np.uint64(1))
-    for blk in range(n_blocks - 1, -1, -1):
-        if block_min[blk] <= thr:
-            for j in range(min(p, (blk + 1) * _BLOCK) - 1, blk * _BLOCK - 1, -1):
-                if np.uint32(G[j] ^ g) <= thr:
-                    return length, j
-    raise AssertionError("sliding LZ76: the longest match has no source")
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -338,43 +277,23 @@ def lzc(bits, variant: Variant = "lz76") -> float:
 
 
 class SlidingLZ(NamedTuple):
-    """Sliding LZ76 state for S streams x N neurons, window W.
+    """Sliding LZ76 state for S streams x N neurons, window W: rings of R slots (the power
+    of two >= max(W, 64)), slot ``i % R`` describing the position ``i`` (the bit pushed at
+    step ``i``), and the phrase list (P = ``max_phrases(W)`` entries) of the window last read."""
 
-    The exact mode keeps rings of R = W + 32 slots, slot ``i % R`` describing absolute
-    position ``i`` (the bit pushed at step ``i``); the resync mode keeps rings of W slots
-    (``ring``, ``prev``) and lists of P = ``max_phrases(W)``. The other mode's arrays have
-    a last dimension of 0.
-    """
-
-    steps: np.ndarray  # int64 (S,): bits pushed per stream; window is [steps - W, steps)
-    gram: np.ndarray   # uint32 (S, N, 2R): exact mode: gram of each position, slot and slot + R
-    plen: np.ndarray   # int32 (S, N, R): length of the phrase starting there, else 0
-    src: np.ndarray    # int64 (S, N, R): that phrase's copy source (absolute), -1 if none
-    refs: np.ndarray   # int32 (S, N, R): number of phrases whose source is this position
-    last: np.ndarray   # int64 (S, N): start of the still-copying last phrase; == end if none
-    count: np.ndarray  # int64 (S, N): LZ76 phrase count of the window (ending at ``parsed``)
-    ring: np.ndarray   # uint8 (S, N, W): resync mode: bits i .. i + 7 (first most significant,
-                       # zeros past the end) of each position i of the window, slot i % W
-    starts: np.ndarray  # int32 (S, N, P): resync mode: phrase starts, in order, from the
-                        # start of the window ``count`` describes
-    srcs: np.ndarray   # int32 (S, N, P): resync mode: their rightmost sources, -1 if none
-    parsed: np.ndarray  # int64 (S,): resync mode: end of the window ``count`` describes
-    heads: np.ndarray  # int64 (S, N, 256): resync mode: last position of each 8-bit key, -1
-    prev: np.ndarray   # uint16 (S, N, W): resync mode: distance back to the previous position
-                       # with the same key (first 8 bits), 0 if none; slot i % W
-
-
-class _Lane(NamedTuple):
-    """Views of one (stream, neuron) for the duration of one step."""
-
-    G: np.ndarray
-    plen: np.ndarray
-    src: np.ndarray
-    refs: np.ndarray
-    last: np.ndarray   # 1-element views
-    count: np.ndarray
-    base: int          # multiple of R <= any position touched: slot = pos - base (- R)
-    R: int
+    steps: np.ndarray   # int64 (S,): bits pushed per stream; window is [steps - W, steps)
+    window: np.ndarray  # int64 (S,): W
+    words: np.ndarray   # uint64 (S, N, 2R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
+                        # words R/64 .. 2R/64 repeat words 0 .. R/64
+    heads: np.ndarray   # int64 (S, N, 256): last position whose key (its first 8 bits) is
+                        # the index, -1 if none
+    prev: np.ndarray    # uint16 (S, N, R): distance back to the previous position with the
+                        # same key, 0 if none in the window then
+    parsed: np.ndarray  # int64 (S,): end of the window the phrase lists describe
+    count: np.ndarray   # int64 (S, N): its LZ76 phrase count
+    last: np.ndarray    # int64 (S, N): start of its still-copying last phrase; its end if none
+    starts: np.ndarray  # int32 (S, N, P): its phrase starts, in order, from its start
+    srcs: np.ndarray    # int32 (S, N, P): their rightmost sources (same origin), -1 if none
 
 
 def max_phrases(n: int) -> int:
@@ -388,200 +307,43 @@ def max_phrases(n: int) -> int:
 
 
 def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int = 1) -> SlidingLZ:
-    """Empty sliding state (every window empty, count 0) for counts read every ``hop`` steps:
-    the exact incremental parse below ``RESYNC_HOP``, the resynchronised parse from there on."""
+    """Empty sliding state (every window empty, count 0) for counts read every ``hop`` steps
+    (any hop: the work of a read grows with the bits pushed since the last one)."""
     if n_streams < 1 or n_neurons < 1 or window < 1 or hop < 1:
         raise ValueError("n_streams, n_neurons, window and hop must be >= 1")
     if window > 1 << 16:
         raise ValueError("window must be <= 65536")
-    resync = hop >= RESYNC_HOP
-    p = max_phrases(window) if resync else 0
     shape = (n_streams, n_neurons)
-    exact = 0 if resync else window + _GRAM
-    w = window if resync else 0
+    p = max_phrases(window)
+    ring = 1 << max(6, (window - 1).bit_length())
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
-        gram=np.zeros(shape + (2 * exact,), np.uint32),
-        plen=np.zeros(shape + (exact,), np.int32),
-        src=np.full(shape + (exact,), -1, np.int64),
-        refs=np.zeros(shape + (exact,), np.int32),
-        last=np.zeros(shape, np.int64),
+        window=np.full(n_streams, window, np.int64),
+        words=np.zeros(shape + (ring // 32 + 1,), np.uint64),
+        heads=np.full(shape + (_KEYS,), -1, np.int64),
+        prev=np.zeros(shape + (ring,), np.uint16),
+        parsed=np.zeros(n_streams, np.int64),
         count=np.zeros(shape, np.int64),
-        ring=np.zeros(shape + (w,), np.uint8),
+        last=np.zeros(shape, np.int64),
         starts=np.zeros(shape + (p,), np.int32),
         srcs=np.full(shape + (p,), -1, np.int32),
-        parsed=np.zeros(n_streams, np.int64),
-        heads=np.full(shape + (_KEYS if resync else 0,), -1, np.int64),
-        prev=np.zeros(shape + (w,), np.uint16),
     )
 
 
-@kernel
-def _window(st):
-    return st.ring.shape[2] if st.ring.shape[2] > 0 else st.gram.shape[2] // 2 - _GRAM
-
-
-# The per-step helpers are inlined into ``push``: Numba otherwise pays reference counting
-# on every array of a ``_Lane`` it passes, which costs more than the work itself.
+# The public kernels hand on single arrays, never ``st``: a call with the whole state in a
+# function makes Numba count references to each of its arrays there, more than a push costs.
 _inline = inline_kernel
 
 
 @_inline
-def _lane(st, s, n, start):
-    R = st.plen.shape[2]
-    return _Lane(st.gram[s, n], st.plen[s, n], st.src[s, n], st.refs[s, n],
-                 st.last[s, n:n + 1], st.count[s, n:n + 1], start - start % R, R)
+def _window(st, stream):
+    W = st.window[stream]
+    if not 1 <= W <= st.prev.shape[2]:  # a checkpoint's value bounds the ring
+        raise ValueError("sliding LZ76: window does not fit the bit ring")
+    return W
 
 
 @_inline
-def _slot(ln, pos):
-    k = pos - ln.base
-    return k - ln.R if k >= ln.R else k
-
-
-@kernel
-def _match(ln, lo, p, end):
-    """(longest match length, its rightmost source or -1) of the phrase at ``p``."""
-    b = ln.base  # gram index i holds position b + i for all positions in [lo, end)
-    length = _longest(ln.G, lo - b, p - b, end - b)
-    if length == 0:
-        return 0, -1
-    return length, b + _source(ln.G, lo - b, p - b, length)
-
-
-@_inline
-def _set_phrase(ln, p, length, j):
-    k = _slot(ln, p)
-    ln.plen[k] = length
-    ln.src[k] = j
-    if j >= 0:
-        ln.refs[_slot(ln, j)] += 1
-
-
-@_inline
-def _release(ln, p):
-    k = _slot(ln, p)
-    j = ln.src[k]
-    if j >= 0:
-        ln.refs[_slot(ln, j)] -= 1
-        ln.src[k] = -1
-
-
-@kernel
-def _reparse(ln, lo, q, o, b):
-    """Re-cut ``[q, b)`` (``q`` a new boundary, ``o`` the first old one >= q) until the cut
-    meets an old boundary; returns that boundary, or ``b``."""
-    while q < b:
-        if q == o:
-            return o
-        length, j = _match(ln, lo, q, b)
-        cut = min(length + 1, b - q)
-        _set_phrase(ln, q, cut, j)
-        ln.count[0] += 1
-        if length == b - q:
-            ln.last[0] = q
-        elif q + cut == b:
-            ln.last[0] = b
-        q += cut
-        while o < q:  # old phrases swallowed by the new cut
-            _release(ln, o)
-            k = _slot(ln, o)
-            o += ln.plen[k]
-            ln.plen[k] = 0
-            ln.count[0] -= 1
-    return b
-
-
-@_inline
-def _drop(ln, a, b):
-    """Window ``[a, b)`` -> ``[a + 1, b)``."""
-    ln.plen[_slot(ln, a)] = 0  # phrase 0: length 1, no source
-    ln.count[0] -= 1
-    if a + 1 == b:
-        return
-    # Old phrase 1 becomes phrase 0. If it was longer than one bit, s[a:a+1+n] was a run and
-    # the new phrase 1 is that run shifted by one: same end, source a + 1.
-    p = a + 1
-    k = _slot(ln, p)
-    n = ln.plen[k]
-    _release(ln, p)
-    ln.plen[k] = 1
-    if ln.last[0] == p:
-        ln.last[0] = p + 1
-        if p + 1 < b:
-            _set_phrase(ln, p + 1, b - p - 1, p)
-            ln.count[0] += 1
-    elif n > 1:
-        _set_phrase(ln, p + 1, n - 1, p if n > 2 else -1)
-        ln.count[0] += 1
-    # Sources are rightmost, so a phrase whose source was ``a`` has no other one as long:
-    # it shortens. Re-cut from its start until the cut meets an old boundary.
-    q = p + 1
-    ka = _slot(ln, a)
-    while ln.refs[ka] > 0:
-        if q >= b:
-            raise AssertionError("sliding LZ76: a phrase source was not found")
-        k = _slot(ln, q)
-        n = ln.plen[k]
-        if ln.src[k] == a:
-            _release(ln, q)
-            ln.plen[k] = 0
-            ln.count[0] -= 1
-            q = _reparse(ln, p, q, q + n, b)
-        else:
-            q += n
-
-
-@_inline
-def _write_bit(G, R, k, b, bit):
-    """Gram ring ``G`` (2R slots): position ``b`` (slot ``k``) takes ``bit`` (uint32 0/1)
-    as its first bit, the 31 positions before it as their later bits."""
-    G[k] = G[k + R] = bit << np.uint32(31)
-    if bit:
-        for d in range(1, min(_GRAM, b + 1)):
-            k = k - 1 if k > 0 else R - 1
-            v = np.uint32(1) << np.uint32(31 - d)
-            G[k] |= v
-            G[k + R] |= v
-
-
-@_inline
-def _append(ln, a, b, bit):
-    """Window ``[a, b)`` -> ``[a, b + 1)`` with ``s[b] = bit`` (uint32 0 or 1)."""
-    G = ln.G
-    _write_bit(G, ln.R, _slot(ln, b), b, bit)
-    q = ln.last[0]
-    n = b - q
-    if n == 0:  # a new phrase starts at b
-        length, j = _match(ln, a, b, b + 1)
-        _set_phrase(ln, b, 1, j)
-        ln.count[0] += 1
-        if length == 0:
-            ln.last[0] = b + 1
-        return
-    k = _slot(ln, q)
-    if G[ln.src[k] + n - ln.base] >> np.uint32(31) == bit:  # the source still copies
-        ln.plen[k] = n + 1
-        return
-    j = _source(G, a - ln.base, q - ln.base, n + 1)
-    if j >= 0:  # another source copies one bit further
-        _release(ln, q)
-        _set_phrase(ln, q, n + 1, ln.base + j)
-    else:  # s[b] is the innovation: the phrase closes, its source stays
-        ln.plen[k] = n + 1
-        ln.last[0] = b + 1
-
-
-@_inline
-def _step(st, s, n, b, W, bit):
-    a = b - W
-    ln = _lane(st, s, n, max(a, 0))
-    if a >= 0:
-        _drop(ln, a, b)
-    _append(ln, max(a + 1, 0), b, bit)
-
-
-@kernel
 def _check(st, stream, n_neurons):
     if not 0 <= stream < st.steps.size:
         raise IndexError("stream out of range")
@@ -589,147 +351,263 @@ def _check(st, stream, n_neurons):
         raise ValueError("one value per neuron is required")
 
 
-@kernel
-def _chained(G, prev, R, a2, q, end):
-    """``_phrase`` at position ``q`` (``G`` from ``a2``) from the positions with the same
-    first ``_KEY`` bits, newest first; (0, -1) if there are none or more than ``_CHAIN``
-    of them (then the caller scans), or if ``q + _KEY > end``."""
-    cap = end - q
-    if cap < _KEY:
-        return 0, -1
-    p = q - a2
-    best, src = 0, -1
-    y = q
-    for _ in range(_CHAIN + 1):
-        d = prev[y % R]
-        if d <= 0 or y - d < a2:
-            return (best, src) if best >= _KEY else (0, -1)
-        y -= d
-        j = y - a2
-        n = 0
-        while True:  # lcp(j, p), at most cap
-            x = np.uint32(G[j + n] ^ G[p + n])
-            if x:
-                n += _clz(x)
-                break
-            n += _GRAM
-            if n >= cap:
-                break
-        n = min(n, cap)
-        if n > best:
-            best, src = n, j
-    return 0, -1
-
-
-@kernel
-def _resync(G, starts, srcs, n_old, open_old, a, a2, b, b2, new_starts, new_srcs, block_min,
-            prev, R):
-    """Parse window ``[a2, b2)`` (``G[i]`` is the gram of position ``a2 + i``) reusing the
-    ``n_old`` phrases of the old window ``[a, b)`` (``starts``/``srcs`` from ``a``;
-    ``open_old``: start of its still copying last phrase, or ``b``) where they stay valid;
-    write the new ones from ``a2``; return (count, open start)."""
-    k = 0
-    q = a2
-    i = 0
-    last = b2
-    P = new_starts.size
-    while q < b2:
-        while i < n_old and a + starts[i] < q:
-            i += 1
-        if (i < n_old and a + starts[i] == q and not (i == n_old - 1 and open_old != b)
-                and (srcs[i] < 0 or a + srcs[i] >= a2)):
-            # An old closed phrase whose rightmost source is still in the window: the same
-            # longest match, so the same phrase.
-            if k == P:
-                raise AssertionError("sliding LZ76: more phrases than max_phrases")
-            new_starts[k] = q - a2
-            new_srcs[k] = a + srcs[i] - a2 if srcs[i] >= 0 else -1
-            k += 1
-            q = a + starts[i + 1] if i + 1 < n_old else b
-            i += 1
-            continue
-        if k == P:
-            raise AssertionError("sliding LZ76: more phrases than max_phrases")
-        m, j = _chained(G, prev, R, a2, q, b2)
-        if m == 0:
-            m, j = _phrase(G, q - a2, b2 - a2, block_min)
-        new_starts[k] = q - a2
-        new_srcs[k] = j
-        k += 1
-        if m == b2 - q:
-            last = q
-        q += min(m + 1, b2 - q)
-    return k, last
-
-
-@kernel
-def _bring_up_to_date(st, stream):
-    """Resync mode: make ``count``/``last``/``starts``/``srcs`` describe the current window."""
-    b = st.parsed[stream]
-    b2 = st.steps[stream]
-    if b == b2:
-        return
-    W = _window(st)
-    a = max(0, b - W)
-    a2 = max(0, b2 - W)
-    n_bits = b2 - a2
-    P = st.starts.shape[2]
-    new_starts = np.empty(P, np.int32)
-    new_srcs = np.empty(P, np.int32)
-    block_min = np.empty(W // _BLOCK + 1, np.uint32)
-    G = np.empty(n_bits, np.uint32)
-    L = np.zeros(n_bits + _GRAM, np.uint8)  # the window's bytes, then zeros
-    for n in range(st.count.shape[1]):
-        ring = st.ring[stream, n]
-        split = min(n_bits, W - a2 % W)  # window bits [0, split) sit at ring[a2 % W:]
-        L[:split] = ring[a2 % W:a2 % W + split]
-        L[split:n_bits] = ring[:n_bits - split]
-        L0, L1, L2, L3 = L[:n_bits], L[8:8 + n_bits], L[16:16 + n_bits], L[24:24 + n_bits]
-        for i in range(n_bits):  # grams of the window from the bytes, zeros past its end
-            G[i] = ((np.uint32(L0[i]) << np.uint32(24)) | (np.uint32(L1[i]) << np.uint32(16))
-                    | (np.uint32(L2[i]) << np.uint32(8)) | np.uint32(L3[i]))
-        heads, prev = st.heads[stream, n], st.prev[stream, n]
-        for x in range(max(a2, b - _KEY + 1), b2 - _KEY + 1):  # chain the complete keys
-            key = L[x - a2]
-            y = heads[key]
-            prev[x % W] = x - y if a2 <= y < x else 0
-            heads[key] = x
-        n_old = min(max(st.count[stream, n], 0), P)  # bounded even for a hostile checkpoint
-        k, last = _resync(G, st.starts[stream, n], st.srcs[stream, n], n_old, st.last[stream, n],
-                          a, a2, b, b2, new_starts, new_srcs, block_min, prev, W)
-        st.starts[stream, n, :k] = new_starts[:k]
-        st.srcs[stream, n, :k] = new_srcs[:k]
-        st.count[stream, n] = k
-        st.last[stream, n] = last
-    st.parsed[stream] = b2
+@_inline
+def _bit(B, x):
+    """Bit at slot ``x`` of bit ring ``B``, as uint64 0/1."""
+    return (B[x >> 6] >> np.uint64(63 - (x & 63))) & np.uint64(1)
 
 
 @_inline
-def _resync_mode(st):
-    return st.ring.shape[2] > 0
+def _bits_at(w0, w1, o):
+    """64 bits from bit ``o`` (uint64) of word ``w0``, continued by ``w1``."""
+    return (w0 << o) | ((w1 >> np.uint64(1)) >> (np.uint64(63) - o))
+
+
+@_inline
+def _narrowed(w0, w1, w2, o, g, u, c):
+    """Candidate word ``c`` (lcp >= k) narrowed to lcp >= k + u + 1: words ``w0 w1 w2``
+    from bit ``o`` hold bits ``j + k ..`` of its candidates ``j``, ``g`` the 64 bits of the
+    phrase from ``q + k``."""
+    e0 = _bits_at(w0, w1, o)
+    e1 = _bits_at(w1, w2, o)
+    for t in range(u + 1):
+        e = e0 if t == 0 else (e0 << np.uint64(t)) | (e1 >> np.uint64(64 - t))
+        c &= ~(e ^ (_U64 if (g >> np.uint64(63 - t)) & np.uint64(1) else _Z64))
+    return c
+
+
+@kernel
+def _reparse(words3, prev3, starts3, srcs3, count2, last2, parsed, steps, window, stream):
+    """Make ``stream``'s rows of ``count``/``last``/``starts``/``srcs`` describe its window
+    ``[a2, b2)``, ``b2 = steps``, ``a2 = max(0, b2 - W)``, instead of ``[a, b)``, ``b =
+    parsed``: the old phrases are taken over where they stay valid, the others cut afresh by
+    a longest-match search.
+
+    One kernel without array-passing helpers: a helper taking arrays costs reference counts
+    on each call, as much as a search. The search for the phrase at ``q`` walks ``q``'s key
+    chain when that is complete within ``_CHAIN`` links and reaches ``M >= _KEY``;
+    otherwise it narrows the candidate set ``C`` (bit ``63 - t`` of word ``i`` <->
+    ``j = a2 + 64 i + t``) bit-parallel, ``_STEP`` bits a time, to at most ``_FEW``. The
+    remaining candidates are extended one by one (``cand``, newest first)."""
+    words, prev, starts, srcs = words3[stream], prev3[stream], starts3[stream], srcs3[stream]
+    count, last = count2[stream], last2[stream]
+    b, b2, W = parsed[stream], steps[stream], window[stream]
+    R = prev.shape[1]
+    if not 1 <= W <= R:  # a checkpoint's value bounds the ring
+        raise ValueError("sliding LZ76: window does not fit the bit ring")
+    mask = R - 1
+    a = max(0, b - W)
+    a2 = max(0, b2 - W)
+    P = starts.shape[1]
+    new_starts = np.empty(P, np.int32)
+    new_srcs = np.empty(P, np.int32)
+    C = np.empty(R // 64, np.uint64)
+    D = np.empty(R // 64, np.uint64)
+    cand = np.empty(max(_CHAIN, _FEW), np.int64)
+    thr = a2 - a  # an old source (from a) is still in the window if -1 or >= thr
+    shift = a - a2
+    xl = a2 & mask
+    for n in range(count.shape[0]):
+        n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
+        closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
+        k = 0
+        q = a2
+        i = 0
+        open_start = b2
+        while q < b2:
+            while i < n_old and a + starts[n, i] < q:
+                i += 1
+            if i < closed and a + starts[n, i] == q and (srcs[n, i] < 0 or srcs[n, i] >= thr):
+                # A run of old closed phrases whose rightmost sources are still in the window:
+                # the same longest matches, so the same phrases.
+                j = i + 1
+                while j < closed and (srcs[n, j] < 0 or srcs[n, j] >= thr):
+                    j += 1
+                if k + j - i > P:
+                    raise AssertionError("sliding LZ76: more phrases than max_phrases")
+                for t in range(j - i):
+                    new_starts[k + t] = starts[n, i + t] + shift
+                    s = srcs[n, i + t]
+                    new_srcs[k + t] = s + shift if s >= 0 else -1
+                k += j - i
+                nxt = a + starts[n, j] if j < n_old else b
+                i = j
+                if nxt > q:  # (a hostile checkpoint's list could go backwards)
+                    q = nxt
+                continue
+            if k == P:
+                raise AssertionError("sliding LZ76: more phrases than max_phrases")
+            # ---- longest match (M, rightmost source) of the phrase at q over [a2, q)
+            cap = b2 - q
+            xq = q & mask
+            M, src = 0, -1
+            n_cand = 0
+            chained = False  # q's key chain is complete within _CHAIN links: cand
+            if q > a2 and cap >= _KEY:
+                y = q
+                for _ in range(_CHAIN):
+                    d = prev[n, y & mask]
+                    if d == 0 or y - d < a2:
+                        chained = True
+                        break
+                    y -= d
+                    cand[n_cand] = y
+                    n_cand += 1
+            base = 0  # bits every candidate is known to match
+            for phase in range(2 if q > a2 else 0):
+                if phase == 1:  # narrow C bit-parallel until at most _FEW are left
+                    nn = q - a2
+                    nw = (nn + 63) >> 6
+                    f = 0
+                    for t in range(nw):
+                        C[t] = _U64
+                    C[nw - 1] = _U64 << np.uint64(64 * nw - nn)
+                    alive = nn
+                    decided = False
+                    while base < cap and alive > _FEW:
+                        z = (xq + base) & mask
+                        g = _bits_at(words[n, z >> 6], words[n, (z >> 6) + 1], np.uint64(z & 63))
+                        step = min(_STEP, cap - base)
+                        x = (xl + base) & mask
+                        o = np.uint64(x & 63)
+                        w = np.uint64(x >> 6)  # word t of C lines up with words w + t .. w + t + 2
+                        hit = _Z64
+                        for t in range(np.uint64(f), np.uint64(nw)):  # unsigned: no index fix-up
+                            e0 = _bits_at(words[n, w + t], words[n, w + t + np.uint64(1)], o)
+                            e1 = _bits_at(words[n, w + t + np.uint64(1)],
+                                          words[n, w + t + np.uint64(2)], o)
+                            v = C[t] & ~(e0 ^ (_U64 if g >> np.uint64(63) else _Z64))
+                            for u in range(1, _STEP):
+                                e = (e0 << np.uint64(u)) | (e1 >> np.uint64(64 - u))
+                                want = _U64 if (g >> np.uint64(63 - u)) & np.uint64(1) else _Z64
+                                v &= ~(e ^ want) | (_U64 if u >= step else _Z64)
+                            D[t] = v
+                            hit |= v
+                        if not hit:  # M = base + u for the first u at which none is left
+                            u = step - 1
+                            for u2 in range(step - 1):
+                                left = False
+                                for t in range(f, nw):
+                                    wt = (x >> 6) + t
+                                    if _narrowed(words[n, wt], words[n, wt + 1], words[n, wt + 2],
+                                                 o, g, u2, C[t]):
+                                        left = True
+                                        break
+                                if not left:
+                                    u = u2
+                                    break
+                            M = base + u
+                            for t in range(nw - 1, f - 1, -1):
+                                wt = (x >> 6) + t
+                                c = C[t] if u == 0 else _narrowed(
+                                    words[n, wt], words[n, wt + 1], words[n, wt + 2], o, g, u - 1,
+                                    C[t])
+                                if c:
+                                    src = a2 + 64 * t + 63 - _ctz(c) if M else -1
+                                    break
+                            decided = True
+                            break
+                        for t in range(np.uint64(f), np.uint64(nw)):
+                            C[t] = D[t]
+                        base += step
+                        while C[nw - 1] == 0:
+                            nw -= 1
+                        while C[f] == 0:
+                            f += 1
+                        alive = 0
+                        for t in range(f, nw):
+                            alive += _popcount(C[t])
+                    if decided:
+                        break
+                    if base >= cap:  # every candidate left copies to the end
+                        M = cap
+                        for t in range(nw - 1, f - 1, -1):
+                            if C[t]:
+                                src = a2 + 64 * t + 63 - _ctz(C[t])
+                                break
+                        break
+                    n_cand = 0  # the candidates left, newest first
+                    for t in range(nw - 1, f - 1, -1):
+                        c = C[t]
+                        while c:
+                            cand[n_cand] = a2 + 64 * t + 63 - _ctz(c)
+                            n_cand += 1
+                            c &= c - np.uint64(1)
+                elif not chained:
+                    continue
+                # extend each candidate from ``base`` bits; the newest keeps a tie
+                best, bsrc = 0, -1
+                z0 = (xq + base) & mask
+                g0 = _bits_at(words[n, z0 >> 6], words[n, (z0 >> 6) + 1], np.uint64(z0 & 63))
+                for t in range(n_cand):
+                    x = (cand[t] + base) & mask
+                    z = z0
+                    g = g0
+                    m = base
+                    while m < cap:
+                        e = g ^ _bits_at(words[n, x >> 6], words[n, (x >> 6) + 1], np.uint64(x & 63))
+                        if e:
+                            m += _clz(e)
+                            break
+                        m += 64
+                        x = (x + 64) & mask
+                        z = (z + 64) & mask
+                        g = _bits_at(words[n, z >> 6], words[n, (z >> 6) + 1], np.uint64(z & 63))
+                    m = min(m, cap)
+                    if m > best:
+                        best, bsrc = m, cand[t]
+                if phase == 1 or best >= _KEY:  # (a chain decides only matches >= _KEY)
+                    M, src = best, bsrc
+                    break
+            # ---- cut
+            new_starts[k] = q - a2
+            new_srcs[k] = src - a2 if src >= 0 else -1
+            k += 1
+            if M == cap:
+                open_start = q
+            q += min(M + 1, cap)
+        starts[n, :k] = new_starts[:k]
+        srcs[n, :k] = new_srcs[:k]
+        count[n] = k
+        last[n] = open_start
+    parsed[stream] = b2
+
+
+@_inline
+def _put(words, heads, prev, stream, b, W, bits):
+    """Position ``b`` of ``stream`` takes ``bits``; the position whose key that completes
+    joins its chain."""
+    R = prev.shape[2]
+    h = R // 64
+    x = b & (R - 1)
+    w = x >> 6
+    m = np.uint64(1) << np.uint64(63 - (x & 63))
+    y = b - (_KEY - 1)  # the position whose key this bit completes
+    ky = max(y, 0) & (R - 1)
+    wy = ky >> 6
+    oy = np.uint64(ky & 63)
+    for n in range(bits.size):
+        v = (words[stream, n, w] & ~m) | (m if bits[n] != 0 else _Z64)
+        words[stream, n, w] = v
+        words[stream, n, w + h] = v
+        words[stream, n, 2 * h] = words[stream, n, 0]
+        key = np.int64(((words[stream, n, wy] << oy)
+                        | ((words[stream, n, wy + 1] >> np.uint64(1)) >> (np.uint64(63) - oy)))
+                       >> np.uint64(64 - _KEY))
+        z = heads[stream, n, key]
+        d = y - z
+        prev[stream, n, ky] = d if (y >= 0) & (z >= 0) & (d < W) else 0
+        heads[stream, n, key] = y if y >= 0 else z
 
 
 @kernel
 def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
+    # No more raising paths here: with a third, Numba counts references to every array of
+    # ``st`` on each call. (``W`` only gates the chain links, which a read walks in bounds.)
     b = st.steps[stream]
-    if _resync_mode(st):  # the byte of each position; counts builds the grams
-        W = st.ring.shape[2]
-        k = b % W
-        for n in range(bits.size):
-            ring = st.ring[stream, n]
-            ring[k] = _HIGH if bits[n] != 0 else np.uint8(0)
-            if bits[n] != 0:
-                j = k
-                for d in range(1, min(8, W, b + 1)):
-                    j = j - 1 if j > 0 else W - 1
-                    ring[j] |= np.uint8(0x80 >> d)
-        st.steps[stream] = b + 1
-        return
-    W = _window(st)
-    for n in range(st.plen.shape[1]):
-        _step(st, stream, n, b, W, np.uint32(bits[n] != 0))
+    _put(st.words, st.heads, st.prev, stream, b, st.window[stream], bits)
     st.steps[stream] = b + 1
 
 
@@ -740,59 +618,43 @@ def push_zeros(st, stream, k):
         raise ValueError("push_zeros: k must be >= 0")
     _check(st, stream, st.count.shape[1])
     b = st.steps[stream]
-    W = _window(st)
+    W = _window(st, stream)
     N = st.count.shape[1]
     if k < W:
-        if _resync_mode(st):
-            for i in range(k):
-                st.ring[stream, :, (b + i) % W] = 0
-            st.steps[stream] = b + k
-            return
         zeros = np.zeros(N, np.uint8)
-        for _ in range(k):
-            push(st, stream, zeros)
+        for i in range(k):
+            _put(st.words, st.heads, st.prev, stream, b + i, W, zeros)
+        st.steps[stream] = b + k
         return
-    # The window becomes all zeros: phrase 0 is one bit, phrase 1 copies it to the end.
+    # The window becomes all zeros: phrase 0 is one bit, phrase 1 copies it to the end; all
+    # keys are 0, one chain through the window.
     b += k
-    a = b - W
-    if _resync_mode(st):
-        st.ring[stream] = 0
-        st.heads[stream] = -1
-        st.prev[stream] = 0
-        for x in range(a + 1, b - _KEY + 1):  # every key is 0: one chain through the window
-            st.prev[stream, :, x % W] = 1
-        if b - _KEY >= a:
-            st.heads[stream, :, 0] = b - _KEY
-        for n in range(N):
-            st.starts[stream, n, 0] = 0
-            st.srcs[stream, n, 0] = -1
-            st.starts[stream, n, 1] = 1
-            st.srcs[stream, n, 1] = 0
-            st.last[stream, n] = a + 1
-            st.count[stream, n] = min(W, 2)
-        st.steps[stream] = st.parsed[stream] = b
-        return
+    R = st.prev.shape[2]
+    st.words[stream] = 0
+    st.heads[stream] = -1
+    st.prev[stream] = 0
+    for y in range(b - W + 1, b - _KEY + 1):
+        st.prev[stream, :, y & (R - 1)] = 1
+    if b - _KEY >= b - W:
+        st.heads[stream, :, 0] = b - _KEY
     for n in range(N):
-        ln = _lane(st, stream, n, a)
-        ln.G[:] = 0
-        ln.plen[:] = 0
-        ln.src[:] = -1
-        ln.refs[:] = 0
-        _set_phrase(ln, a, 1, -1)
-        if W > 1:
-            _set_phrase(ln, a + 1, W - 1, a)
-        ln.last[0] = a + 1
-        ln.count[0] = min(W, 2)
-    st.steps[stream] = b
+        st.starts[stream, n, 0] = 0
+        st.srcs[stream, n, 0] = -1
+        st.starts[stream, n, 1] = 1
+        st.srcs[stream, n, 1] = 0
+        st.last[stream, n] = b - W + 1
+        st.count[stream, n] = min(W, 2)
+    st.steps[stream] = st.parsed[stream] = b
 
 
 @kernel
 def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
     _check(st, stream, out.size)
-    if _resync_mode(st):
-        _bring_up_to_date(st, stream)
-    for n in range(st.count.shape[1]):
+    if st.parsed[stream] != st.steps[stream]:
+        _reparse(st.words, st.prev, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
+                 st.window, stream)
+    for n in range(out.size):
         out[n] = st.count[stream, n]
 
 
@@ -800,37 +662,33 @@ def counts(st, stream, out):
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
-    for n in range(st.count.shape[1]):
-        if _resync_mode(st):  # slots outside a young window are still zero
-            ring = st.ring[stream, n]
-            c = 0
-            for i in range(ring.size):
-                c += ring[i] >> np.uint8(7)
-            out[n] = c
-        else:
-            out[n] = window_bits(st, stream, n).sum()
+    R = st.prev.shape[2]
+    size = min(st.steps[stream], st.window[stream], R)  # (no raising: see push)
+    x = (st.steps[stream] - size) & (R - 1)
+    for n in range(out.size):
+        c = 0
+        for i in range(0, size, 64):  # 64 slots at a time from the window's first
+            z = (x + i) & (R - 1)
+            w = _bits_at(st.words[stream, n, z >> 6], st.words[stream, n, (z >> 6) + 1],
+                         np.uint64(z & 63))
+            c += _popcount(w >> np.uint64(64 - min(64, size - i)))
+        out[n] = c
 
 
-@kernel
+@_inline
 def window_len(st, stream):
     """Bits in the current window of ``stream``: ``min(steps, W)`` (for ``normalise``)."""
-    return min(st.steps[stream], _window(st))
+    return min(st.steps[stream], _window(st, stream))
 
 
 @kernel
 def window_bits(st, stream, neuron):
     """Copy of the current window of one (stream, neuron), oldest bit first."""
-    b = st.steps[stream]
     out = np.empty(window_len(st, stream), np.uint8)
-    a = b - out.size
-    if _resync_mode(st):
-        ring = st.ring[stream, neuron]
-        for i in range(out.size):
-            out[i] = ring[(a + i) % ring.size] >> np.uint8(7)
-        return out
-    R = st.gram.shape[2] // 2
+    a = st.steps[stream] - out.size
+    R = st.prev.shape[2]
     for i in range(out.size):
-        out[i] = st.gram[stream, neuron, (a + i) % R] >> np.uint32(31)
+        out[i] = _bit(st.words[stream, neuron], (a + i) & (R - 1))
     return out
 
 
@@ -838,15 +696,11 @@ def window_bits(st, stream, neuron):
 def reset(st, stream):
     """Empty every window of ``stream`` (e.g. when a new source takes the slot)."""
     st.steps[stream] = 0
-    st.gram[stream] = 0
-    st.plen[stream] = 0
-    st.src[stream] = -1
-    st.refs[stream] = 0
-    st.last[stream] = 0
-    st.count[stream] = 0
-    st.ring[stream] = 0
-    st.starts[stream] = 0
-    st.srcs[stream] = -1
-    st.parsed[stream] = 0
+    st.words[stream] = 0
     st.heads[stream] = -1
     st.prev[stream] = 0
+    st.parsed[stream] = 0
+    st.count[stream] = 0
+    st.last[stream] = 0
+    st.starts[stream] = 0
+    st.srcs[stream] = -1

@@ -25,6 +25,6 @@ def test_bench_lzc_json():
     out = bench("lzc", "--repeat", "1")
     names = [r["name"] for r in out["results"]]
     assert any(n.startswith("lz76 d=0.5") for n in names)
-    assert any("sliding H=1 (incremental)" in n for n in names)
-    assert any("sliding H=16 (resync)" in n for n in names)
+    assert any(n == "sliding H=1 d=0.5" for n in names)
+    assert any(n == "sliding H=16 periodic" for n in names)
     assert any("recount every hop H=16" in n for n in names)

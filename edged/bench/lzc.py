@@ -1,11 +1,12 @@
 """``edged bench lzc``: LZ76 one-shot and sliding-window cost against antropy and plain Numba.
 
-Inputs are seeded Bernoulli spike trains at densities 0.5, 0.3 and 0.05. One-shot rows time
-``edged.lzc.lz76`` on 1024-bit windows against antropy's ``lziv_complexity`` and a plain
-Numba Kaspar-Schuster loop. Sliding rows push 10 output neurons through a full W = 1024
-window and read ``counts`` every H steps: at H = 16 (the resynchronised parse) in us per
-decision against recounting every window with ``lz76_jit`` in the same loop; at H = 1 (the
-exact incremental parse) in us per step against the Kaspar-Schuster loop recounting every
+Inputs are seeded Bernoulli spike trains (one-shot: densities 0.5, 0.3 and 0.05; sliding:
+0.05, 0.3, 0.5, 0.65) and periodic trains (a random period of 1-39 bits, 1 % of the bits
+flipped). One-shot rows time ``edged.lzc.lz76`` on 1024-bit windows against antropy's
+``lziv_complexity`` and a plain Numba Kaspar-Schuster loop. Sliding rows push 10 output
+neurons through a full W = 1024 window and read ``counts`` every H steps: at H = 16 in us
+per decision (16 pushes and one read) against the same loop recounting every window with
+``lz76_jit``; at H = 1 in us per step against the Kaspar-Schuster loop recounting every
 window. Every reported number is checked for exactness first.
 """
 
@@ -19,7 +20,8 @@ BITS = 1024
 WINDOW = 1024
 NEURONS = 10
 DENSITIES = (0.5, 0.3, 0.05)
-HOPS = (16, 1)
+SLIDING = (("d=0.05", 0.05), ("d=0.3", 0.3), ("d=0.5", 0.5), ("d=0.65", 0.65), ("periodic", None))
+HOP = 16
 N_INPUTS = 16  # distinct one-shot inputs per density, cycled in each timed call
 STEPS = 2048   # timed sliding steps after the window is full
 CHECK_EVERY = 256  # the untimed exactness pass compares with lz76 this often
@@ -125,40 +127,48 @@ def run(args: argparse.Namespace) -> dict:
         notes.append("antropy not installed: no antropy baseline")
 
     out = np.zeros(NEURONS, np.int64)
-    for d in DENSITIES:
-        spikes = (rng.random((WINDOW + STEPS, NEURONS)) < d).astype(np.uint8)
-        for hop in HOPS:
-            full = lzc.sliding_state(1, NEURONS, WINDOW, hop)
-            drive(full, 0, spikes[:WINDOW], hop, out)
-            st = lzc.SlidingLZ(*(a.copy() for a in full))
-            for end in range(WINDOW + CHECK_EVERY, WINDOW + STEPS + 1, CHECK_EVERY):
-                drive(st, 0, spikes[end - CHECK_EVERY:end], hop, out)
-                lzc.counts(st, 0, out)
-                window = spikes[end - WINDOW:end]
-                if [lzc.lz76(window[:, n]) for n in range(NEURONS)] != out.tolist():
-                    raise RuntimeError("sliding counts disagree with lz76 of the window")
 
-            def timed(loop):
-                return time_per(lambda: loop(lzc.SlidingLZ(*(a.copy() for a in full)), 0,
-                                             spikes[WINDOW:], hop, out), STEPS)
+    def train(d):
+        if d is not None:
+            return (rng.random((WINDOW + STEPS, NEURONS)) < d).astype(np.uint8)
+        cols = []
+        for _ in range(NEURONS):
+            x = np.resize(rng.random(int(rng.integers(1, 40))) < 0.5, WINDOW + STEPS)
+            x[rng.random(x.size) < 0.01] ^= True
+            cols.append(x)
+        return np.stack(cols, axis=1).astype(np.uint8)
 
-            if hop >= lzc.RESYNC_HOP:  # per decision: hop steps and one read
-                base = (f"recount every hop H={hop} d={d}", timed(recount) * hop)
-                results.append(result(*base, "us"))
-                results.append(result(f"sliding H={hop} (resync) d={d}", timed(drive) * hop, "us",
-                                      base))
-            else:  # per step
-                base = (f"KS recount every hop H={hop} d={d}", ks_us[d] * NEURONS / hop)
-                results.append(result(*base, "us"))
-                results.append(result(f"sliding H={hop} (incremental) d={d}", timed(drive), "us",
-                                      base))
-    for hop in HOPS:
-        mode = "resync" if hop >= lzc.RESYNC_HOP else "incremental"
-        state = lzc.sliding_state(1, NEURONS, WINDOW, hop)
-        results.append(result(f"sliding state H={hop} ({mode})", sum(a.nbytes for a in state) / 1024,
-                              "KiB"))
-    notes.append(f"sliding rows, {NEURONS} neurons, W={WINDOW}: H={HOPS[0]} in us per decision "
-                 f"({HOPS[0]} pushes + one read of the counts) against the same loop recounting "
+    def sliding(spikes, hop):
+        """Per-step us of ``drive`` and ``recount`` at read interval ``hop``, checked first."""
+        full = lzc.sliding_state(1, NEURONS, WINDOW, hop)
+        drive(full, 0, spikes[:WINDOW], hop, out)
+        st = lzc.SlidingLZ(*(a.copy() for a in full))
+        for end in range(WINDOW + CHECK_EVERY, WINDOW + STEPS + 1, CHECK_EVERY):
+            drive(st, 0, spikes[end - CHECK_EVERY:end], hop, out)
+            lzc.counts(st, 0, out)
+            window = spikes[end - WINDOW:end]
+            if [lzc.lz76(window[:, n]) for n in range(NEURONS)] != out.tolist():
+                raise RuntimeError("sliding counts disagree with lz76 of the window")
+
+        def timed(loop):
+            return time_per(lambda: loop(lzc.SlidingLZ(*(a.copy() for a in full)), 0,
+                                         spikes[WINDOW:], hop, out), STEPS)
+
+        return timed(drive), timed(recount)
+
+    for label, d in SLIDING:  # per decision: HOP steps and one read
+        ours, theirs = sliding(train(d), HOP)
+        base = (f"recount every hop H={HOP} {label}", theirs * HOP)
+        results.append(result(*base, "us"))
+        results.append(result(f"sliding H={HOP} {label}", ours * HOP, "us", base))
+    ours, _ = sliding(train(0.5), 1)  # per step, against the derived cost of a KS recount
+    base = ("KS recount every step H=1 d=0.5", ks_us[0.5] * NEURONS)
+    results.append(result(*base, "us"))
+    results.append(result("sliding H=1 d=0.5", ours, "us", base))
+    state = lzc.sliding_state(1, NEURONS, WINDOW, HOP)
+    results.append(result("sliding state", sum(a.nbytes for a in state) / 1024, "KiB"))
+    notes.append(f"sliding rows, {NEURONS} neurons, W={WINDOW}: H={HOP} in us per decision "
+                 f"({HOP} pushes + one read of the counts) against the same loop recounting "
                  f"each window with lz76_jit; H=1 in us per step against the derived cost of "
                  f"the KS loop recounting every window (KS us x neurons)")
     notes.append(f"sliding state: KiB per stream of {NEURONS} neurons")
