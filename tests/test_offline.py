@@ -96,6 +96,22 @@ def test_raster_agrees_with_the_engine(tmp_path):
     assert len(r.stdout.splitlines()) == len(d.t)  # one text line per decision
 
 
+def test_shipped_escape_noise_model_is_keyed_by_stream(tmp_path):
+    """models/meta-esc.npz: the same stream id gives the same spikes and decisions on every
+    run; another id draws other numbers."""
+    model = ROOT / "models" / "meta-esc.npz"
+    spike_file(tmp_path / "s.npz", 32, 1100, 0.02, seed=4)
+    runs = {}
+    for name, stream in (("a", "cam-a"), ("again", "cam-a"), ("b", "cam-b")):
+        r = edged("run", "--model", str(model), "--file", str(tmp_path / "s.npz"), "--steps", "1100",
+                  "--stream", stream, "--json", "--raster", str(tmp_path / f"{name}.npz"))
+        assert r.returncode == 0, r.stderr
+        with np.load(tmp_path / f"{name}.npz") as z:
+            runs[name] = (r.stdout.replace(stream, ""), z["hidden"].copy())
+    assert runs["a"][0] == runs["again"][0] and np.array_equal(runs["a"][1], runs["again"][1])
+    assert not np.array_equal(runs["a"][1], runs["b"][1])
+
+
 def test_run_refuses_bad_input_in_one_line(tmp_path):
     save(tmp_path / "m.npz", small_model())
     spike_file(tmp_path / "s.npz", 8, 100, 0.1, seed=3)
