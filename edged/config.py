@@ -92,6 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streams", "idle_timeout", float, 300.0,
             "seconds without an accepted frame after which a stream expires", "--idle-timeout",
             check=_positive),
+    Setting("service", "workers", int, 1,
+            "serving processes behind the same ingest and publish endpoints, streams sharded by "
+            "crc32 of their id (each worker has --max-streams slots; 1 = no router)", "--workers",
+            check=_positive),
     Setting("service", "drain_timeout", float, 2.0,
             "seconds to finish queued frames after SIGTERM/SIGINT", "--drain-timeout",
             check=lambda x: x >= 0),
