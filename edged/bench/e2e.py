@@ -76,13 +76,14 @@ def _start_echo():
     return proc, ingest, publish
 
 
-def _start_serve(model: str, max_streams: int):
+def _start_serve(model: str, max_streams: int, *extra: str):
     from edged.client import wait_ready
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", model, "--ingest", "tcp://127.0.0.1:*",
          "--publish", "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", "--max-streams",
-         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning"],
+         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning",
+         *extra],
         stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
