@@ -25,8 +25,9 @@ temporary directory::
   (``edged_worker_restarts_total{worker}``) and started again on its shard; it warm-
   restarts from its shard's checkpoint. A worker dying within ``RESTART_BACKOFF_S`` of
   its start is restarted after a delay doubling from 1 s to 30 s.
-* Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading ingest, send each worker
-  ``STOP`` behind the frames already routed (everything received is served), wait while
+* Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, route what ingest has queued until it is
+  quiet for ``QUIET_S`` (at most ``--drain-timeout``), send each worker ``STOP`` behind
+  it (everything received is served), wait while
   the workers drain, publish, checkpoint and exit, then let the proxy run until the
   publish side is quiet. A second signal is passed on: workers stop without checkpoint.
 * Checkpoints: one file per shard (``edged.checkpoint``). Once every worker is ready (each
@@ -296,20 +297,23 @@ class Supervisor:
         self.log.info("worker %d of %d started: pid %d", i, self.n, proc.pid)
 
     def start(self) -> float:
-        """Spawn every worker and wait until all are ready; return the longest warm-up.
-        Raises ``StartError`` if one fails first (the others are stopped)."""
+        """Spawn every worker and wait until all are ready (or a stop is requested); return
+        the longest warm-up. Raises ``StartError`` if one fails first."""
         for i in range(self.n):
             self.spawn(i)
         while not all(s.ready for s in self.slots):
             if self.stop_requests:
-                raise StartError(1, "stopped by a signal while the workers were starting")
+                return 0.0
             self.watchdog.ping(self.clock())
             for i, slot in enumerate(self.slots):
                 self._read(i, slot)
                 if not slot.ready and not slot.proc.is_alive():
                     slot.proc.join()
-                    code, message = slot.info.get("failed", (1, f"exit code {slot.proc.exitcode}"))
-                    raise StartError(code or 1, f"worker {i}: {message}")
+                    self._read(i, slot)  # what it said before it exited
+                    code = slot.proc.exitcode
+                    code, message = slot.info.get("failed", (code if code and code > 0 else 1,
+                                                             f"exit code {code}"))
+                    raise StartError(code, f"worker {i}: {message}")
             wait([s.conn for s in self.slots] + [s.proc.sentinel for s in self.slots], POLL_MS / 1000)
         for i in range(self.n):
             self.metrics.up.labels(str(i)).set(1)
@@ -351,11 +355,7 @@ class Supervisor:
         ingest = self.sockets.ingest
         while not self.stop_requests:
             if self.pending is not None:
-                w, buf = self.pending
-                if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
-                    self.pushes[w].send(buf, zmq.NOBLOCK)
-                    self.routed[w] += 1
-                    self.pending = None
+                self.send_pending()
                 ready = dict(poller.poll(0))
             else:
                 ready = dict(poller.poll(POLL_MS))
@@ -391,6 +391,14 @@ class Supervisor:
             routed[w] += 1
         self.cpu += time.thread_time() - cpu0
         return got
+
+    def send_pending(self) -> None:
+        """Pass on the frame waiting for a full worker if it has room within ``POLL_MS``."""
+        w, buf = self.pending
+        if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
+            self.pushes[w].send(buf, zmq.NOBLOCK)
+            self.routed[w] += 1
+            self.pending = None
 
     def tick(self, now: float) -> None:
         """Watchdog; and every ``CHECK_S``: worker pipes, deaths, silences, restarts due,
@@ -448,6 +456,7 @@ class Supervisor:
                 slot.proc.kill()
             return
         slot.proc.join()
+        self._read(i, slot)  # what it said before it exited
         code = slot.proc.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         short = now - slot.started < RESTART_BACKOFF_S
@@ -465,14 +474,24 @@ class Supervisor:
         """The shutdown sequence (module docstring); return the workers' worst exit code."""
         self.metrics.ready.set(0)
         self.notify(f"STOPPING=1\nSTATUS=draining {self.n} workers")
+        drained, deadline = 0, self.clock() + self.cfg.service_drain_timeout
+        while self.clock() < deadline and len(self.stop_requests) < 2:  # what ingest holds
+            self.watchdog.ping(self.clock())
+            if self.pending is not None:
+                self.send_pending()
+            else:
+                got = self.route(BATCH)
+                drained += got
+                if got < BATCH and self.pending is None and not self.sockets.ingest.poll(QUIET_S * 1000):
+                    break  # ingest quiet for QUIET_S: the rest of a burst in flight is in
+        self.pending = None  # past the drain timeout: dropped, as a single process would
+        self.log.info("routed %d frames still queued at the stop", drained)
         deadline = self.clock() + self.cfg.service_drain_timeout + STOP_WAIT_S
-        sends = [self.pending] if self.pending is not None else []
-        self.pending = None
-        for w, msg in sends + [(w, STOP) for w in range(self.n)]:  # behind every routed frame
+        for w in range(self.n):  # STOP behind every routed frame
             while self.clock() < deadline and len(self.stop_requests) < 2:
                 self.watchdog.ping(self.clock())
                 if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
-                    self.pushes[w].send(msg, zmq.NOBLOCK)
+                    self.pushes[w].send(STOP, zmq.NOBLOCK)
                     break
         forwarded = False
         while self.clock() < deadline:
@@ -553,14 +572,15 @@ def main(cfg: Config, *, log: logging.Logger, env=None) -> int:
             endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
         notify(f"STATUS=starting {sup.n} workers")
         seconds = sup.start()
-        sup.cleanup_layouts()
-        log.info("ready: %d workers, ingest %s (%s) publish %s metrics %s%s", sup.n, endpoints["ingest"],
-                 cfg.ingest_socket, endpoints["publish"], endpoints.get("metrics", "off"),
-                 f" curve {cfg.security_client_keys}" if curve is not None else "")
-        print(ready_line(sup.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
-                         endpoints.get("metrics", "off"), seconds), flush=True)
-        notify(f"READY=1\nSTATUS=serving, {sup.n} workers")
-        sup.run()
+        if not sup.stop_requests:
+            sup.cleanup_layouts()
+            log.info("ready: %d workers, ingest %s (%s) publish %s metrics %s%s", sup.n, endpoints["ingest"],
+                     cfg.ingest_socket, endpoints["publish"], endpoints.get("metrics", "off"),
+                     f" curve {cfg.security_client_keys}" if curve is not None else "")
+            print(ready_line(sup.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                             endpoints.get("metrics", "off"), seconds), flush=True)
+            notify(f"READY=1\nSTATUS=serving, {sup.n} workers")
+            sup.run()
         log.info("stopping on signal %s: stopping %d workers", ",".join(map(str, sup.stop_requests)), sup.n)
         worst = sup.stop()
         log.info("workers stopped (worst exit code %d)", worst)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 import zlib
@@ -64,6 +66,22 @@ def test_stream_key_rejects_what_it_cannot_route(buf, reason):
     with pytest.raises(FrameError) as e:
         stream_key(buf, LIMITS)
     assert e.value.reason == reason
+
+
+def test_combine_keeps_the_accepted_streams_newest_row_first():
+    """Checkpoint files of two layouts: each stream from the newest file holding it, its
+    held events with it, only the streams ``keep`` accepts."""
+    def part(written_at, streams, now, held):
+        arrays = {"now": np.array(now, np.int64), "held_len": np.array([len(h) for h in held], np.int64),
+                  "held_ch": np.array([c for h in held for c in h], np.int64)}
+        return ckpt.Restored({"written_at": written_at, "epoch": written_at, "streams": streams}, arrays)
+
+    old = part(1.0, ["a", "b"], [1, 2], [[7], []])
+    new = part(2.0, ["b", "c"], [20, 30], [[5], [8, 9]])
+    r = ckpt.combine([new, old], keep=lambda s: s != "c")
+    assert r.streams == ["b", "a"] and r.header["epoch"] == 2.0
+    assert r.arrays["now"].tolist() == [20, 1]
+    assert r.arrays["held_len"].tolist() == [1, 1] and r.arrays["held_ch"].tolist() == [5, 7]
 
 
 # -- real processes ------------------------------------------------------------------------
@@ -187,17 +205,17 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
             with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
                 join(tx, rx, n, model.window, model.hop)
                 raw = ctx.socket(zmq.PUSH)
-                raw.linger = 0
                 raw.connect(ingest)
                 raw.send(b"\xc1 not msgpack")  # the router rejects it; the others go on
                 raw.send(msgpack.packb({"v": 1, "seq": 0, "t": [], "ch": []}))
-                raw.close()
+                raw.close(linger=5000)
                 for seg in range(2):
                     send_segment(tx, events, seg)
                 runs[n] = collect(rx, want)
             samples = wait_for(lambda: (m := scrape(metrics)) and sum(
                 v for (name, _), v in m.items() if name == "edged_decisions_total") >= sum(want.values())
-                and m, what="decisions counted")
+                and sum(v for (name, _), v in m.items() if name == "edged_frames_rejected_total") == 2
+                and m, what="decisions and rejects counted")
             if n == 2:
                 assert metric(samples, "edged_frames_rejected_total", reason="decode", worker="router") == 1
                 assert metric(samples, "edged_frames_rejected_total", reason="schema", worker="router") == 1
@@ -310,3 +328,51 @@ def test_kill_9_worker_is_restarted_and_resumes_from_its_checkpoint(model_path, 
         assert [values(d) for d in first[s] + second[s]] == [values(d) for d in ref[s]], s
         restarted = shard_of(s.encode(), 2) == int(k)
         assert (second[s][0].epoch != first[s][0].epoch) == restarted, s
+
+
+def test_sigterm_serves_every_frame_already_received(model_path):
+    """SIGTERM at the first decision of a burst queued at the router: every frame is
+    routed, served and published before the workers and the supervisor exit 0."""
+    model = load(model_path)
+    proc, (ingest, publish, metrics), _ = start_serve(model_path, "--workers", "2", "--drain-timeout", "20",
+                                                      metrics="127.0.0.1:0")
+    ctx = zmq.Context()
+    n_frames, steps = 400, 64
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            rng = np.random.default_rng(1)
+            for i in range(n_frames):
+                for s in STREAMS[:4]:
+                    t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
+                    tx.send(s, t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
+            first = rx.recv(TIMEOUT)
+            while first is not None and first.stream not in STREAMS:
+                first = rx.recv(TIMEOUT)
+            assert first is not None
+            wait_for(lambda: sum(v for (name, _), v in scrape(metrics).items()
+                                 if name == "edged_router_frames_total") >= 4 * n_frames,
+                     what="every frame received by the router")  # most still queued at the workers
+            proc.send_signal(signal.SIGTERM)
+            want = (n_frames * steps - model.window) // model.hop + 1
+            need = {s: want if s in STREAMS[:4] else 0 for s in STREAMS}
+            need[first.stream] -= 1
+            got = collect(rx, need)
+            got[first.stream].insert(0, first)
+        for s in STREAMS[:4]:
+            assert [d.seq for d in got[s]] == list(range(want)), s
+        assert proc.wait(timeout=TIMEOUT * 2) == 0
+    finally:
+        kill(proc)
+        ctx.term()
+
+
+def test_a_worker_that_cannot_start_fails_the_daemon_with_its_exit_code(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--workers", "2", "--model", str(bad),
+                        "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", "off"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stdout == ""  # no ready line
+    assert f": {bad}: not a model file" in r.stderr and "edged: error: worker " in r.stderr, r.stderr[-2000:]
