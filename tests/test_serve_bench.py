@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import small_model
+
 from edged.model import save
 
 

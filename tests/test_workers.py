@@ -17,9 +17,9 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import small_model, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model, start_serve
 from edged import checkpoint as ckpt
 from edged.client import Sender, Subscriber
 from edged.model import load, save
