@@ -8,7 +8,9 @@ stream table hands over (``edged.streams.Rows``) with the engine rows of their s
 
 ================  ==========================================================
 ``header``        format, version, model_sha256, epoch of the writer, written_at
-                  (Unix s), streams (ids), shapes (per-stream shape of each member)
+                  (Unix s), streams (ids), shapes (per-stream shape of each member);
+                  optional transport (the ingest resume point, e.g. NATS
+                  ``{kind, partition_count, offsets}``; files without it still load)
 ``neuron.<layer>.<var>``  ``engine.state`` rows (``float32[k, n]``)
 ``lz.<field>``    ``engine.lz`` (``edged.lzc.SlidingLZ``) rows
 ``now``           stream clocks (steps completed), ``int64[k]``
@@ -44,6 +46,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from edged.rng import stream_key
 from edged.streams import Rows
 
 FORMAT = "edged-checkpoint"
@@ -81,8 +84,9 @@ def engine_arrays(engine) -> dict[str, np.ndarray]:
 
 
 def snapshot(engine, rows: Rows, model_sha256: str, epoch: int,
-             wall: float | None = None) -> dict[str, np.ndarray]:
-    """Checkpoint members for the stream table's ``rows`` and their engine slots."""
+             wall: float | None = None, transport: dict | None = None) -> dict[str, np.ndarray]:
+    """Checkpoint members for the stream table's ``rows`` and their engine slots;
+    ``transport`` (JSON) goes into the header as is."""
     members = {name: np.ascontiguousarray(x[rows.slots]) for name, x in engine_arrays(engine).items()}
     for name in ("next_seq", "out_seq", "unbilled_ops"):
         members[name] = np.asarray(getattr(rows, name), np.int64)
@@ -92,6 +96,8 @@ def snapshot(engine, rows: Rows, model_sha256: str, epoch: int,
     header = {"format": FORMAT, "version": VERSION, "model_sha256": model_sha256, "epoch": int(epoch),
               "written_at": time.time() if wall is None else wall, "streams": list(rows.streams),
               "shapes": {k: list(v.shape[1:]) for k, v in members.items() if k != "held_ch"}}
+    if transport is not None:
+        header["transport"] = transport
     members["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     return members
 
@@ -236,13 +242,15 @@ def combine(parts: list[Restored], keep: Callable[[str], bool]) -> Restored:
 
 
 def apply(restored: Restored, engine) -> Rows:
-    """Put restored stream ``i`` into engine slot ``i``; return its rows for
-    ``edged.streams.Streams.restore``."""
+    """Put restored stream ``i`` into engine slot ``i`` (its noise key from its id); return
+    its rows for ``edged.streams.Streams.restore``."""
     a = restored.arrays
     k = len(restored.streams)
     for name, x in engine_arrays(engine).items():
         x[:k] = a[name]
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
+    for i, stream in enumerate(restored.streams):
+        engine.keys[i] = stream_key(stream)
     held = [a["held_ch"][offsets[i]:offsets[i + 1]].copy() for i in range(k)]
     return Rows(list(restored.streams), np.arange(k, dtype=np.int64), a["next_seq"], a["out_seq"],
                 a["unbilled_ops"], held)

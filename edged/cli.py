@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.raster:
         import numpy as np
 
-        r = raster(model.net(), t, ch, args.steps)
+        r = raster(model.net(), t, ch, args.steps, args.stream)
         try:
             np.savez_compressed(args.raster, hidden=r.hidden, output=r.output)
         except OSError as e:
@@ -143,11 +143,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = config.from_args(args)
+        nats = config.uses_nats(cfg)
     except config.ConfigError as e:
         raise UsageError(str(e)) from None
     if args.print_config:
         print(config.render(cfg), end="")
         return 0
+    if nats:
+        try:
+            import nats as _  # noqa: F401
+        except ImportError:
+            raise UsageError("nats:// endpoints need nats-py: pip install 'edged[nats]'") from None
     import zmq
 
     from edged import workers
@@ -187,7 +193,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     if args.events:
         return _send_events(args)
-    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args)) as tx:
+    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args), **_nats(args)) as tx:
         if args.file:
             try:
                 t, ch = read_spike_file(args.file)
@@ -239,7 +245,7 @@ def _send_events(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(sample, sort_keys=True), flush=True)
 
-    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args)) as tx:
+    with Sender(args.connect, binary=not args.readable, curve=_client_curve(args), **_nats(args)) as tx:
         try:
             stats = replay_events(tx, args.events, encoding, prefix=args.stream, speed=speed,
                                   back_to_back=args.back_to_back, limit=args.limit,
@@ -256,6 +262,17 @@ def _decision_line(d) -> str:
     scores = " ".join(f"{s:.3f}" for s in d.scores)
     return (f"{d.stream} seq={d.seq} t={d.t} {d.label} scores=[{scores}] "
             f"latency={d.latency_s * 1e6:.0f}us energy={d.energy_j * 1e9:.2f}nJ(est)")
+
+
+def _nats(args: argparse.Namespace) -> dict:
+    """``Sender`` options of a ``nats://`` endpoint (none for ZeroMQ)."""
+    if not args.connect.startswith("nats://"):
+        return {}
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise UsageError("nats:// endpoints need nats-py: pip install 'edged[nats]'") from None
+    return {"partition_count": args.partition_count}
 
 
 def _client_curve(args: argparse.Namespace):
@@ -299,7 +316,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     deadline = None if args.duration is None else time.monotonic() + args.duration
     n = 0
-    with Subscriber(args.connect, streams=tuple(args.stream), curve=_client_curve(args)) as rx:
+    nats = {"deliver": "all" if args.from_start else "new"} if args.connect.startswith("nats://") else {}
+    with Subscriber(args.connect, streams=tuple(args.stream), curve=_client_curve(args), **nats) as rx:
         while args.count is None or n < args.count:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
@@ -349,7 +367,8 @@ def parser() -> argparse.ArgumentParser:
                    "or text columns 't ch'")
     s.add_argument("--steps", type=int, required=True,
                    help="simulate steps [0, N) (every event must fall before N)")
-    s.add_argument("--stream", default="file", help="stream id in the decisions (default file)")
+    s.add_argument("--stream", default="file", help="stream id in the decisions; it keys an escape-noise model's draws, so the "
+                   "daemon's stream id gives the daemon's spikes (default file)")
     s.add_argument("--raster", metavar="R.npz",
                    help="write uint8 arrays hidden [steps, n_hidden] and output [steps, n_out]")
     s.add_argument("--json", action="store_true", help="decisions as JSON lines (daemon's fields)")
@@ -380,15 +399,20 @@ def parser() -> argparse.ArgumentParser:
 
     from edged import config
 
-    s = sub.add_parser("serve", help="serve a model: ZeroMQ frames in, decisions out, /metrics",
-                       description="Serve a model over ZeroMQ (protocol v1, edged/PROTOCOL.md). "
+    s = sub.add_parser("serve", help="serve a model: ZeroMQ or NATS frames in, decisions out, /metrics",
+                       description="Serve a model over ZeroMQ, or NATS JetStream with nats:// endpoints "
+                       "(protocol v1, edged/PROTOCOL.md). "
                        "Settings come from flags > EDGED_* env vars > --config TOML > defaults.")
     config.add_arguments(s)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("send", help="send Poisson traffic, a spike file or event recordings to edged serve")
     ingest = config.default("ingest_endpoint")
-    s.add_argument("--connect", default=ingest, help=f"ingest endpoint (default {ingest})")
+    s.add_argument("--connect", default=ingest,
+                   help=f"ingest endpoint (default {ingest}), or nats://HOST:PORT (JetStream)")
+    count = config.default("nats_partition_count")
+    s.add_argument("--partition-count", type=int, default=count,
+                   help=f"nats://: partitions of the subject space, as edged serve's (default {count})")
     s.add_argument("--file", help="spike file to replay: .npz with t, ch, or text columns 't ch'")
     s.add_argument("--stream", default="s", help="stream id (file) or id prefix (Poisson; default s)")
     s.add_argument("--streams", type=int, default=1, help="Poisson streams (default 1)")
@@ -417,7 +441,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("listen", help="print decisions published by edged serve")
     publish = config.default("publish_endpoint")
-    s.add_argument("--connect", default=publish, help=f"PUB endpoint (default {publish})")
+    s.add_argument("--connect", default=publish,
+                   help=f"PUB endpoint (default {publish}), or nats://HOST:PORT (JetStream)")
+    s.add_argument("--from-start", action="store_true",
+                   help="nats://: from the oldest decision the stream holds (default: from now on)")
     s.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
     s.add_argument("--count", type=int, help="stop after N decisions")
     s.add_argument("--duration", type=float, help="stop after S seconds")

@@ -75,7 +75,15 @@ class Sender:
 
     ``send`` blocks when the daemon's queue is full (back-pressure); with ``timeout``
     seconds set it raises ``zmq.Again`` instead. ``close`` gives frames still queued
-    ``linger`` seconds to leave (bounded, never ZeroMQ's infinite default)."""
+    ``linger`` seconds to leave (bounded, never ZeroMQ's infinite default). A
+    ``nats://HOST:PORT`` endpoint gives ``edged.jetstream.Sender`` (same methods)."""
+
+    def __new__(cls, endpoint: str, *args, **kwargs):
+        if cls is Sender and endpoint.startswith("nats://"):
+            from edged.jetstream import Sender as NatsSender
+
+            return super().__new__(NatsSender)
+        return super().__new__(cls)
 
     def __init__(self, endpoint: str, *, binary: bool = True, context: zmq.Context | None = None,
                  hwm: int = 10000, timeout: float | None = None, bind: bool = False,
@@ -131,7 +139,15 @@ class Subscriber:
     as a sign of life. With ``max_silence`` seconds set (e.g. 3 x the daemon's
     ``--heartbeat-interval``), a longer silence noticed in ``recv`` declares the publisher
     dead once (``alive`` False, ``deaths`` + 1, ``on_dead()``) and recreates the socket,
-    then again after a backoff doubling from 1 s up to 32 s while it stays silent."""
+    then again after a backoff doubling from 1 s up to 32 s while it stays silent.
+    A ``nats://HOST:PORT`` endpoint gives ``edged.jetstream.Subscriber`` (same methods)."""
+
+    def __new__(cls, endpoint: str, *args, **kwargs):
+        if cls is Subscriber and endpoint.startswith("nats://"):
+            from edged.jetstream import Subscriber as NatsSubscriber
+
+            return super().__new__(NatsSubscriber)
+        return super().__new__(cls)
 
     def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (),
                  context: zmq.Context | None = None, hwm: int = 100000,
@@ -180,10 +196,13 @@ class Subscriber:
             if self._on_dead:
                 self._on_dead()
         if now >= self._next_retry:  # recreate the socket, backing off while silent
-            self.socket.close(linger=0)
-            self.socket = self._open()
+            self._reopen()
             self._next_retry = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _reopen(self) -> None:
+        self.socket.close(linger=0)
+        self.socket = self._open()
 
     def recv(self, timeout: float | None = None) -> Decision | None:
         """The next decision, or ``None`` if none arrives within ``timeout`` seconds.

@@ -57,7 +57,8 @@ def _host_port(x: str) -> bool:
 SETTINGS: tuple[Setting, ...] = (
     Setting("model", "path", str, "models/meta.npz", "model file (.npz) to serve", "--model"),
     Setting("ingest", "endpoint", str, "tcp://127.0.0.1:5555",
-            "ZeroMQ endpoint frames arrive on ('*' as the port picks a free one)", "--ingest"),
+            "ZeroMQ endpoint frames arrive on ('*' as the port picks a free one), or "
+            "nats://HOST:PORT for NATS JetStream (then --publish too; [nats] settings)", "--ingest"),
     Setting("ingest", "socket", str, "pull",
             "pull: sources PUSH to us (back-pressure); sub: we subscribe to a publisher (lossy)",
             "--ingest-socket", choices=("pull", "sub")),
@@ -74,7 +75,8 @@ SETTINGS: tuple[Setting, ...] = (
             "most steps one frame may advance a stream's clock (bounds work per frame)",
             "--max-advance", check=_positive),
     Setting("publish", "endpoint", str, "tcp://127.0.0.1:5556",
-            "ZeroMQ PUB endpoint decisions go out on (bound)", "--publish"),
+            "ZeroMQ PUB endpoint decisions go out on (bound), or nats://HOST:PORT (JetStream stream "
+            "EDGED_OUT)", "--publish"),
     Setting("publish", "hwm", int, 10000,
             "decision send high-water mark per subscriber (PUB drops beyond it)",
             "--publish-hwm", check=_positive),
@@ -111,6 +113,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security", "client_keys", str, "",
             "directory of allowed client public key files (*.key): the only clients admitted "
             "on ingest and publish (required with --curve-secret-key)", "--curve-client-keys"),
+    Setting("nats", "partition_count", int, 8,
+            "NATS: partitions P of the subject space (stream -> crc32 mod P); every producer and "
+            "instance must use the same P", "--partition-count", check=_positive),
+    Setting("nats", "partitions", str, "",
+            "NATS: the partitions this instance owns, e.g. '0-3,6' ('' = all); instances serving "
+            "one subject space own disjoint sets", "--partitions"),
+    Setting("nats", "max_age", float, 86400.0,
+            "NATS: seconds frames and decisions stay in the JetStream streams edged creates "
+            "(replay after a restart reaches back at most this far)", "--nats-max-age",
+            check=_positive),
+    Setting("nats", "max_bytes", int, 1 << 30,
+            "NATS: bytes each created stream keeps, oldest dropped first (-1 = unlimited)",
+            "--nats-max-bytes", check=lambda x: x == -1 or x > 0),
+    Setting("nats", "dedup_window", float, 300.0,
+            "NATS: seconds the decision stream remembers Nats-Msg-Id (>= checkpoint interval + "
+            "downtime covers a replay; <= --idle-timeout, as a stream restarts its seqs after expiry)",
+            "--nats-dedup-window", check=_positive),
     Setting("log", "level", str, "info", "lowest log level written to stderr", "--log-level",
             choices=("debug", "info", "warning", "error")),
     Setting("log", "reject_burst", int, 5,
@@ -229,6 +248,45 @@ def render(cfg: Config) -> str:
             text = repr(value)
         lines.append(f"{s.key} = {text}  # {s.help}")
     return "\n".join(lines) + "\n"
+
+
+def uses_nats(cfg: Config) -> bool:
+    """Whether ``cfg`` selects the NATS JetStream transport; raises ``ConfigError`` for a
+    mix of transports or settings it cannot honour."""
+    nats = [e.startswith("nats://") for e in (cfg.ingest_endpoint, cfg.publish_endpoint)]
+    if not any(nats):
+        return False
+    if not all(nats):
+        raise ConfigError("--ingest and --publish must both be nats:// (or both ZeroMQ)")
+    if cfg.security_secret_key:
+        raise ConfigError("--curve-secret-key is ZeroMQ only: secure NATS with TLS and credentials")
+    if cfg.service_workers > 1:
+        raise ConfigError("--workers is ZeroMQ only: over NATS, run one instance per core, each "
+                          "owning its own --partitions")
+    if cfg.nats_dedup_window > cfg.streams_idle_timeout:
+        raise ConfigError(f"--nats-dedup-window {cfg.nats_dedup_window:g} > --idle-timeout "
+                          f"{cfg.streams_idle_timeout:g}: a stream that expired and came back would "
+                          "have its new decisions dropped as duplicates")
+    try:
+        parse_partitions(cfg.nats_partitions, cfg.nats_partition_count)
+    except ValueError as e:
+        raise ConfigError(f"--partitions {cfg.nats_partitions!r}: {e}") from None
+    return True
+
+
+def parse_partitions(text: str, count: int) -> tuple[int, ...]:
+    """``--partitions``: ``"0-3,6"`` -> (0, 1, 2, 3, 6); ``""`` -> all ``count``. Raises
+    ``ValueError``."""
+    if not text.strip():
+        return tuple(range(count))
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        a, b = int(lo), int(hi or lo)
+        if not 0 <= a <= b < count:
+            raise ValueError(f"partition range {part.strip()!r} outside 0-{count - 1}")
+        out.update(range(a, b + 1))
+    return tuple(sorted(out))
 
 
 def metrics_address(cfg: Config) -> tuple[str, int] | None:

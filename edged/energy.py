@@ -13,8 +13,12 @@ Terms, per decision of a stream::
                                                     element added: event -> hidden, spike -> output)
       + (n_hidden + n_out) * hop * m * 4.6 pJ       neuron updates over the hop, m MACs per update
                                                     (meta 13: traces, exp polynomial, membrane,
-                                                    threshold; lif 3); an upper bound, since quiet
-                                                    stretches are skipped in closed form
+                                                    threshold; lif 3; meta-esc 68: meta + 15 for
+                                                    the hazard's two exponentials and division
+                                                    + 40 for the Philox draw, 10 rounds of two
+                                                    64-bit products); an upper bound for lif and
+                                                    meta, whose quiet stretches are skipped in
+                                                    closed form (meta-esc steps every step)
       + n_out * window * 0.1 pJ                     LZ76 parse of each output window (linear time)
       + n_features * n_classes * 4.6 pJ             linear readout
 
@@ -29,7 +33,7 @@ from typing import NamedTuple
 AC_J = 0.9e-12  # 32-bit float add, 45 nm
 MAC_J = 4.6e-12  # 32-bit float multiply (3.7 pJ) + add (0.9 pJ)
 INT_OP_J = 0.1e-12  # 32-bit integer add
-NEURON_MACS = {"lif": 3, "meta": 13}
+NEURON_MACS = {"lif": 3, "meta": 13, "meta-esc": 68}
 
 
 class EnergyModel(NamedTuple):

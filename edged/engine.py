@@ -3,11 +3,12 @@
 One engine serves the daemon, the trainer's feature extraction and ``evaluate``, so all
 three decide identically. It holds, for ``streams`` slots, the neuron state
 (``edged.neurons``), the sliding LZ76 windows of the output spike trains
-(``edged.lzc``) and each stream's clock ``now`` (steps completed), all as plain arrays.
+(``edged.lzc``), each stream's clock ``now`` (steps completed) and its escape-noise key
+(``edged.rng.stream_key`` of its id; ``keys``), all as plain arrays.
 
-``advance(slot, t, ch, end)`` simulates steps ``[now, end)``: event steps one by one,
-empty stretches as ``edged.neurons.simulate`` does (stepped while ``must_step``, then
-decayed in closed form), the windows taking the zeros in bulk. ``advance_many`` does the
+``advance(slot, t, ch, end)`` simulates steps ``[now, end)`` by ``edged.neurons.advance``
+(the one stepping rule, shared with ``edged.neurons.simulate``), the windows taking the
+zeros of a decayed stretch in bulk. ``advance_many`` does the
 same for a batch of frames of any streams in one compiled (nogil) call; its events were
 validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
@@ -25,6 +26,7 @@ import numpy as np
 from edged import lzc, neurons
 from edged.jit import kernel
 from edged.readout import features as readout_features
+from edged.rng import stream_key
 
 
 class Decisions(NamedTuple):
@@ -51,13 +53,13 @@ def _valid(t, ch, now, end, n_in):
 
 
 @kernel
-def _advance(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
+def _advance(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops, or -1
     (nothing changed) when the events are not sorted within ``[now, end)`` or a channel
     is out of range."""
     if not _valid(t, ch, now, end, net.w_in.shape[0]):
         return -1
-    return _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes)
+    return _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes)
 
 
 @kernel
@@ -68,7 +70,7 @@ def decisions_between(start, end, hop, window):
 
 
 @kernel
-def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, window):
+def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch, hop, window):
     """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
     events ``t/ch[offsets[f]:offsets[f + 1]]``, then ``clock[slot] = end``. Returns
     ``(first, ops, dec_t, dec_lz, dec_spikes)``: frame ``f``'s decisions are rows
@@ -90,50 +92,33 @@ def _advance_many(net, st, lz, clock, slots, starts, ends, offsets, t, ch, hop, 
             raise AssertionError("advance_many: a frame does not start at its stream's clock")
         a, b = offsets[f], offsets[f + 1]
         k0, k1 = first[f], first[f + 1]
-        ops[f] = _run(net, st, lz, slot, t[a:b], ch[a:b], starts[f], ends[f], hop, window,
+        ops[f] = _run(net, st, lz, slot, keys[slot], t[a:b], ch[a:b], starts[f], ends[f], hop, window,
                       dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
         clock[slot] = ends[f]
     return first, ops, dec_t, dec_lz, dec_spikes
 
 
 @kernel
-def _run(net, st, lz, slot, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
+def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
-    no_input = ch[:0]
     ops = 0
     k = 0
     i = 0
     while now < end:
-        nxt = t[i] if i < t.shape[0] else end
-        if nxt > now:  # an empty stretch [now, nxt)
-            while now < nxt and neurons.must_step(net, st, slot, nxt - now):
-                ops += neurons.step(net, st, slot, no_input, bits)
-                lzc.push(lz, slot, bits)
-                now += 1
-                if now % hop == 0 and now >= window:
-                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-                    k += 1
-            neurons.decay(net, st, slot, nxt - now)
-            while now < nxt:
-                boundary = max(window, (now // hop + 1) * hop)
-                boundary = (boundary + hop - 1) // hop * hop
-                stop = min(nxt, boundary)
+        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits)
+        ops += o
+        if not skipped:
+            lzc.push(lz, slot, bits)
+        while now < nxt:  # one stepped step, or a decayed stretch taking its zeros in bulk
+            boundary = max(window, (now // hop + 1) * hop)
+            boundary = (boundary + hop - 1) // hop * hop
+            stop = min(nxt, boundary)
+            if skipped:
                 lzc.push_zeros(lz, slot, stop - now)
-                now = stop
-                if now == boundary:
-                    _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-                    k += 1
-            continue
-        j = i
-        while j < t.shape[0] and t[j] == now:
-            j += 1
-        ops += neurons.step(net, st, slot, ch[i:j], bits)
-        lzc.push(lz, slot, bits)
-        i = j
-        now += 1
-        if now % hop == 0 and now >= window:
-            _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
-            k += 1
+            now = stop
+            if now == boundary:
+                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+                k += 1
     return ops
 
 
@@ -148,6 +133,7 @@ class Engine:
         self.state = neurons.zero_state(net, streams)
         self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window, hop)
         self.now = np.zeros(streams, np.int64)
+        self.keys = np.zeros(streams, np.uint64)
         self._advance = self._advance_many = None
 
     @classmethod
@@ -162,13 +148,14 @@ class Engine:
     def n_in(self) -> int:
         return self.net.w_in.shape[0]
 
-    def reset(self, slot: int) -> None:
-        """Cold state for ``slot`` (a new or expired stream)."""
+    def reset(self, slot: int, stream_id: str = "") -> None:
+        """Cold state for ``slot``, a new or expired stream (``stream_id`` keys its noise)."""
         for layer in self.state:
             for x in layer:
                 x[slot] = 0
         lzc.reset(self.lz, slot)
         self.now[slot] = 0
+        self.keys[slot] = stream_key(stream_id)
 
     def boundaries(self, slot: int, end: int) -> int:
         """Number of decisions ``advance(slot, ..., end)`` will make."""
@@ -190,8 +177,8 @@ class Engine:
         if end <= now:
             ops = 0
         else:
-            args = (self.net, self.state, self.lz, slot, t, ch, now, end, self.hop, self.window,
-                    dec_t, dec_lz, dec_spikes)
+            args = (self.net, self.state, self.lz, slot, self.keys[slot], t, ch, now, end,
+                    self.hop, self.window, dec_t, dec_lz, dec_spikes)
             if self._advance is None:
                 self._advance = neurons.bind(_advance, *args)
             ops = self._advance(*args)
@@ -213,8 +200,8 @@ class Engine:
         range, channels in ``[0, n_in)``). A slot may recur; frames run in order. Returns
         the decisions of all frames in frame order, the row where each frame's decisions
         start (``first[f]:first[f + 1]``) and each frame's synaptic ops."""
-        args = (self.net, self.state, self.lz, self.now, slots, starts, ends, offsets, t, ch,
-                self.hop, self.window)
+        args = (self.net, self.state, self.lz, self.now, self.keys, slots, starts, ends, offsets,
+                t, ch, self.hop, self.window)
         if self._advance_many is None:
             self._advance_many = neurons.bind(_advance_many, *args)
         first, ops, dec_t, dec_lz, dec_spikes = self._advance_many(*args)
@@ -222,6 +209,6 @@ class Engine:
         return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops.sum())), first, ops
 
     def state_bytes(self) -> int:
-        """Bytes of state per stream (neurons, LZ windows, clock)."""
-        arrays = [x for layer in self.state for x in layer] + list(self.lz) + [self.now]
+        """Bytes of state per stream (neurons, LZ windows, clock, key)."""
+        arrays = [x for layer in self.state for x in layer] + list(self.lz) + [self.now, self.keys]
         return sum(a.nbytes for a in arrays) // self.streams

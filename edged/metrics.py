@@ -132,6 +132,16 @@ class Metrics:
                                         "Seconds the last checkpoint write took", registry=r)
         self.checkpoint_streams = Gauge("edged_checkpoint_streams", "Streams in the last checkpoint",
                                         registry=r)
+        self.nats_frames_lost = Counter(
+            "edged_nats_frames_lost_total",
+            "NATS: input frames that left the JetStream log (retention) before edged read them",
+            registry=r)
+        self.nats_duplicates = Counter(
+            "edged_nats_duplicate_decisions_total",
+            "NATS: decisions JetStream dropped as already stored (republished by a replay)", registry=r)
+        self.nats_publish_errors = Counter(
+            "edged_nats_publish_errors_total",
+            "NATS: decision publishes not confirmed (retried before the next checkpoint)", registry=r)
 
     def describe_model(self, model: "Model") -> None:
         self.model_info.labels(model.sha256, model.neuron, str(model.n_in), str(model.n_hidden),

@@ -11,7 +11,8 @@ Members (all plain arrays, read with ``allow_pickle=False``)::
                               -> output float32[N, len(classes)] class scores;
                               empty (and ``classes`` empty) for a model without readout
 
-Header keys: ``format`` ("edged-model"), ``version`` (1), ``neuron`` ("lif" | "meta"),
+Header keys: ``format`` ("edged-model"), ``version`` (1), ``neuron`` ("lif" | "meta" |
+"meta-esc"), ``seed`` (int, keys the escape noise, ``edged.rng``; files without it: 0),
 ``dt`` (s), ``reset`` ("value" | "subtract"), ``n_in``, ``n_hidden``, ``n_out``,
 ``lzc`` {``variant``, ``window``, ``hop``} (steps), ``classes`` (labels, strings),
 ``features`` (readout inputs, per output neuron, in order: "lzc" = normalised LZ
@@ -54,7 +55,8 @@ FEATURES = ("lzc", "rate")
 MAX_MEMBER_BYTES = 64 << 20
 MAX_TOTAL_BYTES = 256 << 20
 HEADER_KEYS = {"format", "version", "neuron", "dt", "reset", "n_in", "n_hidden", "n_out",
-               "lzc", "classes", "features", "encoding", "provenance", "content_sha256"}
+               "lzc", "classes", "features", "encoding", "provenance", "content_sha256", "seed"}
+OPTIONAL_KEYS = {"seed"}
 
 
 class ModelError(ValueError):
@@ -78,6 +80,7 @@ class Model:
     features: tuple[str, ...] = ("lzc",)
     encoding: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # escape noise (edged.rng)
     sha256: str = ""  # of the file it was loaded from
 
     @property
@@ -105,7 +108,7 @@ class Model:
         from edged import neurons
 
         return neurons.net(self.neuron, self.w_in, self.w_out, self.hidden, self.output,
-                           self.dt, self.reset)
+                           self.dt, self.reset, self.seed)
 
     def header(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "neuron": self.neuron, "dt": float(self.dt),
@@ -113,7 +116,7 @@ class Model:
                 "n_out": self.n_out,
                 "lzc": {"variant": self.variant, "window": self.window, "hop": self.hop},
                 "classes": list(self.classes), "features": list(self.features),
-                "encoding": self.encoding, "provenance": self.provenance}
+                "encoding": self.encoding, "provenance": self.provenance, "seed": int(self.seed)}
 
     def arrays(self) -> dict[str, np.ndarray]:
         arrays = {"w_in": self.w_in, "w_out": self.w_out,
@@ -177,7 +180,8 @@ def load(path: str | Path) -> Model:
                  reset=header["reset"], window=header["lzc"]["window"],
                  hop=header["lzc"]["hop"], variant=header["lzc"]["variant"],
                  features=tuple(header["features"]), encoding=header["encoding"],
-                 provenance=header["provenance"], sha256=hashlib.sha256(data).hexdigest())
+                 provenance=header["provenance"], seed=header.get("seed", 0),
+                 sha256=hashlib.sha256(data).hexdigest())
 
 
 def _canonical(member: str) -> str:
@@ -237,8 +241,8 @@ def _validate(h: dict[str, Any], arrays: dict[str, np.ndarray], readout: bytes) 
     if h.get("version") != VERSION:
         raise ModelError(f"model format version {h.get('version')!r} is not supported "
                          f"(this edged reads version {VERSION})")
-    if set(h) != HEADER_KEYS:
-        missing, extra = HEADER_KEYS - set(h), set(h) - HEADER_KEYS
+    if not HEADER_KEYS - OPTIONAL_KEYS <= set(h) <= HEADER_KEYS:
+        missing, extra = HEADER_KEYS - OPTIONAL_KEYS - set(h), set(h) - HEADER_KEYS
         raise ModelError(f"header keys: missing {sorted(missing)}, unexpected {sorted(extra)}")
     _expect(h["neuron"] in INTRINSICS, f"neuron kind {h['neuron']!r} is not one of {sorted(INTRINSICS)}")
     _expect(h["reset"] in ("value", "subtract"), f"reset {h['reset']!r} is not 'value' or 'subtract'")
@@ -266,6 +270,8 @@ def _validate(h: dict[str, Any], arrays: dict[str, np.ndarray], readout: bytes) 
     _expect(h["encoding"] is None or isinstance(h["encoding"], dict), "encoding must be an object or null")
     _expect(isinstance(h["provenance"], dict), "provenance must be an object")
     _expect(isinstance(h["content_sha256"], str), "content_sha256 must be a string")
+    _expect(type(h.get("seed", 0)) is int and 0 <= h.get("seed", 0) < 1 << 63,
+            f"seed {h.get('seed')!r} must be an int in [0, 2**63)")
 
     n_in, n_h, n_o = h["n_in"], h["n_hidden"], h["n_out"]
     names = INTRINSICS[h["neuron"]]

@@ -39,7 +39,17 @@ or subtractive reset, empty steps are stepped explicitly until quiet, then jumpe
 Stretches of at most ``SHORT_GAP`` steps are always stepped (cheaper than the jump);
 ``must_step`` is that rule.
 
-Escape-noise (probabilistic) firing is not implemented: inference is deterministic.
+Escape noise (``meta-esc``; Gerstner et al. 2014, ch. 9). The deterministic test
+``s = v >= th_eff`` becomes a draw with hazard and per-step probability::
+
+    rho = rho0 * exp((v - th_eff) / delta_u),   p = 1 - exp(-dt * rho),   s = U < p
+
+``U`` the counter-based uniform of ``edged.rng`` keyed on (model seed, stream key, layer,
+neuron, absolute step): the same spikes for the same stream whatever the frame
+boundaries, checkpoints and restarts. ``delta_u -> 0`` is the deterministic kernel
+(``delta_u = 0`` exactly: the ``v >= th_eff`` test, what LIF and meta have). A noisy
+neuron can fire at any step, so the closed-form skip of empty stretches no longer
+applies: a net with any noisy neuron steps every step (``must_step``).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ import numpy as np
 
 from edged.intrinsics import NeuronKind, check_intrinsics, complete
 from edged.jit import inline_kernel, kernel
+from edged.rng import uniform
 
 
 class Layer(NamedTuple):
@@ -64,6 +75,8 @@ class Layer(NamedTuple):
     v_reset: np.ndarray
     alpha_a: np.ndarray  # exp(-dt/tau_a)
     alpha_r: np.ndarray  # exp(-dt/tau_r)
+    delta_u: np.ndarray  # escape-noise width; 0: deterministic
+    rho_dt: np.ndarray  # dt * rho0
 
 
 class Net(NamedTuple):
@@ -74,6 +87,8 @@ class Net(NamedTuple):
     hidden: Layer
     out: Layer
     subtract_reset: bool
+    seed: np.uint64  # escape noise: the model's seed (edged.rng)
+    noisy: bool  # any neuron with delta_u > 0
 
 
 class LayerState(NamedTuple):
@@ -95,18 +110,21 @@ def layer(kind: NeuronKind, p: dict[str, np.ndarray], dt: float) -> Layer:
     f = complete(p)
     c = Layer(alpha0=np.exp(-dt / f["tau"]), kappa_dt=dt * f["kappa"] / f["tau"],
               gain=f["R"], theta=f["theta"], beta=f["beta"], v_reset=f["v_reset"],
-              alpha_a=np.exp(-dt / f["tau_a"]), alpha_r=np.exp(-dt / f["tau_r"]))
+              alpha_a=np.exp(-dt / f["tau_a"]), alpha_r=np.exp(-dt / f["tau_r"]),
+              delta_u=f["delta_u"], rho_dt=dt * f["rho0"])
     return Layer(*(np.ascontiguousarray(x, dtype=np.float32) for x in c))
 
 
 def net(kind: NeuronKind, w_in: np.ndarray, w_out: np.ndarray, hidden: dict, out: dict,
-        dt: float, reset: Literal["value", "subtract"] = "value") -> Net:
-    """Build a ``Net`` from weights and per-layer intrinsics."""
+        dt: float, reset: Literal["value", "subtract"] = "value", seed: int = 0) -> Net:
+    """Build a ``Net`` from weights and per-layer intrinsics (``seed``: escape noise)."""
     w_in = np.ascontiguousarray(w_in, dtype=np.float32)
     w_out = np.ascontiguousarray(w_out, dtype=np.float32)
     if w_in.ndim != 2 or w_out.ndim != 2 or w_in.shape[1] != w_out.shape[0]:
         raise ValueError(f"weight shapes {w_in.shape} and {w_out.shape} do not chain")
-    return Net(w_in, w_out, layer(kind, hidden, dt), layer(kind, out, dt), reset == "subtract")
+    h, o = layer(kind, hidden, dt), layer(kind, out, dt)
+    noisy = bool(np.any(h.delta_u > 0) or np.any(o.delta_u > 0))
+    return Net(w_in, w_out, h, o, reset == "subtract", np.uint64(seed), noisy)
 
 
 def zero_state(n: Net, streams: int) -> State:
@@ -155,10 +173,11 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
 
 
 @inline_kernel
-def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
-               subtract_reset: bool, spikes: np.ndarray, scratch: np.ndarray) -> int:
+def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_reset: bool,
+               spikes: np.ndarray, scratch: np.ndarray, seed, key, layer: int, t: int) -> int:
     """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
-    ``scratch`` is float32 work space of at least twice the layer's size."""
+    ``scratch`` is float32 work space of at least twice the layer's size; ``seed``, ``key``,
+    ``layer`` (0 hidden, 1 output) and the absolute step ``t`` key the escape noise."""
     v, a, r = st.v[s], st.a[s], st.r[s]
     n = v.shape[0]
     one = np.float32(1.0)
@@ -173,7 +192,12 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
         alpha = c.alpha0[j] * decay[j]
         vj = alpha * v[j] + (one - alpha) * c.gain[j] * current[j]
         theta = c.theta[j] + c.beta[j] * a[j]
-        fired = vj >= theta
+        if c.delta_u[j] > 0:
+            x = min((np.float64(vj) - np.float64(theta)) / np.float64(c.delta_u[j]), 80.0)
+            p = -math.expm1(-np.float64(c.rho_dt[j]) * math.exp(x))
+            fired = uniform(seed, key, layer, j, t) < p
+        else:
+            fired = vj >= theta
         after = vj - theta if subtract_reset else c.v_reset[j]
         v[j] = after if fired else vj
         a[j] = c.alpha_a[j] * a[j] + (one if fired else np.float32(0.0))
@@ -183,15 +207,17 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray,
 
 
 @inline_kernel
-def step(n: Net, st: State, s: int, channels: np.ndarray, out_spikes: np.ndarray) -> int:
-    """One step of stream ``s`` with input ``channels`` spiking (any int array, repeats
-    add); writes ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
-    return step_layers(n, st, s, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
+def step(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
+         out_spikes: np.ndarray) -> int:
+    """Step ``t`` (absolute) of stream ``s`` (its noise ``key``, ``edged.rng.stream_key``)
+    with input ``channels`` spiking (any int array, repeats add); writes
+    ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
+    return step_layers(n, st, s, key, t, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
 
 
 @inline_kernel
-def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: np.ndarray,
-                out_spikes: np.ndarray) -> int:
+def step_layers(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
+                hidden_spikes: np.ndarray, out_spikes: np.ndarray) -> int:
     """``step`` that also writes the hidden layer's spikes to ``hidden_spikes[n_hidden]``."""
     n_hidden, n_out = n.w_out.shape
     work = np.empty(3 * (n_hidden + n_out), np.float32)
@@ -199,9 +225,11 @@ def step_layers(n: Net, st: State, s: int, channels: np.ndarray, hidden_spikes: 
     out_current = work[n_hidden:n_hidden + n_out]
     scratch = work[n_hidden + n_out:]
     ops = input_current(n.w_in, channels, current)
-    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch)
+    layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch,
+               n.seed, key, 0, t)
     ops += spike_current(n.w_out, hidden_spikes, out_current)
-    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch)
+    layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch,
+               n.seed, key, 1, t)
     return ops
 
 
@@ -252,7 +280,7 @@ SHORT_GAP = 4
 @kernel
 def must_step(n: Net, st: State, s: int, k: int) -> bool:
     """Whether the next of ``k`` empty steps must be stepped rather than jumped."""
-    return k <= SHORT_GAP or not is_quiet(n, st, s)
+    return k <= SHORT_GAP or n.noisy or not is_quiet(n, st, s)
 
 
 @kernel
@@ -276,33 +304,40 @@ def decay(n: Net, st: State, s: int, k: int) -> None:
         _layer_decay(n.out, st.out, s, k)
 
 
+@inline_kernel
+def advance(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray, i: int, now: int,
+            end: int, out_spikes: np.ndarray):
+    """One move of stream ``s`` at step ``now < end``, events ``(t, ch)`` sorted, ``t[i:]``
+    not yet taken: step ``now`` (with its events, or none while ``must_step``) writing
+    ``out_spikes``, or decay the empty stretch up to the next event or ``end`` in closed
+    form. Returns ``(i, now', decayed, ops)``: ``decayed`` is True for a closed-form jump
+    (no spikes; ``out_spikes`` untouched)."""
+    nxt = t[i] if i < t.shape[0] else end
+    if nxt > now:  # an empty stretch [now, nxt)
+        if must_step(n, st, s, nxt - now):
+            return i, now + 1, False, step(n, st, s, key, now, ch[:0], out_spikes)
+        decay(n, st, s, nxt - now)
+        return i, nxt, True, 0
+    j = i
+    while j < t.shape[0] and t[j] == now:
+        j += 1
+    return j, now + 1, False, step(n, st, s, key, now, ch[i:j], out_spikes)
+
+
 @kernel
-def simulate(n: Net, st: State, s: int, t: np.ndarray, ch: np.ndarray,
+def simulate(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray,
              t0: int, out: np.ndarray) -> int:
-    """Advance stream ``s`` over steps ``t0 .. t0 + len(out) - 1``, events ``(t[i], ch[i])``
-    sorted by time within that range; output spikes go to ``out[step - t0]``. Empty
-    stretches are stepped while ``must_step``, then decayed in closed form. Returns
-    synaptic ops."""
+    """Advance stream ``s`` (noise ``key``) over steps ``t0 .. t0 + len(out) - 1`` by
+    ``advance``, events ``(t[i], ch[i])`` sorted by time within that range; output spikes
+    go to ``out[step - t0]``. Returns synaptic ops."""
     t_end = t0 + out.shape[0]
     ops = 0
     now = t0
     i = 0
     while now < t_end:
-        nxt = t_end
-        if i < t.shape[0]:
-            nxt = t[i]
-        if nxt > now:  # an empty stretch [now, nxt)
-            while now < nxt and must_step(n, st, s, nxt - now):
-                ops += step(n, st, s, ch[:0], out[now - t0])
-                now += 1
-            decay(n, st, s, nxt - now)
+        i, nxt, decayed, o = advance(n, st, s, key, t, ch, i, now, t_end, out[now - t0])
+        if decayed:
             out[now - t0:nxt - t0] = 0
-            now = nxt
-            continue
-        j = i
-        while j < t.shape[0] and t[j] == now:
-            j += 1
-        ops += step(n, st, s, ch[i:j], out[now - t0])
-        i = j
-        now += 1
+        ops += o
+        now = nxt
     return ops

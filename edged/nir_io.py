@@ -90,7 +90,7 @@ def to_graph(model: Model, lossy: bool = False):
     nir = _nir()
     if model.neuron != "lif" and not lossy:
         raise NIRError(f"{model.neuron} neurons have no NIR node (threshold adaptation, "
-                       "activity-dependent tau): export with --lossy to write the "
+                       "activity-dependent tau, escape noise): export with --lossy to write the "
                        "beta = kappa = 0 LIF case and keep the rest in metadata")
 
     def lif(p: dict[str, np.ndarray]):

@@ -8,7 +8,8 @@ latency, energy or CPU time).
 
 The raster steps every step with ``edged.neurons.step_layers`` (the kernel's step,
 exposing the hidden layer; no closed-form jumps over empty stretches): the ``hidden``
-and ``output`` spike trains as ``uint8[steps, n]``.
+and ``output`` spike trains as ``uint8[steps, n]``. Both take the stream id, which keys
+an escape-noise model's draws: the same id gives the daemon's spikes.
 """
 
 from __future__ import annotations
@@ -41,23 +42,25 @@ def check_events(t: np.ndarray, ch: np.ndarray, n_in: int, steps: int) -> None:
 
 
 @kernel
-def _raster(net, st, t, ch, hidden, out):
+def _raster(net, st, key, t, ch, hidden, out):
     i = 0
     for now in range(out.shape[0]):
         j = i
         while j < t.shape[0] and t[j] == now:
             j += 1
-        neurons.step_layers(net, st, 0, ch[i:j], hidden[now], out[now])
+        neurons.step_layers(net, st, 0, key, now, ch[i:j], hidden[now], out[now])
         i = j
 
 
-def raster(net: neurons.Net, t: np.ndarray, ch: np.ndarray, steps: int) -> Raster:
-    """Spike trains of both layers of a cold stream over ``[0, steps)`` (events checked)."""
+def raster(net: neurons.Net, t: np.ndarray, ch: np.ndarray, steps: int, stream: str = "file") -> Raster:
+    """Spike trains of both layers of cold stream ``stream`` over ``[0, steps)`` (events checked)."""
+    from edged.rng import stream_key
+
     t = np.ascontiguousarray(t, np.int64)
     ch = np.ascontiguousarray(ch, np.int64)
     check_events(t, ch, net.w_in.shape[0], steps)
     r = Raster(np.zeros((steps, net.w_in.shape[1]), np.uint8), np.zeros((steps, net.w_out.shape[1]), np.uint8))
-    _raster(net, neurons.zero_state(net, 1), t, ch, r.hidden, r.output)
+    _raster(net, neurons.zero_state(net, 1), stream_key(stream), t, ch, r.hidden, r.output)
     return r
 
 
@@ -73,7 +76,9 @@ def decisions(model, t: np.ndarray, ch: np.ndarray, steps: int, stream: str = "f
     t = np.ascontiguousarray(t, np.int64)
     ch = np.ascontiguousarray(ch, np.int64)
     check_events(t, ch, model.n_in, steps)
-    d = Engine.for_model(model).advance(0, t, ch, steps)
+    eng = Engine.for_model(model)
+    eng.reset(0, stream)
+    d = eng.advance(0, t, ch, steps)
     scores = Readout(model.readout).scores(d.features)
     lzc = features(d.lz, d.spikes, model.window, ("lzc",))
     classes = np.argmax(scores, axis=1).tolist()

@@ -1,11 +1,11 @@
-"""Decisions and heartbeats out on PUB (the wire format: ``edged/PROTOCOL.md``).
+"""Decisions and heartbeats out (the wire format: ``edged/PROTOCOL.md``).
 
 A served batch's decisions are encoded in one call (``edged.protocol.encode_decisions``)
-and sent in frame order, each as two frames (topic = stream id, payload); PUB drops
-rather than blocks. A decision carries its frame's latency (received to published), the
+and handed in frame order to the transport (``edged.sockets.Sockets``: two frames on PUB,
+dropped rather than blocking; ``edged.jetstream.Transport``: JetStream, deduplicated). A decision carries its frame's latency (received to published), the
 energy estimate of the synaptic ops since its stream's previous decision, and the batch's
-CPU time shared per decision. Heartbeats ``{v, epoch, heartbeat: n}`` on
-``HEARTBEAT_TOPIC`` go out from the loop (``tick``), so their absence means the loop is
+CPU time shared per decision. Heartbeats ``{v, epoch, heartbeat: n}`` (ZeroMQ topic
+``HEARTBEAT_TOPIC``) go out from the loop (``tick``), so their absence means the loop is
 stuck or the process stopped.
 """
 
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import msgpack
 import numpy as np
-import zmq
 
-from edged.protocol import HEARTBEAT_TOPIC, encode_decisions
-
-_MORE = zmq.SNDMORE | zmq.NOBLOCK
+from edged.protocol import encode_decisions
 
 
 class Publisher:
-    """Publishes on ``sockets.publish`` (``edged.sockets.Sockets``) for ``model``; the
+    """Publishes through ``sockets`` (``edged.sockets.Sockets`` or its NATS twin) for ``model``; the
     metrics and the energy model are injected."""
 
     def __init__(self, sockets, model, epoch: int, metrics, energy, heartbeat_interval: float = 0.0):
@@ -63,13 +60,7 @@ class Publisher:
         payloads = encode_decisions(streams, self.epoch, seqs, d.t.tolist(), [labels[c] for c in classes],
                                     classes, scores.tolist(), self.lzc_of(d).tolist(), latency,
                                     energy_j, cpu_s, self.sha256)
-        send = self.sockets.publish.send
-        for stream, payload in zip(streams, payloads):
-            try:
-                send(stream.encode(), _MORE)
-                send(payload, zmq.NOBLOCK)
-            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
-                pass
+        self.sockets.send_decisions(streams, seqs, payloads)
         for observe, values in ((self.metrics.latency.observe, latency),
                                 (self.metrics.frame_seconds.observe, frame_latency)):
             for lat in values:
@@ -81,12 +72,7 @@ class Publisher:
             self.heartbeat(now)
 
     def heartbeat(self, now: float) -> None:
-        """Publish ``{v, epoch, heartbeat: n}`` on ``HEARTBEAT_TOPIC`` (never blocks)."""
+        """Publish ``{v, epoch, heartbeat: n}`` (never blocks)."""
         self._next_heartbeat = now + self.heartbeat_interval
         self.heartbeats += 1
-        try:
-            self.sockets.publish.send_multipart(
-                [HEARTBEAT_TOPIC, msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats})],
-                zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        self.sockets.send_heartbeat(msgpack.packb({"v": 1, "epoch": self.epoch, "heartbeat": self.heartbeats}))

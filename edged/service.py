@@ -1,8 +1,10 @@
-"""The serve loop: ZeroMQ frames in, per-stream simulation, decisions out on PUB.
+"""The serve loop: frames in, per-stream simulation, decisions out (ZeroMQ, or NATS JetStream).
 
 ``Service`` only sequences the work of its parts: ``edged.sockets`` (bind, close, monitor
-events, CURVE), ``edged.protocol`` (decode and validate a frame), ``edged.streams`` (the
-stream table and its event-time rule: late, end and held events), ``edged.engine`` (the
+events, CURVE; or ``edged.jetstream`` for ``nats://`` endpoints: subjects, partitions,
+resume points, deduplicated decisions), ``edged.protocol`` (decode and validate a
+frame), ``edged.streams`` (the stream table and its event-time rule: late, end and held
+events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.checkpoint`` (the table and engine rows on disk).
 
@@ -30,7 +32,9 @@ a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` fr
 and once after the drain. Restored streams keep their clocks, held events and seqs; the
 epoch is new, so subscribers see a restart, not a gap. As worker ``i`` of ``N``
 (``shard``, ``edged.workers``) the service writes its shard's file and restores the
-streams that hash to it from every checkpoint file there.
+streams that hash to it from every checkpoint file there. Over NATS the checkpoint also
+holds each partition's last input sequence (written only once NATS confirmed the decisions
+before it), and ingest starts after it: a replay, not only a warm restart.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import zmq
 
 from edged import checkpoint as ckpt
 from edged import protocol
-from edged.config import Config
+from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
@@ -171,7 +175,14 @@ class Service:
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
         self.shard = shard  # (worker index, workers): which streams this service owns
-        self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
+        if uses_nats(cfg):
+            from edged.jetstream import Transport
+
+            self.sockets = Transport(context, cfg, self.metrics, self.log)
+        else:
+            self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
+        self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
+        self.resume = None  # the transport's resume point from the checkpoint (restore)
         self._next_checkpoint = float("inf")
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
@@ -230,10 +241,10 @@ class Service:
     def run(self) -> None:
         """Serve until a stop is requested, then drain queued frames and return."""
         sockets = self.sockets
-        poller = sockets.poller()
+        poller, wake = sockets.poller(), sockets.wake
         while not self.stop_requests:
             ready = dict(poller.poll(POLL_MS))
-            if sockets.ingest in ready:
+            if wake in ready:
                 self.pump(BATCH)
             for refused in sockets.monitor_events(ready):
                 self.rejects.reject(refused, self.clock())
@@ -304,6 +315,8 @@ class Service:
             self.log.exception("internal error on a frame: %s", e)
 
     def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
+        if self._origin is not None:
+            self._origin(frame)
         try:
             gap = self.streams.admit(frame, now, batch)
         except Full:
@@ -408,13 +421,23 @@ class Service:
                                  self.streams.capacity)
                 result = "mismatch"
             else:
+                try:
+                    resume = self.sockets.resume_point(restored.header.get("transport"))
+                except ckpt.CheckpointError as e:
+                    self.log.warning("checkpoints in %s refused (%s): %s; cold start", state_dir,
+                                     e.result, e.detail)
+                    return self._restored(e.result)
                 k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
+                self.resume = resume
                 age = self.wall() - float(restored.header.get("written_at", 0))
                 self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k,
                               ", ".join(map(os.path.basename, paths)), restored.header["epoch"], age)
                 result = "ok" if result == "none" else result
                 if [os.path.basename(p) for p in paths] != [own]:
                     self.reshard(paths)
+        return self._restored(result)
+
+    def _restored(self, result: str) -> str:
         self.metrics.checkpoint_restore.labels(result).inc()
         return result
 
@@ -439,8 +462,9 @@ class Service:
             return False
         t0 = time.perf_counter()
         try:
+            transport = self.sockets.settle()  # NATS: every decision so far confirmed
             members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
-                                    self.epoch, self.wall())
+                                    self.epoch, self.wall(), transport=transport)
             ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
         except OSError as e:
             self.metrics.checkpoint_writes.labels("error").inc()
@@ -522,14 +546,15 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         notify("STATUS=compiling and warming kernels")
         seconds = svc.warm()
         restored = svc.restore()
+        svc.sockets.start(svc.resume)
         if link is not None:
             link.ready(svc, endpoints, seconds, restored)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
-                 seconds, svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                 seconds, svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
                  endpoints.get("metrics", "off"),
                  f" curve {cfg.security_client_keys}" if curve is not None else "")
         if link is None:
-            print(ready_line(svc.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+            print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
                              endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams)} streams")

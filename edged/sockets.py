@@ -6,6 +6,11 @@ both sockets CURVE servers, binds publish and binds (or connects) ingest. The in
 monitor reports disconnects (``edged_zmq_disconnects_total``); with CURVE both monitors
 report refused handshakes (``edged_zmq_auth_failures_total{socket}``). ``close`` lingers
 on PUB only, so decisions already queued leave.
+
+The service sees a transport through this class's methods; ``edged.jetstream.Transport``
+is the other one (NATS). ``wake`` is the socket whose readability means frames are
+queued; ``send_decisions`` sends each decision as two frames (topic = stream id, payload)
+without blocking (PUB drops); over ZeroMQ there is no resume point and nothing to settle.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import zmq
 
 from edged import security
 from edged.config import Config
-from edged.protocol import FrameError
+from edged.protocol import HEARTBEAT_TOPIC, FrameError
+
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class Sockets:
@@ -62,6 +69,39 @@ class Sockets:
             ingest = cfg.ingest_endpoint
         self.endpoints = {"ingest": ingest, "publish": self.publish.last_endpoint.decode()}
         return self.endpoints
+
+    @property
+    def ingest_kind(self) -> str:
+        return self.cfg.ingest_socket
+
+    @property
+    def wake(self) -> zmq.Socket:
+        return self.ingest
+
+    def resume_point(self, header) -> None:
+        return None
+
+    def start(self, resume) -> None:
+        """Nothing to start: ingest was bound by ``bind``."""
+
+    def settle(self, timeout: float = 0.0) -> None:
+        """Nothing to confirm (PUB is fire-and-forget); no transport header to checkpoint."""
+        return None
+
+    def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
+        send = self.publish.send
+        for stream, payload in zip(streams, payloads):
+            try:
+                send(stream.encode(), _MORE)
+                send(payload, zmq.NOBLOCK)
+            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
+                pass
+
+    def send_heartbeat(self, payload: bytes) -> None:
+        try:
+            self.publish.send_multipart([HEARTBEAT_TOPIC, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def poller(self) -> zmq.Poller:
         """A poller on ingest and the monitors."""

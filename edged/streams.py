@@ -119,12 +119,12 @@ class Rows(NamedTuple):
 
 class Streams:
     """The stream table for ``capacity`` engine slots (rules in the module docstring).
-    ``clocks`` is the engine's per-slot clock (``Engine.now``, read only), ``reset`` cold-
-    starts a slot's engine state, ``on_size`` hears the number of active streams."""
+    ``clocks`` is the engine's per-slot clock (``Engine.now``, read only), ``reset(slot,
+    stream)`` cold-starts a slot's engine state for a stream, ``on_size`` hears the number of active streams."""
 
     def __init__(self, capacity: int, idle_timeout: float = float("inf"),
                  max_advance: int = 1 << 62, *, clocks: np.ndarray | None = None,
-                 reset: Callable[[int], object] = lambda slot: None,
+                 reset: Callable[[int, str], object] = lambda slot, stream: None,
                  on_size: Callable[[int], object] = lambda n: None):
         n = capacity
         self.capacity, self.idle_timeout, self.max_advance = capacity, idle_timeout, max_advance
@@ -179,7 +179,7 @@ class Streams:
         if not self.free:
             raise Full("capacity", f"stream {stream!r}: {self.capacity} streams active")
         slot = self.free.pop()
-        self.reset(slot)
+        self.reset(slot, stream)
         self.slots[stream] = slot
         self.next_seq[slot] = self.out_seq[slot] = self.unbilled_ops[slot] = 0
         self.held_ch[slot] = EMPTY

@@ -81,11 +81,20 @@ class Daemon:
         self.svc.close(linger_s=0)
 
 
+def saved(tmp_path_factory, kind: str):
+    path = tmp_path_factory.mktemp("model") / f"{kind}.npz"
+    save(path, small_model(kind, window=64, hop=8))
+    return load(path)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "small.npz"
-    save(path, small_model(window=64, hop=8))
-    return load(path)
+    return saved(tmp_path_factory, "meta")
+
+
+@pytest.fixture(scope="module", params=["meta", "meta-esc"])
+def any_model(tmp_path_factory, request):
+    return saved(tmp_path_factory, request.param)
 
 
 @pytest.fixture
@@ -95,9 +104,11 @@ def ctx():
     c.term()
 
 
-def test_warm_restart_equals_uninterrupted_run(model, tmp_path, ctx):
+def test_warm_restart_equals_uninterrupted_run(any_model, tmp_path, ctx):
     """Stop mid-stream (events held at the cut, unfinished windows), restart from the
-    checkpoint: each stream continues exactly; decision seq continues; epoch is new."""
+    checkpoint: each stream continues exactly (escape noise too); decision seq continues;
+    epoch is new."""
+    model = any_model
     end = 800
     data = {name: events(seed, 700, end - 3, model.n_in) for name, seed in (("a", 21), ("b", 22))}
     cuts = {name: list(frames(seed, *data[name], end)) for name, seed in (("a", 23), ("b", 24))}
@@ -125,7 +136,7 @@ def test_warm_restart_equals_uninterrupted_run(model, tmp_path, ctx):
         for name in cuts:
             after = second.collect(name, want - len(before[name]))
             assert {d.epoch for d in after} == {second.svc.epoch}
-            assert_same(model, before[name] + after, *data[name], end)  # t, seq, scores, lzc
+            assert_same(model, before[name] + after, *data[name], end, name)  # t, seq, scores, lzc
         assert second.value("edged_seq_gaps_total") == 0
     finally:
         second.stop(write=False)

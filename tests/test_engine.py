@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from edged import lzc, neurons
 from edged.bench.kernels import example_net
 from edged.engine import Engine
+from edged.rng import stream_key
 
 from conftest import firing_net
 
@@ -22,11 +23,12 @@ def events(rng, steps: int, n_in: int, density: float, gaps: bool):
     return t.astype(np.int64), ch.astype(np.int64)
 
 
-def recount(n, t, ch, steps, window, hop):
+def recount(n, t, ch, steps, window, hop, stream=""):
     """Decisions by brute force: dense output spikes, then lz76 of every window."""
     out = np.zeros((steps, n.w_out.shape[1]), np.uint8)
+    key = stream_key(stream)
     for now in range(steps):  # explicit stepping, no closed form
-        neurons.step(n, recount.state, 0, ch[t == now], out[now])
+        neurons.step(n, recount.state, 0, key, now, ch[t == now], out[now])
     bounds = [b for b in range(1, steps + 1) if b % hop == 0 and b >= window]
     n_out = out.shape[1]
     lz = np.array([[lzc.lz76(out[b - window:b, k]) for k in range(n_out)] for b in bounds], np.int64)
@@ -36,17 +38,19 @@ def recount(n, t, ch, steps, window, hop):
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), window=st.integers(2, 80), hop_frac=st.floats(0.01, 1.0),
-       kind=st.sampled_from(["lif", "meta"]), gaps=st.booleans(), cuts=st.integers(0, 6))
+       kind=st.sampled_from(["lif", "meta", "meta-esc"]), gaps=st.booleans(), cuts=st.integers(0, 6))
 def test_decisions_equal_recount_under_any_split(seed, window, hop_frac, kind, gaps, cuts):
+    """Escape noise included: its draws depend on the stream and the absolute step only."""
     rng = np.random.default_rng(seed)
     n = firing_net(kind, 6, 12, 3, seed)
     hop = max(1, int(window * hop_frac))
     steps = int(rng.integers(1, 4 * window + 20))
     t, ch = events(rng, steps, 6, 0.3, gaps)
     recount.state = neurons.zero_state(n, 1)
-    want_t, want_lz, want_spikes = recount(n, t, ch, steps, window, hop)
+    want_t, want_lz, want_spikes = recount(n, t, ch, steps, window, hop, "s1")
 
     eng = Engine(n, window, hop, ("lzc", "rate"), streams=3)
+    eng.reset(1, "s1")
     got = []
     now = 0
     for end in sorted(set(rng.integers(0, steps + 1, cuts).tolist()) | {steps}):
@@ -86,3 +90,14 @@ def test_bad_events_are_refused(t, ch, end, message):
     with pytest.raises(ValueError, match=message):
         eng.advance(0, np.array(t), np.array(ch), end)
     assert eng.now[0] == 0
+
+
+def test_escape_noise_differs_between_streams_and_repeats_within_one():
+    n = firing_net("meta-esc", 6, 12, 3, 0)
+    t, ch = events(np.random.default_rng(1), 400, 6, 0.3, False)
+    eng = Engine(n, 100, 50, ("lzc", "rate"), streams=3)
+    for slot, stream in enumerate(("a", "b", "a")):
+        eng.reset(slot, stream)
+    a, b, again = (eng.advance(slot, t, ch, 400) for slot in range(3))
+    assert np.array_equal(a.spikes, again.spikes) and np.array_equal(a.lz, again.lz)
+    assert not np.array_equal(a.spikes, b.spikes)

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from edged import neurons
 from edged.bench.kernels import numpy_step
+from edged.intrinsics import INTRINSICS
 
 from conftest import firing_net
 
@@ -31,7 +32,7 @@ def run(n: neurons.Net, steps: int, active: set[int]) -> tuple[list[int], list[f
     out = np.zeros(1, np.uint8)
     spikes, volts = [], []
     for t in range(steps):
-        neurons.step(n, st_, 0, np.array([0] if t in active else [], np.int64), out)
+        neurons.step(n, st_, 0, np.uint64(0), t, np.array([0] if t in active else [], np.int64), out)
         spikes.append(int(out[0]))
         volts.append(float(st_.hidden.v[0, 0]))
     return spikes, volts
@@ -87,9 +88,9 @@ def test_step_matches_numpy_reference(data, kind, reset):
     mine, ref = neurons.zero_state(n, 2), neurons.zero_state(n, 2)
     out = np.zeros(n.w_out.shape[1], np.uint8)
     steps = data.draw(st.lists(st.lists(st.integers(0, n_in - 1), max_size=6), min_size=1, max_size=40))
-    for channels in steps:
+    for i, channels in enumerate(steps):
         ch = np.array(channels, np.int64)
-        neurons.step(n, mine, 1, ch, out)
+        neurons.step(n, mine, 1, np.uint64(0), i, ch, out)
         expected = numpy_step(n, ref, 1, ch)
         for layer_m, layer_r, c in ((mine.hidden, ref.hidden, n.hidden), (mine.out, ref.out, n.out)):
             assert np.all(np.isfinite(layer_m.v)) and np.all(np.isfinite(layer_m.a))
@@ -113,10 +114,10 @@ def test_closed_form_skip_equals_stepping(data, kind, reset):
     ch = np.concatenate([warm, [0]])
     skipped, stepped = neurons.zero_state(n, 1), neurons.zero_state(n, 1)
     out_skip = np.zeros((11 + gap, n_out), np.uint8)
-    neurons.simulate(n, skipped, 0, t, ch, 0, out_skip)
+    neurons.simulate(n, skipped, 0, np.uint64(0), t, ch, 0, out_skip)
     out_step = np.zeros_like(out_skip)
     for now in range(11 + gap):
-        neurons.step(n, stepped, 0, ch[t == now], out_step[now])
+        neurons.step(n, stepped, 0, np.uint64(0), now, ch[t == now], out_step[now])
     assert np.array_equal(out_skip, out_step)
     for a, b in zip(skipped, stepped):
         for x, y in zip(a, b):
@@ -127,8 +128,8 @@ def test_lif_is_quiet_after_every_step():
     n = one_neuron_net("lif", 5.0, 5.0)
     st_ = neurons.zero_state(n, 1)
     out = np.zeros(1, np.uint8)
-    for _ in range(5):
-        neurons.step(n, st_, 0, np.array([0], np.int64), out)
+    for i in range(5):
+        neurons.step(n, st_, 0, np.uint64(0), i, np.array([0], np.int64), out)
         assert neurons.is_quiet(n, st_, 0)
 
 
@@ -140,3 +141,42 @@ def test_invalid_intrinsics_are_named():
     p["v_reset"] = np.array([0.0, 2.0])
     with pytest.raises(ValueError, match=r"v_reset\[1\]"):
         neurons.layer("lif", p, DT)
+
+
+def escape_layer(n: int, delta_u: float, rho0: float, **values) -> dict[str, np.ndarray]:
+    p = {"tau": 0.02, "theta": 1.0, "v_reset": 0.0, "R": 1.0, "beta": 0.0, "tau_a": 0.1,
+         "kappa": 0.0, "tau_r": 0.01, "delta_u": delta_u, "rho0": rho0} | values
+    return {k: np.full(n, v, np.float64) for k, v in p.items()}
+
+
+def test_escape_noise_fires_at_its_hazard_rate():
+    """No input, v = 0: each step fires with p = 1 - exp(-dt rho0 exp(-theta / delta_u))."""
+    p = escape_layer(1, 0.5, 500.0)
+    n = neurons.net("meta-esc", [[0.0]], [[0.0]], p, p, DT, seed=11)
+    out = np.zeros((20000, 1), np.uint8)
+    none = np.zeros(0, np.int64)
+    neurons.simulate(n, neurons.zero_state(n, 1), 0, np.uint64(5), none, none, 0, out)
+    q = 1 - np.exp(-DT * 500.0 * np.exp(-1.0 / 0.5))
+    assert abs(out.sum() - out.size * q) < 5 * np.sqrt(out.size * q * (1 - q))
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data(), reset=st.sampled_from(["value", "subtract"]))
+def test_escape_noise_width_to_zero_is_the_deterministic_kernel(data, reset):
+    det = random_net(data, "meta", reset)
+    n_in, n_h, n_o = det.w_in.shape[0], det.w_in.shape[1], det.w_out.shape[1]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    hidden, out = (dict(escape_layer(k, 1e-12, 500.0), tau=rng.uniform(0.01, 0.05, k),
+                        theta=rng.uniform(0.5, 1.5, k), beta=rng.uniform(0, 0.5, k),
+                        kappa=rng.uniform(0, 1, k)) for k in (n_h, n_o))
+    nets = [neurons.net(kind, det.w_in, det.w_out, {k: hidden[k] for k in names},
+                        {k: out[k] for k in names}, DT, reset)
+            for kind, names in (("meta", INTRINSICS["meta"]), ("meta-esc", INTRINSICS["meta-esc"]))]
+    assert not nets[0].noisy and nets[1].noisy
+    t = np.sort(rng.integers(0, 300, 200))
+    ch = rng.integers(0, n_in, 200)
+    outs = []
+    for n in nets:
+        outs.append(np.zeros((300, n_o), np.uint8))
+        neurons.simulate(n, neurons.zero_state(n, 1), 0, np.uint64(3), t, ch, 0, outs[-1])
+    assert np.array_equal(*outs)

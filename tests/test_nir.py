@@ -51,7 +51,7 @@ def kernel_trace(graph, discretisation: str, steps_input: np.ndarray):
     v, s = np.zeros(len(steps_input)), np.zeros(len(steps_input), np.uint8)
     hidden, out = np.zeros(1, np.uint8), np.zeros(1, np.uint8)
     for i, x in enumerate(steps_input):
-        neurons.step_layers(net, st, 0, np.zeros(int(x), np.int64), hidden, out)
+        neurons.step_layers(net, st, 0, np.uint64(0), i, np.zeros(int(x), np.int64), hidden, out)
         v[i], s[i] = st.hidden.v[0, 0], hidden[0]
     return v, s
 

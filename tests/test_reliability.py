@@ -424,6 +424,6 @@ def test_silence_recreates_the_socket_with_backoff_capped_at_32s():
 
 
 def test_heartbeat_topic_is_shared():
-    from edged import client, protocol, publisher
+    from edged import client, protocol, sockets
 
-    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is publisher.HEARTBEAT_TOPIC
+    assert client.HEARTBEAT_TOPIC is protocol.HEARTBEAT_TOPIC is sockets.HEARTBEAT_TOPIC

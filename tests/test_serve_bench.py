@@ -18,7 +18,7 @@ def test_bench_e2e_quick(tmp_path):
     path = tmp_path / "m.npz"
     save(path, small_model(window=64, hop=8))
     r = subprocess.run([sys.executable, "-m", "edged.cli", "bench", "e2e", "--quick", "--json",
-                        "--model", str(path), "--duration", "0.3", "--rates", "20000"],
+                        "--model", str(path), "--duration", "0.3", "--rates", "20000", "--no-nats"],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)

@@ -114,14 +114,17 @@ def served(model):
     s.close()
 
 
-def offline(model, t, ch, end):
+def offline(model, t, ch, end, stream=""):
     """The same events through one ``Engine.advance`` and the readout, row by row."""
-    d = Engine.for_model(model, streams=1).advance(0, np.asarray(t, np.int64), np.asarray(ch, np.int64), end)
+    eng = Engine.for_model(model, streams=1)
+    eng.reset(0, stream)
+    d = eng.advance(0, np.asarray(t, np.int64), np.asarray(ch, np.int64), end)
     return d, Readout(model.readout).scores(d.features)
 
 
-def assert_same(model, decisions, t, ch, end):
-    d, scores = offline(model, t, ch, end)
+def assert_same(model, decisions, t, ch, end, stream=""):
+    """``decisions`` of stream ``stream`` equal ``offline``'s (its id keys escape noise)."""
+    d, scores = offline(model, t, ch, end, stream)
     assert [x.t for x in decisions] == d.t.tolist()
     assert [x.seq for x in decisions] == list(range(len(decisions)))
     lzc_cols = slice(0, model.n_out)  # small_model's features start with "lzc"

@@ -62,7 +62,7 @@ def table(n=2, **kw):
     clocks = np.zeros(n, np.int64)
     sizes, resets = [], []
 
-    def reset(slot):
+    def reset(slot, stream):
         resets.append(slot)
         clocks[slot] = 0
 

@@ -80,7 +80,7 @@ def test_recorded_forward_is_the_kernels_forward(kind):
     for i in range(3):
         st = neurons.zero_state(net, 1)
         out = np.zeros((256, 3), np.uint8)
-        neurons.simulate(net, st, 0, *data.events(d.x[i]), 0, out)
+        neurons.simulate(net, st, 0, np.uint64(0), *data.events(d.x[i]), 0, out)
         assert np.array_equal(out.sum(0), g.counts[i])
     assert g.hidden_counts.sum() > 0 and g.counts.sum() > 0
 
@@ -169,6 +169,23 @@ def test_bptt_lowers_the_loss(tiny, learn):
     assert after < before - 0.02
     changed = not np.array_equal(raw["hidden.tau"], raw0["hidden.tau"])
     assert changed == learn
+
+
+def test_bptt_trains_escape_noise_neurons(tiny):
+    """meta-esc: the loss falls (same noise keys before and after) and the noise
+    intrinsics take a gradient through the spike probability."""
+    tr, _ = tiny
+    raw0 = P.init("meta-esc", 32, 16, 3, 0, input_rate=float(tr.x.mean()))
+    keys = np.arange(len(tr.y), dtype=np.uint64) + np.uint64(1 << 40)
+    g = bptt.gradient("meta-esc", raw0, tr.x, tr.y, keys=keys, seed=3)
+    for name in ("hidden.delta_u", "output.delta_u", "hidden.rho0", "output.rho0"):
+        assert np.count_nonzero(g.raw[name]) > 0, name
+    assert not np.any(bptt.gradient("meta-esc", raw0, tr.x, tr.y, keys=keys, seed=3, scale=0.0).raw["output.rho0"])
+    raw, _ = bptt.train("meta-esc", raw0, tr.x, tr.y, True, bptt.Config(epochs=4, batch=10, lr=0.03,
+                                                                        lr_intrinsics=0.03), 3)
+    after = bptt.gradient("meta-esc", raw, tr.x, tr.y, keys=keys, seed=3)
+    assert after.loss.mean() < g.loss.mean() - 0.02
+    assert not np.array_equal(raw["output.delta_u"], raw0["output.delta_u"])
 
 
 @pytest.mark.parametrize("learn", [False, True])
@@ -412,6 +429,23 @@ def test_surrogate_experiment_rows(tmp_path):
     assert {("motif-surrogate", m) for m in ("snn-lzc", "count", "input-lzc")} <= models
     assert all({"task", "model", "seed", "accuracy"} <= set(r) for r in doc["rows"])
     assert "| motif-surrogate | input-lzc |" in experiment.surrogate_markdown(doc)
+
+
+def test_descent_experiment_rows_and_resume(tmp_path):
+    """The descent check runs end to end; each step's verdict is the condition on its own
+    numbers; a resumed run recomputes nothing."""
+    from trainer import descent
+
+    doc = descent.run(tmp_path / "d.json", quick=True)
+    assert {r["eta_regime"] for r in doc["rows"]} == {"small", "large"}
+    for r in doc["rows"]:
+        assert r["L_hat"] > 0 and r["eta"] == pytest.approx(r["eta_times_L_hat"] / r["L_hat"])
+        assert -1 <= r["grad_cosine"] <= 1 and 0 <= r["fraction_satisfied"] <= 1
+        for s in r["steps"]:
+            assert s["satisfied"] == (s["loss_after"] <= s["loss"] - r["eta"] / 2 * s["grad_sq"])
+    again = descent.run(tmp_path / "d.json", quick=True, resume=True)
+    assert again["rows"] == doc["rows"]
+    assert "| small | 0.5 | 1 |" in descent.markdown(doc)
 
 
 def test_paired_statistics():

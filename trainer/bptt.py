@@ -7,7 +7,9 @@ records each layer's state before every step, the post-step input trace ``r``, t
 input current and the spikes. Backward (hand-derived, this module): reverse time through
 the step of ``edged.neurons`` with the spike's derivative replaced by the SuperSpike
 surrogate ``ds/du = -ds/dtheta = scale / (1 + gamma*|u - theta|)**2`` (Zenke & Ganguli
-2018). Per step, with ``G_x`` the gradient of the loss w.r.t. ``x``::
+2018); for escape-noise neurons (``edged.neurons``), the spike's derivative is that of its
+probability, ``ds/dx := dp/dx`` for ``x`` in ``u, theta, delta_u, rho_dt`` (the
+straight-through estimator of the Bernoulli draw; ``scale = 0`` still holds spikes fixed). Per step, with ``G_x`` the gradient of the loss w.r.t. ``x``::
 
     G_s     = G_s(ext) + G_a'            [+ G_v' * dv'/ds when the reset is not detached]
     G_u     = G_v' * dv'/du + G_s * sg + G_u(ext)      dv'/du = 1 - s (value reset) or 1
@@ -44,8 +46,9 @@ from trainer import params as P
 from trainer.linear import Adam
 
 # rows of the coefficient gradient, in the order of edged.neurons.Layer (its one definition)
-A0, KD, GAIN, TH0, BETA, VR, AA, AR = (P.COEFFS.index(c) for c in (
-    "alpha0", "kappa_dt", "gain", "theta", "beta", "v_reset", "alpha_a", "alpha_r"))
+A0, KD, GAIN, TH0, BETA, VR, AA, AR, DU, RD = (P.COEFFS.index(c) for c in (
+    "alpha0", "kappa_dt", "gain", "theta", "beta", "v_reset", "alpha_a", "alpha_r", "delta_u",
+    "rho_dt"))
 N_COEFFS = len(P.COEFFS)
 EpochHook = Callable[[int, dict], bool]  # (epoch, raw params) -> stop now
 THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -59,8 +62,8 @@ def _pool() -> ThreadPoolExecutor:
 
 
 @kernel
-def _record(net, st, b, x):
-    """Run sample ``x[T, n_in]`` on stream ``b`` of ``st``, recording every step: returns
+def _record(net, st, b, key, x):
+    """Run sample ``x[T, n_in]`` on stream ``b`` of ``st`` (noise ``key``), recording every step: returns
     ``(I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o)``, each ``[T, n]``
     (input current, v / a / r before the step, r after it, spikes; hidden then output)."""
     T, n_in = x.shape
@@ -93,7 +96,8 @@ def _record(net, st, b, x):
         v_h[t] = st.hidden.v[b]
         a_h[t] = st.hidden.a[b]
         r0_h[t] = st.hidden.r[b]
-        neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch)
+        neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch,
+                           net.seed, key, 0, t)
         r1_h[t] = st.hidden.r[b]
         s_h[t] = spk_h
         neurons.spike_current(net.w_out, spk_h, cur_o)
@@ -101,7 +105,8 @@ def _record(net, st, b, x):
         v_o[t] = st.out.v[b]
         a_o[t] = st.out.a[b]
         r0_o[t] = st.out.r[b]
-        neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch)
+        neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch,
+                           net.seed, key, 1, t)
         r1_o[t] = st.out.r[b]
         s_o[t] = spk_o
     return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o
@@ -122,6 +127,8 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
         vr = np.float64(c.v_reset[j])
         aa = np.float64(c.alpha_a[j])
         ar = np.float64(c.alpha_r[j])
+        du = np.float64(c.delta_u[j])
+        rd = np.float64(c.rho_dt[j])
         Gv = 0.0
         Ga = 0.0
         Gr = 0.0
@@ -135,7 +142,15 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
             al = a0 * D
             u = al * v + (1.0 - al) * R * cur
             th = th0 + beta * a
-            sg = scale / (1.0 + gamma * abs(u - th)) ** 2
+            noisy = du > 0.0 and scale > 0.0
+            z = ez = keep = 0.0
+            if noisy:  # escape noise: ds/dx := dp/dx, p = 1 - exp(-rho_dt exp(z))
+                z = min((u - th) / du, 80.0)
+                ez = np.exp(z)
+                keep = np.exp(-rd * ez)  # 1 - p
+                sg = keep * rd * ez / du
+            else:
+                sg = scale / (1.0 + gamma * abs(u - th)) ** 2
             Gs = g_s[t, j] + Ga
             if subtract:
                 Gu = Gv
@@ -149,6 +164,9 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
                 if not detach:
                     Gs += Gv * (vr - u)
             Gu += Gs * sg
+            if noisy:
+                gc[DU, j] -= Gs * sg * z
+                gc[RD, j] += Gs * keep * ez
             if probe:
                 Gu += g_u[t, j]
             Gth -= Gs * sg
@@ -175,9 +193,9 @@ def _layer_backward(c, subtract, detach, scale, gamma, I, v_pre, a_pre, r_pre, r
 
 
 @kernel
-def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, probe_o,
+def batch_grad(net, st, keys, x, y, n_classes, lam, scale, gamma, detach, probe_h, probe_o,
                g_win, g_wout, gc_h, gc_o, loss, counts, hidden_counts, u_out, aux_out, lo, hi):
-    """Forward + backward of every sample ``x[b]`` (label ``y[b]``, -1 = no CE term; the
+    """Forward + backward of every sample ``x[b]`` (noise key ``keys[b]``, label ``y[b]``, -1 = no CE term; the
     logit of class ``c`` is ``lam`` times the spikes of the output neurons ``k % n_classes == c``).
     Per-sample results go to ``g_*[b]``, ``loss[b]``, ``counts[b]`` (output spikes),
     ``hidden_counts[b]``, the output layer's pre-reset potential ``u`` to ``u_out[b]`` and
@@ -189,7 +207,7 @@ def batch_grad(net, st, x, y, n_classes, lam, scale, gamma, detach, probe_h, pro
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
     for b in range(lo, hi):
-        I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, x[b])
+        I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, keys[b], x[b])
         cnt = np.zeros(n_o)
         for t in range(T):
             for k in range(n_o):
@@ -277,10 +295,11 @@ def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.
              dt: float = 1e-3, reset: str = "value", lam: float = 0.1, scale: float = 0.3,
              gamma: float = 5.0, detach: bool = True, probe_h: np.ndarray | None = None,
              probe_o: np.ndarray | None = None, potentials: bool = False,
-             n_classes: int = 0) -> Grad:
+             n_classes: int = 0, keys: np.ndarray | None = None, seed: int = 0) -> Grad:
     """Loss and its gradient over every raw parameter for the batch ``x[B, T, n_in]``;
-    ``n_classes`` (default: one output neuron per class) groups the outputs by ``k % n_classes``."""
-    net = P.to_net(kind, raw, dt, reset)
+    ``n_classes`` (default: one output neuron per class) groups the outputs by ``k % n_classes``;
+    escape noise draws with model ``seed`` and sample ``b``'s stream key ``keys[b]`` (default 0)."""
+    net = P.to_net(kind, raw, dt, reset, seed)
     B = x.shape[0]
     n_in, n_h = net.w_in.shape
     n_o = net.w_out.shape[1]
@@ -295,7 +314,8 @@ def gradient(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.
     aux_out = np.zeros((B, x.shape[1] if potentials else 0, n_o, 2))
     ph = np.zeros((B, 0, n_h)) if probe_h is None else np.ascontiguousarray(probe_h, np.float64)
     po = np.zeros((B, 0, n_o)) if probe_o is None else np.ascontiguousarray(probe_o, np.float64)
-    args = (net, neurons.zero_state(net, B), np.ascontiguousarray(x, np.uint8),
+    keys = np.zeros(B, np.uint64) if keys is None else np.ascontiguousarray(keys, np.uint64)
+    args = (net, neurons.zero_state(net, B), keys, np.ascontiguousarray(x, np.uint8),
             np.asarray(y, np.int64), n_classes or n_o, lam, scale, gamma, detach, ph, po, g_win, g_wout, gc_h,
             gc_o, loss, counts, hidden_counts, u_out, aux_out)
     bounds = np.linspace(0, B, min(THREADS, B) + 1).astype(int)
@@ -349,7 +369,9 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray | Callable
         for start in range(0, len(y), cfg.batch):
             idx = np.sort(order[start:start + cfg.batch])
             g = gradient(kind, raw, xs[idx], y[idx], dt, lam=cfg.lam, scale=cfg.scale,
-                         gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes)
+                         gamma=cfg.gamma, detach=cfg.detach, n_classes=n_classes,
+                         keys=(np.uint64(epoch + 1) << np.uint64(32)) + idx.astype(np.uint64),
+                         seed=seed)
             spikes_h += g.hidden_counts.sum()
             spikes_o += g.counts.sum()
             grads = [g.raw[k] / len(idx) + (cfg.weight_decay * raw[k] if k.startswith("w_") else 0.0)

@@ -3,10 +3,11 @@
     edged-train run --task poisson-structure --neuron meta --rule bptt --intrinsics learned \\
         --seed 0 --out models/meta.npz [--set depth=0.9 ...] [--report run.png]
     edged-train evaluate --model models/meta.npz --seed 7 [--n 300] [--json]
-    edged-train run --events-dir ../shared/data/nmnist_small --hidden 256 \\
-        --outputs-per-class 4 --epochs 40 --lr 0.003 --seed 0 --out models/nmnist.npz
+    edged-train run --events-dir ../shared/data/nmnist_small --hidden 128 --outputs-per-class 2 \\
+        --steps 300 --augment --lr 0.01 --weight-decay 1e-4 --epochs 14 --n-val 0 --patience 0 \\
+        --seed 0 --out models/nmnist.npz
     edged-train evaluate --model models/nmnist.npz --events-dir DIR [--held-back] [--json]
-    edged-train experiment paper|surrogate|ablation [--quick] [--resume] [--table-only]
+    edged-train experiment paper|surrogate|ablation|descent [--quick] [--resume] [--table-only]
     edged-train experiment nmnist-cv --events-dir ../shared/data/nmnist_small [--resume]
     edged-train card --model models/meta.npz     (latency, energy estimate, state bytes)
     edged-train readout --model imported.npz --task poisson-structure --out fitted.npz
@@ -232,6 +233,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             doc = experiment.ablation(out, table, quick=args.quick, log=_log, resume=args.resume,
                                       neurons=tuple(args.neurons.split(",")) if args.neurons else None)
             print(experiment.ablation_markdown(doc, json.loads(Path(table).read_text())))
+        elif args.name == "descent":
+            from trainer import descent
+
+            doc = descent.run(out, quick=args.quick, log=_log, resume=args.resume)
+            print(descent.markdown(doc))
         elif args.name == "surrogate":
             doc = experiment.surrogate(out, quick=args.quick, log=_log, resume=args.resume,
                                        seeds=args.seeds)
@@ -245,7 +251,7 @@ def _print_table(name: str, out: str, table: str | None) -> int:
     """The markdown table of an existing result JSON, nothing run."""
     from pathlib import Path
 
-    from trainer import crossval, experiment
+    from trainer import crossval, descent, experiment
 
     if not Path(out).is_file():
         raise UsageError(f"{out} does not exist: run the experiment first")
@@ -257,12 +263,12 @@ def _print_table(name: str, out: str, table: str | None) -> int:
         print(experiment.ablation_markdown(doc, json.loads(paper.read_text())))
     else:
         print({"paper": experiment.markdown, "surrogate": experiment.surrogate_markdown,
-               "nmnist-cv": crossval.markdown}[name](doc))
+               "nmnist-cv": crossval.markdown, "descent": descent.markdown}[name](doc))
     return 0
 
 
 EXPERIMENTS = {"paper": "paper-table.json", "surrogate": "surrogate.json",
-               "nmnist-cv": "nmnist-cv.json", "ablation": "ablation.json"}
+               "nmnist-cv": "nmnist-cv.json", "ablation": "ablation.json", "descent": "descent.json"}
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -289,7 +295,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", choices=sorted(TASKS), default="poisson-structure")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="task parameter override (see trainer/data.py), repeatable")
-    r.add_argument("--neuron", choices=("lif", "meta"), default="meta")
+    r.add_argument("--neuron", choices=("lif", "meta", "meta-esc"), default="meta",
+                   help="meta-esc: the meta-neuron with escape noise (edged.neurons)")
     r.add_argument("--rule", choices=RULE_CHOICES, default="bptt",
                    help="learning rule; stdp-* are STDP with the named homeostasis, "
                         "tempotron-multi the multi-spike tempotron (trainer/stdp.py, "
@@ -376,7 +383,8 @@ def parser() -> argparse.ArgumentParser:
                                 "structure separates the classes; 'nmnist-cv': nested "
                                 "5-fold CV on --events-dir; 'ablation': one intrinsic group "
                                 "learned at a time, and the epoch-budget study (BPTT cells of "
-                                "--table)")
+                                "--table); 'descent': the sufficient-decrease check of "
+                                "intrinsic gradient steps on the escape-noise loss")
     x.add_argument("--quick", action="store_true", help="small CI-sized version (<= 3 min)")
     x.add_argument("--table-only", action="store_true",
                    help="print the markdown table of --out as it stands and exit (runs nothing)")

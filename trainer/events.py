@@ -114,10 +114,11 @@ def counts(d: Encoded, n_in: int) -> np.ndarray:
 
 def extract(engine, d: Encoded, steps: int) -> np.ndarray:
     """Features ``float32[n, n_features]`` of each sample's decision at ``steps``, each
-    on a cold slot of ``engine`` (``window = hop = steps``: exactly one decision)."""
+    on a cold slot of ``engine``, as stream ``sample-<i>`` (``window = hop = steps``:
+    exactly one decision)."""
     feats = np.empty((len(d.y), engine.net.w_out.shape[1] * len(engine.features)), np.float32)
     for i, (t, ch) in enumerate(zip(d.t, d.ch)):
-        engine.reset(0)
+        engine.reset(0, f"sample-{i}")
         dec = engine.advance(0, t, ch, steps)
         feats[i] = dec.features[-1]
     return feats

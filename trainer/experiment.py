@@ -51,7 +51,7 @@ from trainer import baselines as B
 from trainer import data, stats
 from trainer.pipeline import VARIANTS, Spec, run
 
-NEURONS = ("lif", "meta")
+NEURONS = ("lif", "meta", "meta-esc")
 RULES = ("bptt", "stdp", "tempotron", *VARIANTS)
 STDP_FAMILY = ("stdp", *(v for v, (base, _) in VARIANTS.items() if base == "stdp"))
 CONDITIONS = ("fixed", "fixed-tuned", "learned")
@@ -74,6 +74,7 @@ FULL = {
                       for row in L9)},
     "baselines": B.NAMES,
 }
+FULL["fixed_tuned"]["meta-esc"] = FULL["fixed_tuned"]["meta"]  # noise intrinsics at their defaults
 # rule variants (trainer.pipeline.VARIANTS) take their base rule's cap and grid; the
 # STDP variants' learned stage 2 tunes the homeostatic set point (Hz) instead of the
 # weights' rate (own-rate has no set point: it keeps the weights' rate axis)
@@ -85,7 +86,8 @@ QUICK = FULL | {
     "patience": 1, "seeds": 2, "hidden": (8, 16),
     "lr": {"bptt": (0.03,), "stdp": (0.01,), "tempotron": (0.1,)},
     "lr_intrinsics": (1.0,), "lr_around": (1.0, 2.0), "max_widen": 0,
-    "fixed_tuned": {"lif": FULL["fixed_tuned"]["lif"][3:5], "meta": FULL["fixed_tuned"]["meta"][:2]},
+    "fixed_tuned": {"lif": FULL["fixed_tuned"]["lif"][3:5], "meta": FULL["fixed_tuned"]["meta"][:2],
+                    "meta-esc": FULL["fixed_tuned"]["meta"][:2]},
     "baselines": ("count", "binned-count"),
 }
 QUICK["cap"] = QUICK["cap"] | {v: 1 for v in VARIANTS}
@@ -388,7 +390,7 @@ def surrogate_markdown(doc: dict) -> str:
 
 
 GROUPS = {"tau": ("tau",), "theta": ("theta",), "R": ("R",), "v_reset": ("v_reset",),
-          "adaptation": ("beta", "tau_a"), "drive": ("kappa", "tau_r")}
+          "adaptation": ("beta", "tau_a"), "drive": ("kappa", "tau_r"), "noise": ("delta_u", "rho0")}
 ABLATION = {kind: {g: names for g, names in GROUPS.items() if set(names) <= set(INTRINSICS[kind])}
             for kind in INTRINSICS}
 BUDGET_EPOCHS = (4, 12, 36)

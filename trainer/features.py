@@ -1,7 +1,7 @@
 """Readout features of a dataset through ``edged.engine`` (the daemon's own path).
 
-Each sample runs on a cold engine slot over its ``T`` steps; the sample's features are
-those of the last decision (window ``[T - window, T)``; with ``T = window`` the only
+Each sample ``i`` runs on a cold engine slot, as stream ``sample-<i>`` (the key of its
+escape noise), over its ``T`` steps; the sample's features are those of the last decision (window ``[T - window, T)``; with ``T = window`` the only
 one), so training, ``edged-train evaluate`` and ``edged serve`` decide identically.
 """
 
@@ -24,7 +24,7 @@ def extract(engine: Engine, d: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndar
     lz = np.empty((len(d.y), n_out), np.int64)
     spikes = np.empty((len(d.y), n_out), np.int64)
     for i in range(len(d.y)):
-        engine.reset(0)
+        engine.reset(0, f"sample-{i}")
         t, ch = events(d.x[i])
         dec = engine.advance(0, t, ch, T)
         feats[i], lz[i], spikes[i] = dec.features[-1], dec.lz[-1], dec.spikes[-1]

@@ -9,26 +9,29 @@ valid for any raw value, so no optimiser step can produce an invalid model::
     threshold      theta   = softplus(rho) + 1e-3
     reset          v_reset = theta - softplus(rho) - 1e-3 (always below threshold)
     gain           R       = softplus(rho) + 1e-4
+    noise width    delta_u = softplus(rho) + 1e-4
     beta, kappa            = softplus(rho)                (>= 0)
+    escape rate    rho0    = exp(rho) Hz                  rho clipped to [-25, log 1e6]
 
 The kernels see per-neuron step coefficients (``edged.neurons.Layer``)::
 
     alpha0 = exp(-dt/tau), kappa_dt = dt*kappa/tau, gain = R, theta, beta, v_reset,
-    alpha_a = exp(-dt/tau_a), alpha_r = exp(-dt/tau_r)
+    alpha_a = exp(-dt/tau_a), alpha_r = exp(-dt/tau_r), delta_u, rho_dt = dt*rho0
 
-(LIF: ``beta = kappa = 0``). ``coeff_grad_to_raw``
-chains a gradient over those coefficients back to the raw values.
+(LIF: ``beta = kappa = 0``; LIF and meta: ``delta_u = 0``). ``coeff_grad_to_raw`` chains
+a gradient over those coefficients back to the raw values.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edged.intrinsics import INTRINSICS, MAX_TIME_CONSTANT, SPEC, NeuronKind, defaults
+from edged.intrinsics import INTRINSICS, MAX_RATE, MAX_TIME_CONSTANT, SPEC, NeuronKind, defaults
 from edged.neurons import Layer
 
 COEFFS = Layer._fields  # the kernels' step coefficients, in their order
 RAW_CLIP = 25.0
+RATE_CLIP = float(np.log(MAX_RATE))
 THETA_MIN, GAP_MIN, R_MIN = 1e-3, 1e-3, 1e-4
 
 
@@ -57,8 +60,10 @@ def to_raw(kind: NeuronKind, values: dict[str, np.ndarray]) -> dict[str, np.ndar
             out[name] = inv_softplus(x - THETA_MIN)
         elif name == "v_reset":
             out[name] = inv_softplus(np.asarray(values["theta"], np.float64) - x - GAP_MIN)
-        elif name == "R":
+        elif name in ("R", "delta_u"):
             out[name] = inv_softplus(x - R_MIN)
+        elif name == "rho0":
+            out[name] = np.clip(np.log(x), -RAW_CLIP, RATE_CLIP)
         else:  # beta, kappa
             out[name] = inv_softplus(x)
     return out
@@ -73,8 +78,10 @@ def from_raw(kind: NeuronKind, raw: dict[str, np.ndarray]) -> dict[str, np.ndarr
             out[name] = MAX_TIME_CONSTANT * sigmoid(np.clip(x, -RAW_CLIP, RAW_CLIP))
         elif name == "theta":
             out[name] = softplus(x) + THETA_MIN
-        elif name == "R":
+        elif name in ("R", "delta_u"):
             out[name] = softplus(x) + R_MIN
+        elif name == "rho0":
+            out[name] = np.exp(np.clip(x, -RAW_CLIP, RATE_CLIP))
         elif name != "v_reset":
             out[name] = softplus(x)
     out["v_reset"] = out["theta"] - softplus(raw["v_reset"]) - GAP_MIN
@@ -91,7 +98,8 @@ def coeff_grad_to_raw(kind: NeuronKind, raw: dict[str, np.ndarray], g: np.ndarra
     # gradient over the intrinsic values
     gi = {"theta": gc["theta"] + gc["v_reset"], "v_reset": gc["v_reset"], "R": gc["gain"],
           "tau": gc["alpha0"] * np.exp(-dt / tau) * dt / tau ** 2 - gc["kappa_dt"] * dt * kappa / tau ** 2,
-          "kappa": gc["kappa_dt"] * dt / tau, "beta": gc["beta"]}
+          "kappa": gc["kappa_dt"] * dt / tau, "beta": gc["beta"], "delta_u": gc["delta_u"],
+          "rho0": gc["rho_dt"] * dt}
     for name, coeff in (("tau_a", "alpha_a"), ("tau_r", "alpha_r")):
         if name in p:
             gi[name] = gc[coeff] * np.exp(-dt / p[name]) * dt / p[name] ** 2
@@ -104,6 +112,8 @@ def coeff_grad_to_raw(kind: NeuronKind, raw: dict[str, np.ndarray], g: np.ndarra
             out[name] = gi[name] * p[name] * (1 - p[name] / MAX_TIME_CONSTANT) * inside
         elif name == "v_reset":
             out[name] = -gi[name] * sigmoid(x)
+        elif name == "rho0":
+            out[name] = gi[name] * p[name] * ((x > -RAW_CLIP) & (x < RATE_CLIP))
         else:
             out[name] = gi[name] * sigmoid(x)
     return out
@@ -136,9 +146,10 @@ def intrinsics(kind: NeuronKind, raw: dict[str, np.ndarray], prefix: str) -> dic
     return from_raw(kind, {n: raw[f"{prefix}.{n}"] for n in INTRINSICS[kind]})
 
 
-def to_net(kind: NeuronKind, raw: dict[str, np.ndarray], dt: float, reset: str = "value"):
-    """The kernels' ``edged.neurons.Net`` for raw parameters."""
+def to_net(kind: NeuronKind, raw: dict[str, np.ndarray], dt: float, reset: str = "value",
+           seed: int = 0):
+    """The kernels' ``edged.neurons.Net`` for raw parameters (``seed``: escape noise)."""
     from edged import neurons
 
     return neurons.net(kind, raw["w_in"], raw["w_out"], intrinsics(kind, raw, "hidden"),
-                       intrinsics(kind, raw, "output"), dt, reset)
+                       intrinsics(kind, raw, "output"), dt, reset, seed)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from edged import versions
+from edged.intrinsics import NeuronKind
 from trainer import data, linear
 from trainer import params as P
 
@@ -39,7 +40,7 @@ DT = 1e-3
 class Spec:
     task: str = "poisson-structure"
     task_params: dict[str, Any] = field(default_factory=dict)
-    neuron: Literal["lif", "meta"] = "meta"
+    neuron: NeuronKind = "meta"
     rule: Rule = "bptt"
     intrinsics: Literal["fixed", "fixed-tuned", "learned"] = "learned"
     hidden: int = 64
@@ -117,7 +118,8 @@ class EarlyStop:
 def engine_for(kind: str, raw: dict, spec: Spec, features=("lzc", "rate"), window: int = 1024):
     from edged.engine import Engine
 
-    return Engine(P.to_net(kind, raw, DT), window=window, hop=spec.hop, features=features)
+    return Engine(P.to_net(kind, raw, DT, seed=spec.seed), window=window, hop=spec.hop,
+                  features=features)
 
 
 def readout_fit(kind: str, raw: dict, spec: Spec, tr, window: int):
@@ -211,7 +213,7 @@ def run(spec: Spec, log: Callable[[str], None] | None = None):
                   readout=readout, classes=tr.classes, dt=DT, reset="value", window=T,
                   hop=spec.hop, variant="lz76", features=features,
                   encoding={"kind": "channels", "n_in": n_in, "dt": DT, "task": spec.task},
-                  provenance=provenance)
+                  provenance=provenance, seed=spec.seed)
     extras = {"raw": raw, "history": history, "test": te, "features_test": f_te,
               "lz_test": lz_te, "spikes_test": spikes_te}
     return model, metrics, extras

@@ -42,7 +42,7 @@ def write_report(path: str, model, extras: dict) -> bool:
         i = int(np.flatnonzero(te.y == k)[0])
         st = neurons.zero_state(net, 1)
         out = np.zeros((te.x.shape[1], n_out), np.uint8)
-        neurons.simulate(net, st, 0, *events(te.x[i]), 0, out)
+        neurons.simulate(net, st, 0, np.uint64(0), *events(te.x[i]), 0, out)
         t, j = np.nonzero(out)
         axes[1, k].scatter(t, j, s=2, marker="|")
         axes[1, k].set_title(f"output spikes, class {c}")

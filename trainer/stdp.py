@@ -96,7 +96,7 @@ def _updates(net, st, b, x, label, teach, d_pre, d_post, a_minus, dw_in, dw_out,
     T, n_in = x.shape
     n_h = net.w_in.shape[1]
     n_o = net.w_out.shape[1]
-    I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, x)
+    I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o = _record(net, st, b, np.uint64(b), x)
     for t in range(T):
         for j in range(n_h):
             cur_h[j] += I_h[t, j] / T

@@ -149,7 +149,7 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
                 t_star = int(np.argmax(pick))
                 probe[b, t_star, k] = err[b, k]
                 a_star[b, k] = g0.a_out[b, t_star, k]
-                if kind == "meta":
+                if "tau_a" in out:
                     s_times = np.flatnonzero(spiked[:t_star])
                     lag = t_star - 1 - s_times
                     alpha = np.exp(-dt / out["tau_a"][k])
@@ -164,7 +164,7 @@ def _train_multi(kind, raw, x, y, learn_intrinsics, cfg, rng, log, dt, on_epoch)
                 raw[name] += lr * g.raw[name]  # through u(t*)
             # and through theta(t*) = theta + beta a(t*)
             raw["output.theta"] += lr * -err.sum(axis=0) * P.sigmoid(raw["output.theta"])
-            if kind == "meta":
+            if "beta" in out:
                 raw["output.beta"] += lr * -(err * a_star).sum(axis=0) * P.sigmoid(raw["output.beta"])
                 tau_a = out["tau_a"]
                 dalpha = np.exp(-dt / tau_a) * dt / tau_a ** 2  # d alpha_a / d tau_a

@@ -18,6 +18,12 @@ sustained (everything sent on schedule, every decision back, no frame rejected, 
 p99 < 50 ms, i.e. no growing backlog);
 capacity flat out; CPU seconds per event of the daemon process; daemon RSS. Real-time
 streams (one frame per hop of wall-clock time each) are ``edged bench streams``.
+
+NATS rows (when ``nats-server`` and nats-py are installed, unless ``--no-nats``): a second
+``edged serve`` on ``nats://`` endpoints of a nats-server with JetStream in a temporary
+store; the latency run's frames again, at the same pacing, through ``edged.client.Sender``
+and ``Subscriber`` on ``nats://``: client latency p50/p99 and daemon CPU per frame, each
+against the ZeroMQ run's (ratio = ZeroMQ / NATS).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=4, help="streams for latency and ladder rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="short run for tests (~20 s)")
+    p.add_argument("--no-nats", action="store_true", help="skip the NATS JetStream rows")
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -76,12 +83,13 @@ def _start_echo():
     return proc, ingest, publish
 
 
-def _start_serve(model: str, max_streams: int, *extra: str):
+def _start_serve(model: str, max_streams: int, *extra: str, ingest: str = "tcp://127.0.0.1:*",
+                 publish: str = "tcp://127.0.0.1:*"):
     from edged.client import wait_ready
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edged.cli", "serve", "--model", model, "--ingest", "tcp://127.0.0.1:*",
-         "--publish", "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", "--max-streams",
+        [sys.executable, "-m", "edged.cli", "serve", "--model", model, "--ingest", ingest,
+         "--publish", publish, "--metrics", "127.0.0.1:0", "--max-streams",
          str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning",
          *extra],
         stdout=subprocess.PIPE, text=True,
@@ -250,6 +258,101 @@ def _drive(ctx, ingest: str, publish: str, frames, fps: float, echo: bool, model
             "cpu_p50": float(np.median(cpu)) if cpu else float("nan")}
 
 
+def nats_available() -> str | None:
+    """Why the NATS rows cannot run here, or ``None`` if they can."""
+    import shutil
+
+    if shutil.which("nats-server") is None:
+        return "nats-server not installed (apt-get install nats-server)"
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        return "nats-py not installed (pip install 'edged[nats]')"
+    return None
+
+
+def start_nats(store: Path, timeout: float = 30.0):
+    """nats-server with JetStream in ``store`` on a random loopback port: ``(proc, url)``."""
+    import re
+
+    log = store / "nats.log"
+    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd",
+                             str(store / "js"), "-l", str(log)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = log.read_text() if log.exists() else ""
+        port = re.search(r"client connections on 127\.0\.0\.1:(\d+)", text)
+        if port and "Server is ready" in text:
+            return proc, f"nats://127.0.0.1:{port.group(1)}"
+        time.sleep(0.05)  # polling another process's log file
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"nats-server did not start: {log.read_text() if log.exists() else ''}")
+
+
+def drive_nats(url: str, frames, fps: float, settle: float = 3.0) -> dict:
+    """``_drive`` over ``nats://``: send ``frames`` at ``fps`` through ``edged.client.Sender``,
+    match decisions from ``Subscriber`` by (stream, t); return timings."""
+    import numpy as np
+
+    from edged.client import Sender, Subscriber
+
+    clock = time.perf_counter
+    with Sender(url) as tx, Subscriber(url, clock=clock) as rx:
+        for key, f in frames:
+            if key is None:
+                tx.send_frame(f)
+        body = [(key, f) for key, f in frames if key is not None]
+        sent_at: dict = {}
+        client, daemon = [], []
+
+        def receive(wait: float) -> None:
+            d = rx.recv(wait)
+            while d is not None:
+                t_sent = sent_at.pop((d.stream, d.t), None)
+                if t_sent is not None:
+                    client.append(d.received_at - t_sent)
+                    daemon.append(d.latency_s)
+                d = rx.recv(0)
+
+        start = clock()
+        for i, (key, f) in enumerate(body):
+            due = start + i / fps
+            while (wait := due - clock()) > 0:  # wait in recv, never spin
+                receive(wait)
+            sent_at[key] = clock()
+            tx.send_frame(f, key[0])
+            receive(0)
+        deadline = clock() + settle
+        while sent_at and clock() < deadline:
+            receive(0.05)
+    c, d = np.asarray(client), np.asarray(daemon)
+    pct = (lambda a, q: float(np.percentile(a, q)) if a.size else float("nan"))
+    return {"sent": len(body), "received": len(client), "missing": len(sent_at),
+            "client_p50": pct(c, 50), "client_p99": pct(c, 99),
+            "daemon_p50": pct(d, 50), "daemon_p99": pct(d, 99)}
+
+
+def nats_latency(model_path: str, frames, fps: float, max_streams: int) -> dict:
+    """The NATS row's run: nats-server + ``edged serve`` on it, ``drive_nats``, and the
+    daemon's CPU seconds per frame sent."""
+    store = tempfile.TemporaryDirectory(prefix="edged-e2e-nats-")
+    server, url = start_nats(Path(store.name))
+    serve = None
+    try:
+        serve, *_ = _start_serve(model_path, max_streams, ingest=url, publish=url)
+        cpu0 = _proc_cpu(serve.pid)
+        out = drive_nats(url, frames, fps)
+        out["cpu_per_frame"] = (_proc_cpu(serve.pid) - cpu0) / max(out["sent"], 1)
+        return out
+    finally:
+        for proc in (serve, server):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        store.cleanup()
+
+
 def _synthetic_model(args, path: Path) -> str:
     import numpy as np
 
@@ -297,7 +400,9 @@ def run(args: argparse.Namespace) -> dict:
         names = [f"lat{i}" for i in range(args.streams)]
         lat_frames = _frames(names, n_lat, args.latency_frame_events, model, rng, prime=True)
         ref = _drive(ctx, e_in, e_out, [(k, f) for k, f in lat_frames if k is not None], fps, echo=True)
+        cpu0 = _proc_cpu(serve.pid)
         got = _drive(ctx, s_in, s_out, lat_frames, fps, echo=False, model=model)
+        zmq_cpu_per_frame = (_proc_cpu(serve.pid) - cpu0) / max(got["sent"], 1)
         rate = f"{args.latency_rate / 1000:g}k ev/s"
         for q in ("p50", "p99"):
             rows.append(result(f"echo client latency {q} @{rate}", ref[f"client_{q}"] * 1e6, "us"))
@@ -309,6 +414,20 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(result(f"edged daemon CPU per decision p50 @{rate}", got["cpu_p50"] * 1e6, "us"))
         if got["missing"]:
             notes.append(f"latency run: {got['missing']} of {got['sent']} decisions missing")
+        rows.append(result(f"edged daemon CPU per frame over ZeroMQ @{rate}", zmq_cpu_per_frame * 1e6, "us"))
+        why = "--no-nats" if args.no_nats else nats_available()
+        if why is None:
+            nats = nats_latency(model_path, lat_frames, fps, capacity)
+            for q in ("p50", "p99"):
+                rows.append(result(f"edged over NATS client latency {q} @{rate}", nats[f"client_{q}"] * 1e6,
+                                   "us", (f"edged client latency {q} @{rate}", got[f"client_{q}"] * 1e6)))
+            rows.append(result(f"edged daemon CPU per frame over NATS @{rate}", nats["cpu_per_frame"] * 1e6,
+                               "us", (f"edged daemon CPU per frame over ZeroMQ @{rate}",
+                                      zmq_cpu_per_frame * 1e6)))
+            if nats["missing"]:
+                notes.append(f"NATS latency run: {nats['missing']} of {nats['sent']} decisions missing")
+        else:
+            notes.append(f"NATS rows skipped: {why}")
 
         # ladder of offered rates, binary frames of --frame-events
         best = 0.0

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--neuron", choices=("meta", "lif"), default="meta")
+    p.add_argument("--neuron", choices=("meta", "lif", "meta-esc"), default="meta")
     p.add_argument("--inputs", type=int, default=256)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--outputs", type=int, default=10)
@@ -68,15 +68,17 @@ def run(args: argparse.Namespace) -> dict:
     outs = np.zeros((args.steps, args.outputs), np.uint8)
 
     state = neurons.zero_state(n, 1)
-    step = neurons.bind(neurons.step, n, state, 0, channels[0], out)
-    simulate = neurons.bind(neurons.simulate, n, state, 0, t, ch, 0, outs)
+    key = np.uint64(0)
+    step = neurons.bind(neurons.step, n, state, 0, key, 0, channels[0], out)
+    simulate = neurons.bind(neurons.simulate, n, state, 0, key, t, ch, 0, outs)
     cursor = iter(range(1 << 62))
 
     def streaming():
-        step(n, state, 0, channels[next(cursor) % args.steps], out)
+        i = next(cursor)
+        step(n, state, 0, key, i, channels[i % args.steps], out)
 
     def inloop():
-        simulate(n, state, 0, t, ch, 0, outs)
+        simulate(n, state, 0, key, t, ch, 0, outs)
 
     np_state = neurons.zero_state(n, 1)
 

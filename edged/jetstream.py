@@ -1,0 +1,611 @@
+"""NATS JetStream transport (optional extra ``nats``): ``nats://HOST:PORT`` endpoints for
+``edged serve`` (``Transport``, in place of ``edged.sockets.Sockets``) and for the clients
+(``Sender``, ``Subscriber``; ``edged.client`` hands ``nats://`` endpoints to them).
+
+Subjects (the payloads are the same v1 msgpack bytes as over ZeroMQ; spec ``PROTOCOL.md``)::
+
+    token(s)      = s                                if s matches [A-Za-z0-9_-]+
+                  = "~" + base64url(utf8(s))         otherwise, without "=" padding
+    partition(s)  = crc32(utf8(s)) % P               (zlib/IEEE CRC-32; P = --partition-count)
+    frame         -> edged.in.<partition>.<token>    stored in JetStream stream EDGED_IN_<partition>
+    decision      -> edged.out.<token>               stored in EDGED_OUT, Nats-Msg-Id <token>.<seq>
+    heartbeat     -> edged.heartbeat                 core NATS (not stored)
+
+A frame on another subject than its stream's is rejected ("stream"), so a stream's state
+lives with the owner of its partition alone.
+
+Exactly-once state: an instance owns partitions S (``--partitions``) through one durable
+pull consumer ``edged-<p>`` per partition. The serving loop records, per partition, the
+stream sequence of the last frame it took; a checkpoint stores them (header
+``transport``) once NATS has confirmed every decision published before it, and a restart
+recreates each consumer at the next sequence, so a ``kill -9`` replays exactly the frames
+after the checkpoint. A replay reproduces their decisions (they do not depend on frame or
+batch boundaries) with the same ``Nats-Msg-Id``, which JetStream drops as duplicates
+within its deduplication window. Input sequences are dense (retention only removes the
+oldest), so a jump means frames aged out before edged read them: counted
+(``edged_nats_frames_lost_total``), logged, and the partition's streams carry on from the
+checkpointed state (a warm restart, as over ZeroMQ).
+
+Threads: nats-py is asyncio; its event loop runs on one transport thread (``Loop``). Frames
+reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, partition |
+seq | subject]``), so the serving loop polls as it does over ZeroMQ; decisions go the other
+way through one FIFO publisher task. Each pull request asks for ``FETCH`` frames and the
+next is sent once they are handed over, so at most ``FETCH`` frames wait on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+import re
+import struct
+import threading
+import time
+import zlib
+from typing import NamedTuple
+
+import zmq
+
+from edged.config import parse_partitions
+from edged.protocol import FrameError
+
+IN_PREFIX, OUT_PREFIX, HEARTBEAT_SUBJECT = "edged.in", "edged.out", "edged.heartbeat"
+OUT_STREAM = "EDGED_OUT"
+FETCH = 256  # frames per pull request
+FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
+CONNECT_TIMEOUT = 10.0
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
+_META = struct.Struct("<qq")  # partition, stream sequence
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def token(stream: str) -> str:
+    """The subject token of a stream id (module table)."""
+    if _PLAIN.fullmatch(stream):
+        return stream
+    return "~" + base64.urlsafe_b64encode(stream.encode()).decode().rstrip("=")
+
+
+def stream_of(tok: str) -> str:
+    """The stream id of a subject token (``token``'s inverse)."""
+    if not tok.startswith("~"):
+        return tok
+    body = tok[1:]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+
+
+def partition(stream: str, count: int) -> int:
+    return zlib.crc32(stream.encode()) % count
+
+
+def in_stream(p: int) -> str:
+    return f"EDGED_IN_{p}"
+
+
+def in_subject(stream: str, count: int) -> str:
+    return f"{IN_PREFIX}.{partition(stream, count)}.{token(stream)}"
+
+
+def out_subject(stream: str) -> str:
+    return f"{OUT_PREFIX}.{token(stream)}"
+
+
+def msg_id(stream: str, seq: int) -> str:
+    """The deduplication id of decision ``seq`` of ``stream``."""
+    return f"{token(stream)}.{seq}"
+
+
+class Retention(NamedTuple):
+    """What edged creates missing JetStream streams with (``[nats]`` settings)."""
+
+    max_age: float  # seconds
+    max_bytes: int  # per stream, -1 = unlimited
+    dedup_window: float  # seconds
+
+    @classmethod
+    def of(cls, cfg) -> "Retention":
+        return cls(cfg.nats_max_age, cfg.nats_max_bytes, cfg.nats_dedup_window)
+
+    @classmethod
+    def defaults(cls) -> "Retention":
+        from edged.config import default
+
+        return cls(default("nats_max_age"), default("nats_max_bytes"), default("nats_dedup_window"))
+
+
+async def ensure_streams(js, partitions, retention: Retention, log=None) -> None:
+    """Create the missing JetStream streams: ``EDGED_IN_<p>`` for ``partitions`` and
+    ``EDGED_OUT`` (file storage, limits retention, discard oldest). Existing streams are
+    used as they are: operators own them (replicas, placement, limits)."""
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    window = min(retention.dedup_window, retention.max_age)
+    wanted = [(in_stream(p), f"{IN_PREFIX}.{p}.*", f"edged input, partition {p}") for p in partitions]
+    wanted.append((OUT_STREAM, f"{OUT_PREFIX}.*", "edged decisions"))
+    for name, subject, what in wanted:
+        try:
+            await js.stream_info(name)
+            continue
+        except NotFoundError:
+            pass
+        await js.add_stream(api.StreamConfig(
+            name=name, description=what, subjects=[subject], retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE, discard=api.DiscardPolicy.OLD, max_age=retention.max_age,
+            max_bytes=retention.max_bytes, duplicate_window=window))
+        if log is not None:
+            log.info("created JetStream stream %s (%s): max_age %gs, max_bytes %d, dedup window %gs",
+                     name, subject, retention.max_age, retention.max_bytes, window)
+
+
+async def _connect(url: str, log=None):
+    """A connection that reconnects for ever; its errors are logged (at most one line per
+    kind and 10 s) instead of nats-py's tracebacks. Raises ``OSError`` if no server
+    answers within ``CONNECT_TIMEOUT``."""
+    import nats
+
+    last: dict[str, float] = {}
+
+    async def error(e: Exception) -> None:
+        kind, now = type(e).__name__, time.monotonic()
+        if log is not None and now - last.get(kind, -1e9) >= 10.0:
+            last[kind] = now
+            log.warning("NATS %s: %s: %s", url, kind, e)
+
+    try:
+        return await asyncio.wait_for(nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                                   connect_timeout=2, error_cb=error), CONNECT_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise OSError(f"no NATS server answered at {url} within {CONNECT_TIMEOUT:g}s") from None
+
+
+class Loop:
+    """An asyncio event loop on its own daemon thread; ``call`` runs a coroutine there."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def call(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def soon(self, fn, *args) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class Transport:
+    """``edged serve``'s ingest and publish over JetStream (module docstring); the same
+    duck type as ``edged.sockets.Sockets``. ``ingest`` (this object) is read by the serving
+    loop only; everything asynchronous runs on the transport thread."""
+
+    ingest_kind = "jetstream"
+
+    def __init__(self, ctx: zmq.Context, cfg, metrics, log):
+        self.ctx, self.cfg, self.metrics, self.log = ctx, cfg, metrics, log
+        self.url = cfg.ingest_endpoint
+        self.count = cfg.nats_partition_count
+        self.owned = parse_partitions(cfg.nats_partitions, self.count)
+        self.retention = Retention.of(cfg)
+        self.ingest = self
+        self.offsets: dict[int, int] = {}  # partition -> stream seq of the last frame taken
+        self.subject = ""  # subject of the last frame taken
+        self.loop: Loop | None = None
+        self.wake = self._push = None
+        self.endpoints: dict[str, str] = {}
+        self._failed: list[tuple[str, bytes, str]] = []  # unconfirmed decision publishes
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle (serving thread) ----------------------------------------------------
+
+    def bind(self) -> dict[str, str]:
+        """Connect, create missing streams, open the inproc hand-over; nothing is pulled
+        before ``start``. Raises ``OSError`` when the server cannot be reached."""
+        address = f"inproc://edged-jetstream-{id(self)}"
+        self.wake = self.ctx.socket(zmq.PULL)
+        self.wake.linger = 0
+        self.wake.rcvhwm = self.cfg.ingest_hwm
+        self.wake.bind(address)
+        self._push = self.ctx.socket(zmq.PUSH)
+        self._push.linger = 0
+        self._push.sndhwm = self.cfg.ingest_hwm
+        self._push.connect(address)
+        self.loop = Loop("edged-jetstream")
+        try:
+            self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - refused stream config, no JetStream, ...
+            raise OSError(f"NATS {self.url}: {type(e).__name__}: {e}") from None
+        self.endpoints = {"ingest": self.url, "publish": self.url}
+        return self.endpoints
+
+    def resume_point(self, header) -> dict[int, int]:
+        """The per-partition resume sequences in a checkpoint's ``transport`` header (none:
+        ``{}``); raises ``CheckpointError("mismatch")`` for another partition count."""
+        from edged.checkpoint import CheckpointError
+
+        if header is None:
+            return {}
+        try:
+            if header["kind"] != "jetstream":
+                return {}
+            count, offsets = int(header["partition_count"]), header["offsets"]
+            out = {int(p): int(s) for p, s in offsets.items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointError("corrupt", "transport header is not a JetStream resume point") from None
+        if count != self.count:
+            raise CheckpointError("mismatch", f"written with --partition-count {count}, "
+                                              f"serving {self.count} (streams map to other partitions)")
+        return out
+
+    def start(self, resume: dict[int, int] | None) -> None:
+        """Recreate each owned partition's durable consumer after ``resume[p]`` (from the
+        first frame held when absent) and start pulling."""
+        self.offsets = {p: s for p, s in (resume or {}).items() if p in self.owned}
+        self.loop.call(self._start(dict(self.offsets)), 30)
+
+    def poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self.wake, zmq.POLLIN)
+        return poller
+
+    def monitor_events(self, ready: dict) -> list[FrameError]:
+        return []
+
+    def recv(self, flags: int = 0) -> bytes:
+        """The next frame's payload (``zmq.Again`` when none is queued); records its
+        partition's sequence and its subject."""
+        data, meta = self.wake.recv_multipart(flags)
+        p, seq = _META.unpack_from(meta)
+        self.offsets[p] = seq
+        self.subject = meta[_META.size:].decode()
+        return data
+
+    def check_origin(self, frame) -> None:
+        """Reject (``stream``) a frame that arrived on another subject than its stream's."""
+        want = in_subject(frame.stream, self.count)
+        if self.subject != want:
+            raise FrameError("stream", f"stream {frame.stream!r} arrived on {self.subject}, "
+                                       f"its subject is {want}")
+
+    def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
+        self.loop.soon(self._queue.put_nowait, [(out_subject(s), p, msg_id(s, q))
+                                                for s, q, p in zip(streams, seqs, payloads)])
+
+    def send_heartbeat(self, payload: bytes) -> None:
+        self.loop.soon(self._queue.put_nowait, [(HEARTBEAT_SUBJECT, payload, None)])
+
+    def settle(self, timeout: float = 10.0) -> dict:
+        """Wait until NATS confirmed every decision published so far (retrying failed
+        ones); return the checkpoint's ``transport`` header. Raises ``OSError`` if some
+        stay unconfirmed: the checkpoint is not written, a replay republishes them."""
+        try:
+            left = self.loop.call(self._settle(), timeout)
+        except TimeoutError:
+            left = -1
+        if left:
+            raise OSError(f"NATS did not confirm {'some' if left < 0 else left} decisions "
+                          f"within {timeout:g}s")
+        return {"kind": "jetstream", "partition_count": self.count,
+                "offsets": {str(p): s for p, s in sorted(self.offsets.items())}}
+
+    def close(self, linger_s: float = 1.0) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call(self._close(linger_s), linger_s + 5)
+            except Exception as e:  # noqa: BLE001 - closing a broken connection
+                self.log.warning("closing the NATS connection: %s", e)
+            self.loop.stop()
+            self.loop = None
+        for sock in (self._push, self.wake):
+            if sock is not None:
+                sock.close(linger=0)
+        self._push = self.wake = None
+
+    # -- the transport thread ------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self.nc = await _connect(self.url, self.log)
+        self.js = self.nc.jetstream(timeout=5)
+        await ensure_streams(self.js, self.owned, self.retention, self.log)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
+
+    async def _start(self, resume: dict[int, int]) -> None:
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        for p in self.owned:
+            stream, durable = in_stream(p), f"edged-{p}"
+            state = (await self.js.stream_info(stream)).state
+            seq = resume.get(p)
+            if seq is not None and seq > state.last_seq:
+                self.log.error("partition %d: checkpoint at seq %d but %s ends at %d (the server "
+                               "lost its tail: see sync_interval); resuming at %d", p, seq, stream,
+                               state.last_seq, state.last_seq + 1)
+                seq = state.last_seq
+            try:
+                await self.js.delete_consumer(stream, durable)
+            except NotFoundError:
+                pass
+            start = api.ConsumerConfig(
+                durable_name=durable, filter_subject=f"{IN_PREFIX}.{p}.*",
+                ack_policy=api.AckPolicy.NONE,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if seq else api.DeliverPolicy.ALL,
+                opt_start_seq=seq + 1 if seq else None)
+            await self.js.add_consumer(stream, start)
+            self.log.info("partition %d: %s seq %d..%d, resuming %s", p, stream, state.first_seq,
+                          state.last_seq, f"after seq {seq}" if seq else "at its first frame")
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._pull(p, stream, durable, None if seq is None else seq + 1)))
+
+    async def _pull(self, p: int, stream: str, durable: str, expect: int | None) -> None:
+        """Pull partition ``p`` in requests of ``FETCH`` frames, hand each over in order."""
+        nc, push, log = self.nc, self._push, self.log
+        inbox = nc.new_inbox()
+        box: asyncio.Queue = asyncio.Queue()
+        sub = await nc.subscribe(inbox, cb=box.put)
+        request = json.dumps({"batch": FETCH, "expires": int(FETCH_EXPIRES * 1e9)}).encode()
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        try:
+            while True:
+                await nc.publish(subject, request, reply=inbox)
+                got, deadline = 0, time.monotonic() + FETCH_EXPIRES + 1
+                while got < FETCH:
+                    try:
+                        msg = await asyncio.wait_for(box.get(), max(0.01, deadline - time.monotonic()))
+                    except asyncio.TimeoutError:  # the request was lost (e.g. a reconnect)
+                        break
+                    if msg.headers and msg.headers.get("Status") and not msg.data:
+                        if msg.headers["Status"] not in ("404", "408", "409"):
+                            log.warning("partition %d: pull status %s", p, msg.headers["Status"])
+                        if msg.headers["Status"] == "409":
+                            await asyncio.sleep(0.5)
+                        break
+                    got += 1
+                    seq = msg.metadata.sequence.stream
+                    if expect is not None and seq != expect:
+                        if seq < expect:
+                            continue
+                        self.metrics.nats_frames_lost.inc(seq - expect)
+                        log.warning("partition %d: frames %d..%d of %s left the log before edged "
+                                    "read them (retention); its streams carry on from their state",
+                                    p, expect, seq - 1, stream)
+                    expect = seq + 1
+                    parts = (msg.data, _META.pack(p, seq) + msg.subject.encode())
+                    while True:
+                        try:
+                            push.send_multipart(parts, zmq.NOBLOCK)
+                            break
+                        except zmq.Again:  # the serving loop is behind: wait for it
+                            await asyncio.sleep(0.001)
+        finally:
+            await sub.unsubscribe()
+
+    async def _publish(self) -> None:
+        """Publish queued batches in order; decisions wait for their acks asynchronously."""
+        js, nc = self.js, self.nc
+        while True:
+            batch = await self._queue.get()
+            try:
+                for subject, payload, mid in batch:
+                    if mid is None:
+                        await nc.publish(subject, payload)
+                        continue
+                    future = await js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid})
+                    future.add_done_callback(lambda f, m=(subject, payload, mid): self._acked(f, m))
+            except Exception as e:  # noqa: BLE001 - a lost connection: settle retries
+                self.log.warning("publishing decisions: %s", e)
+                self._failed += [m for m in batch if m[2] is not None]
+            finally:
+                self._queue.task_done()
+
+    def _acked(self, future, message) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.metrics.nats_publish_errors.inc()
+            self._failed.append(message)
+        elif future.result().duplicate:
+            self.metrics.nats_duplicates.inc()
+
+    async def _settle(self) -> int:
+        """Wait for every queued publish and ack; retry failures once; return how many
+        are still unconfirmed."""
+        await self._queue.join()
+        await self.js.publish_async_completed()
+        failed, self._failed = self._failed, []
+        for subject, payload, mid in failed:
+            try:
+                ack = await self.js.publish(subject, payload, headers={"Nats-Msg-Id": mid})
+                if ack.duplicate:
+                    self.metrics.nats_duplicates.inc()
+            except Exception as e:  # noqa: BLE001 - still unreachable
+                self.log.warning("decision %s not confirmed: %s", mid, e)
+                self._failed.append((subject, payload, mid))
+        return len(self._failed)
+
+    async def _close(self, linger_s: float) -> None:
+        if not self._tasks:  # never connected
+            return
+        for task in self._tasks[1:]:  # the pullers first: no more frames
+            task.cancel()
+        try:
+            await asyncio.wait_for(self._settle(), linger_s)
+        except asyncio.TimeoutError:
+            pass
+        self._tasks[0].cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.nc.close()
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+from edged import client as _client  # noqa: E402 - the clients extend the ZeroMQ ones
+
+
+class Sender(_client.Sender):
+    """``edged.client.Sender`` over JetStream: ``send`` publishes the stream's next frame
+    on its subject (``partition_count`` must equal the daemons'). Publishes are
+    pipelined (``max_pending`` awaiting their acks); ``send`` blocks when that many are
+    pending, raising ``zmq.Again`` after ``timeout`` seconds if set; ``close`` waits
+    ``linger`` seconds for the rest and raises ``RuntimeError`` if NATS refused any."""
+
+    def __init__(self, endpoint: str, *, binary: bool = True, partition_count: int | None = None,
+                 timeout: float | None = None, linger: float = 10.0, max_pending: int = 1024,
+                 curve=None, **_zmq_only):
+        if curve is not None:
+            raise ValueError("CURVE is a ZeroMQ mechanism; secure NATS with TLS and credentials")
+        from edged.config import default
+
+        self.binary, self.seq = binary, {}
+        self.count = partition_count or default("nats_partition_count")
+        self.timeout, self.linger = timeout, linger
+        self.errors: list[BaseException] = []
+        self._loop = Loop("edged-sender")
+        self._loop.call(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
+
+    async def _open(self, endpoint: str, max_pending: int) -> None:
+        self.nc = await _connect(endpoint)
+        self.js = self.nc.jetstream(timeout=5, publish_async_max_pending=max_pending)
+        await ensure_streams(self.js, range(self.count), Retention.defaults())
+
+    async def _publish(self, subject: str, frame: bytes) -> None:
+        from nats.js.errors import TooManyStalledMsgsError
+
+        try:
+            future = await self.js.publish_async(subject, frame, wait_stall=self.timeout)
+        except TooManyStalledMsgsError:
+            raise zmq.Again(f"{self.js.publish_async_pending()} frames awaiting acks") from None
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                                 or self.errors.append(f.exception()))
+
+    def send_frame(self, frame: bytes, stream: str | None = None) -> None:
+        if stream is None:
+            import msgpack
+
+            stream = msgpack.unpackb(frame)["stream"]
+        self._loop.call(self._publish(in_subject(stream, self.count), frame))
+
+    def send(self, stream: str, t, ch, until: int | None = None, binary: bool | None = None) -> int:
+        self.send_frame(self.frame(stream, t, ch, until, binary), stream)
+        return self.seq[stream] - 1
+
+    def close(self) -> None:
+        async def finish():
+            try:
+                await asyncio.wait_for(self.js.publish_async_completed(), self.linger)
+            except asyncio.TimeoutError:
+                pass  # reported below
+            finally:
+                await self.nc.close()
+
+        try:
+            self._loop.call(finish())
+        finally:
+            self._loop.stop()
+        if self.errors or self.js.publish_async_pending():
+            raise RuntimeError(f"NATS refused {len(self.errors)} frames and left "
+                               f"{self.js.publish_async_pending()} unconfirmed (first: "
+                               f"{self.errors[0] if self.errors else 'timeout'})")
+
+
+class Subscriber(_client.Subscriber):
+    """``edged.client.Subscriber`` over JetStream: an ordered consumer of ``EDGED_OUT``
+    (``deliver="new"``: decisions from now on, like ZeroMQ; ``"all"``: from the oldest the
+    stream holds) plus the heartbeat subject. Same counters and callbacks."""
+
+    def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (), deliver: str = "new",
+                 on_gap=None, on_restart=None, clock=time.perf_counter, curve=None,
+                 max_silence: float | None = None, on_dead=None, **_zmq_only):
+        import queue
+
+        if curve is not None:
+            raise ValueError("CURVE is a ZeroMQ mechanism; secure NATS with TLS and credentials")
+        if deliver not in ("new", "all"):
+            raise ValueError(f"deliver must be 'new' or 'all', not {deliver!r}")
+        self.streams = frozenset(streams)
+        self._clock = clock
+        self.max_silence, self._on_dead = max_silence, on_dead
+        self.alive, self.deaths, self.heartbeats = True, 0, 0
+        self.last_heard = clock()
+        self._backoff, self._next_retry = 1.0, float("inf")
+        self._on_gap, self._on_restart = on_gap, on_restart
+        self.last: dict[str, tuple[int, int]] = {}
+        self.gaps = self.restarts = self.malformed = self.received = 0
+        self._box: queue.Queue = queue.Queue()
+        self._loop = Loop("edged-subscriber")
+        self._loop.call(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
+
+    async def _open_nats(self, endpoint: str, deliver: str) -> None:
+        from nats.js import api
+
+        self.nc = await _connect(endpoint)
+        js = self.nc.jetstream(timeout=5)
+        await ensure_streams(js, (), Retention.defaults())
+        box = self._box
+
+        async def put(msg):
+            box.put_nowait((msg.subject, msg.data))
+
+        one = next(iter(self.streams)) if len(self.streams) == 1 else None
+        await js.subscribe(out_subject(one) if one else f"{OUT_PREFIX}.*", cb=put, ordered_consumer=True,
+                           deliver_policy=api.DeliverPolicy(deliver), stream=OUT_STREAM)
+        await self.nc.subscribe(HEARTBEAT_SUBJECT, cb=put)
+
+    def _reopen(self) -> None:
+        """nats-py reconnects by itself: nothing to recreate."""
+
+    def recv(self, timeout: float | None = None):
+        import queue
+
+        from edged.protocol import decode_decision
+
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            self._check_liveness(self._clock())
+            wait = None if deadline is None else max(0.0, deadline - self._clock())
+            if self.max_silence is not None:
+                wait = min(self.max_silence / 2, wait if wait is not None else self.max_silence)
+            try:
+                subject, data = self._box.get(timeout=wait)
+            except queue.Empty:
+                if deadline is not None and self._clock() >= deadline:
+                    self._check_liveness(self._clock())
+                    return None
+                continue
+            now = self._clock()
+            self.last_heard = now
+            if not self.alive:
+                self.alive, self._backoff, self._next_retry = True, 1.0, float("inf")
+            if subject == HEARTBEAT_SUBJECT:
+                self.heartbeats += 1
+                continue
+            try:
+                d = _client.Decision.from_wire(decode_decision(data), now)
+            except ValueError:
+                self.malformed += 1
+                continue
+            if self.streams and d.stream not in self.streams:
+                continue
+            self._track(d)
+            return d
+
+    def latest(self, timeout: float | None = None):
+        d = self.recv(timeout)
+        while d is not None and not self._box.empty():
+            d = self.recv(0) or d
+        return d
+
+    def close(self) -> None:
+        try:
+            self._loop.call(self.nc.close(), 10)
+        finally:
+            self._loop.stop()

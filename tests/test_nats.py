@@ -1,0 +1,326 @@
+"""NATS JetStream transport: real nats-server processes (127.0.0.1, random port, temporary
+store) and real ``edged serve`` processes. Skips, saying why, without nats-server or nats-py."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+import zlib
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edged.bench.e2e import nats_available, start_nats
+from edged.client import Sender, Subscriber
+from edged.model import save
+from tests.conftest import small_model, start_serve
+
+pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
+TIMEOUT = 30.0
+# ids that need the "~" token encoding, and a spread over the partitions of P = 4 and 8
+STREAMS = ("a", "rig/3 ü.x", "s-7", "b_2", "cam.0", "x")
+HOP, WINDOW, FRAMES = 8, 64, 30
+
+
+@pytest.fixture
+def nats_url(tmp_path):
+    proc, url = start_nats(tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nats") / "m.npz"
+    save(path, small_model(window=WINDOW, hop=HOP))
+    return path
+
+
+def workload(seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    """``FRAMES`` frames per stream, round robin, each covering ``HOP`` steps."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(FRAMES):
+        for s in STREAMS:
+            t = np.sort(rng.integers(k * HOP, (k + 1) * HOP, int(rng.integers(0, 12))))
+            out.append((s, t, rng.integers(0, 8, t.size), (k + 1) * HOP))
+    return out
+
+
+def key(d):
+    return d.stream, d.seq
+
+
+def value(d):
+    return d.t, d.label, d.class_id, d.scores, d.lzc
+
+
+EXPECTED = len(STREAMS) * (FRAMES * HOP // HOP - WINDOW // HOP + 1)
+
+
+@pytest.fixture(scope="module")
+def reference(model_path):
+    """The decisions of one uninterrupted ZeroMQ run over ``workload()``."""
+    import zmq
+
+    proc, (ingest, publish, _), _ = start_serve(model_path)
+    ctx = zmq.Context()
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            for k in range(1 << 20):  # slow joiner: a probe stream until a decision comes back
+                tx.send("~probe", [], [], until=WINDOW + k * HOP)
+                if rx.recv(0.02) is not None:
+                    break
+            for s, t, ch, until in workload():
+                tx.send(s, t, ch, until=until)
+            got = collect(rx, EXPECTED)
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)
+        ctx.term()
+    return got
+
+
+def collect(rx, n: int, timeout: float = TIMEOUT) -> dict:
+    """Read until ``n`` decisions of ``STREAMS``; {key: value}, asserting none came twice."""
+    out: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < deadline, f"{len(out)} of {n} decisions"
+        d = rx.recv(0.2)
+        if d is None or d.stream not in STREAMS:
+            continue
+        assert key(d) not in out, f"decision {key(d)} twice"
+        out[key(d)] = value(d)
+    return out
+
+
+def quiet(rx, seconds: float = 1.0) -> list:
+    """Decisions of ``STREAMS`` still arriving within ``seconds`` of silence."""
+    extra = []
+    while (d := rx.recv(seconds)) is not None:
+        if d.stream in STREAMS:
+            extra.append(key(d))
+    return extra
+
+
+def scrape(url: str) -> dict:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {sm.name + "".join(f"{{{k}={v}}}" for k, v in sorted(sm.labels.items())): sm.value
+            for fam in text_string_to_metric_families(text) for sm in fam.samples}
+
+
+def stop(proc) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stderr.close()
+    return proc.returncode
+
+
+def test_subject_scheme():
+    from edged.jetstream import in_subject, msg_id, out_subject, partition, stream_of, token
+
+    assert token("rig-3_a") == "rig-3_a"
+    for s in STREAMS + ("~x", "a b", "ü" * 64, "x" * 128):
+        tok = token(s)
+        assert re.fullmatch(r"~?[A-Za-z0-9_-]+", tok) and stream_of(tok) == s
+        assert in_subject(s, 8) == f"edged.in.{zlib.crc32(s.encode()) % 8}.{tok}"
+        assert out_subject(s) == f"edged.out.{tok}" and msg_id(s, 7) == f"{tok}.7"
+    assert partition("a", 8) == 0xE8B7BE43 % 8  # CRC-32 of b"a": any language agrees
+
+
+def test_partition_and_transport_settings():
+    from edged.config import ConfigError, parse_partitions, resolve, uses_nats
+
+    assert parse_partitions("", 4) == (0, 1, 2, 3) and parse_partitions("0-1, 3", 4) == (0, 1, 3)
+    with pytest.raises(ValueError):
+        parse_partitions("2-5", 4)
+    nats_cfg = {"ingest_endpoint": "nats://h:4222", "publish_endpoint": "nats://h:4222"}
+    assert uses_nats(resolve(nats_cfg, env={})) and not uses_nats(resolve({}, env={}))
+    for bad in ({"publish_endpoint": "tcp://127.0.0.1:1"}, {"nats_partitions": "9"},
+                {"nats_dedup_window": "600"}, {"service_workers": "2"}):
+        with pytest.raises(ConfigError):
+            uses_nats(resolve(nats_cfg | bad, env={}))
+
+
+def test_kill_9_replay_equals_uninterrupted_zeromq_run(tmp_path, nats_url, model_path, reference):
+    """kill -9 part-way, frames published while down, restart: every decision exactly once,
+    values identical to the uninterrupted ZeroMQ run; the replay's republished decisions
+    were dropped by JetStream as duplicates."""
+    state = tmp_path / "state"
+    args = ["--ingest", nats_url, "--publish", nats_url, "--state-dir", str(state),
+            "--checkpoint-interval", "2"]
+    frames = workload()
+    third = len(frames) // 3
+    proc, _, _ = start_serve(model_path, *args)
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, deliver="all") as rx:
+            for s, t, ch, until in frames[:third]:
+                tx.send(s, t, ch, until=until)
+            per_stream = third // len(STREAMS)
+            first = collect(rx, len(STREAMS) * (per_stream - WINDOW // HOP + 1))
+            done = time.time()
+            path = state / "checkpoint.npz"
+            deadline = time.monotonic() + TIMEOUT
+            while not (path.exists() and path.stat().st_mtime > done):  # a checkpoint after A
+                assert time.monotonic() < deadline, "no checkpoint"
+                time.sleep(0.02)
+            for s, t, ch, until in frames[third:2 * third]:
+                tx.send(s, t, ch, until=until)
+            first |= collect(rx, len(first) + 5)  # some of B decided and published ...
+            proc.kill()  # ... then kill -9 before the next checkpoint (2 s later)
+            proc.wait()
+            proc.stderr.close()
+            for s, t, ch, until in frames[2 * third:]:  # published while edged is down
+                tx.send(s, t, ch, until=until)
+            proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            rest = collect(rx, EXPECTED - len(first))
+            assert not (set(rest) & set(first)), "a decision came twice"
+            assert quiet(rx) == []
+            got = first | rest
+            assert got == reference  # none missing, none twice, values identical
+            assert rx.gaps == 0
+            assert scrape(metrics)["edged_nats_duplicate_decisions_total"] >= 5
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, nats_url, model_path,
+                                                                      reference):
+    from edged.jetstream import partition
+
+    owners = {partition(s, 4) < 2 for s in STREAMS}
+    assert owners == {True, False}, "STREAMS must fall on both halves of 4 partitions"
+    common = ["--ingest", nats_url, "--publish", nats_url, "--partition-count", "4"]
+    a, (_, _, metrics_a), _ = start_serve(model_path, *common, "--partitions", "0-1", metrics="127.0.0.1:0")
+    b, (_, _, metrics_b), _ = start_serve(model_path, *common, "--partitions", "2,3", metrics="127.0.0.1:0")
+    try:
+        with Sender(nats_url, partition_count=4) as tx, Subscriber(nats_url, deliver="all") as rx:
+            for s, t, ch, until in workload():
+                tx.send(s, t, ch, until=until)
+            assert collect(rx, EXPECTED) == reference
+            assert quiet(rx, 0.5) == []
+        for url, mine in ((metrics_a, True), (metrics_b, False)):
+            assert scrape(url)["edged_streams_active"] == sum((partition(s, 4) < 2) == mine for s in STREAMS)
+        assert stop(a) == 0 and stop(b) == 0
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
+    from edged.protocol import encode_frame
+
+    proc, (_, _, metrics), _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url,
+                                           metrics="127.0.0.1:0")
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+            tx.send_frame(b"\xc1 not msgpack", "a")
+            tx.send_frame(encode_frame("a", 0, [1], [2], until=8), "x")  # on another stream's subject
+            tx.send_frame(encode_frame("a", 0, [1], [99], until=8), "a")  # channel out of range
+            for k in range(FRAMES):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+            seqs = [rx.recv(TIMEOUT).seq for _ in range(FRAMES - WINDOW // HOP + 1)]
+            assert seqs == list(range(len(seqs)))
+        m = scrape(metrics)
+        for reason in ("decode", "stream", "channel"):
+            assert m[f"edged_frames_rejected_total{{reason={reason}}}"] == 1, reason
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tmp_path, nats_url,
+                                                                              model_path):
+    from edged.jetstream import in_stream, partition
+
+    args = ["--ingest", nats_url, "--publish", nats_url, "--state-dir", str(tmp_path / "state"),
+            "--nats-max-age", "1"]
+    proc, _, _ = start_serve(model_path, *args)
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",)) as rx:
+            for k in range(WINDOW // HOP):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+            assert rx.recv(TIMEOUT).seq == 0
+            assert stop(proc) == 0  # SIGTERM: checkpoint with the resume point
+            for k in range(WINDOW // HOP, WINDOW // HOP + 5):  # published while down ...
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+            name = in_stream(partition("a", 8))
+            deadline = time.monotonic() + TIMEOUT
+            while tx._loop.call(tx.js.stream_info(name)).state.messages:  # ... and aged out
+                assert time.monotonic() < deadline, "messages did not age out"
+                time.sleep(0.1)
+            proc, (_, _, metrics), lines = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            k = WINDOW // HOP + 5
+            tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+            d = rx.recv(TIMEOUT)
+            assert d is not None and (d.seq, d.t) == (1, WINDOW + HOP)  # warm: the state carried on
+            deadline = time.monotonic() + TIMEOUT
+            while scrape(metrics)["edged_nats_frames_lost_total"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert scrape(metrics)["edged_nats_frames_lost_total"] == 5
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
+    import sys
+
+    from tests.conftest import ROOT
+
+    t = np.arange(0, 120, 3)
+    np.savez(tmp_path / "spikes.npz", t=t, ch=t % 8)
+    proc, _, _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    try:
+        edged = [sys.executable, "-m", "edged.cli"]
+        subprocess.run([*edged, "send", "--connect", nats_url, "--file", str(tmp_path / "spikes.npz"),
+                        "--stream", "rig/3", "--rate", "0", "--frame-events", "7"],
+                       check=True, timeout=TIMEOUT * 2, cwd=ROOT, capture_output=True)
+        n = (t[-1] + 1 - WINDOW) // HOP + 1
+        out = subprocess.run([*edged, "listen", "--connect", nats_url, "--from-start", "--count", str(n),
+                              "--json", "--duration", str(TIMEOUT)], check=True, timeout=TIMEOUT * 2,
+                             cwd=ROOT, capture_output=True, text=True)
+        got = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(d["stream"], d["seq"]) for d in got] == [("rig/3", k) for k in range(n)]
+        assert f"{n} decisions, 0 missing" in out.stderr
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
+    """The NATS row of ``edged bench e2e`` on a few frames (the benchmark itself is not run)."""
+    from edged.bench.e2e import _frames, nats_latency
+    from edged.model import load
+
+    model = load(model_path)
+    frames = _frames(["n0", "n1"], 40, 16, model, np.random.default_rng(0), prime=True)
+    out = nats_latency(str(model_path), frames, fps=400, max_streams=8)
+    assert out["sent"] == 40 and out["received"] == 40 and out["missing"] == 0
+    assert 0 < out["client_p50"] <= out["client_p99"] < 5.0
+    assert 0 < out["daemon_p50"] < out["client_p99"]
+    assert 0 < out["cpu_per_frame"] < 1.0
