@@ -26,15 +26,23 @@ directory, so a crash at any instant leaves the old or the new checkpoint, never
 one. Read: exact member set, dtypes and per-stream shapes of the running engine, the
 model's sha256, sizes checked from the zip directory before anything is inflated.
 A refused file raises ``CheckpointError`` with ``result`` ``mismatch`` or ``corrupt``.
+
+Shards (``edged serve --workers N``): worker ``i`` of ``N`` writes
+``checkpoint.<i>-of-<N>.npz`` (``file_name``; one process keeps ``checkpoint.npz``) with
+the streams that hash to it (``edged.workers.shard_of``). A restore reads every checkpoint
+file in the directory (``paths``), whatever layout wrote it, and ``combine`` keeps the
+streams that hash to the reader, the newest file's row where a stream appears twice, so
+a state dir written by N workers restores with M.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zipfile
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -46,6 +54,7 @@ VERSION = 1
 NAME = "checkpoint.npz"
 HEADER_MAX = 64 << 20
 STREAM_FIELDS = ("next_seq", "out_seq", "unbilled_ops", "held_len")
+_SHARD_FILE = re.compile(r"checkpoint\.(\d+)-of-(\d+)\.npz")
 
 
 class CheckpointError(Exception):
@@ -93,11 +102,22 @@ def snapshot(engine, rows: Rows, model_sha256: str, epoch: int,
     return members
 
 
-def write(state_dir: str, members: dict[str, np.ndarray]) -> str:
-    """Write ``members`` atomically as ``<state_dir>/checkpoint.npz``; return its path.
+def file_name(shard: int = 0, shards: int = 1) -> str:
+    """The checkpoint file of worker ``shard`` of ``shards``."""
+    return NAME if shards == 1 else f"checkpoint.{shard}-of-{shards}.npz"
+
+
+def paths(state_dir: str) -> list[str]:
+    """Every checkpoint file in ``state_dir``, of any layout, sorted by name."""
+    names = [n for n in os.listdir(state_dir) if n == NAME or _SHARD_FILE.fullmatch(n)]
+    return [os.path.join(state_dir, n) for n in sorted(names)]
+
+
+def write(state_dir: str, members: dict[str, np.ndarray], name: str = NAME) -> str:
+    """Write ``members`` atomically as ``<state_dir>/<name>``; return its path.
     Raises ``OSError`` (e.g. ENOSPC) with the old checkpoint left intact."""
-    path = os.path.join(state_dir, NAME)
-    tmp = os.path.join(state_dir, f".{NAME}.{os.getpid()}.tmp")
+    path = os.path.join(state_dir, name)
+    tmp = os.path.join(state_dir, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -119,12 +139,12 @@ def write(state_dir: str, members: dict[str, np.ndarray]) -> str:
     return path
 
 
-def remove_stale(state_dir: str) -> int:
-    """Delete temp files a killed writer left behind; return how many."""
+def remove_stale(state_dir: str, name: str = NAME) -> int:
+    """Delete the temp files of ``name`` a killed writer left behind; return how many."""
     n = 0
-    for name in os.listdir(state_dir):
-        if name.startswith(f".{NAME}.") and name.endswith(".tmp"):
-            os.unlink(os.path.join(state_dir, name))
+    for entry in os.listdir(state_dir):
+        if entry.startswith(f".{name}.") and entry.endswith(".tmp"):
+            os.unlink(os.path.join(state_dir, entry))
             n += 1
     return n
 
@@ -190,6 +210,35 @@ def _check_header(h, model_sha256: str, capacity: int) -> None:
         raise CheckpointError("mismatch", f"{len(ids)} streams > --max-streams {capacity}")
     if not isinstance(h.get("epoch"), int):
         raise CheckpointError("corrupt", "epoch is not an integer")
+
+
+def combine(parts: list[Restored], keep: Callable[[str], bool]) -> Restored:
+    """One checkpoint of the streams ``keep`` accepts from ``parts`` (non-empty; each stream
+    from the newest part holding it, by ``written_at``); the header is the newest part's."""
+    newest = max(range(len(parts)), key=lambda p: float(parts[p].header.get("written_at", 0)))
+    best: dict[str, tuple[float, int, int]] = {}  # stream -> (written_at, part, row)
+    for p, r in enumerate(parts):
+        w = float(r.header.get("written_at", 0))
+        for i, stream in enumerate(r.streams):
+            if keep(stream) and (stream not in best or w > best[stream][0]):
+                best[stream] = (w, p, i)
+    rows: list[list[int]] = [[] for _ in parts]
+    streams: list[str] = []
+    for p in range(len(parts)):  # grouped by part, so each member is gathered per part
+        for stream, (_, q, i) in best.items():
+            if q == p:
+                rows[p].append(i)
+                streams.append(stream)
+    arrays: dict[str, np.ndarray] = {}
+    for name in parts[newest].arrays:
+        if name != "held_ch":
+            arrays[name] = np.concatenate([r.arrays[name][rows[p]] for p, r in enumerate(parts)])
+    held = []
+    for p, r in enumerate(parts):
+        offsets = np.concatenate([[0], np.cumsum(r.arrays["held_len"])])
+        held += [r.arrays["held_ch"][offsets[i]:offsets[i + 1]] for i in rows[p]]
+    arrays["held_ch"] = np.concatenate(held) if held else np.empty(0, np.int64)
+    return Restored(parts[newest].header | {"streams": streams}, arrays)
 
 
 def apply(restored: Restored, engine) -> Rows:

@@ -156,13 +156,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError("nats:// endpoints need nats-py: pip install 'edged[nats]'") from None
     import zmq
 
+    from edged import workers
     from edged.model import ModelError
     from edged.security import SecurityError
     from edged.service import main, setup_logging
 
     log = setup_logging(cfg.log_level)
     try:
-        return main(cfg, log=log)
+        return main(cfg, log=log) if cfg.service_workers == 1 else workers.main(cfg, log=log)
+    except workers.StartError as e:  # a worker failed before it was ready
+        if e.code == 2:
+            raise UsageError(str(e)) from None
+        log.error("cannot serve: %s", e)
+        return e.code
     except ModelError as e:
         raise UsageError(f"{cfg.model_path}: {e}") from None
     except SecurityError as e:  # a secret key others can read, a missing allow-list, ...

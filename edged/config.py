@@ -94,6 +94,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streams", "idle_timeout", float, 300.0,
             "seconds without an accepted frame after which a stream expires", "--idle-timeout",
             check=_positive),
+    Setting("service", "workers", int, 1,
+            "serving processes behind the same ingest and publish endpoints, streams sharded by "
+            "crc32 of their id (each worker has --max-streams slots; 1 = no router)", "--workers",
+            check=_positive),
     Setting("service", "drain_timeout", float, 2.0,
             "seconds to finish queued frames after SIGTERM/SIGINT", "--drain-timeout",
             check=lambda x: x >= 0),
@@ -256,6 +260,9 @@ def uses_nats(cfg: Config) -> bool:
         raise ConfigError("--ingest and --publish must both be nats:// (or both ZeroMQ)")
     if cfg.security_secret_key:
         raise ConfigError("--curve-secret-key is ZeroMQ only: secure NATS with TLS and credentials")
+    if cfg.service_workers > 1:
+        raise ConfigError("--workers is ZeroMQ only: over NATS, run one instance per core, each "
+                          "owning its own --partitions")
     if cfg.nats_dedup_window > cfg.streams_idle_timeout:
         raise ConfigError(f"--nats-dedup-window {cfg.nats_dedup_window:g} > --idle-timeout "
                           f"{cfg.streams_idle_timeout:g}: a stream that expired and came back would "

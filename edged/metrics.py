@@ -54,6 +54,22 @@ class LoopHistogram:
                                     buckets=list(zip(les, accumulate(counts))), sum_value=total)
 
 
+def boundary_metrics(r: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
+    """The counters of whoever owns the public ingest socket (a ``Service``, or the router of
+    ``--workers``): rejected frames by reason, refused CURVE handshakes, ingest disconnects."""
+    rejected = Counter("edged_frames_rejected_total", "Ingest frames rejected whole, by reason",
+                       ["reason"], registry=r)
+    for reason in REASONS:
+        rejected.labels(reason)
+    auth = Counter("edged_zmq_auth_failures", "CURVE handshakes refused (unknown key, bad handshake)",
+                   ["socket"], registry=r)
+    for sock in ("ingest", "publish"):
+        auth.labels(sock)
+    disconnects = Counter("edged_zmq_disconnects_total",
+                          "Ingest peers disconnected (e.g. a frame over max_frame_bytes)", registry=r)
+    return rejected, auth, disconnects
+
+
 class Metrics:
     """The daemon's metric objects, registered on ``registry``."""
 
@@ -69,10 +85,7 @@ class Metrics:
         self.events = Counter("edged_events_total", "Spike events accepted", registry=r)
         self.frames = Counter("edged_frames_total", "Ingest frames received (accepted or rejected)",
                               registry=r)
-        self.rejected = Counter("edged_frames_rejected_total", "Ingest frames rejected whole, by reason",
-                                ["reason"], registry=r)
-        for reason in REASONS:
-            self.rejected.labels(reason)
+        self.rejected, self.zmq_auth_failures, self.zmq_disconnects = boundary_metrics(r)
         self.seq_gaps = Counter("edged_seq_gaps_total",
                                 "Ingest frames whose seq was not the stream's previous seq + 1",
                                 registry=r)
@@ -119,14 +132,6 @@ class Metrics:
                                         "Seconds the last checkpoint write took", registry=r)
         self.checkpoint_streams = Gauge("edged_checkpoint_streams", "Streams in the last checkpoint",
                                         registry=r)
-        self.zmq_auth_failures = Counter(
-            "edged_zmq_auth_failures", "CURVE handshakes refused (unknown key, bad handshake)",
-            ["socket"], registry=r)
-        for sock in ("ingest", "publish"):
-            self.zmq_auth_failures.labels(sock)
-        self.zmq_disconnects = Counter("edged_zmq_disconnects_total",
-                                       "Ingest peers disconnected (e.g. a frame over max_frame_bytes)",
-                                       registry=r)
         self.nats_frames_lost = Counter(
             "edged_nats_frames_lost_total",
             "NATS: input frames that left the JetStream log (retention) before edged read them",
@@ -149,6 +154,71 @@ class Metrics:
         v = versions(("edged", "numpy", "numba", "onnxruntime", "pyzmq"))
         self.build_info.labels(v["edged"], platform.python_version(), v["numpy"], v["numba"],
                                v["onnxruntime"], v["pyzmq"], libzmq).set(1)
+
+
+class RouterMetrics:
+    """The ``--workers`` supervisor's own metrics (``edged.workers``); ``Aggregate`` exposes
+    them with ``worker="router"`` unless they carry a ``worker`` label of their own."""
+
+    def __init__(self, registry: CollectorRegistry, workers: int):
+        r = registry
+        self.rejected, self.zmq_auth_failures, self.zmq_disconnects = boundary_metrics(r)
+        self.ready = Gauge("edged_ready", "1 once kernels are compiled and warmed and sockets bound",
+                           registry=r)
+        Gauge("edged_workers", "Serving processes configured (--workers)", registry=r).set(workers)
+        self.up = Gauge("edged_worker_up", "1 while the worker is running and ready", ["worker"],
+                        registry=r)
+        self.restarts = Counter("edged_worker_restarts", "Workers started again after they died",
+                                ["worker"], registry=r)
+        self.routed = Counter("edged_router_frames", "Ingest frames the router passed to the worker",
+                              ["worker"], registry=r)
+        for i in range(workers):
+            for m in (self.up, self.restarts, self.routed):
+                m.labels(str(i))
+        self.cpu = Counter("edged_router_cpu_seconds_total",
+                           "CPU seconds of the router thread spent reading and passing on frames",
+                           registry=r)
+
+
+class Aggregate:
+    """One ``/metrics`` for ``--workers``: the supervisor's ``own`` registry (``worker="router"``)
+    and each worker's ``/metrics`` (``worker="<i>"``), fetched at scrape time from
+    ``urls()`` (``{worker: url}``) and merged family by family. A worker that does not answer
+    within ``timeout`` seconds is left out of that scrape."""
+
+    def __init__(self, own: CollectorRegistry, urls, timeout: float = 2.0):
+        self.own, self.urls, self.timeout = own, urls, timeout
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        import urllib.request
+
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families: dict[str, Metric] = {}
+
+        def add(family, worker: str) -> None:
+            f = families.get(family.name)
+            if f is None:
+                f = families[family.name] = Metric(family.name, family.documentation, family.type,
+                                                   family.unit)
+            for s in family.samples:
+                labels = s.labels if "worker" in s.labels else {**s.labels, "worker": worker}
+                f.samples.append(s._replace(labels=labels))
+
+        for family in self.own.collect():
+            add(family, "router")
+        for worker, url in sorted(self.urls().items()):
+            try:
+                text = urllib.request.urlopen(url, timeout=self.timeout).read().decode()
+            except (OSError, ValueError):  # restarting, or stuck: its series skip this scrape
+                continue
+            for family in text_string_to_metric_families(text):
+                add(family, str(worker))
+        yield from families.values()
 
 
 def serve_http(registry: CollectorRegistry, host: str, port: int):

@@ -121,9 +121,9 @@ def check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
 _I8, _I4 = np.dtype("<i8"), np.dtype("<i4")
 
 
-def decode_frame(buf: bytes, limits: Limits, check_events=check_events) -> Frame:
-    """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem.
-    ``check_events``: this module's, or the same compiled."""
+def unpack_frame(buf: bytes, limits: Limits) -> Any:
+    """The msgpack value of a frame, under every ``max_*`` limit (the first step of
+    ``decode_frame``; ``edged.workers`` routes on it); raises ``FrameError``."""
     if len(buf) > limits.max_bytes:
         raise FrameError("oversize", f"frame of {len(buf)} bytes > {limits.max_bytes}")
     try:
@@ -140,6 +140,13 @@ def decode_frame(buf: bytes, limits: Limits, check_events=check_events) -> Frame
         raise FrameError(reason, f"{type(e).__name__}: {text[:120]}") from None
     except msgpack.UnpackException as e:
         raise FrameError("decode", f"{type(e).__name__}: {str(e)[:120]}") from None
+    return msg
+
+
+def decode_frame(buf: bytes, limits: Limits, check_events=check_events) -> Frame:
+    """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem.
+    ``check_events``: this module's, or the same compiled."""
+    msg = unpack_frame(buf, limits)
     if not isinstance(msg, dict):
         raise FrameError("schema", f"frame is a msgpack {type(msg).__name__}, not a map")
     if "v" in msg and msg["v"] != VERSION:

@@ -30,8 +30,10 @@ request is noticed.
 State (``--state-dir``, ``edged.checkpoint``): ``restore`` before READY (a refused file is
 a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` from ``tick``
 and once after the drain. Restored streams keep their clocks, held events and seqs; the
-epoch is new, so subscribers see a restart, not a gap. Over NATS the checkpoint also holds
-each partition's last input sequence (written only once NATS confirmed the decisions
+epoch is new, so subscribers see a restart, not a gap. As worker ``i`` of ``N``
+(``shard``, ``edged.workers``) the service writes its shard's file and restores the
+streams that hash to it from every checkpoint file there. Over NATS the checkpoint also
+holds each partition's last input sequence (written only once NATS confirmed the decisions
 before it), and ingest starts after it: a replay, not only a warm restart.
 """
 
@@ -145,7 +147,8 @@ class Service:
                  cpu_clock: Callable[[], float] = time.thread_time,
                  log: logging.Logger | None = None, epoch: int | None = None,
                  notify: Callable[[str], object] | None = None, watchdog: Watchdog | None = None,
-                 wall: Callable[[], float] = time.time, curve=None):
+                 wall: Callable[[], float] = time.time, curve=None,
+                 shard: tuple[int, int] = (0, 1)):
         from edged.engine import Engine
         from edged.model import ModelError
         from edged.readout import Readout
@@ -171,6 +174,7 @@ class Service:
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
         self.wall = wall
+        self.shard = shard  # (worker index, workers): which streams this service owns
         if uses_nats(cfg):
             from edged.jetstream import Transport
 
@@ -381,35 +385,73 @@ class Service:
     # -- state -------------------------------------------------------------------------
 
     def restore(self) -> str:
-        """Load ``<state_dir>/checkpoint.npz`` into the (empty) stream table; return the
-        result counted in ``edged_checkpoint_restore_total``: ``ok``, ``none``, or a cold
-        start on ``mismatch`` / ``corrupt`` (one warning line says why)."""
+        """Load the streams this service owns from every checkpoint file in ``--state-dir``
+        into the (empty) stream table; return the result counted in
+        ``edged_checkpoint_restore_total``: ``ok``, ``none``, or a cold start on
+        ``mismatch`` / ``corrupt`` (one warning line per refused file says why). Streams
+        restored from another layout's files are checkpointed at once in this one's."""
+        from edged.workers import shard_of
+
         state_dir = self.cfg.service_state_dir
         if not state_dir:
             return "none"
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        if ckpt.remove_stale(state_dir):
+        i, n = self.shard
+        own = ckpt.file_name(i, n)
+        if ckpt.remove_stale(state_dir, own):
             self.log.info("removed an unfinished checkpoint temp file in %s", state_dir)
-        path = os.path.join(state_dir, ckpt.NAME)
         self._schedule_checkpoint()
-        if not os.path.exists(path):
-            self.log.info("no checkpoint in %s: cold start", state_dir)
-            result = "none"
-        else:
+        siblings = {ckpt.file_name(j, n) for j in range(n) if j != i}  # none of our streams
+        paths = [p for p in ckpt.paths(state_dir) if os.path.basename(p) not in siblings]
+        parts, result = [], "none"
+        for path in paths:
             try:
-                restored = ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256)
-                resume = self.sockets.resume_point(restored.header.get("transport"))
+                parts.append(ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256))
+            except ckpt.CheckpointError as e:
+                self.log.warning("checkpoint %s refused (%s): %s; its streams cold start", path,
+                                 e.result, e.detail)
+                result = e.result if result == "none" else result
+        if not paths:
+            self.log.info("no checkpoint in %s: cold start", state_dir)
+        elif parts:
+            restored = ckpt.combine(parts, lambda stream: shard_of(stream.encode(), n) == i)
+            if len(restored.streams) > self.streams.capacity:
+                self.log.warning("checkpoints in %s hold %d streams of this worker > --max-streams "
+                                 "%d; cold start", state_dir, len(restored.streams),
+                                 self.streams.capacity)
+                result = "mismatch"
+            else:
+                try:
+                    resume = self.sockets.resume_point(restored.header.get("transport"))
+                except ckpt.CheckpointError as e:
+                    self.log.warning("checkpoints in %s refused (%s): %s; cold start", state_dir,
+                                     e.result, e.detail)
+                    return self._restored(e.result)
                 k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
                 self.resume = resume
                 age = self.wall() - float(restored.header.get("written_at", 0))
-                self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k, path,
-                              restored.header["epoch"], age)
-                result = "ok"
-            except ckpt.CheckpointError as e:
-                self.log.warning("checkpoint %s refused (%s): %s; cold start", path, e.result, e.detail)
-                result = e.result
+                self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k,
+                              ", ".join(map(os.path.basename, paths)), restored.header["epoch"], age)
+                result = "ok" if result == "none" else result
+                if [os.path.basename(p) for p in paths] != [own]:
+                    self.reshard(paths)
+        return self._restored(result)
+
+    def _restored(self, result: str) -> str:
         self.metrics.checkpoint_restore.labels(result).inc()
         return result
+
+    def reshard(self, paths: list[str]) -> None:
+        """After restoring from other layouts' ``paths``: write this service's shard file
+        now; a single process then deletes the others (with workers, the supervisor does,
+        once every worker has written its own)."""
+        if not self.checkpoint() or self.shard[1] > 1:
+            return
+        old = [p for p in paths if os.path.basename(p) != ckpt.NAME]
+        for path in old:
+            os.unlink(path)
+        self.log.info("checkpoint layout changed: %s now holds every stream; removed %s", ckpt.NAME,
+                      ", ".join(map(os.path.basename, old)))
 
     def checkpoint(self) -> bool:
         """Write every stream's state atomically to ``--state-dir``; a failure (e.g. disk
@@ -423,7 +465,7 @@ class Service:
             transport = self.sockets.settle()  # NATS: every decision so far confirmed
             members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
                                     self.epoch, self.wall(), transport=transport)
-            ckpt.write(state_dir, members)
+            ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
         except OSError as e:
             self.metrics.checkpoint_writes.labels("error").inc()
             self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
@@ -450,10 +492,13 @@ class Service:
 
 
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
-         install_signals: bool = True, env=None) -> int:
+         install_signals: bool = True, env=None, link=None) -> int:
     """``edged serve``: load, bind, warm, restore, READY, serve until SIGTERM/SIGINT, drain,
     checkpoint, exit 0. Raises ``edged.model.ModelError`` for a bad model file (the CLI
-    exits 2). ``env`` (default ``os.environ``) supplies ``NOTIFY_SOCKET`` / ``WATCHDOG_*``."""
+    exits 2). ``env`` (default ``os.environ``) supplies ``NOTIFY_SOCKET`` / ``WATCHDOG_*``.
+    ``link`` (``edged.workers.Link``) runs it as one worker of ``--workers``: its shard and
+    service class, liveness pings to the supervisor instead of systemd's watchdog, a ready
+    report instead of the ready line and ``READY=1``, and SIGTERM alone stops it."""
     import signal
 
     from prometheus_client import CollectorRegistry, ProcessCollector
@@ -481,16 +526,17 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         ProcessCollector(registry=registry)
     own_context = context is None
     ctx = context or zmq.Context()
-    watchdog = sdnotify.Watchdog(env)
-    svc = Service(model, cfg, context=ctx, registry=registry, log=log, notify=notify,
-                  watchdog=watchdog, curve=curve)
+    watchdog = sdnotify.Watchdog(env) if link is None else link.watchdog
+    make = Service if link is None else link.service_class
+    svc = make(model, cfg, context=ctx, registry=registry, log=log, notify=notify, watchdog=watchdog,
+               curve=curve, shard=(0, 1) if link is None else link.shard)
     per_stream = svc.engine.state_bytes()
     log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
              per_stream * cfg.streams_max / 2**20, cfg.streams_max)
     http = None
     try:
         if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT) if link is None else (signal.SIGTERM,):
                 signal.signal(sig, lambda signum, _frame: svc.stop_requests.append(signum))
         endpoints = svc.bind()
         address = metrics_address(cfg)
@@ -501,12 +547,15 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         seconds = svc.warm()
         restored = svc.restore()
         svc.sockets.start(svc.resume)
+        if link is not None:
+            link.ready(svc, endpoints, seconds, restored)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
                  seconds, svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
                  endpoints.get("metrics", "off"),
                  f" curve {cfg.security_client_keys}" if curve is not None else "")
-        print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
-                         endpoints.get("metrics", "off"), seconds), flush=True)
+        if link is None:
+            print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
+                             endpoints.get("metrics", "off"), seconds), flush=True)
         notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
                f"{len(svc.streams)} streams")
         svc.run()

@@ -25,10 +25,13 @@ _MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class Sockets:
-    """Ingest and publish for one ``Service``; the metrics are injected."""
+    """Ingest and publish for one ``Service`` (or, with ``publish_kind=zmq.XPUB``, for the
+    ``edged.workers`` supervisor's proxy); the metrics are injected."""
 
-    def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None):
+    def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None,
+                 publish_kind: int = zmq.PUB):
         self.ctx, self.cfg, self.metrics, self.curve = ctx, cfg, metrics, curve
+        self.publish_kind = publish_kind
         self.ingest = self.publish = None
         self.monitor = self.publish_monitor = None  # PAIR sockets of the socket monitors
         self.auth = None  # the ZAP authenticator thread (CURVE only)
@@ -41,7 +44,7 @@ class Sockets:
         if curve is not None:
             self.auth = security.start_authenticator(self.ctx, curve)  # before any bind
             monitor_events |= security.HANDSHAKE_FAILED
-        self.publish = self.ctx.socket(zmq.PUB)
+        self.publish = self.ctx.socket(self.publish_kind)
         self.publish.linger = 0
         self.publish.sndhwm = cfg.publish_hwm
         if curve is not None:

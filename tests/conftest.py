@@ -75,6 +75,9 @@ def pytest_collection_modifyitems(config, items):
 ROOT = Path(__file__).resolve().parent.parent
 
 
+READY_S = 240.0  # a cold start compiles every kernel: ~60-75 s on a loaded 2-core box
+
+
 def start_serve(model_path, *extra: str, metrics: str = "off"):
     """Start ``edged serve`` on random loopback ports (``extra`` flags override them) and
     wait for its ready line: ``(proc, (ingest, publish, metrics), stderr lines so far)``."""
@@ -86,7 +89,7 @@ def start_serve(model_path, *extra: str, metrics: str = "off"):
          *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
     try:
-        ready = wait_ready(proc, 90)
+        ready = wait_ready(proc, READY_S)
     except RuntimeError as e:
         proc.kill()
         proc.wait()

@@ -149,7 +149,7 @@ def test_partition_and_transport_settings():
     nats_cfg = {"ingest_endpoint": "nats://h:4222", "publish_endpoint": "nats://h:4222"}
     assert uses_nats(resolve(nats_cfg, env={})) and not uses_nats(resolve({}, env={}))
     for bad in ({"publish_endpoint": "tcp://127.0.0.1:1"}, {"nats_partitions": "9"},
-                {"nats_dedup_window": "600"}):
+                {"nats_dedup_window": "600"}, {"service_workers": "2"}):
         with pytest.raises(ConfigError):
             uses_nats(resolve(nats_cfg | bad, env={}))
 

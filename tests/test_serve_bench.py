@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import small_model
+
 from edged.model import save
 
 
@@ -46,6 +48,24 @@ def test_bench_streams_ladder(tmp_path):
     assert rows[f"edged client latency p99 @{kept:g}"]["baseline"] == f"echo client latency p99 @{kept:g}"
     assert any(n.startswith("4 streams: ") and "0 sent late, 0 decisions missing" in n
                for n in out["notes"]), out["notes"]
+
+
+def test_bench_streams_workers_reports_the_routing_hop(tmp_path):
+    """``--workers 2``: one short rung through the router; its CPU per frame is reported
+    beside the workers' (the full ladder is a benchmark run, not a test)."""
+    path = tmp_path / "m.npz"
+    save(path, dataclasses.replace(small_model(window=64, hop=8), dt=5e-3))
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "bench", "streams", "--json", "--workers", "2",
+                        "--model", str(path), "--ladder", "4", "--duration", "0.4"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    rows = {row["name"]: row for row in out["results"]}
+    assert out["params"]["workers"] == 2
+    assert rows["largest stream count kept up with"]["value"] == 4, out["notes"]
+    router, worker = rows["router CPU per frame @4"]["value"], rows["worker CPU per frame-and-decision @4"]["value"]
+    assert router > 0 and worker > 0
+    assert rows["router / worker CPU per frame @4"]["value"] == pytest.approx(100 * router / worker)
 
 
 def test_bench_stages(tmp_path):

@@ -83,14 +83,15 @@ def _start_echo():
     return proc, ingest, publish
 
 
-def _start_serve(model: str, max_streams: int, ingest: str = "tcp://127.0.0.1:*",
+def _start_serve(model: str, max_streams: int, *extra: str, ingest: str = "tcp://127.0.0.1:*",
                  publish: str = "tcp://127.0.0.1:*"):
     from edged.client import wait_ready
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", model, "--ingest", ingest,
          "--publish", publish, "--metrics", "127.0.0.1:0", "--max-streams",
-         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning"],
+         str(max_streams), "--ingest-hwm", "20000", "--publish-hwm", "100000", "--log-level", "warning",
+         *extra],
         stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
@@ -339,7 +340,7 @@ def nats_latency(model_path: str, frames, fps: float, max_streams: int) -> dict:
     server, url = start_nats(Path(store.name))
     serve = None
     try:
-        serve, *_ = _start_serve(model_path, max_streams, url, url)
+        serve, *_ = _start_serve(model_path, max_streams, ingest=url, publish=url)
         cpu0 = _proc_cpu(serve.pid)
         out = drive_nats(url, frames, fps)
         out["cpu_per_frame"] = (_proc_cpu(serve.pid) - cpu0) / max(out["sent"], 1)

@@ -15,6 +15,10 @@ is below one hop. The first count not kept up with ends the ladder. Daemon CPU i
 each rung. The bare echo (PULL -> PUB republishing each frame untouched, the floor of
 any Python ZeroMQ service) gets the same frames at the largest count kept.
 
+With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
+process: ingest, routing, the publish proxy and their ZeroMQ I/O threads) is measured on
+its own, and its CPU per frame is reported against the workers' (the routing hop's cost).
+
 The client shares the machine with the daemon (and with whatever else runs there): the
 sender and the receiver are two Python processes on the same cores.
 """
@@ -41,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=3.0, help="seconds of real time per count")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="short run for tests (~30 s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="edged serve --workers N (default 1: one process, no router)")
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         raise RuntimeError("the sender process did not start")
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
-    cpu0 = cpu_of()
+    cpu0 = cpu_of()  # (daemon tree, router process)
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock, recv = time.perf_counter, sub.recv_multipart
@@ -207,7 +213,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             if i < len(frames):
                 arrived[i] = now
             got += 1
-    cpu = cpu_of() - cpu0
+    cpu, router_cpu = (b - a for a, b in zip(cpu0, cpu_of()))
     proc.join(60)
     sent = np.load(result_path)
     tmp.cleanup()
@@ -219,16 +225,21 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "late": int((sent - due > LATE_HOPS * hop_s).sum()),
             "p50": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
             "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
-            "cpu": cpu, "seconds": len(frames) * hop_s / n, "checked": checked,
+            "cpu": cpu, "router_cpu": router_cpu, "seconds": len(frames) * hop_s / n, "checked": checked,
             "mismatched": mismatched}
 
 
-def _wait_ready(ctx, ingest: str, publish: str, probe: str, model) -> None:
-    """Slow joiner and backlog: advance a probe stream until its decision comes back."""
+def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int = 1) -> None:
+    """Slow joiner and backlog: advance a probe stream per worker until each decides."""
     import zmq
 
     from edged.protocol import encode_frame
+    from edged.workers import shard_of
 
+    probes: dict[int, str] = {}
+    for k in range(1000 * workers):
+        probes.setdefault(shard_of(f"{probe}.{k}".encode(), workers), f"{probe}.{k}")
+    waiting = set(probes.values())
     push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
     for s in (push, sub):
         s.linger = 0
@@ -237,8 +248,11 @@ def _wait_ready(ctx, ingest: str, publish: str, probe: str, model) -> None:
     sub.connect(publish)
     try:
         for k in range(3000):  # bounded: 3000 x 20 ms
-            push.send(encode_frame(probe, k, [], [], until=model.window + k * model.hop))
-            if sub.poll(20):
+            for p in waiting:
+                push.send(encode_frame(p, k, [], [], until=model.window + k * model.hop))
+            while sub.poll(20):
+                waiting.discard(sub.recv_multipart()[0].decode())
+            if not waiting:
                 return
         raise RuntimeError("no decision from edged serve")
     finally:
@@ -249,7 +263,7 @@ def _wait_ready(ctx, ingest: str, publish: str, probe: str, model) -> None:
 def run(args: argparse.Namespace) -> dict:
     import zmq
 
-    from edged.bench.e2e import _proc_rss, _start_echo, _start_serve
+    from edged.bench.e2e import _proc_cpu, _proc_rss, _start_echo, _start_serve
     from edged.model import load
 
     ladder = [int(x) for x in args.ladder.split(",") if x]
@@ -262,7 +276,10 @@ def run(args: argparse.Namespace) -> dict:
     hops = max(2, round(args.duration / hop_s))
     traffic = Traffic(model, args.rate, args.seed)
     ctx = zmq.Context()
-    serve, s_in, s_out, _metrics = _start_serve(args.model, ladder[-1] + len(ladder) + 8)
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    capacity = ladder[-1] + (len(ladder) + 8) * args.workers  # + the probes (each worker may hold all)
+    serve, s_in, s_out, _metrics = _start_serve(args.model, capacity, "--workers", str(args.workers))
     echo, e_in, e_out = _start_echo()
     notes = [f"load average {os.getloadavg()[0]:.1f} at the start"]
     kept, at_kept, ref, rss = 0, None, None, 0
@@ -270,9 +287,9 @@ def run(args: argparse.Namespace) -> dict:
         for n in ladder:
             prime = traffic.prime(n)
             _send_all(ctx, s_in, prime)
-            _wait_ready(ctx, s_in, s_out, f"~probe{n}", model)
+            _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
             out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
-                        lambda: _tree_cpu(serve.pid))
+                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid)))
             ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
                          f"{out['late']} sent late, {out['missing']} decisions missing, client p50 "
@@ -286,7 +303,7 @@ def run(args: argparse.Namespace) -> dict:
             echo_traffic = Traffic(model, args.rate, args.seed)
             echo_traffic.prime(kept)
             ref = _rung(ctx, e_in, e_out, echo_traffic.hops(kept, hops), kept, hop_s, True,
-                        lambda: _tree_cpu(echo.pid))
+                        lambda: (_tree_cpu(echo.pid), 0.0))
     finally:
         for proc in (serve, echo):
             proc.terminate()
@@ -318,6 +335,12 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
         rows.append(result(f"real-time streams per daemon core @{kept}", 1 / per_stream, "n"))
         rows.append(result(f"daemon CPU per frame-and-decision @{kept}",
                            at_kept["cpu"] / at_kept["frames"] * 1e6, "us"))
+        if args.workers > 1:  # the routing hop: the router process against the workers
+            router = at_kept["router_cpu"] / at_kept["frames"] * 1e6
+            worker = (at_kept["cpu"] - at_kept["router_cpu"]) / at_kept["frames"] * 1e6
+            rows.append(result(f"worker CPU per frame-and-decision @{kept}", worker, "us"))
+            rows.append(result(f"router CPU per frame @{kept}", router, "us"))
+            rows.append(result(f"router / worker CPU per frame @{kept}", 100 * router / worker, "%"))
     if ref is not None:
         echo_cpu = ref["cpu"] / ref["frames"] * 1e6
         rows.append(result(f"echo CPU per frame @{kept}", echo_cpu, "us"))
@@ -333,6 +356,10 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
                  f"per stream; the client (a sender and a receiver process) runs on the same "
                  f"{os.cpu_count()} CPUs; ratio = echo / edged")
     notes.append(f"load average {os.getloadavg()[0]:.1f} at the end")
+    if args.workers > 1:
+        notes.append(f"edged serve --workers {args.workers}: daemon CPU = router + workers; router = "
+                     "the parent process (ingest, routing, publish proxy, ZeroMQ I/O threads)")
     return {"bench": "streams", "params": {"rate": args.rate, "ladder": args.ladder,
-                                           "duration": args.duration, "quick": args.quick},
+                                           "duration": args.duration, "quick": args.quick,
+                                           "workers": args.workers},
             "results": rows, "notes": notes}

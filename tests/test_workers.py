@@ -1,0 +1,378 @@
+"""``edged serve --workers N`` as real processes on loopback: routing by crc32 of the stream
+id, decisions bit-identical to one process, checkpoints resharded N -> M, a killed
+worker restarted and resumed from its shard's checkpoint, one /metrics for all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from conftest import small_model, start_serve
+from prometheus_client.parser import text_string_to_metric_families
+
+from edged import checkpoint as ckpt
+from edged.client import Sender, Subscriber
+from edged.model import load, save
+from edged.offline import decisions as offline_decisions
+from edged.protocol import FrameError, Limits, encode_frame
+from edged.workers import shard_of, stream_key
+
+TIMEOUT = 30.0
+STREAMS = [f"w{i}" for i in range(8)]
+STEPS = 96  # per segment
+LIMITS = Limits(0, 1024, 1 << 20)
+
+
+def wait_for(condition, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_shard_of_is_crc32_of_the_utf8_id():
+    assert zlib.crc32(b"a") == 0xE8B7BE43  # the golden value of the hash itself
+    assert [shard_of(b"a", n) for n in (1, 2, 3)] == [0, 1, 0]
+    assert shard_of("é".encode(), 4) == 235179326 % 4
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_stream_key_reads_the_id_of_any_key_order(binary):
+    frame = encode_frame("rig-é", 3, [1, 2], [0, 1], until=5, binary=binary)
+    assert stream_key(frame, LIMITS) == "rig-é".encode()
+    reordered = msgpack.packb({"t": [1], "ch": [0], "seq": 0, "stream": "z", "v": 1})
+    assert stream_key(reordered, LIMITS) == b"z"
+
+
+@pytest.mark.parametrize("buf,reason", [
+    (b"\xc1", "decode"), (b"garbage", "decode"), (b"\xdd\x7f\xff\xff\xff", "oversize"),
+    (msgpack.packb([1, 2]), "schema"), (msgpack.packb({"v": 1, "seq": 0}), "schema"),
+    (msgpack.packb({"v": 1, "stream": 7}), "stream"), (b"\x81" * 100000, "decode"),
+])
+def test_stream_key_rejects_what_it_cannot_route(buf, reason):
+    with pytest.raises(FrameError) as e:
+        stream_key(buf, LIMITS)
+    assert e.value.reason == reason
+
+
+def test_combine_keeps_the_accepted_streams_newest_row_first():
+    """Checkpoint files of two layouts: each stream from the newest file holding it, its
+    held events with it, only the streams ``keep`` accepts."""
+    def part(written_at, streams, now, held):
+        arrays = {"now": np.array(now, np.int64), "held_len": np.array([len(h) for h in held], np.int64),
+                  "held_ch": np.array([c for h in held for c in h], np.int64)}
+        return ckpt.Restored({"written_at": written_at, "epoch": written_at, "streams": streams}, arrays)
+
+    old = part(1.0, ["a", "b"], [1, 2], [[7], []])
+    new = part(2.0, ["b", "c"], [20, 30], [[5], [8, 9]])
+    r = ckpt.combine([new, old], keep=lambda s: s != "c")
+    assert r.streams == ["b", "a"] and r.header["epoch"] == 2.0
+    assert r.arrays["now"].tolist() == [20, 1]
+    assert r.arrays["held_len"].tolist() == [1, 1] and r.arrays["held_ch"].tolist() == [5, 7]
+
+
+# -- real processes ------------------------------------------------------------------------
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def metric(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), float("nan"))
+
+
+def probes(n: int) -> list[str]:
+    """One probe stream id per worker of ``n``."""
+    out: dict[int, str] = {}
+    k = 0
+    while len(out) < n:
+        out.setdefault(shard_of(f"probe{k}".encode(), n), f"probe{k}")
+        k += 1
+    return list(out.values())
+
+
+def join(tx: Sender, rx: Subscriber, n: int, window: int, hop: int) -> None:
+    """Past the slow joiner on every worker: a probe stream per worker decides."""
+    waiting = set(probes(n))
+    for k in range(400):
+        for p in waiting:
+            tx.send(p, [], [], until=window + k * hop)
+        d = rx.recv(0.05)
+        while d is not None:
+            waiting.discard(d.stream)
+            d = rx.recv(0)
+        if not waiting:
+            return
+    raise AssertionError(f"no decision from probes {waiting}")
+
+
+def traffic(model, seed: int, segments: int):
+    """Events of every stream, per segment of STEPS steps, and their frames (3 per segment)."""
+    rng = np.random.default_rng(seed)
+    events = {s: [] for s in STREAMS}
+    for seg in range(segments):
+        for s in STREAMS:
+            t = np.sort(rng.integers(seg * STEPS, (seg + 1) * STEPS, 60))
+            events[s].append((t, rng.integers(0, model.n_in, t.size)))
+    return events
+
+
+def send_segment(tx: Sender, events, seg: int) -> None:
+    for part in range(3):  # frames of a third of the segment each, streams interleaved
+        lo, hi = seg * STEPS + part * STEPS // 3, seg * STEPS + (part + 1) * STEPS // 3
+        for s in STREAMS:
+            t, ch = events[s][seg]
+            sel = (t >= lo) & (t < hi)
+            tx.send(s, t[sel], ch[sel], until=hi)
+
+
+def reference(model, events, segments: int) -> dict[str, list[dict]]:
+    """What one offline run over all segments decides, per stream."""
+    out = {}
+    for s in STREAMS:
+        t = np.concatenate([e[0] for e in events[s][:segments]])
+        ch = np.concatenate([e[1] for e in events[s][:segments]])
+        out[s] = offline_decisions(model, t, ch, segments * STEPS, s)
+    return out
+
+
+def collect(rx: Subscriber, want: dict[str, int]) -> dict[str, list]:
+    """Decisions of STREAMS until each has ``want[s]`` of them."""
+    got = {s: [] for s in STREAMS}
+    while any(len(got[s]) < want[s] for s in STREAMS):
+        d = rx.recv(TIMEOUT)
+        assert d is not None, {s: (len(got[s]), want[s]) for s in STREAMS}
+        if d.stream in got:
+            got[d.stream].append(d)
+    return got
+
+
+def values(d) -> tuple:
+    if isinstance(d, dict):
+        return d["seq"], d["t"], d["label"], d["class"], tuple(d["scores"]), tuple(d["lzc"])
+    return d.seq, d.t, d.label, d.class_id, d.scores, d.lzc
+
+
+def stop(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=TIMEOUT * 2) == 0
+    rest = proc.stderr.read()
+    proc.stderr.close()
+    return rest
+
+
+def kill(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if not proc.stderr.closed:
+        proc.stderr.close()
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "m.npz"
+    save(path, small_model(window=32, hop=8))
+    return path
+
+
+def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
+    """Same frames into --workers 1 and --workers 2: the same decisions bit for bit; each
+    stream keeps one worker's epoch; garbage is counted by the router; one /metrics."""
+    model = load(model_path)
+    events = traffic(model, seed=5, segments=2)
+    want = {s: len(r) for s, r in reference(model, events, 2).items()}
+    runs, ctx = {}, zmq.Context()
+    for n in (1, 2):
+        proc, (ingest, publish, metrics), _ = start_serve(model_path, "--workers", str(n),
+                                                          metrics="127.0.0.1:0")
+        try:
+            with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+                join(tx, rx, n, model.window, model.hop)
+                raw = ctx.socket(zmq.PUSH)
+                raw.connect(ingest)
+                raw.send(b"\xc1 not msgpack")  # the router rejects it; the others go on
+                raw.send(msgpack.packb({"v": 1, "seq": 0, "t": [], "ch": []}))
+                raw.close(linger=5000)
+                for seg in range(2):
+                    send_segment(tx, events, seg)
+                runs[n] = collect(rx, want)
+            samples = wait_for(lambda: (m := scrape(metrics)) and sum(
+                v for (name, _), v in m.items() if name == "edged_decisions_total") >= sum(want.values())
+                and sum(v for (name, _), v in m.items() if name == "edged_frames_rejected_total") == 2
+                and m, what="decisions and rejects counted")
+            if n == 2:
+                assert metric(samples, "edged_frames_rejected_total", reason="decode", worker="router") == 1
+                assert metric(samples, "edged_frames_rejected_total", reason="schema", worker="router") == 1
+                for w in ("0", "1"):
+                    assert metric(samples, "edged_worker_up", worker=w) == 1
+                    assert metric(samples, "edged_decisions_total", worker=w) > 0
+                    assert metric(samples, "edged_router_frames_total", worker=w) > 0
+                assert metric(samples, "edged_ready", worker="router") == 1
+                assert metric(samples, "edged_workers", worker="router") == 2
+                epochs = {s: {d.epoch for d in runs[2][s]} for s in STREAMS}
+                assert all(len(e) == 1 for e in epochs.values())
+                by_shard = {shard_of(s.encode(), 2): epochs[s] for s in STREAMS}
+                assert len(by_shard) == 2 and by_shard[0] != by_shard[1]
+            stop(proc)
+        finally:
+            kill(proc)
+    ctx.term()
+    for s in STREAMS:
+        assert [values(d) for d in runs[2][s]] == [values(d) for d in runs[1][s]], s
+        assert [d.energy_j for d in runs[2][s]] == [d.energy_j for d in runs[1][s]], s
+
+
+def test_state_dir_reshards_2_to_1_to_2(model_path, tmp_path):
+    """A state dir written by 2 workers restores into 1, and back into 2; the decisions of
+    the three runs together equal one uninterrupted offline run."""
+    model = load(model_path)
+    state = tmp_path / "state"
+    events = traffic(model, seed=9, segments=3)
+    ref = reference(model, events, 3)
+    ctx = zmq.Context()
+    got: dict[str, list] = {s: [] for s in STREAMS}
+    layouts = []
+    for seg, n in enumerate((2, 1, 2)):
+        proc, (ingest, publish, _), _ = start_serve(model_path, "--workers", str(n), "--state-dir",
+                                                    str(state), "--drain-timeout", "10")
+        try:
+            layouts.append(sorted(os.listdir(state)) if state.exists() else [])
+            with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+                join(tx, rx, n, model.window, model.hop)
+                send_segment(tx, events, seg)
+                want = {s: sum(d["t"] <= (seg + 1) * STEPS for d in ref[s]) - len(got[s]) for s in STREAMS}
+                for s, ds in collect(rx, want).items():
+                    got[s] += ds
+            stop(proc)
+        finally:
+            kill(proc)
+    ctx.term()
+    shard_files = [ckpt.file_name(0, 2), ckpt.file_name(1, 2)]
+    assert layouts == [[], [ckpt.NAME], shard_files]  # once ready, only its own layout is left
+    assert sorted(os.listdir(state)) == shard_files
+    for s in STREAMS:
+        assert [values(d) for d in got[s]] == [values(d) for d in ref[s]], s
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def test_kill_9_worker_is_restarted_and_resumes_from_its_checkpoint(model_path, tmp_path):
+    """kill -9 of one worker: the supervisor logs and counts it, starts it again, and its
+    streams warm-restart from the shard checkpoint: decisions continue, values exact, seq
+    continued, under a new epoch for that shard only."""
+    model = load(model_path)
+    state = tmp_path / "state"
+    events = traffic(model, seed=3, segments=2)
+    ref = reference(model, events, 2)
+    proc, (ingest, publish, metrics), _ = start_serve(
+        model_path, "--workers", "2", "--state-dir", str(state), "--checkpoint-interval", "0.1",
+        metrics="127.0.0.1:0")
+    ctx = zmq.Context()
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            send_segment(tx, events, 0)
+            first = collect(rx, {s: sum(d["t"] <= STEPS for d in ref[s]) for s in STREAMS})
+            done = time.time()
+            files = [state / ckpt.file_name(i, 2) for i in range(2)]
+            wait_for(lambda: all(f.exists() and f.stat().st_mtime > done for f in files),
+                     what="periodic checkpoints after the first segment")
+            pids = wait_for(lambda: len(p := worker_pids(proc.pid)) == 2 and p, what="two workers")
+            victim = pids[0]
+            before = scrape(metrics)
+            os.kill(victim, signal.SIGKILL)
+            k = wait_for(lambda: next((w for w in ("0", "1") if metric(
+                m := scrape(metrics), "edged_worker_restarts_total", worker=w) == 1
+                and metric(m, "edged_worker_up", worker=w) == 1), None), what="the worker restarted")
+            assert victim not in worker_pids(proc.pid)
+            join(tx, rx, 2, model.window, model.hop)
+            send_segment(tx, events, 1)
+            second = collect(rx, {s: len(ref[s]) - len(first[s]) for s in STREAMS})
+        assert metric(before, "edged_worker_restarts_total", worker=k) == 0
+        rest = stop(proc)
+        assert f"worker {k} (pid {victim}) died (killed by signal 9" in rest, rest[-3000:]
+    finally:
+        kill(proc)
+        ctx.term()
+    for s in STREAMS:
+        assert [values(d) for d in first[s] + second[s]] == [values(d) for d in ref[s]], s
+        restarted = shard_of(s.encode(), 2) == int(k)
+        assert (second[s][0].epoch != first[s][0].epoch) == restarted, s
+
+
+def test_sigterm_serves_every_frame_already_received(model_path):
+    """SIGTERM at the first decision of a burst queued at the router: every frame is
+    routed, served and published before the workers and the supervisor exit 0."""
+    model = load(model_path)
+    proc, (ingest, publish, metrics), _ = start_serve(model_path, "--workers", "2", "--drain-timeout", "20",
+                                                      metrics="127.0.0.1:0")
+    ctx = zmq.Context()
+    n_frames, steps = 400, 64
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            rng = np.random.default_rng(1)
+            for i in range(n_frames):
+                for s in STREAMS[:4]:
+                    t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
+                    tx.send(s, t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
+            first = rx.recv(TIMEOUT)
+            while first is not None and first.stream not in STREAMS:
+                first = rx.recv(TIMEOUT)
+            assert first is not None
+            wait_for(lambda: sum(v for (name, _), v in scrape(metrics).items()
+                                 if name == "edged_router_frames_total") >= 4 * n_frames,
+                     what="every frame received by the router")  # most still queued at the workers
+            proc.send_signal(signal.SIGTERM)
+            want = (n_frames * steps - model.window) // model.hop + 1
+            need = {s: want if s in STREAMS[:4] else 0 for s in STREAMS}
+            need[first.stream] -= 1
+            got = collect(rx, need)
+            got[first.stream].insert(0, first)
+        for s in STREAMS[:4]:
+            assert [d.seq for d in got[s]] == list(range(want)), s
+        assert proc.wait(timeout=TIMEOUT * 2) == 0
+    finally:
+        kill(proc)
+        ctx.term()
+
+
+def test_a_worker_that_cannot_start_fails_the_daemon_with_its_exit_code(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--workers", "2", "--model", str(bad),
+                        "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", "off"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stdout == ""  # no ready line
+    assert f": {bad}: not a model file" in r.stderr and "edged: error: worker " in r.stderr, r.stderr[-2000:]
