@@ -215,7 +215,8 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
             samples = wait_for(lambda: (m := scrape(metrics)) and sum(
                 v for (name, _), v in m.items() if name == "edged_decisions_total") >= sum(want.values())
                 and sum(v for (name, _), v in m.items() if name == "edged_frames_rejected_total") == 2
-                and m, what="decisions and rejects counted")
+                and (n == 1 or all(metric(m, "edged_router_frames_total", worker=w) > 0 for w in "01"))
+                and m, what="decisions, rejects and routed frames counted")  # routed: flushed every CHECK_S
             if n == 2:
                 assert metric(samples, "edged_frames_rejected_total", reason="decode", worker="router") == 1
                 assert metric(samples, "edged_frames_rejected_total", reason="schema", worker="router") == 1
