@@ -213,21 +213,22 @@ class Subscriber:
             wait = None if deadline is None else max(0.0, deadline - self._clock())
             if self.max_silence is not None:  # wake up in time to notice a silence
                 wait = min(self.max_silence / 2, wait if wait is not None else self.max_silence)
-            if wait is not None and not self.socket.poll(int(wait * 1000) + (wait > 0)):
+            msg = self._next(wait)
+            if msg is None:
                 if deadline is not None and self._clock() >= deadline:
                     self._check_liveness(self._clock())
                     return None
                 continue
-            parts = self.socket.recv_multipart()
+            heartbeat, payload = msg
             now = self._clock()
             self.last_heard = now
             if not self.alive:
                 self.alive, self._backoff, self._next_retry = True, 1.0, float("inf")
-            if parts[0] == HEARTBEAT_TOPIC:
+            if heartbeat:
                 self.heartbeats += 1
                 continue
             try:
-                d = Decision.from_wire(decode_decision(parts[-1]), now)
+                d = Decision.from_wire(decode_decision(payload), now)
             except ValueError:
                 self.malformed += 1
                 continue
@@ -240,9 +241,20 @@ class Subscriber:
         """The newest decision queued (waiting up to ``timeout`` for one); older ones are
         consumed and still counted for gaps."""
         d = self.recv(timeout)
-        while d is not None and self.socket.poll(0):
+        while d is not None and self._queued():
             d = self.recv(0) or d
         return d
+
+    def _next(self, wait: float | None) -> tuple[bool, bytes] | None:
+        """``(is heartbeat, payload)`` of the next message within ``wait`` seconds (``None``:
+        block), or ``None``; the transport's one hook, with ``_queued``."""
+        if wait is not None and not self.socket.poll(int(wait * 1000) + (wait > 0)):
+            return None
+        parts = self.socket.recv_multipart()
+        return parts[0] == HEARTBEAT_TOPIC, parts[-1]
+
+    def _queued(self) -> bool:
+        return bool(self.socket.poll(0))
 
     def _track(self, d: Decision) -> None:
         self.received += 1

@@ -107,14 +107,17 @@ def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, de
     while now < end:
         i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits)
         ops += o
-        if not skipped:
+        if not skipped:  # one stepped step
             lzc.push(lz, slot, bits)
-        while now < nxt:  # one stepped step, or a decayed stretch taking its zeros in bulk
+            now = nxt
+            if now % hop == 0 and now >= window:
+                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+                k += 1
+        while now < nxt:  # a decayed stretch: its zeros in bulk, cut at decision boundaries
             boundary = max(window, (now // hop + 1) * hop)
             boundary = (boundary + hop - 1) // hop * hop
             stop = min(nxt, boundary)
-            if skipped:
-                lzc.push_zeros(lz, slot, stop - now)
+            lzc.push_zeros(lz, slot, stop - now)
             now = stop
             if now == boundary:
                 _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)

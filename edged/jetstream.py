@@ -563,46 +563,17 @@ class Subscriber(_client.Subscriber):
     def _reopen(self) -> None:
         """nats-py reconnects by itself: nothing to recreate."""
 
-    def recv(self, timeout: float | None = None):
+    def _next(self, wait: float | None) -> tuple[bool, bytes] | None:
         import queue
 
-        from edged.protocol import decode_decision
+        try:
+            subject, data = self._box.get(timeout=wait)
+        except queue.Empty:
+            return None
+        return subject == HEARTBEAT_SUBJECT, data
 
-        deadline = None if timeout is None else self._clock() + timeout
-        while True:
-            self._check_liveness(self._clock())
-            wait = None if deadline is None else max(0.0, deadline - self._clock())
-            if self.max_silence is not None:
-                wait = min(self.max_silence / 2, wait if wait is not None else self.max_silence)
-            try:
-                subject, data = self._box.get(timeout=wait)
-            except queue.Empty:
-                if deadline is not None and self._clock() >= deadline:
-                    self._check_liveness(self._clock())
-                    return None
-                continue
-            now = self._clock()
-            self.last_heard = now
-            if not self.alive:
-                self.alive, self._backoff, self._next_retry = True, 1.0, float("inf")
-            if subject == HEARTBEAT_SUBJECT:
-                self.heartbeats += 1
-                continue
-            try:
-                d = _client.Decision.from_wire(decode_decision(data), now)
-            except ValueError:
-                self.malformed += 1
-                continue
-            if self.streams and d.stream not in self.streams:
-                continue
-            self._track(d)
-            return d
-
-    def latest(self, timeout: float | None = None):
-        d = self.recv(timeout)
-        while d is not None and not self._box.empty():
-            d = self.recv(0) or d
-        return d
+    def _queued(self) -> bool:
+        return not self._box.empty()
 
     def close(self) -> None:
         try:

@@ -6,6 +6,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition", interval: float = 0.005):
+    """``condition()``'s first truthy value within ``timeout`` s, polled every ``interval``;
+    AssertionError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)  # polling interval of the condition, not a wait for an event
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 READY_S = 240.0  # a cold start compiles every kernel: ~60-75 s on a loaded 2-core box

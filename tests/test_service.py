@@ -23,7 +23,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model, start_serve
+from conftest import small_model, start_serve, wait_for
 from edged.client import Sender, Subscriber
 from edged.config import Config
 from edged.engine import Engine
@@ -36,14 +36,6 @@ TIMEOUT = 20.0
 PROBE = "~probe"
 
 
-def wait_for(condition, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)  # polling interval of the condition, not a wait for an event
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Served:

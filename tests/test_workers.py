@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+import conftest
 from conftest import small_model, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,13 +35,7 @@ LIMITS = Limits(0, 1024, 1 << 20)
 
 
 def wait_for(condition, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return conftest.wait_for(condition, timeout, what, interval=0.02)
 
 
 def test_shard_of_is_crc32_of_the_utf8_id():
