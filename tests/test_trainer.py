@@ -540,3 +540,50 @@ def test_multi_spike_tempotron_trains_counts_and_adaptation(tiny):
     assert np.array_equal(raw["w_in"], raw0["w_in"])
     single, _ = tempotron.train("meta", raw0, tr.x, tr.y, True, tempotron.Config(epochs=2), 0)
     assert np.array_equal(single["output.beta"], raw0["output.beta"])
+
+
+def test_fixed_tuned_steps_past_edges_and_retunes_its_rate(tmp_path, monkeypatch):
+    """fixed-tuned: a design optimum on an edge is stepped beyond (within limits) until it
+    stops improving, then the weights' rate is re-tuned there; homeostasis-only variants
+    take fixed and fixed-tuned from their base rule; a row whose tuned choice moved is
+    rerun, the others are kept."""
+    from trainer import experiment
+
+    calls = []
+
+    def fake_run(spec):  # peaks at tau 5 ms, theta 1; at lr 0.09 with defaults, else 0.06
+        calls.append(spec)
+        c = spec.centres
+        score = -abs(np.log2(c.get("tau", 0.02) / 0.005)) - abs(np.log2(c.get("theta", 1.0)))
+        score -= abs(np.log2(spec.lr / (0.06 if c else 0.09)))
+        m = {"validation_accuracy": 0.9 + score / 100, "accuracy": 0.9 + score / 100,
+             "epochs_used": 1, "epochs_run": 1, "train_seconds": 0.0,
+             "nearest_mean_lzc_accuracy": 0.5}
+        return None, m, None
+
+    monkeypatch.setattr(experiment, "run", fake_run)
+    monkeypatch.setattr(experiment, "_baselines", lambda rn, p, seed: {"count": 0.3})
+    p = experiment.FULL | {"seeds": 2, "fixed_tuned": {"lif": experiment.FULL["fixed_tuned"]["lif"]}}
+    monkeypatch.setattr(experiment, "FULL", p)
+    out = tmp_path / "t.json"
+    doc = experiment.paper(out, rules=("stdp", "stdp-sample"), neurons=("lif",))
+    ft = [r for r in doc["rows"] if r["intrinsics"] == "fixed-tuned"]
+    assert {r["rule"] for r in doc["rows"] if r["intrinsics"] != "learned"} == {"stdp"}
+    assert {r["rule"] for r in doc["rows"] if r["intrinsics"] == "learned"} == {"stdp", "stdp-sample"}
+    assert all(r["centres"] == {"tau": 0.005, "theta": 1.0} for r in ft)  # one step past 10 ms
+    fixed = [r for r in doc["rows"] if r["intrinsics"] == "fixed"]
+    assert fixed[0]["lr"] == pytest.approx(0.09)
+    assert ft[0]["lr"] == pytest.approx(0.045)  # re-tuned: half the fixed condition's rate
+    assert "| lif | stdp-sample |" in experiment.markdown(doc)
+    tried = {r["centres"]["tau"] for r in doc["tuning"] if r["intrinsics"] == "fixed-tuned"}
+    assert tried == {0.0025, 0.005, 0.01, 0.02, 0.04}  # 2.5 ms: the step that did not help
+
+    stale = json.loads(out.read_text())
+    for r in stale["rows"]:
+        if r["intrinsics"] == "fixed-tuned":
+            r["centres"] = {"tau": 0.01, "theta": 2.0}
+    out.write_text(json.dumps(stale))
+    calls.clear()
+    doc = experiment.paper(out, rules=("stdp", "stdp-sample"), neurons=("lif",), resume=True)
+    assert [s.intrinsics for s in calls] == ["fixed-tuned"] * 2  # only the moved rows
+    assert len(doc["rows"]) == len(stale["rows"])

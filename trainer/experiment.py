@@ -17,12 +17,20 @@ Tuning, on seed 0's data and its validation split, the same budget of runs for
    ``MAX_WIDEN`` times per axis), so the optimum ends inside the grid or at a recorded
    limit. ``fixed`` and ``fixed-tuned`` share this stage (it is run with the defaults);
    ``learned`` runs its own.
-2. stage ``intrinsics`` (9 runs each, at the stage-1 optimum): ``fixed-tuned`` tries the
-   global values ``FIXED_TUNED[neuron]`` (LIF: tau x theta, 3 x 3; meta: an L9
-   orthogonal array over tau, theta, beta, tau_a at 3 levels) and keeps the defaults
-   when none beats them on validation; ``learned`` tries the
-   intrinsic learning rate (``LR_INTRINSICS`` times the rule's own rate(s), widened like
-   stage 1) x the weights' rate (``LR_AROUND`` times the stage-1 optimum).
+2. stage ``intrinsics`` (at the stage-1 optimum): ``fixed-tuned`` tries the global
+   values ``fixed_tuned[neuron]`` (LIF: tau x theta, 3 x 3; meta: an L9 orthogonal array
+   over tau, theta, beta, tau_a at 3 levels); while the best sits on the edge of a
+   value's levels it steps that value one level beyond (``max_widen`` times at most,
+   within ``fixed_tuned_limits``); the defaults stay a candidate. Then, at the chosen
+   values, it re-tunes the weights' rate (``lr_around`` times the stage-1 rate, widened
+   like stage 1): tuned intrinsics move the best rate, and ``learned`` tunes its rate too.
+   ``learned`` tries the intrinsic learning rate (``lr_intrinsics`` times the rule's own
+   rate(s)) x the weights' rate (``lr_around`` times the stage-1 optimum), widened like
+   stage 1. So ``fixed-tuned`` gets at least ``learned``'s budget of tuning runs.
+
+Rule variants that change only the intrinsic rule (``SHARED``: the STDP homeostasis
+variants) take their ``fixed`` and ``fixed-tuned`` tuning and rows from their base rule,
+with which they coincide; they run only ``learned``.
 
 The chosen configuration of each condition is then trained with seeds 1..``SEEDS``, each
 seed drawing fresh train/validation/test data; conditions are paired by seed (same data,
@@ -55,6 +63,7 @@ NEURONS = ("lif", "meta", "meta-esc")
 RULES = ("bptt", "stdp", "tempotron", *VARIANTS)
 STDP_FAMILY = ("stdp", *(v for v, (base, _) in VARIANTS.items() if base == "stdp"))
 CONDITIONS = ("fixed", "fixed-tuned", "learned")
+SHARED = {v: base for v, (base, options) in VARIANTS.items() if set(options) <= {"homeostasis"}}
 TASK = "poisson-structure"
 TASK_PARAMS = {"depth": 0.6, "jitter": 0.1, "shared": 1.0}
 L9 = ((0, 0, 0, 0), (0, 1, 1, 1), (0, 2, 2, 2), (1, 0, 1, 2), (1, 1, 2, 0), (1, 2, 0, 1),
@@ -75,6 +84,9 @@ FULL = {
     "baselines": B.NAMES,
 }
 FULL["fixed_tuned"]["meta-esc"] = FULL["fixed_tuned"]["meta"]  # noise intrinsics at their defaults
+FULL["fixed_tuned_limits"] = {"tau": (0.0025, 0.16), "theta": (0.125, 8.0), "beta": (0.0, 3.2),
+                              "tau_a": (0.0125, 1.6)}
+FULL["fixed_tuned_lr"] = True  # protocol v2.1: fixed-tuned re-tunes the weights' rate
 # rule variants (trainer.pipeline.VARIANTS) take their base rule's cap and grid; the
 # STDP variants' learned stage 2 tunes the homeostatic set point (Hz) instead of the
 # weights' rate (own-rate has no set point: it keeps the weights' rate axis)
@@ -204,23 +216,59 @@ def _grid_search(rn: Runner, base: Spec, condition: str, stage: str,
             return best
 
 
+def _source(rule: str, condition: str) -> str:
+    """The rule whose tuning and rows serve ``condition`` of ``rule``'s cell (``SHARED``)."""
+    return SHARED.get(rule, rule) if condition != "learned" else rule
+
+
+def _edge_steps(rn: Runner, base: Spec, best: dict, levels: dict[str, tuple], p: dict,
+                make: Callable[[dict], Spec]) -> dict:
+    """From ``best`` (a tuning row), step each value on an edge of its ``levels`` one
+    level beyond, keep the best, and repeat while that moves it (``max_widen`` rounds)."""
+    limits = p.get("fixed_tuned_limits", {})
+    for _ in range(p["max_widen"]):
+        probes = []
+        for k, values in levels.items():
+            at = best["centres"][k]
+            new = widen(values, values.index(at), tuple(limits[k]) if k in limits else None)
+            if new != values:
+                levels[k] = new
+                probes.append(make(best["centres"] | {k: new[0] if new[0] != values[0] else new[-1]}))
+        if not probes:
+            break
+        stepped = _tune(rn, base, "fixed-tuned", "intrinsics", probes)
+        if stepped["validation_accuracy"] <= best["validation_accuracy"]:
+            break
+        best = stepped
+    return best
+
+
 def _choose(rn: Runner, base: Spec, p: dict) -> dict[str, Spec]:
     """The tuned spec (seed 0) of each condition of ``base``'s cell."""
     size_lr = {"hidden": tuple(p["hidden"]), "lr": tuple(p["lr"][base.rule])}
     chosen = {}
     for condition in ("fixed", "learned"):
-        cond_base = replace(base, intrinsics=condition)
+        cond_base = replace(base, intrinsics=condition, rule=_source(base.rule, condition))
         best = _grid_search(rn, cond_base, condition, "size-lr", dict(size_lr), p,
                             lambda q: replace(cond_base, hidden=q["hidden"], lr=q["lr"]))
         chosen[condition] = replace(cond_base, hidden=best["hidden"], lr=best["lr"])
         if condition == "fixed":
             fixed_best = best
-    at = chosen["fixed"]
-    grid = [replace(at, intrinsics="fixed-tuned", centres=c) for c in p["fixed_tuned"][base.neuron]]
-    best = _tune(rn, replace(base, intrinsics="fixed-tuned"), "fixed-tuned", "intrinsics", grid)
+    at = replace(chosen["fixed"], intrinsics="fixed-tuned")
+    design = p["fixed_tuned"][base.neuron]
+    best = _tune(rn, at, "fixed-tuned", "intrinsics", [replace(at, centres=c) for c in design])
+    if p.get("fixed_tuned_lr"):
+        levels = {k: tuple(sorted({c[k] for c in design})) for k in design[0]}
+        best = _edge_steps(rn, at, best, levels, p, lambda c: replace(at, centres=c))
     if best["validation_accuracy"] < fixed_best["validation_accuracy"]:
         best = fixed_best  # the defaults are one of fixed-tuned's candidates too
-    chosen["fixed-tuned"] = replace(at, intrinsics="fixed-tuned", centres=best["centres"])
+    at = replace(at, centres=best["centres"])
+    if p.get("fixed_tuned_lr"):
+        best = _grid_search(rn, at, "fixed-tuned", "intrinsics",
+                            {"lr": tuple(at.lr * m for m in p["lr_around"])}, p,
+                            lambda q: replace(at, **q))
+        at = replace(at, lr=best["lr"])
+    chosen["fixed-tuned"] = at
     at = chosen["learned"]
     second = ({"set_point": tuple(p["set_point"][base.rule])} if base.rule in p.get("set_point", {})
               else {"lr": tuple(at.lr * m for m in p["lr_around"])})
@@ -263,10 +311,14 @@ def paper(out: str | Path, quick: bool = False, log: Callable[[str], None] | Non
                         epochs=p["cap"][rule], n_train=p["n_train"], n_val=p["n_val"],
                         n_test=p["n_test"], patience=p["patience"], seed=0)
             for condition, spec in _choose(rn, base, p).items():
+                config = json.loads(json.dumps(_config(spec)))
                 for seed in range(1, p["seeds"] + 1):
-                    key = {"neuron": neuron, "rule": rule, "intrinsics": condition, "seed": seed}
-                    if rn.find("rows", key):
+                    key = {"neuron": neuron, "rule": spec.rule, "intrinsics": condition, "seed": seed}
+                    old = rn.find("rows", key)
+                    if old is not None and rn.find("rows", key | config) is old:
                         continue
+                    if old is not None:  # tuned under an earlier protocol: its choice moved
+                        rn.doc["rows"].remove(old)
                     _, m, _ = run(replace(spec, seed=seed))
                     row = key | _config(spec) | {
                         "accuracy": m["accuracy"], "task": p["task"], "task_params": p["task_params"],
@@ -295,7 +347,8 @@ def markdown(doc: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for neuron in NEURONS:
         for rule in RULES:
-            cell = {c: {r["seed"]: r for r in rows if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, rule, c)}
+            cell = {c: {r["seed"]: r for r in rows
+                        if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, _source(rule, c), c)}
                     for c in CONDITIONS}
             if not all(cell.values()):
                 continue
