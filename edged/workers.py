@@ -484,15 +484,20 @@ class Supervisor:
                 drained += got
                 if got < BATCH and self.pending is None and not self.sockets.ingest.poll(QUIET_S * 1000):
                     break  # ingest quiet for QUIET_S: the rest of a burst in flight is in
-        self.pending = None  # past the drain timeout: dropped, as a single process would
+        if self.pending is not None:  # past the drain timeout: dropped, as a single process would
+            self.log.warning("worker %d's queue stayed full: 1 frame for it dropped at the stop",
+                             self.pending[0])
+            self.pending = None
         self.log.info("routed %d frames still queued at the stop", drained)
         deadline = self.clock() + self.cfg.service_drain_timeout + STOP_WAIT_S
-        for w in range(self.n):  # STOP behind every routed frame
-            while self.clock() < deadline and len(self.stop_requests) < 2:
-                self.watchdog.ping(self.clock())
-                if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
-                    self.pushes[w].send(STOP, zmq.NOBLOCK)
-                    break
+        unsent = zmq.Poller()  # STOP behind every routed frame, to each worker as it has room
+        for push in self.pushes:
+            unsent.register(push, zmq.POLLOUT)
+        while unsent.sockets and self.clock() < deadline and len(self.stop_requests) < 2:
+            self.watchdog.ping(self.clock())
+            for push, _ in unsent.poll(POLL_MS):
+                push.send(STOP, zmq.NOBLOCK)
+                unsent.unregister(push)
         forwarded = False
         while self.clock() < deadline:
             self.watchdog.ping(self.clock())
