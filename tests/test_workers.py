@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 import conftest
-from conftest import small_model, start_serve
+from conftest import _pending_lines, small_model, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged import checkpoint as ckpt
@@ -417,6 +417,49 @@ def test_a_stuck_worker_does_not_keep_the_stop_marker_from_the_others(model_path
         assert "worker 0 (pid" in rest and "did not stop in time" in rest, rest[-3000:]
         assert "worker 1 (pid" not in rest, rest[-3000:]
         assert (state / ckpt.file_name(1, 2)).stat().st_mtime >= signalled  # its stop checkpoint
+    finally:
+        kill(proc)
+        ctx.term()
+
+
+def test_sigterm_while_a_worker_waits_to_restart_serves_the_frames_queued_for_it(tmp_path):
+    """Worker 0 keeps failing at start (its model file broken), so it waits longer before
+    each restart; SIGTERM during such a wait starts it at once: the frames routed to it
+    meanwhile are served, published and checkpointed, not dropped."""
+    path, state = tmp_path / "m.npz", tmp_path / "state"
+    save(path, small_model(window=32, hop=8))
+    model, good = load(path), path.read_bytes()
+    proc, (ingest, publish, metrics), lines = start_serve(
+        path, "--workers", "2", "--state-dir", str(state), "--checkpoint-interval", "0",
+        "--drain-timeout", "5", metrics="127.0.0.1:0")
+    pids = started_pids(lines)
+    stream = a_stream_of(0, 2, "late")
+    ctx = zmq.Context()
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            path.write_bytes(b"not a model")
+            os.kill(pids[0], signal.SIGKILL)
+
+            def backing_off():
+                lines.extend(_pending_lines(proc.stderr))
+                return re.search(r"worker 0 \(pid \d+\) died \(exit code 2[^\n]*restarting it in [4-9]s",
+                                 "".join(lines))
+            wait_for(backing_off, what="worker 0 waiting 4 s or more to restart")
+            path.write_bytes(good)
+            routed = metric(scrape(metrics), "edged_router_frames_total", worker="0")
+            signalled = time.time()
+            for k in range(model.window // model.hop):
+                tx.send(stream, [k * model.hop], [1], until=(k + 1) * model.hop)
+            wait_for(lambda: metric(scrape(metrics), "edged_router_frames_total", worker="0") >= routed + 4,
+                     what="the frames routed to the dead worker")
+            proc.send_signal(signal.SIGTERM)
+            d = rx.recv(TIMEOUT)
+            while d is not None and d.stream != stream:
+                d = rx.recv(TIMEOUT)
+            assert d is not None and d.seq == 0
+        stop(proc)
+        assert (state / ckpt.file_name(0, 2)).stat().st_mtime >= signalled  # its stop checkpoint
     finally:
         kill(proc)
         ctx.term()
