@@ -29,7 +29,9 @@ checkpointed state (a warm restart, as over ZeroMQ).
 Threads: nats-py is asyncio; its event loop runs on one transport thread (``Loop``). Frames
 reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, partition |
 seq | subject]``), so the serving loop polls as it does over ZeroMQ; decisions go the other
-way through one FIFO publisher task. Each pull request asks for ``FETCH`` frames and the
+way through one FIFO publisher task, each awaiting its ack for at most ``ACK_WAIT`` (a
+publish or ack lost in a reconnect never completes): a decision refused or unconfirmed is
+published again, same id, before the next batch and before a checkpoint. Each pull request asks for ``FETCH`` frames and the
 next is sent once they are handed over, so at most ``FETCH`` frames wait on the client.
 """
 
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
 import json
+import math
 import re
 import struct
 import threading
@@ -56,6 +60,8 @@ OUT_STREAM = "EDGED_OUT"
 FETCH = 256  # frames per pull request
 FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
+ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again
+SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
 
@@ -140,19 +146,30 @@ async def ensure_streams(js, partitions, retention: Retention, log=None) -> None
                      name, subject, retention.max_age, retention.max_bytes, window)
 
 
+class Limited:
+    """``warning`` logs at most one line per ``kind`` every ``interval`` seconds: NATS
+    errors repeat for as long as a server is away."""
+
+    def __init__(self, log, interval: float = 10.0):
+        self.log, self.interval, self.last = log, interval, {}
+
+    def warning(self, kind: str, msg: str, *args) -> None:
+        now = time.monotonic()
+        if self.log is not None and now - self.last.get(kind, -math.inf) >= self.interval:
+            self.last[kind] = now
+            self.log.warning(msg, *args)
+
+
 async def _connect(url: str, log=None):
-    """A connection that reconnects for ever; its errors are logged (at most one line per
-    kind and 10 s) instead of nats-py's tracebacks. Raises ``OSError`` if no server
-    answers within ``CONNECT_TIMEOUT``."""
+    """A connection that reconnects for ever; its errors are logged (``Limited``) instead
+    of nats-py's tracebacks. Raises ``OSError`` if no server answers within
+    ``CONNECT_TIMEOUT``."""
     import nats
 
-    last: dict[str, float] = {}
+    limited = Limited(log)
 
     async def error(e: Exception) -> None:
-        kind, now = type(e).__name__, time.monotonic()
-        if log is not None and now - last.get(kind, -1e9) >= 10.0:
-            last[kind] = now
-            log.warning("NATS %s: %s: %s", url, kind, e)
+        limited.warning(type(e).__name__, "NATS %s: %s: %s", url, type(e).__name__, e)
 
     try:
         return await asyncio.wait_for(nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -201,7 +218,10 @@ class Transport:
         self.loop: Loop | None = None
         self.wake = self._push = None
         self.endpoints: dict[str, str] = {}
-        self._failed: list[tuple[str, bytes, str]] = []  # unconfirmed decision publishes
+        self.limited = Limited(log)
+        # decisions awaiting their ack: future -> (deadline, message), oldest first
+        self._pending: collections.OrderedDict = collections.OrderedDict()
+        self._failed: collections.deque = collections.deque()  # to publish again, in order
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle (serving thread) ----------------------------------------------------
@@ -284,12 +304,12 @@ class Transport:
     def send_heartbeat(self, payload: bytes) -> None:
         self.loop.soon(self._queue.put_nowait, [(HEARTBEAT_SUBJECT, payload, None)])
 
-    def settle(self, timeout: float = 10.0) -> dict:
-        """Wait until NATS confirmed every decision published so far (retrying failed
-        ones); return the checkpoint's ``transport`` header. Raises ``OSError`` if some
-        stay unconfirmed: the checkpoint is not written, a replay republishes them."""
+    def settle(self, timeout: float = SETTLE_S) -> dict:
+        """Wait until NATS confirmed every decision published so far (publishing failed
+        ones again); return the checkpoint's ``transport`` header. Raises ``OSError`` if
+        some stay unconfirmed: the checkpoint is not written, a replay republishes them."""
         try:
-            left = self.loop.call(self._settle(), timeout)
+            left = self.loop.call(asyncio.wait_for(self._settle(), timeout), timeout + 1)
         except TimeoutError:
             left = -1
         if left:
@@ -392,44 +412,73 @@ class Transport:
             await sub.unsubscribe()
 
     async def _publish(self) -> None:
-        """Publish queued batches in order; decisions wait for their acks asynchronously."""
-        js, nc = self.js, self.nc
+        """Publish the queued batches in order (``_send``)."""
         while True:
             batch = await self._queue.get()
             try:
-                for subject, payload, mid in batch:
-                    if mid is None:
-                        await nc.publish(subject, payload)
-                        continue
-                    future = await js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid})
-                    future.add_done_callback(lambda f, m=(subject, payload, mid): self._acked(f, m))
-            except Exception as e:  # noqa: BLE001 - a lost connection: settle retries
-                self.log.warning("publishing decisions: %s", e)
-                self._failed += [m for m in batch if m[2] is not None]
+                await self._send(batch)
             finally:
                 self._queue.task_done()
 
-    def _acked(self, future, message) -> None:
+    async def _send(self, batch) -> None:
+        """Publish the decisions that failed before (when connected), then ``batch``, in
+        order; decisions await their acks asynchronously, at most ``ACK_WAIT`` each."""
+        loop = asyncio.get_running_loop()
+        self._expire(loop.time())
+        if not self.nc.is_connected:  # nats-py would buffer them, or refuse and keep their ack slot
+            self._fail(batch)
+            return
+        batch = [*self._failed, *batch]
+        self._failed.clear()
+        for k, (subject, payload, mid) in enumerate(batch):
+            try:
+                if mid is None:  # a heartbeat: core NATS
+                    await self.nc.publish(subject, payload)
+                    continue
+                future = await self.js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid},
+                                                     wait_stall=ACK_WAIT)
+            except BaseException as e:  # a lost connection, too many unconfirmed, cancelled
+                self._fail(batch[k:])
+                if not isinstance(e, Exception):
+                    raise
+                self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
+                return
+            self._pending[future] = (loop.time() + ACK_WAIT, (subject, payload, mid))
+            future.add_done_callback(self._acked)
+
+    def _fail(self, messages) -> None:
+        """Keep the decisions among ``messages`` to publish again (heartbeats are dropped)."""
+        decisions = [m for m in messages if m[2] is not None]
+        self._failed.extend(decisions)
+        self.metrics.nats_publish_errors.inc(len(decisions))
+
+    def _acked(self, future) -> None:
+        entry = self._pending.pop(future, None)
+        if entry is None:  # expired before
+            return
         if future.cancelled() or future.exception() is not None:
-            self.metrics.nats_publish_errors.inc()
-            self._failed.append(message)
+            self._fail([entry[1]])
         elif future.result().duplicate:
             self.metrics.nats_duplicates.inc()
 
+    def _expire(self, now: float) -> None:
+        """Fail the decisions whose ack is due before ``now``: a publish or ack lost in a
+        reconnect never completes, and nats-py would keep its place for ever."""
+        while self._pending:
+            future, (deadline, _) = next(iter(self._pending.items()))
+            if deadline > now:
+                return
+            future.cancel()
+            self._acked(future)
+
     async def _settle(self) -> int:
-        """Wait for every queued publish and ack; retry failures once; return how many
-        are still unconfirmed."""
+        """Wait until every queued decision is published and confirmed, failed ones
+        published again first; return how many are still unconfirmed."""
         await self._queue.join()
-        await self.js.publish_async_completed()
-        failed, self._failed = self._failed, []
-        for subject, payload, mid in failed:
-            try:
-                ack = await self.js.publish(subject, payload, headers={"Nats-Msg-Id": mid})
-                if ack.duplicate:
-                    self.metrics.nats_duplicates.inc()
-            except Exception as e:  # noqa: BLE001 - still unreachable
-                self.log.warning("decision %s not confirmed: %s", mid, e)
-                self._failed.append((subject, payload, mid))
+        await self._send([])
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=ACK_WAIT)
+            self._expire(math.inf)
         return len(self._failed)
 
     async def _close(self, linger_s: float) -> None:

@@ -324,3 +324,50 @@ def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
     assert 0 < out["client_p50"] <= out["client_p99"] < 5.0
     assert 0 < out["daemon_p50"] < out["client_p99"]
     assert 0 < out["cpu_per_frame"] < 1.0
+
+
+def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_path, model_path):
+    """The NATS server stops (SIGSTOP) while edged publishes decisions, is killed and
+    started again: those publishes never get their acks. edged publishes them again (same
+    Nats-Msg-Id), so EDGED_OUT holds every decision once, and its checkpoints, which wait
+    for every confirmation, succeed again."""
+    from edged.bench.e2e import start_nats
+
+    n = 3000
+    server, url = start_nats(tmp_path)
+    proc = None
+    try:
+        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
+            for k in range(n):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+        proc, (_, _, metrics), _ = start_serve(
+            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+        server.send_signal(signal.SIGSTOP)
+        published = scrape(metrics)["edged_decisions_total"]
+        deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
+        while scrape(metrics)["edged_decisions_total"] == published:
+            assert time.monotonic() < deadline, "no decision published while the server was stopped"
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        server, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        restarted = scrape(metrics)['edged_checkpoint_writes_total{result=ok}']
+        deadline = time.monotonic() + TIMEOUT
+        while (m := scrape(metrics))["edged_decisions_total"] < n - WINDOW // HOP + 1 or \
+                m['edged_checkpoint_writes_total{result=ok}'] <= restarted:
+            assert time.monotonic() < deadline, {k: v for k, v in m.items() if "nats" in k or "checkpoint" in k}
+            time.sleep(0.1)
+        assert m["edged_nats_publish_errors_total"] > 0  # the restart did cost confirmations
+        with Subscriber(url, deliver="all") as rx:
+            seqs = [d.seq for d in iter(lambda: rx.recv(3.0), None) if d.stream == "a"]
+        assert sorted(seqs) == list(range(n - WINDOW // HOP + 1))  # every decision, each once
+        assert stop(proc) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.kill()
+        server.wait()
