@@ -22,7 +22,9 @@ recreates each consumer at the next sequence, so a ``kill -9`` replays exactly t
 after the checkpoint. A replay reproduces their decisions (they do not depend on frame or
 batch boundaries) with the same ``Nats-Msg-Id``, which JetStream drops as duplicates
 within its deduplication window. Input sequences are dense (retention only removes the
-oldest), so a jump means frames aged out before edged read them: counted
+oldest), so a jump means frames edged never got: those the log still holds (delivered but
+lost on the way; ack policy none never redelivers) are fetched again by recreating the
+consumer at the first of them (``_pull``); those that aged out are counted
 (``edged_nats_frames_lost_total``), logged, and the partition's streams carry on from the
 checkpointed state (a warm restart, as over ZeroMQ).
 
@@ -31,8 +33,9 @@ reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, part
 seq | subject]``), so the serving loop polls as it does over ZeroMQ; decisions go the other
 way through one FIFO publisher task, each awaiting its ack for at most ``ACK_WAIT`` (a
 publish or ack lost in a reconnect never completes): a decision refused or unconfirmed is
-published again, same id, before the next batch and before a checkpoint. Each pull request asks for ``FETCH`` frames and the
-next is sent once they are handed over, so at most ``FETCH`` frames wait on the client.
+published again, same id, before the next batch and before a checkpoint. Each pull
+request asks for ``FETCH`` frames and the next is sent once they are handed over, so at
+most ``FETCH`` frames wait on the client.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
 ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again
 SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
+RETRY_S = 1.0  # pause before pulling again after an error or an unexpected status
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
 
@@ -341,11 +345,8 @@ class Transport:
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
 
     async def _start(self, resume: dict[int, int]) -> None:
-        from nats.js import api
-        from nats.js.errors import NotFoundError
-
         for p in self.owned:
-            stream, durable = in_stream(p), f"edged-{p}"
+            stream = in_stream(p)
             state = (await self.js.stream_info(stream)).state
             seq = resume.get(p)
             if seq is not None and seq > state.last_seq:
@@ -353,63 +354,108 @@ class Transport:
                                "lost its tail: see sync_interval); resuming at %d", p, seq, stream,
                                state.last_seq, state.last_seq + 1)
                 seq = state.last_seq
-            try:
-                await self.js.delete_consumer(stream, durable)
-            except NotFoundError:
-                pass
-            start = api.ConsumerConfig(
-                durable_name=durable, filter_subject=f"{IN_PREFIX}.{p}.*",
-                ack_policy=api.AckPolicy.NONE,
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if seq else api.DeliverPolicy.ALL,
-                opt_start_seq=seq + 1 if seq else None)
-            await self.js.add_consumer(stream, start)
+            await self._consumer(p, seq)
             self.log.info("partition %d: %s seq %d..%d, resuming %s", p, stream, state.first_seq,
                           state.last_seq, f"after seq {seq}" if seq else "at its first frame")
             self._tasks.append(asyncio.get_running_loop().create_task(
-                self._pull(p, stream, durable, None if seq is None else seq + 1)))
+                self._pull(p, None if seq is None else seq + 1)))
 
-    async def _pull(self, p: int, stream: str, durable: str, expect: int | None) -> None:
-        """Pull partition ``p`` in requests of ``FETCH`` frames, hand each over in order."""
-        nc, push, log = self.nc, self._push, self.log
-        inbox = nc.new_inbox()
-        box: asyncio.Queue = asyncio.Queue()
-        sub = await nc.subscribe(inbox, cb=box.put)
-        request = json.dumps({"batch": FETCH, "expires": int(FETCH_EXPIRES * 1e9)}).encode()
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+    async def _consumer(self, p: int, after: int | None) -> None:
+        """(Re)create partition ``p``'s durable consumer, delivering from the frame after
+        stream sequence ``after`` (``None`` or 0: from the first frame held)."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        stream, durable = in_stream(p), f"edged-{p}"
+        try:
+            await self.js.delete_consumer(stream, durable)
+        except NotFoundError:
+            pass
+        await self.js.add_consumer(stream, api.ConsumerConfig(
+            durable_name=durable, filter_subject=f"{IN_PREFIX}.{p}.*", ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if after else api.DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None))
+
+    async def _pull(self, p: int, expect: int | None) -> None:
+        """Pull partition ``p`` in requests of ``FETCH`` frames and hand each over in order;
+        ``expect`` is the stream sequence of the next frame to take (``None``: the first
+        held). The consumer (ack policy none) never delivers a frame again by itself, so
+        whenever the sequence may have broken it is recreated at ``expect``, on a fresh
+        inbox that nothing of an earlier request reaches: after a request without an answer
+        (lost in a reconnect), a status other than the request's expiry (consumer deleted,
+        JetStream unavailable) or an error (after ``RETRY_S``), and after a jump over
+        frames the log still holds (delivered, but lost on the way)."""
+        nc, sub, resync = self.nc, None, False
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{in_stream(p)}.edged-{p}"
         try:
             while True:
-                await nc.publish(subject, request, reply=inbox)
-                got, deadline = 0, time.monotonic() + FETCH_EXPIRES + 1
-                while got < FETCH:
-                    try:
-                        msg = await asyncio.wait_for(box.get(), max(0.01, deadline - time.monotonic()))
-                    except asyncio.TimeoutError:  # the request was lost (e.g. a reconnect)
-                        break
-                    if msg.headers and msg.headers.get("Status") and not msg.data:
-                        if msg.headers["Status"] not in ("404", "408", "409"):
-                            log.warning("partition %d: pull status %s", p, msg.headers["Status"])
-                        if msg.headers["Status"] == "409":
-                            await asyncio.sleep(0.5)
-                        break
-                    got += 1
-                    seq = msg.metadata.sequence.stream
-                    if expect is not None and seq != expect:
-                        if seq < expect:
-                            continue
-                        self.metrics.nats_frames_lost.inc(seq - expect)
-                        log.warning("partition %d: frames %d..%d of %s left the log before edged "
-                                    "read them (retention); its streams carry on from their state",
-                                    p, expect, seq - 1, stream)
-                    expect = seq + 1
-                    parts = (msg.data, _META.pack(p, seq) + msg.subject.encode())
-                    while True:
-                        try:
-                            push.send_multipart(parts, zmq.NOBLOCK)
-                            break
-                        except zmq.Again:  # the serving loop is behind: wait for it
-                            await asyncio.sleep(0.001)
+                try:
+                    if resync:
+                        if sub is not None:
+                            old, sub = sub, None
+                            await old.unsubscribe()
+                        await self._consumer(p, None if expect is None else expect - 1)
+                    if sub is None:
+                        box: asyncio.Queue = asyncio.Queue()
+                        sub = await nc.subscribe(nc.new_inbox(), cb=box.put)
+                    expect, resync = await self._fetch(p, expect, subject, sub.subject, box)
+                except Exception as e:  # noqa: BLE001 - a server away or refusing: try again
+                    self.limited.warning(f"pull {p}", "partition %d: pulling: %s: %s", p,
+                                         type(e).__name__, e)
+                    resync = True
+                    await asyncio.sleep(RETRY_S)
         finally:
-            await sub.unsubscribe()
+            if sub is not None:
+                await sub.unsubscribe()
+
+    async def _fetch(self, p: int, expect: int | None, subject: str, inbox: str,
+                     box: asyncio.Queue) -> tuple[int | None, bool]:
+        """One pull request on ``inbox``: hand over the frames it brings; return the next
+        ``expect`` and whether the consumer must be recreated there (``_pull``)."""
+        push, log = self._push, self.log
+        request = json.dumps({"batch": FETCH, "expires": int(FETCH_EXPIRES * 1e9)}).encode()
+        await self.nc.publish(subject, request, reply=inbox)
+        got, deadline = 0, time.monotonic() + FETCH_EXPIRES + 1
+        while got < FETCH:
+            try:
+                msg = await asyncio.wait_for(box.get(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.limited.warning(f"lost {p}", "partition %d: no answer to a pull request: "
+                                     "recreating its consumer", p)
+                return expect, True
+            status = msg.headers.get("Status") if msg.headers and not msg.data else None
+            if status == "408":  # the request expired: ask again
+                return expect, False
+            if status:
+                self.limited.warning(f"status {p}", "partition %d: pull status %s %s: recreating "
+                                     "its consumer", p, status, msg.headers.get("Description", ""))
+                await asyncio.sleep(RETRY_S)
+                return expect, True
+            got += 1
+            seq = msg.metadata.sequence.stream
+            if expect is not None and seq != expect:
+                if seq < expect:  # delivered again: already handed over
+                    continue
+                first = (await self.js.stream_info(in_stream(p))).state.first_seq
+                gone = min(seq, max(first, expect)) - expect  # frames the log no longer holds
+                if gone:
+                    self.metrics.nats_frames_lost.inc(gone)
+                    log.warning("partition %d: frames %d..%d of %s left the log before edged read "
+                                "them (retention); its streams carry on from their state", p, expect,
+                                expect + gone - 1, in_stream(p))
+                if expect + gone < seq:
+                    log.warning("partition %d: frames %d..%d were delivered but did not arrive: "
+                                "fetching them again", p, expect + gone, seq - 1)
+                    return expect + gone, True
+            expect = seq + 1
+            parts = (msg.data, _META.pack(p, seq) + msg.subject.encode())
+            while True:
+                try:
+                    push.send_multipart(parts, zmq.NOBLOCK)
+                    break
+                except zmq.Again:  # the serving loop is behind: wait for it
+                    await asyncio.sleep(0.001)
+        return expect, False
 
     async def _publish(self) -> None:
         """Publish the queued batches in order (``_send``)."""

@@ -371,3 +371,101 @@ def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_p
             proc.wait()
         server.kill()
         server.wait()
+
+
+def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``k`` of stream "a" in the tests below: 4 channels at every step of its hop."""
+    return np.repeat(np.arange(k * HOP, (k + 1) * HOP), 4), np.tile(np.arange(4), HOP)
+
+
+def send_frames(tx, ks) -> None:
+    for k in ks:
+        tx.send("a", *frame_events(k), until=(k + 1) * HOP)
+
+
+def offline(model_path, frames: int) -> list[tuple]:
+    """``(seq, t, scores, lzc)`` of an uninterrupted run over frames ``0 .. frames - 1``."""
+    from edged.model import load
+    from edged.offline import decisions
+
+    t, ch = (np.concatenate(x) for x in zip(*map(frame_events, range(frames))))
+    return [(d["seq"], d["t"], tuple(d["scores"]), tuple(d["lzc"]))
+            for d in decisions(load(model_path), t, ch, frames * HOP, "a")]
+
+
+def got(d) -> tuple:
+    return d.seq, d.t, d.scores, d.lzc
+
+
+async def pull(nc, subject: str, n: int) -> list:
+    """``n`` messages of one pull request (``no_wait``) on ``subject``."""
+    import asyncio
+
+    box: asyncio.Queue = asyncio.Queue()
+    sub = await nc.subscribe(nc.new_inbox(), cb=box.put)
+    await nc.publish(subject, json.dumps({"batch": n, "no_wait": True}).encode(), reply=sub.subject)
+    try:
+        return [await asyncio.wait_for(box.get(), 5) for _ in range(n)]
+    finally:
+        await sub.unsubscribe()
+
+
+def test_frames_delivered_elsewhere_are_fetched_again_not_counted_lost(nats_url, model_path):
+    """Frames the durable consumer delivered but edged never got (here another client
+    pulled them on edged's consumer while edged was stopped; in life, a batch lost in a
+    reconnect) are still in the log: edged fetches them again, its decisions are those of
+    an uninterrupted run, and nothing counts as lost."""
+    from edged.jetstream import in_stream, partition
+
+    proc, (_, _, metrics), _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url,
+                                           metrics="127.0.0.1:0")
+    stream, durable = in_stream(partition("a", 8)), f"edged-{partition('a', 8)}"
+    frames, first = WINDOW // HOP + 6, WINDOW // HOP
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+            send_frames(tx, range(first))
+            decided = [rx.recv(TIMEOUT)]
+            proc.send_signal(signal.SIGSTOP)
+            js = tx.js
+            deadline = time.monotonic() + TIMEOUT  # its pull request expires meanwhile
+            while tx._loop.call(js.consumer_info(stream, durable)).num_waiting:
+                assert time.monotonic() < deadline, "edged's pull request did not expire"
+                time.sleep(0.1)
+            send_frames(tx, range(first, frames))
+            tx._loop.call(js.publish_async_completed())
+            taken = tx._loop.call(pull(tx.nc, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", 2))
+            assert all(m.data for m in taken), [m.headers for m in taken]  # another client took two
+            proc.send_signal(signal.SIGCONT)
+            decided += [rx.recv(TIMEOUT) for _ in range(frames - first)]
+        assert [got(d) for d in decided] == offline(model_path, frames)
+        assert scrape(metrics)["edged_nats_frames_lost_total"] == 0
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+
+
+def test_a_deleted_consumer_is_recreated_where_edged_stopped_reading(nats_url, model_path):
+    """An operator (or a server that lost its state) deletes edged's consumer: the pending
+    pull request gets a status, edged recreates the consumer at its next frame and serves on."""
+    from edged.jetstream import in_stream, partition
+
+    proc, _, _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    frames, first = WINDOW // HOP + 4, WINDOW // HOP
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+            send_frames(tx, range(first))
+            decided = [rx.recv(TIMEOUT)]
+            p = partition("a", 8)
+            tx._loop.call(tx.js.delete_consumer(in_stream(p), f"edged-{p}"))
+            send_frames(tx, range(first, frames))
+            decided += [rx.recv(TIMEOUT) for _ in range(frames - first)]
+        assert None not in decided, "the partition stopped being read"
+        assert [got(d) for d in decided] == offline(model_path, frames)
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
