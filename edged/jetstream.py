@@ -193,6 +193,15 @@ class Loop:
     def call(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def open(self, coro, timeout: float):
+        """``call`` that stops the loop (and its thread) if ``coro`` fails: a client that
+        cannot connect leaves nothing running."""
+        try:
+            return self.call(coro, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
     def soon(self, fn, *args) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
@@ -565,7 +574,7 @@ class Sender(_client.Sender):
         self.timeout, self.linger = timeout, linger
         self.errors: list[BaseException] = []
         self._loop = Loop("edged-sender")
-        self._loop.call(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
+        self._loop.open(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
 
     async def _open(self, endpoint: str, max_pending: int) -> None:
         self.nc = await _connect(endpoint)
@@ -637,7 +646,7 @@ class Subscriber(_client.Subscriber):
         self.gaps = self.restarts = self.malformed = self.received = 0
         self._box: queue.Queue = queue.Queue()
         self._loop = Loop("edged-subscriber")
-        self._loop.call(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
+        self._loop.open(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
 
     async def _open_nats(self, endpoint: str, deliver: str) -> None:
         from nats.js import api

@@ -469,3 +469,20 @@ def test_a_deleted_consumer_is_recreated_where_edged_stopped_reading(nats_url, m
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_clients_that_cannot_connect_leave_no_thread_running(monkeypatch):
+    import socket
+    import threading
+
+    from edged import jetstream
+
+    monkeypatch.setattr(jetstream, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    before = set(threading.enumerate())
+    for client in (Sender, Subscriber):
+        with pytest.raises(OSError, match="no NATS server answered"):
+            client(url)
+    assert [t.name for t in set(threading.enumerate()) - before] == []
