@@ -635,15 +635,7 @@ class Subscriber(_client.Subscriber):
             raise ValueError("CURVE is a ZeroMQ mechanism; secure NATS with TLS and credentials")
         if deliver not in ("new", "all"):
             raise ValueError(f"deliver must be 'new' or 'all', not {deliver!r}")
-        self.streams = frozenset(streams)
-        self._clock = clock
-        self.max_silence, self._on_dead = max_silence, on_dead
-        self.alive, self.deaths, self.heartbeats = True, 0, 0
-        self.last_heard = clock()
-        self._backoff, self._next_retry = 1.0, float("inf")
-        self._on_gap, self._on_restart = on_gap, on_restart
-        self.last: dict[str, tuple[int, int]] = {}
-        self.gaps = self.restarts = self.malformed = self.received = 0
+        self._track_from(streams, on_gap, on_restart, clock, max_silence, on_dead)
         self._box: queue.Queue = queue.Queue()
         self._loop = Loop("edged-subscriber")
         self._loop.open(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
