@@ -128,6 +128,14 @@ def stop(proc) -> int:
     return proc.returncode
 
 
+def kill(proc) -> None:
+    """Make sure an ``edged serve`` a test started is gone (stopped ones included)."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+
+
 def test_subject_scheme():
     from edged.jetstream import in_subject, msg_id, out_subject, partition, stream_of, token
 
@@ -194,9 +202,7 @@ def test_kill_9_replay_equals_uninterrupted_zeromq_run(tmp_path, nats_url, model
             assert scrape(metrics)["edged_nats_duplicate_decisions_total"] >= 5
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, nats_url, model_path,
@@ -218,10 +224,8 @@ def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, 
             assert scrape(url)["edged_streams_active"] == sum((partition(s, 4) < 2) == mine for s in STREAMS)
         assert stop(a) == 0 and stop(b) == 0
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill(a)
+        kill(b)
 
 
 def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
@@ -243,9 +247,7 @@ def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, 
             assert m[f"edged_frames_rejected_total{{reason={reason}}}"] == 1, reason
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tmp_path, nats_url,
@@ -280,9 +282,7 @@ def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tm
             assert scrape(metrics)["edged_nats_frames_lost_total"] == 5
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
@@ -307,9 +307,7 @@ def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
         assert f"{n} decisions, 0 missing" in out.stderr
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
@@ -366,9 +364,7 @@ def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_p
         assert sorted(seqs) == list(range(n - WINDOW // HOP + 1))  # every decision, each once
         assert stop(proc) == 0
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
         server.kill()
         server.wait()
 
@@ -441,10 +437,7 @@ def test_frames_delivered_elsewhere_are_fetched_again_not_counted_lost(nats_url,
         assert scrape(metrics)["edged_nats_frames_lost_total"] == 0
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_a_deleted_consumer_is_recreated_where_edged_stopped_reading(nats_url, model_path):
@@ -466,9 +459,7 @@ def test_a_deleted_consumer_is_recreated_where_edged_stopped_reading(nats_url, m
         assert [got(d) for d in decided] == offline(model_path, frames)
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_clients_that_cannot_connect_leave_no_thread_running(monkeypatch):
