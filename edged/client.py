@@ -157,8 +157,12 @@ class Subscriber:
                  max_silence: float | None = None, on_dead: Callable[[], None] | None = None):
         self._ctx = context or zmq.Context.instance()
         self._endpoint, self._hwm, self._curve = endpoint, hwm, curve
-        self.streams = frozenset(streams)
+        self._track_from(streams, on_gap, on_restart, clock, max_silence, on_dead)
         self.socket = self._open()
+
+    def _track_from(self, streams, on_gap, on_restart, clock, max_silence, on_dead) -> None:
+        """The filter, counters, callbacks and liveness state (any transport)."""
+        self.streams = frozenset(streams)
         self._clock = clock
         self.max_silence, self._on_dead = max_silence, on_dead
         self.alive, self.deaths, self.heartbeats = True, 0, 0

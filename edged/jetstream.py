@@ -22,23 +22,30 @@ recreates each consumer at the next sequence, so a ``kill -9`` replays exactly t
 after the checkpoint. A replay reproduces their decisions (they do not depend on frame or
 batch boundaries) with the same ``Nats-Msg-Id``, which JetStream drops as duplicates
 within its deduplication window. Input sequences are dense (retention only removes the
-oldest), so a jump means frames aged out before edged read them: counted
+oldest), so a jump means frames edged never got: those the log still holds (delivered but
+lost on the way; ack policy none never redelivers) are fetched again by recreating the
+consumer at the first of them (``_pull``); those that aged out are counted
 (``edged_nats_frames_lost_total``), logged, and the partition's streams carry on from the
 checkpointed state (a warm restart, as over ZeroMQ).
 
 Threads: nats-py is asyncio; its event loop runs on one transport thread (``Loop``). Frames
 reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, partition |
 seq | subject]``), so the serving loop polls as it does over ZeroMQ; decisions go the other
-way through one FIFO publisher task. Each pull request asks for ``FETCH`` frames and the
-next is sent once they are handed over, so at most ``FETCH`` frames wait on the client.
+way through one FIFO publisher task, each awaiting its ack for at most ``ACK_WAIT`` (a
+publish or ack lost in a reconnect never completes): a decision refused or unconfirmed is
+published again, same id, before the next batch and before a checkpoint. Each pull
+request asks for ``FETCH`` frames and the next is sent once they are handed over, so at
+most ``FETCH`` frames wait on the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
 import json
+import math
 import re
 import struct
 import threading
@@ -56,6 +63,9 @@ OUT_STREAM = "EDGED_OUT"
 FETCH = 256  # frames per pull request
 FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
+ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again
+SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
+RETRY_S = 1.0  # pause before pulling again after an error or an unexpected status
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
 
@@ -140,19 +150,30 @@ async def ensure_streams(js, partitions, retention: Retention, log=None) -> None
                      name, subject, retention.max_age, retention.max_bytes, window)
 
 
+class Limited:
+    """``warning`` logs at most one line per ``kind`` every ``interval`` seconds: NATS
+    errors repeat for as long as a server is away."""
+
+    def __init__(self, log, interval: float = 10.0):
+        self.log, self.interval, self.last = log, interval, {}
+
+    def warning(self, kind: str, msg: str, *args) -> None:
+        now = time.monotonic()
+        if self.log is not None and now - self.last.get(kind, -math.inf) >= self.interval:
+            self.last[kind] = now
+            self.log.warning(msg, *args)
+
+
 async def _connect(url: str, log=None):
-    """A connection that reconnects for ever; its errors are logged (at most one line per
-    kind and 10 s) instead of nats-py's tracebacks. Raises ``OSError`` if no server
-    answers within ``CONNECT_TIMEOUT``."""
+    """A connection that reconnects for ever; its errors are logged (``Limited``) instead
+    of nats-py's tracebacks. Raises ``OSError`` if no server answers within
+    ``CONNECT_TIMEOUT``."""
     import nats
 
-    last: dict[str, float] = {}
+    limited = Limited(log)
 
     async def error(e: Exception) -> None:
-        kind, now = type(e).__name__, time.monotonic()
-        if log is not None and now - last.get(kind, -1e9) >= 10.0:
-            last[kind] = now
-            log.warning("NATS %s: %s: %s", url, kind, e)
+        limited.warning(type(e).__name__, "NATS %s: %s: %s", url, type(e).__name__, e)
 
     try:
         return await asyncio.wait_for(nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -171,6 +192,15 @@ class Loop:
 
     def call(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def open(self, coro, timeout: float):
+        """``call`` that stops the loop (and its thread) if ``coro`` fails: a client that
+        cannot connect leaves nothing running."""
+        try:
+            return self.call(coro, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def soon(self, fn, *args) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
@@ -201,7 +231,10 @@ class Transport:
         self.loop: Loop | None = None
         self.wake = self._push = None
         self.endpoints: dict[str, str] = {}
-        self._failed: list[tuple[str, bytes, str]] = []  # unconfirmed decision publishes
+        self.limited = Limited(log)
+        # decisions awaiting their ack: future -> (deadline, message), oldest first
+        self._pending: collections.OrderedDict = collections.OrderedDict()
+        self._failed: collections.deque = collections.deque()  # to publish again, in order
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle (serving thread) ----------------------------------------------------
@@ -284,12 +317,12 @@ class Transport:
     def send_heartbeat(self, payload: bytes) -> None:
         self.loop.soon(self._queue.put_nowait, [(HEARTBEAT_SUBJECT, payload, None)])
 
-    def settle(self, timeout: float = 10.0) -> dict:
-        """Wait until NATS confirmed every decision published so far (retrying failed
-        ones); return the checkpoint's ``transport`` header. Raises ``OSError`` if some
-        stay unconfirmed: the checkpoint is not written, a replay republishes them."""
+    def settle(self, timeout: float = SETTLE_S) -> dict:
+        """Wait until NATS confirmed every decision published so far (publishing failed
+        ones again); return the checkpoint's ``transport`` header. Raises ``OSError`` if
+        some stay unconfirmed: the checkpoint is not written, a replay republishes them."""
         try:
-            left = self.loop.call(self._settle(), timeout)
+            left = self.loop.call(asyncio.wait_for(self._settle(), timeout), timeout + 1)
         except TimeoutError:
             left = -1
         if left:
@@ -321,11 +354,8 @@ class Transport:
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
 
     async def _start(self, resume: dict[int, int]) -> None:
-        from nats.js import api
-        from nats.js.errors import NotFoundError
-
         for p in self.owned:
-            stream, durable = in_stream(p), f"edged-{p}"
+            stream = in_stream(p)
             state = (await self.js.stream_info(stream)).state
             seq = resume.get(p)
             if seq is not None and seq > state.last_seq:
@@ -333,103 +363,177 @@ class Transport:
                                "lost its tail: see sync_interval); resuming at %d", p, seq, stream,
                                state.last_seq, state.last_seq + 1)
                 seq = state.last_seq
-            try:
-                await self.js.delete_consumer(stream, durable)
-            except NotFoundError:
-                pass
-            start = api.ConsumerConfig(
-                durable_name=durable, filter_subject=f"{IN_PREFIX}.{p}.*",
-                ack_policy=api.AckPolicy.NONE,
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if seq else api.DeliverPolicy.ALL,
-                opt_start_seq=seq + 1 if seq else None)
-            await self.js.add_consumer(stream, start)
+            await self._consumer(p, seq)
             self.log.info("partition %d: %s seq %d..%d, resuming %s", p, stream, state.first_seq,
                           state.last_seq, f"after seq {seq}" if seq else "at its first frame")
             self._tasks.append(asyncio.get_running_loop().create_task(
-                self._pull(p, stream, durable, None if seq is None else seq + 1)))
+                self._pull(p, None if seq is None else seq + 1)))
 
-    async def _pull(self, p: int, stream: str, durable: str, expect: int | None) -> None:
-        """Pull partition ``p`` in requests of ``FETCH`` frames, hand each over in order."""
-        nc, push, log = self.nc, self._push, self.log
-        inbox = nc.new_inbox()
-        box: asyncio.Queue = asyncio.Queue()
-        sub = await nc.subscribe(inbox, cb=box.put)
-        request = json.dumps({"batch": FETCH, "expires": int(FETCH_EXPIRES * 1e9)}).encode()
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+    async def _consumer(self, p: int, after: int | None) -> None:
+        """(Re)create partition ``p``'s durable consumer, delivering from the frame after
+        stream sequence ``after`` (``None`` or 0: from the first frame held)."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        stream, durable = in_stream(p), f"edged-{p}"
+        try:
+            await self.js.delete_consumer(stream, durable)
+        except NotFoundError:
+            pass
+        await self.js.add_consumer(stream, api.ConsumerConfig(
+            durable_name=durable, filter_subject=f"{IN_PREFIX}.{p}.*", ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if after else api.DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None))
+
+    async def _pull(self, p: int, expect: int | None) -> None:
+        """Pull partition ``p`` in requests of ``FETCH`` frames and hand each over in order;
+        ``expect`` is the stream sequence of the next frame to take (``None``: the first
+        held). The consumer (ack policy none) never delivers a frame again by itself, so
+        whenever the sequence may have broken it is recreated at ``expect``, on a fresh
+        inbox that nothing of an earlier request reaches: after a request without an answer
+        (lost in a reconnect), a status other than the request's expiry (consumer deleted,
+        JetStream unavailable) or an error (after ``RETRY_S``), and after a jump over
+        frames the log still holds (delivered, but lost on the way)."""
+        nc, sub, resync = self.nc, None, False
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{in_stream(p)}.edged-{p}"
         try:
             while True:
-                await nc.publish(subject, request, reply=inbox)
-                got, deadline = 0, time.monotonic() + FETCH_EXPIRES + 1
-                while got < FETCH:
-                    try:
-                        msg = await asyncio.wait_for(box.get(), max(0.01, deadline - time.monotonic()))
-                    except asyncio.TimeoutError:  # the request was lost (e.g. a reconnect)
-                        break
-                    if msg.headers and msg.headers.get("Status") and not msg.data:
-                        if msg.headers["Status"] not in ("404", "408", "409"):
-                            log.warning("partition %d: pull status %s", p, msg.headers["Status"])
-                        if msg.headers["Status"] == "409":
-                            await asyncio.sleep(0.5)
-                        break
-                    got += 1
-                    seq = msg.metadata.sequence.stream
-                    if expect is not None and seq != expect:
-                        if seq < expect:
-                            continue
-                        self.metrics.nats_frames_lost.inc(seq - expect)
-                        log.warning("partition %d: frames %d..%d of %s left the log before edged "
-                                    "read them (retention); its streams carry on from their state",
-                                    p, expect, seq - 1, stream)
-                    expect = seq + 1
-                    parts = (msg.data, _META.pack(p, seq) + msg.subject.encode())
-                    while True:
-                        try:
-                            push.send_multipart(parts, zmq.NOBLOCK)
-                            break
-                        except zmq.Again:  # the serving loop is behind: wait for it
-                            await asyncio.sleep(0.001)
+                try:
+                    if resync:
+                        if sub is not None:
+                            old, sub = sub, None
+                            await old.unsubscribe()
+                        await self._consumer(p, None if expect is None else expect - 1)
+                    if sub is None:
+                        box: asyncio.Queue = asyncio.Queue()
+                        sub = await nc.subscribe(nc.new_inbox(), cb=box.put)
+                    expect, resync = await self._fetch(p, expect, subject, sub.subject, box)
+                except Exception as e:  # noqa: BLE001 - a server away or refusing: try again
+                    self.limited.warning(f"pull {p}", "partition %d: pulling: %s: %s", p,
+                                         type(e).__name__, e)
+                    resync = True
+                    await asyncio.sleep(RETRY_S)
         finally:
-            await sub.unsubscribe()
+            if sub is not None:
+                await sub.unsubscribe()
+
+    async def _fetch(self, p: int, expect: int | None, subject: str, inbox: str,
+                     box: asyncio.Queue) -> tuple[int | None, bool]:
+        """One pull request on ``inbox``: hand over the frames it brings; return the next
+        ``expect`` and whether the consumer must be recreated there (``_pull``)."""
+        push, log = self._push, self.log
+        request = json.dumps({"batch": FETCH, "expires": int(FETCH_EXPIRES * 1e9)}).encode()
+        await self.nc.publish(subject, request, reply=inbox)
+        got, deadline = 0, time.monotonic() + FETCH_EXPIRES + 1
+        while got < FETCH:
+            try:
+                msg = await asyncio.wait_for(box.get(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.limited.warning(f"lost {p}", "partition %d: no answer to a pull request: "
+                                     "recreating its consumer", p)
+                return expect, True
+            status = msg.headers.get("Status") if msg.headers and not msg.data else None
+            if status == "408":  # the request expired: ask again
+                return expect, False
+            if status:
+                self.limited.warning(f"status {p}", "partition %d: pull status %s %s: recreating "
+                                     "its consumer", p, status, msg.headers.get("Description", ""))
+                await asyncio.sleep(RETRY_S)
+                return expect, True
+            got += 1
+            seq = msg.metadata.sequence.stream
+            if expect is not None and seq != expect:
+                if seq < expect:  # delivered again: already handed over
+                    continue
+                first = (await self.js.stream_info(in_stream(p))).state.first_seq
+                gone = min(seq, max(first, expect)) - expect  # frames the log no longer holds
+                if gone:
+                    self.metrics.nats_frames_lost.inc(gone)
+                    log.warning("partition %d: frames %d..%d of %s left the log before edged read "
+                                "them (retention); its streams carry on from their state", p, expect,
+                                expect + gone - 1, in_stream(p))
+                if expect + gone < seq:
+                    log.warning("partition %d: frames %d..%d were delivered but did not arrive: "
+                                "fetching them again", p, expect + gone, seq - 1)
+                    return expect + gone, True
+            expect = seq + 1
+            parts = (msg.data, _META.pack(p, seq) + msg.subject.encode())
+            while True:
+                try:
+                    push.send_multipart(parts, zmq.NOBLOCK)
+                    break
+                except zmq.Again:  # the serving loop is behind: wait for it
+                    await asyncio.sleep(0.001)
+        return expect, False
 
     async def _publish(self) -> None:
-        """Publish queued batches in order; decisions wait for their acks asynchronously."""
-        js, nc = self.js, self.nc
+        """Publish the queued batches in order (``_send``)."""
         while True:
             batch = await self._queue.get()
             try:
-                for subject, payload, mid in batch:
-                    if mid is None:
-                        await nc.publish(subject, payload)
-                        continue
-                    future = await js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid})
-                    future.add_done_callback(lambda f, m=(subject, payload, mid): self._acked(f, m))
-            except Exception as e:  # noqa: BLE001 - a lost connection: settle retries
-                self.log.warning("publishing decisions: %s", e)
-                self._failed += [m for m in batch if m[2] is not None]
+                await self._send(batch)
             finally:
                 self._queue.task_done()
 
-    def _acked(self, future, message) -> None:
+    async def _send(self, batch) -> None:
+        """Publish the decisions that failed before (when connected), then ``batch``, in
+        order; decisions await their acks asynchronously, at most ``ACK_WAIT`` each."""
+        loop = asyncio.get_running_loop()
+        self._expire(loop.time())
+        if not self.nc.is_connected:  # nats-py would buffer them, or refuse and keep their ack slot
+            self._fail(batch)
+            return
+        batch = [*self._failed, *batch]
+        self._failed.clear()
+        for k, (subject, payload, mid) in enumerate(batch):
+            try:
+                if mid is None:  # a heartbeat: core NATS
+                    await self.nc.publish(subject, payload)
+                    continue
+                future = await self.js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid},
+                                                     wait_stall=ACK_WAIT)
+            except BaseException as e:  # a lost connection, too many unconfirmed, cancelled
+                self._fail(batch[k:])
+                if not isinstance(e, Exception):
+                    raise
+                self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
+                return
+            self._pending[future] = (loop.time() + ACK_WAIT, (subject, payload, mid))
+            future.add_done_callback(self._acked)
+
+    def _fail(self, messages) -> None:
+        """Keep the decisions among ``messages`` to publish again (heartbeats are dropped)."""
+        decisions = [m for m in messages if m[2] is not None]
+        self._failed.extend(decisions)
+        self.metrics.nats_publish_errors.inc(len(decisions))
+
+    def _acked(self, future) -> None:
+        entry = self._pending.pop(future, None)
+        if entry is None:  # expired before
+            return
         if future.cancelled() or future.exception() is not None:
-            self.metrics.nats_publish_errors.inc()
-            self._failed.append(message)
+            self._fail([entry[1]])
         elif future.result().duplicate:
             self.metrics.nats_duplicates.inc()
 
+    def _expire(self, now: float) -> None:
+        """Fail the decisions whose ack is due before ``now``: a publish or ack lost in a
+        reconnect never completes, and nats-py would keep its place for ever."""
+        while self._pending:
+            future, (deadline, _) = next(iter(self._pending.items()))
+            if deadline > now:
+                return
+            future.cancel()
+            self._acked(future)
+
     async def _settle(self) -> int:
-        """Wait for every queued publish and ack; retry failures once; return how many
-        are still unconfirmed."""
+        """Wait until every queued decision is published and confirmed, failed ones
+        published again first; return how many are still unconfirmed."""
         await self._queue.join()
-        await self.js.publish_async_completed()
-        failed, self._failed = self._failed, []
-        for subject, payload, mid in failed:
-            try:
-                ack = await self.js.publish(subject, payload, headers={"Nats-Msg-Id": mid})
-                if ack.duplicate:
-                    self.metrics.nats_duplicates.inc()
-            except Exception as e:  # noqa: BLE001 - still unreachable
-                self.log.warning("decision %s not confirmed: %s", mid, e)
-                self._failed.append((subject, payload, mid))
+        await self._send([])
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=ACK_WAIT)
+            self._expire(math.inf)
         return len(self._failed)
 
     async def _close(self, linger_s: float) -> None:
@@ -470,7 +574,7 @@ class Sender(_client.Sender):
         self.timeout, self.linger = timeout, linger
         self.errors: list[BaseException] = []
         self._loop = Loop("edged-sender")
-        self._loop.call(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
+        self._loop.open(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
 
     async def _open(self, endpoint: str, max_pending: int) -> None:
         self.nc = await _connect(endpoint)
@@ -531,18 +635,10 @@ class Subscriber(_client.Subscriber):
             raise ValueError("CURVE is a ZeroMQ mechanism; secure NATS with TLS and credentials")
         if deliver not in ("new", "all"):
             raise ValueError(f"deliver must be 'new' or 'all', not {deliver!r}")
-        self.streams = frozenset(streams)
-        self._clock = clock
-        self.max_silence, self._on_dead = max_silence, on_dead
-        self.alive, self.deaths, self.heartbeats = True, 0, 0
-        self.last_heard = clock()
-        self._backoff, self._next_retry = 1.0, float("inf")
-        self._on_gap, self._on_restart = on_gap, on_restart
-        self.last: dict[str, tuple[int, int]] = {}
-        self.gaps = self.restarts = self.malformed = self.received = 0
+        self._track_from(streams, on_gap, on_restart, clock, max_silence, on_dead)
         self._box: queue.Queue = queue.Queue()
         self._loop = Loop("edged-subscriber")
-        self._loop.call(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
+        self._loop.open(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
 
     async def _open_nats(self, endpoint: str, deliver: str) -> None:
         from nats.js import api

@@ -25,9 +25,10 @@ temporary directory::
   (``edged_worker_restarts_total{worker}``) and started again on its shard; it warm-
   restarts from its shard's checkpoint. A worker dying within ``RESTART_BACKOFF_S`` of
   its start is restarted after a delay doubling from 1 s to 30 s.
-* Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, route what ingest has queued until it is
+* Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, start at once a worker waiting to be
+  restarted (it serves what was routed to it), route what ingest has queued until it is
   quiet for ``QUIET_S`` (at most ``--drain-timeout``), send each worker ``STOP`` behind
-  it (everything received is served), wait while
+  it as soon as its queue has room (everything received is served), wait while
   the workers drain, publish, checkpoint and exit, then let the proxy run until the
   publish side is quiet. A second signal is passed on: workers stop without checkpoint.
 * Checkpoints: one file per shard (``edged.checkpoint``). Once every worker is ready (each
@@ -474,6 +475,12 @@ class Supervisor:
         """The shutdown sequence (module docstring); return the workers' worst exit code."""
         self.metrics.ready.set(0)
         self.notify(f"STOPPING=1\nSTATUS=draining {self.n} workers")
+        now = self.clock()
+        for i, slot in enumerate(self.slots):
+            self._supervise(i, slot, now)  # notices a worker that died since the last check
+            if slot.start_at is not None:  # dead, waiting to restart: it serves what waits for it
+                self.log.info("worker %d: starting it at once to serve the frames queued for it", i)
+                self.spawn(i)
         drained, deadline = 0, self.clock() + self.cfg.service_drain_timeout
         while self.clock() < deadline and len(self.stop_requests) < 2:  # what ingest holds
             self.watchdog.ping(self.clock())
@@ -484,15 +491,20 @@ class Supervisor:
                 drained += got
                 if got < BATCH and self.pending is None and not self.sockets.ingest.poll(QUIET_S * 1000):
                     break  # ingest quiet for QUIET_S: the rest of a burst in flight is in
-        self.pending = None  # past the drain timeout: dropped, as a single process would
+        if self.pending is not None:  # past the drain timeout: dropped, as a single process would
+            self.log.warning("worker %d's queue stayed full: 1 frame for it dropped at the stop",
+                             self.pending[0])
+            self.pending = None
         self.log.info("routed %d frames still queued at the stop", drained)
         deadline = self.clock() + self.cfg.service_drain_timeout + STOP_WAIT_S
-        for w in range(self.n):  # STOP behind every routed frame
-            while self.clock() < deadline and len(self.stop_requests) < 2:
-                self.watchdog.ping(self.clock())
-                if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
-                    self.pushes[w].send(STOP, zmq.NOBLOCK)
-                    break
+        unsent = zmq.Poller()  # STOP behind every routed frame, to each worker as it has room
+        for push in self.pushes:
+            unsent.register(push, zmq.POLLOUT)
+        while unsent.sockets and self.clock() < deadline and len(self.stop_requests) < 2:
+            self.watchdog.ping(self.clock())
+            for push, _ in unsent.poll(POLL_MS):
+                push.send(STOP, zmq.NOBLOCK)
+                unsent.unregister(push)
         forwarded = False
         while self.clock() < deadline:
             self.watchdog.ping(self.clock())

@@ -128,6 +128,14 @@ def stop(proc) -> int:
     return proc.returncode
 
 
+def kill(proc) -> None:
+    """Make sure an ``edged serve`` a test started is gone (stopped ones included)."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+
+
 def test_subject_scheme():
     from edged.jetstream import in_subject, msg_id, out_subject, partition, stream_of, token
 
@@ -194,9 +202,7 @@ def test_kill_9_replay_equals_uninterrupted_zeromq_run(tmp_path, nats_url, model
             assert scrape(metrics)["edged_nats_duplicate_decisions_total"] >= 5
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, nats_url, model_path,
@@ -218,10 +224,8 @@ def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, 
             assert scrape(url)["edged_streams_active"] == sum((partition(s, 4) < 2) == mine for s in STREAMS)
         assert stop(a) == 0 and stop(b) == 0
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill(a)
+        kill(b)
 
 
 def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
@@ -243,9 +247,7 @@ def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, 
             assert m[f"edged_frames_rejected_total{{reason={reason}}}"] == 1, reason
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tmp_path, nats_url,
@@ -280,9 +282,7 @@ def test_frames_aged_out_before_a_replay_are_counted_and_streams_warm_restart(tm
             assert scrape(metrics)["edged_nats_frames_lost_total"] == 5
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
@@ -307,9 +307,7 @@ def test_send_and_listen_commands_over_nats(tmp_path, nats_url, model_path):
         assert f"{n} decisions, 0 missing" in out.stderr
         assert stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
 
 
 def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
@@ -324,3 +322,158 @@ def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
     assert 0 < out["client_p50"] <= out["client_p99"] < 5.0
     assert 0 < out["daemon_p50"] < out["client_p99"]
     assert 0 < out["cpu_per_frame"] < 1.0
+
+
+def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_path, model_path):
+    """The NATS server stops (SIGSTOP) while edged publishes decisions, is killed and
+    started again: those publishes never get their acks. edged publishes them again (same
+    Nats-Msg-Id), so EDGED_OUT holds every decision once, and its checkpoints, which wait
+    for every confirmation, succeed again."""
+    from edged.bench.e2e import start_nats
+
+    n = 3000
+    server, url = start_nats(tmp_path)
+    proc = None
+    try:
+        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
+            for k in range(n):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+        proc, (_, _, metrics), _ = start_serve(
+            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+        server.send_signal(signal.SIGSTOP)
+        published = scrape(metrics)["edged_decisions_total"]
+        deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
+        while scrape(metrics)["edged_decisions_total"] == published:
+            assert time.monotonic() < deadline, "no decision published while the server was stopped"
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        server, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        restarted = scrape(metrics)['edged_checkpoint_writes_total{result=ok}']
+        deadline = time.monotonic() + TIMEOUT
+        while (m := scrape(metrics))["edged_decisions_total"] < n - WINDOW // HOP + 1 or \
+                m['edged_checkpoint_writes_total{result=ok}'] <= restarted:
+            assert time.monotonic() < deadline, {k: v for k, v in m.items() if "nats" in k or "checkpoint" in k}
+            time.sleep(0.1)
+        assert m["edged_nats_publish_errors_total"] > 0  # the restart did cost confirmations
+        with Subscriber(url, deliver="all") as rx:
+            seqs = [d.seq for d in iter(lambda: rx.recv(3.0), None) if d.stream == "a"]
+        assert sorted(seqs) == list(range(n - WINDOW // HOP + 1))  # every decision, each once
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
+        server.kill()
+        server.wait()
+
+
+def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``k`` of stream "a" in the tests below: 4 channels at every step of its hop."""
+    return np.repeat(np.arange(k * HOP, (k + 1) * HOP), 4), np.tile(np.arange(4), HOP)
+
+
+def send_frames(tx, ks) -> None:
+    for k in ks:
+        tx.send("a", *frame_events(k), until=(k + 1) * HOP)
+
+
+def offline(model_path, frames: int) -> list[tuple]:
+    """``(seq, t, scores, lzc)`` of an uninterrupted run over frames ``0 .. frames - 1``."""
+    from edged.model import load
+    from edged.offline import decisions
+
+    t, ch = (np.concatenate(x) for x in zip(*map(frame_events, range(frames))))
+    return [(d["seq"], d["t"], tuple(d["scores"]), tuple(d["lzc"]))
+            for d in decisions(load(model_path), t, ch, frames * HOP, "a")]
+
+
+def got(d) -> tuple:
+    return d.seq, d.t, d.scores, d.lzc
+
+
+async def pull(nc, subject: str, n: int) -> list:
+    """``n`` messages of one pull request (``no_wait``) on ``subject``."""
+    import asyncio
+
+    box: asyncio.Queue = asyncio.Queue()
+    sub = await nc.subscribe(nc.new_inbox(), cb=box.put)
+    await nc.publish(subject, json.dumps({"batch": n, "no_wait": True}).encode(), reply=sub.subject)
+    try:
+        return [await asyncio.wait_for(box.get(), 5) for _ in range(n)]
+    finally:
+        await sub.unsubscribe()
+
+
+def test_frames_delivered_elsewhere_are_fetched_again_not_counted_lost(nats_url, model_path):
+    """Frames the durable consumer delivered but edged never got (here another client
+    pulled them on edged's consumer while edged was stopped; in life, a batch lost in a
+    reconnect) are still in the log: edged fetches them again, its decisions are those of
+    an uninterrupted run, and nothing counts as lost."""
+    from edged.jetstream import in_stream, partition
+
+    proc, (_, _, metrics), _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url,
+                                           metrics="127.0.0.1:0")
+    stream, durable = in_stream(partition("a", 8)), f"edged-{partition('a', 8)}"
+    frames, first = WINDOW // HOP + 6, WINDOW // HOP
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+            send_frames(tx, range(first))
+            decided = [rx.recv(TIMEOUT)]
+            proc.send_signal(signal.SIGSTOP)
+            js = tx.js
+            deadline = time.monotonic() + TIMEOUT  # its pull request expires meanwhile
+            while tx._loop.call(js.consumer_info(stream, durable)).num_waiting:
+                assert time.monotonic() < deadline, "edged's pull request did not expire"
+                time.sleep(0.1)
+            send_frames(tx, range(first, frames))
+            tx._loop.call(js.publish_async_completed())
+            taken = tx._loop.call(pull(tx.nc, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", 2))
+            assert all(m.data for m in taken), [m.headers for m in taken]  # another client took two
+            proc.send_signal(signal.SIGCONT)
+            decided += [rx.recv(TIMEOUT) for _ in range(frames - first)]
+        assert [got(d) for d in decided] == offline(model_path, frames)
+        assert scrape(metrics)["edged_nats_frames_lost_total"] == 0
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
+
+
+def test_a_deleted_consumer_is_recreated_where_edged_stopped_reading(nats_url, model_path):
+    """An operator (or a server that lost its state) deletes edged's consumer: the pending
+    pull request gets a status, edged recreates the consumer at its next frame and serves on."""
+    from edged.jetstream import in_stream, partition
+
+    proc, _, _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    frames, first = WINDOW // HOP + 4, WINDOW // HOP
+    try:
+        with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+            send_frames(tx, range(first))
+            decided = [rx.recv(TIMEOUT)]
+            p = partition("a", 8)
+            tx._loop.call(tx.js.delete_consumer(in_stream(p), f"edged-{p}"))
+            send_frames(tx, range(first, frames))
+            decided += [rx.recv(TIMEOUT) for _ in range(frames - first)]
+        assert None not in decided, "the partition stopped being read"
+        assert [got(d) for d in decided] == offline(model_path, frames)
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
+
+
+def test_clients_that_cannot_connect_leave_no_thread_running(monkeypatch):
+    import socket
+    import threading
+
+    from edged import jetstream
+
+    monkeypatch.setattr(jetstream, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    before = set(threading.enumerate())
+    for client in (Sender, Subscriber):
+        with pytest.raises(OSError, match="no NATS server answered"):
+            client(url)
+    assert [t.name for t in set(threading.enumerate()) - before] == []

@@ -5,6 +5,7 @@ worker restarted and resumed from its shard's checkpoint, one /metrics for all."
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 import conftest
-from conftest import small_model, start_serve
+from conftest import _pending_lines, small_model, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged import checkpoint as ckpt
@@ -372,3 +373,93 @@ def test_a_worker_that_cannot_start_fails_the_daemon_with_its_exit_code(tmp_path
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stdout == ""  # no ready line
     assert f": {bad}: not a model file" in r.stderr and "edged: error: worker " in r.stderr, r.stderr[-2000:]
+
+
+def started_pids(lines: list[str]) -> dict[int, int]:
+    """``{worker: pid}`` from the supervisor's "worker i of n started: pid p" lines."""
+    return {int(m[1]): int(m[2]) for m in re.finditer(r"worker (\d+) of \d+ started: pid (\d+)", "".join(lines))}
+
+
+def a_stream_of(shard: int, n: int, prefix: str) -> str:
+    return next(s for k in range(1000) if shard_of((s := f"{prefix}{k}").encode(), n) == shard)
+
+
+def test_a_stuck_worker_does_not_keep_the_stop_marker_from_the_others(model_path, tmp_path):
+    """SIGTERM while worker 0 is stuck (SIGSTOP) with its queue full: worker 1 still gets
+    its stop marker at once, serves what it holds, checkpoints and exits; only worker 0 is
+    killed at the deadline."""
+    model = load(model_path)
+    state = tmp_path / "state"
+    proc, (ingest, publish, _), lines = start_serve(
+        model_path, "--workers", "2", "--state-dir", str(state), "--checkpoint-interval", "0",
+        "--ingest-hwm", "4", "--drain-timeout", "1")
+    pids = started_pids(lines)
+    ctx = zmq.Context()
+    stuck, free = a_stream_of(0, 2, "stuck"), a_stream_of(1, 2, "free")
+    try:
+        with Sender(ingest, context=ctx, linger=0, hwm=4, timeout=0.2) as tx, \
+                Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            os.kill(pids[0], signal.SIGSTOP)
+            for k in range(model.window // model.hop):  # the free worker's frames go first ...
+                tx.send(free, [k * model.hop], [1], until=(k + 1) * model.hop)
+            t = np.repeat(np.arange(64), 64)  # ... then ~12 KiB frames until every queue is full
+            with pytest.raises(zmq.Again):
+                for k in range(10000):
+                    tx.send(stuck, t + 64 * k, t % model.n_in, until=64 * (k + 1))
+            signalled = time.time()
+            proc.send_signal(signal.SIGTERM)
+            d = rx.recv(TIMEOUT)
+            while d is not None and d.stream != free:
+                d = rx.recv(TIMEOUT)
+            assert d is not None and d.seq == 0  # worker 1 served its frames
+        rest = stop(proc)
+        assert "worker 0 (pid" in rest and "did not stop in time" in rest, rest[-3000:]
+        assert "worker 1 (pid" not in rest, rest[-3000:]
+        assert (state / ckpt.file_name(1, 2)).stat().st_mtime >= signalled  # its stop checkpoint
+    finally:
+        kill(proc)
+        ctx.term()
+
+
+def test_sigterm_while_a_worker_waits_to_restart_serves_the_frames_queued_for_it(tmp_path):
+    """Worker 0 keeps failing at start (its model file broken), so it waits longer before
+    each restart; SIGTERM during such a wait starts it at once: the frames routed to it
+    meanwhile are served, published and checkpointed, not dropped."""
+    path, state = tmp_path / "m.npz", tmp_path / "state"
+    save(path, small_model(window=32, hop=8))
+    model, good = load(path), path.read_bytes()
+    proc, (ingest, publish, metrics), lines = start_serve(
+        path, "--workers", "2", "--state-dir", str(state), "--checkpoint-interval", "0",
+        "--drain-timeout", "5", metrics="127.0.0.1:0")
+    pids = started_pids(lines)
+    stream = a_stream_of(0, 2, "late")
+    ctx = zmq.Context()
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, 2, model.window, model.hop)
+            path.write_bytes(b"not a model")
+            os.kill(pids[0], signal.SIGKILL)
+
+            def backing_off():
+                lines.extend(_pending_lines(proc.stderr))
+                return re.search(r"worker 0 \(pid \d+\) died \(exit code 2[^\n]*restarting it in [4-9]s",
+                                 "".join(lines))
+            wait_for(backing_off, what="worker 0 waiting 4 s or more to restart")
+            path.write_bytes(good)
+            routed = metric(scrape(metrics), "edged_router_frames_total", worker="0")
+            signalled = time.time()
+            for k in range(model.window // model.hop):
+                tx.send(stream, [k * model.hop], [1], until=(k + 1) * model.hop)
+            wait_for(lambda: metric(scrape(metrics), "edged_router_frames_total", worker="0") >= routed + 4,
+                     what="the frames routed to the dead worker")
+            proc.send_signal(signal.SIGTERM)
+            d = rx.recv(TIMEOUT)
+            while d is not None and d.stream != stream:
+                d = rx.recv(TIMEOUT)
+            assert d is not None and d.seq == 0
+        stop(proc)
+        assert (state / ckpt.file_name(0, 2)).stat().st_mtime >= signalled  # its stop checkpoint
+    finally:
+        kill(proc)
+        ctx.term()

@@ -271,12 +271,14 @@ def nats_available() -> str | None:
     return None
 
 
-def start_nats(store: Path, timeout: float = 30.0):
-    """nats-server with JetStream in ``store`` on a random loopback port: ``(proc, url)``."""
+def start_nats(store: Path, timeout: float = 30.0, port: int = -1):
+    """nats-server with JetStream in ``store`` on a loopback ``port`` (-1: a random one):
+    ``(proc, url)``. Started again on the same store and port, it is the same server."""
     import re
 
     log = store / "nats.log"
-    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd",
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
                              str(store / "js"), "-l", str(log)])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
