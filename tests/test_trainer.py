@@ -334,14 +334,17 @@ def test_paper_experiment_protocol(tmp_path, monkeypatch):
     doc = experiment.paper(out, quick=True, rules=("bptt", "stdp"), neurons=("lif",))
     assert json.loads(out.read_text()) == doc
     rows = doc["rows"]
-    assert len(rows) == 2 * 3 * 2
+    assert len(rows) == 2 * 4 * 2
     for r in rows:
         assert {"neuron", "rule", "intrinsics", "seed", "accuracy", "task", "epochs_used",
                 "baselines"} <= set(r)
         assert 0 <= r["accuracy"] <= 1 and r["task"] == "poisson-structure"
         assert 1 <= r["epochs_used"] <= r["epoch_cap"]
         assert set(r["baselines"]) == {"count", "binned-count"}
-    assert {r["intrinsics"] for r in rows} == {"fixed", "fixed-tuned", "learned"}
+    assert {r["intrinsics"] for r in rows} == {"fixed", "fixed-tuned", "learned", "tuned-learned"}
+    tl = next(r for r in rows if r["intrinsics"] == "tuned-learned" and r["rule"] == "bptt")
+    ft = next(r for r in rows if r["intrinsics"] == "fixed-tuned" and r["rule"] == "bptt")
+    assert tl["centres"] == ft["centres"] and tl["hidden"] == ft["hidden"]
     assert {t["stage"] for t in doc["tuning"]} == {"size-lr", "intrinsics"}
     table = experiment.markdown(doc)
     assert "| lif | bptt |" in table and "| lif | stdp |" in table
@@ -568,8 +571,9 @@ def test_fixed_tuned_steps_past_edges_and_retunes_its_rate(tmp_path, monkeypatch
     out = tmp_path / "t.json"
     doc = experiment.paper(out, rules=("stdp", "stdp-sample"), neurons=("lif",))
     ft = [r for r in doc["rows"] if r["intrinsics"] == "fixed-tuned"]
-    assert {r["rule"] for r in doc["rows"] if r["intrinsics"] != "learned"} == {"stdp"}
-    assert {r["rule"] for r in doc["rows"] if r["intrinsics"] == "learned"} == {"stdp", "stdp-sample"}
+    assert {r["rule"] for r in doc["rows"] if r["intrinsics"] in ("fixed", "fixed-tuned")} == {"stdp"}
+    for c in ("learned", "tuned-learned"):
+        assert {r["rule"] for r in doc["rows"] if r["intrinsics"] == c} == {"stdp", "stdp-sample"}
     assert all(r["centres"] == {"tau": 0.005, "theta": 1.0} for r in ft)  # one step past 10 ms
     fixed = [r for r in doc["rows"] if r["intrinsics"] == "fixed"]
     assert fixed[0]["lr"] == pytest.approx(0.09)

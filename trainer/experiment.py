@@ -7,7 +7,9 @@ epoch's parameters kept):
 
 ``fixed``        intrinsics at the untrained defaults (``edged.intrinsics.SPECS``);
 ``fixed-tuned``  global intrinsic values (tau, theta; meta also beta, tau_a) tuned;
-``learned``      intrinsics learned by the rule, starting from the defaults.
+``learned``      intrinsics learned by the rule, starting from the defaults;
+``tuned-learned`` intrinsics learned by the rule, starting from ``fixed-tuned``'s values
+                 at its size and rate (does learning add to tuning?).
 
 Tuning, on seed 0's data and its validation split, the same budget of runs for
 ``fixed-tuned`` and ``learned``:
@@ -27,17 +29,18 @@ Tuning, on seed 0's data and its validation split, the same budget of runs for
    ``learned`` tries the intrinsic learning rate (``lr_intrinsics`` times the rule's own
    rate(s)) x the weights' rate (``lr_around`` times the stage-1 optimum), widened like
    stage 1. So ``fixed-tuned`` gets at least ``learned``'s budget of tuning runs.
+   ``tuned-learned`` tunes the same two rates as ``learned``, around ``fixed-tuned``'s.
 
 Rule variants that change only the intrinsic rule (``SHARED``: the STDP homeostasis
 variants) take their ``fixed`` and ``fixed-tuned`` tuning and rows from their base rule,
-with which they coincide; they run only ``learned``.
+with which they coincide; they run only ``learned`` and ``tuned-learned``.
 
 The chosen configuration of each condition is then trained with seeds 1..``SEEDS``, each
 seed drawing fresh train/validation/test data; conditions are paired by seed (same data,
 same initial weights). Every final row carries the non-spiking baselines
 (``trainer.baselines``) fitted, tuned and scored on that seed's same splits. The table
-(``markdown``) gives mean +- sd (ddof 1) and, for learned - fixed-tuned and
-learned - fixed, the mean paired difference, its 95 % CI, the paired t-test and the
+(``markdown``) gives mean +- sd (ddof 1) and, for learned - fixed-tuned,
+tuned-learned - fixed-tuned and learned - fixed, the mean paired difference, its 95 % CI, the paired t-test and the
 Wilcoxon signed-rank p (``trainer.stats``).
 
 Results are one JSON document (``protocol``, ``tuning``, ``baselines``, ``rows``),
@@ -62,7 +65,7 @@ from trainer.pipeline import VARIANTS, Spec, run
 NEURONS = ("lif", "meta", "meta-esc")
 RULES = ("bptt", "stdp", "tempotron", *VARIANTS)
 STDP_FAMILY = ("stdp", *(v for v, (base, _) in VARIANTS.items() if base == "stdp"))
-CONDITIONS = ("fixed", "fixed-tuned", "learned")
+CONDITIONS = ("fixed", "fixed-tuned", "learned", "tuned-learned")
 SHARED = {v: base for v, (base, options) in VARIANTS.items() if set(options) <= {"homeostasis"}}
 TASK = "poisson-structure"
 TASK_PARAMS = {"depth": 0.6, "jitter": 0.1, "shared": 1.0}
@@ -87,6 +90,7 @@ FULL["fixed_tuned"]["meta-esc"] = FULL["fixed_tuned"]["meta"]  # noise intrinsic
 FULL["fixed_tuned_limits"] = {"tau": (0.0025, 0.16), "theta": (0.125, 8.0), "beta": (0.0, 3.2),
                               "tau_a": (0.0125, 1.6)}
 FULL["fixed_tuned_lr"] = True  # protocol v2.1: fixed-tuned re-tunes the weights' rate
+FULL["tuned_learned"] = True  # protocol v2.1: learning that starts from the tuned values
 # rule variants (trainer.pipeline.VARIANTS) take their base rule's cap and grid; the
 # STDP variants' learned stage 2 tunes the homeostatic set point (Hz) instead of the
 # weights' rate (own-rate has no set point: it keeps the weights' rate axis)
@@ -218,7 +222,7 @@ def _grid_search(rn: Runner, base: Spec, condition: str, stage: str,
 
 def _source(rule: str, condition: str) -> str:
     """The rule whose tuning and rows serve ``condition`` of ``rule``'s cell (``SHARED``)."""
-    return SHARED.get(rule, rule) if condition != "learned" else rule
+    return SHARED.get(rule, rule) if condition in ("fixed", "fixed-tuned") else rule
 
 
 def _edge_steps(rn: Runner, base: Spec, best: dict, levels: dict[str, tuple], p: dict,
@@ -269,14 +273,17 @@ def _choose(rn: Runner, base: Spec, p: dict) -> dict[str, Spec]:
                             lambda q: replace(at, **q))
         at = replace(at, lr=best["lr"])
     chosen["fixed-tuned"] = at
-    at = chosen["learned"]
-    second = ({"set_point": tuple(p["set_point"][base.rule])} if base.rule in p.get("set_point", {})
-              else {"lr": tuple(at.lr * m for m in p["lr_around"])})
-    best = _grid_search(rn, at, "learned", "intrinsics",
-                        {"lr_intrinsics": tuple(p["lr_intrinsics"]), **second},
-                        p | {"max_widen": p["max_widen"] if len(p["lr_intrinsics"]) > 1 else 0},
-                        lambda q: replace(at, **q))
-    chosen["learned"] = replace(at, **{k: best[k] for k in ("lr_intrinsics", *second)})
+    starts = {"learned": chosen["learned"]}
+    if p.get("tuned_learned"):  # the rule's own learning from the tuned values and rate
+        starts["tuned-learned"] = replace(at, intrinsics="learned", rule=base.rule)
+    for condition, at in starts.items():
+        second = ({"set_point": tuple(p["set_point"][base.rule])} if base.rule in p.get("set_point", {})
+                  else {"lr": tuple(at.lr * m for m in p["lr_around"])})
+        best = _grid_search(rn, at, condition, "intrinsics",
+                            {"lr_intrinsics": tuple(p["lr_intrinsics"]), **second},
+                            p | {"max_widen": p["max_widen"] if len(p["lr_intrinsics"]) > 1 else 0},
+                            lambda q: replace(at, **q))
+        chosen[condition] = replace(at, **{k: best[k] for k in ("lr_intrinsics", *second)})
     return chosen
 
 
@@ -341,28 +348,37 @@ def _pct(x: float) -> str:
 
 def markdown(doc: dict) -> str:
     """The paper table: per cell mean +- sd (ddof 1) per condition, the paired tests of
-    learned against fixed-tuned and fixed, and the baselines on the same test splits."""
+    learned and tuned-learned against fixed-tuned, and the baselines on the same test splits."""
     rows = doc["rows"]
-    lines = ["| neuron | rule | fixed | fixed-tuned | learned | learned − fixed-tuned (pp, 95 % CI) | t p | Wilcoxon p | learned − fixed (pp) | epochs used (f / ft / l) |",
+    lines = ["| neuron | rule | fixed | fixed-tuned | learned | tuned-learned | learned − fixed-tuned "
+             "(pp, 95 % CI; t p, Wilcoxon p) | tuned-learned − fixed-tuned (pp, 95 % CI; t p, Wilcoxon p) "
+             "| learned − fixed (pp, t p) | epochs used (f / ft / l / tl) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def diff(a: list[float], b: list[float]) -> str:
+        d = stats.paired(a, b)
+        return (f"{100 * d['mean_diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]; "
+                f"{d['t_p']:.3f}, {d['wilcoxon_p']:.3f}")
+
     for neuron in NEURONS:
         for rule in RULES:
             cell = {c: {r["seed"]: r for r in rows
                         if (r["neuron"], r["rule"], r["intrinsics"]) == (neuron, _source(rule, c), c)}
                     for c in CONDITIONS}
-            if not all(cell.values()):
+            if not all(cell[c] for c in CONDITIONS[:3]):
                 continue
-            seeds = sorted(set.intersection(*(set(v) for v in cell.values())))
-            acc = {c: [cell[c][s]["accuracy"] for s in seeds] for c in CONDITIONS}
-            fmt = {c: f"{_pct(stats.summary(acc[c])['mean'])} ± {_pct(stats.summary(acc[c])['sd'])}"
-                   for c in CONDITIONS}
-            vs_ft = stats.paired(acc["learned"], acc["fixed-tuned"])
+            have = [c for c in CONDITIONS if cell[c]]
+            seeds = sorted(set.intersection(*(set(cell[c]) for c in have)))
+            acc = {c: [cell[c][s]["accuracy"] for s in seeds] for c in have}
+            fmt = {c: (f"{_pct(stats.summary(acc[c])['mean'])} ± {_pct(stats.summary(acc[c])['sd'])}"
+                       if c in acc else "–") for c in CONDITIONS}
+            tl = diff(acc["tuned-learned"], acc["fixed-tuned"]) if "tuned-learned" in acc else "–"
             vs_f = stats.paired(acc["learned"], acc["fixed"])
-            ep = " / ".join(f"{np.mean([cell[c][s]['epochs_used'] for s in seeds]):.0f}" for c in CONDITIONS)
+            ep = " / ".join(f"{np.mean([cell[c][s]['epochs_used'] for s in seeds]):.0f}" if c in acc else "–"
+                            for c in CONDITIONS)
             lines.append(f"| {neuron} | {rule} | {fmt['fixed']} | {fmt['fixed-tuned']} | {fmt['learned']} | "
-                         f"{100 * vs_ft['mean_diff']:+.1f} [{100 * vs_ft['ci95'][0]:+.1f}, {100 * vs_ft['ci95'][1]:+.1f}] | "
-                         f"{vs_ft['t_p']:.3f} | {vs_ft['wilcoxon_p']:.3f} | {100 * vs_f['mean_diff']:+.1f} "
-                         f"(t p {vs_f['t_p']:.3f}) | {ep} |")
+                         f"{fmt['tuned-learned']} | {diff(acc['learned'], acc['fixed-tuned'])} | {tl} | "
+                         f"{100 * vs_f['mean_diff']:+.1f} ({vs_f['t_p']:.3f}) | {ep} |")
     base = doc.get("baselines", [])
     if base:
         names = list(base[0]["accuracy"])
