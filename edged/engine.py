@@ -101,11 +101,12 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
 @kernel
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
+    w = neurons.workspace(net)
     ops = 0
     k = 0
     i = 0
     while now < end:
-        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits)
+        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits, w)
         ops += o
         if not skipped:  # one stepped step
             lzc.push(lz, slot, bits)
