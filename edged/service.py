@@ -39,6 +39,7 @@ before it), and ingest starts after it: a replay, not only a warm restart.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -547,6 +548,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         seconds = svc.warm()
         restored = svc.restore()
         svc.sockets.start(svc.resume)
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, compiled kernels) leave the collector's
+        # scans: a full collection over them stalled the loop for tens of ms
         if link is not None:
             link.ready(svc, endpoints, seconds, restored)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=500)
     p.add_argument("--hops", type=int, default=8, help="frames per stream (one decision each)")
     p.add_argument("--rate", type=float, default=1000.0, help="events/s per stream")
+    p.add_argument("--batch", type=int, default=256,
+                   help="frames per pump (the serve loop's batch; 1: every frame alone, as a "
+                        "lightly loaded daemon sees them)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
         for _ in range(100 * len(frames) + 100):  # bounded: each pump handles >= 1 or ends
             if done >= len(frames):
                 break
-            got = svc.pump(256)
+            got = svc.pump(args.batch)
             done += got
             if not got and not svc.sockets.ingest.poll(100):
                 break
