@@ -227,7 +227,7 @@ class Service:
         scores = self.readout.scores(d.features)
         pub = self.publisher
         encode_decision("warm", self.epoch, 0, int(d.t[0]), pub.labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), pub.lzc_of(d)[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
+                        0, scores[0].tolist(), d.lzc[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
         self.metrics.warmup.set(seconds)
@@ -341,8 +341,8 @@ class Service:
             self.metrics.rejected.labels("internal").inc(len(batch))
             self.log.exception("internal error advancing %d frames: %s", len(batch), e)
             return 0
-        tally.ops += int(ops.sum())
-        tally.steps += int((ends - starts).sum())
+        tally.ops += d.ops
+        tally.steps += sum(batch.ends) - sum(batch.starts)
         rows = len(d.t)
         tally.decisions += rows
         first_rows = first.tolist()
