@@ -73,6 +73,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
+scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
 
 
 class SdFormatter(logging.Formatter):
@@ -213,7 +214,8 @@ class Service:
         t = np.sort(rng.integers(0, end, max(n, 0))).astype(np.int64)
         ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
         for binary in (False, True):  # compiles the checker for both array kinds
-            frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events)
+            frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
+                                 scan_frame)
         batch = Batch(0.0)
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
@@ -307,7 +309,7 @@ class Service:
         frame is counted and logged (rate-limited) and changes no stream."""
         self.tally.frames += 1
         try:
-            self._admit(decode_frame(buf, self.limits, check_events), received_at, batch)
+            self._admit(decode_frame(buf, self.limits, check_events, scan_frame), received_at, batch)
         except FrameError as e:
             self.metrics.rejected.labels(e.reason).inc()
             self.rejects.reject(e, received_at)
