@@ -13,8 +13,9 @@ same for a batch of frames of any streams in one compiled (nogil) call; its even
 validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
 ``b >= window``; it covers steps ``[b - window, b)`` and carries, per output neuron, the
-LZ76 phrase count and the spike count of the window, and the readout features
-(``edged.readout.features``).
+LZ76 phrase count and the spike count of the window, its normalised LZ complexity, and
+the readout features (``edged.readout``: each count times ``edged.readout.scale``, as
+float32), computed in the same compiled call.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from edged import lzc, neurons
 from edged.jit import kernel
-from edged.readout import features as readout_features
+from edged.readout import scale
 from edged.rng import stream_key
 
 
@@ -33,6 +34,7 @@ class Decisions(NamedTuple):
     t: np.ndarray  # int64[k]: window end (exclusive step)
     lz: np.ndarray  # int64[k, n_out]: LZ76 phrase counts
     spikes: np.ndarray  # int64[k, n_out]: spikes in the window
+    lzc: np.ndarray  # float32[k, n_out]: normalised LZ complexity (edged.lzc.normalise)
     features: np.ndarray  # float32[k, n_features]
     ops: int  # synaptic operations (accumulates) spent
 
@@ -42,6 +44,21 @@ def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
     dec_t[k] = now
     lzc.counts(lz, slot, dec_lz[k])
     lzc.ones(lz, slot, dec_spikes[k])
+
+
+@kernel
+def _features(dec_lz, dec_spikes, codes, scales, lzc, feats):
+    """``feats[k, i * n_out + j] = float32(count * scales[i])``, the count being the LZ76
+    phrase count (``codes[i] == 0``) or the spike count (1) of neuron ``j``; ``lzc`` the
+    same with the ``lzc`` scale (``scales[-1]``)."""
+    n_out = dec_lz.shape[1]
+    for k in range(dec_lz.shape[0]):
+        for j in range(n_out):
+            lzc[k, j] = np.float32(np.float64(dec_lz[k, j]) * scales[-1])
+        for i in range(codes.shape[0]):
+            counts = dec_lz if codes[i] == 0 else dec_spikes
+            for j in range(n_out):
+                feats[k, i * n_out + j] = np.float32(np.float64(counts[k, j]) * scales[i])
 
 
 @kernel
@@ -70,12 +87,13 @@ def decisions_between(start, end, hop, window):
 
 
 @kernel
-def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch, hop, window):
+def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch, hop, window,
+                  codes, scales):
     """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
     events ``t/ch[offsets[f]:offsets[f + 1]]``, then ``clock[slot] = end``. Returns
-    ``(first, ops, dec_t, dec_lz, dec_spikes)``: frame ``f``'s decisions are rows
-    ``[first[f], first[f + 1])``, its synaptic ops ``ops[f]``. The events were validated
-    where they entered."""
+    ``(first, ops, total ops, dec_t, dec_lz, dec_spikes, lzc, feats)``: frame ``f``'s
+    decisions are rows ``[first[f], first[f + 1])``, its synaptic ops ``ops[f]``. The events were
+    validated where they entered."""
     n_frames = slots.shape[0]
     first = np.zeros(n_frames + 1, np.int64)
     for f in range(n_frames):
@@ -95,17 +113,21 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
         ops[f] = _run(net, st, lz, slot, keys[slot], t[a:b], ch[a:b], starts[f], ends[f], hop, window,
                       dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
         clock[slot] = ends[f]
-    return first, ops, dec_t, dec_lz, dec_spikes
+    lzc = np.empty((rows, n_out), np.float32)
+    feats = np.empty((rows, n_out * codes.shape[0]), np.float32)
+    _features(dec_lz, dec_spikes, codes, scales, lzc, feats)
+    return first, ops, ops.sum(), dec_t, dec_lz, dec_spikes, lzc, feats
 
 
 @kernel
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     bits = np.zeros(net.w_out.shape[1], np.uint8)
+    w = neurons.workspace(net)
     ops = 0
     k = 0
     i = 0
     while now < end:
-        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits)
+        i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits, w)
         ops += o
         if not skipped:  # one stepped step
             lzc.push(lz, slot, bits)
@@ -133,6 +155,8 @@ class Engine:
         if not (1 <= hop <= window):
             raise ValueError(f"hop {hop} must be in [1, window={window}]")
         self.net, self.window, self.hop, self.features = net, window, hop, tuple(features)
+        self._codes = np.array([0 if f == "lzc" else 1 for f in self.features], np.int64)
+        self._scales = np.array([scale(f, window) for f in self.features] + [scale("lzc", window)])
         self.state = neurons.zero_state(net, streams)
         self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window, hop)
         self.now = np.zeros(streams, np.int64)
@@ -189,11 +213,10 @@ class Engine:
                 raise ValueError(f"events must be sorted within [{now}, {end}) "
                                  f"with channels in [0, {self.n_in})")
             self.now[slot] = end
-        if k:
-            feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
-        else:
-            feats = np.empty((0, len(self.features) * dec_lz.shape[1]), np.float32)
-        return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops))
+        lzc_ = np.empty((k, n_out), np.float32)
+        feats = np.empty((k, n_out * len(self.features)), np.float32)
+        _features(dec_lz, dec_spikes, self._codes, self._scales, lzc_, feats)
+        return Decisions(dec_t, dec_lz, dec_spikes, lzc_, feats, int(ops))
 
     def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                      offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
@@ -204,12 +227,11 @@ class Engine:
         the decisions of all frames in frame order, the row where each frame's decisions
         start (``first[f]:first[f + 1]``) and each frame's synaptic ops."""
         args = (self.net, self.state, self.lz, self.now, self.keys, slots, starts, ends, offsets,
-                t, ch, self.hop, self.window)
+                t, ch, self.hop, self.window, self._codes, self._scales)
         if self._advance_many is None:
             self._advance_many = neurons.bind(_advance_many, *args)
-        first, ops, dec_t, dec_lz, dec_spikes = self._advance_many(*args)
-        feats = readout_features(dec_lz, dec_spikes, self.window, self.features)
-        return Decisions(dec_t, dec_lz, dec_spikes, feats, int(ops.sum())), first, ops
+        first, ops, total, dec_t, dec_lz, dec_spikes, lzc_, feats = self._advance_many(*args)
+        return Decisions(dec_t, dec_lz, dec_spikes, lzc_, feats, total), first, ops
 
     def state_bytes(self) -> int:
         """Bytes of state per stream (neurons, LZ windows, clock, key)."""

@@ -174,13 +174,17 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
 
 @inline_kernel
 def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_reset: bool,
-               spikes: np.ndarray, scratch: np.ndarray, seed, key, layer: int, t: int) -> int:
+               spikes: np.ndarray, scratch: np.ndarray, noisy: bool, seed, key, layer: int,
+               t: int) -> int:
     """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
-    ``scratch`` is float32 work space of at least twice the layer's size; ``seed``, ``key``,
-    ``layer`` (0 hidden, 1 output) and the absolute step ``t`` key the escape noise."""
+    ``scratch`` is float32 work space of at least twice the layer's size. ``noisy``
+    (``Net.noisy``): some neuron may have ``delta_u > 0``; without it the firing test is
+    the deterministic one throughout, a loop that vectorises. ``seed``, ``key``, ``layer``
+    (0 hidden, 1 output) and the absolute step ``t`` key the escape noise."""
     v, a, r = st.v[s], st.a[s], st.r[s]
     n = v.shape[0]
     one = np.float32(1.0)
+    zero = np.float32(0.0)
     exponent = scratch[:n]
     decay = scratch[n:2 * n]
     for j in range(n):
@@ -188,6 +192,18 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_r
         exponent[j] = -c.kappa_dt[j] * r[j]
     exp_nonpos(exponent, decay)
     n_spikes = 0
+    if not noisy:
+        for j in range(n):
+            alpha = c.alpha0[j] * decay[j]
+            vj = alpha * v[j] + (one - alpha) * c.gain[j] * current[j]
+            theta = c.theta[j] + c.beta[j] * a[j]
+            fired = vj >= theta
+            after = vj - theta if subtract_reset else c.v_reset[j]
+            v[j] = after if fired else vj
+            a[j] = c.alpha_a[j] * a[j] + (one if fired else zero)
+            spikes[j] = fired
+            n_spikes += fired
+        return n_spikes
     for j in range(n):
         alpha = c.alpha0[j] * decay[j]
         vj = alpha * v[j] + (one - alpha) * c.gain[j] * current[j]
@@ -200,10 +216,23 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_r
             fired = vj >= theta
         after = vj - theta if subtract_reset else c.v_reset[j]
         v[j] = after if fired else vj
-        a[j] = c.alpha_a[j] * a[j] + (one if fired else np.float32(0.0))
+        a[j] = c.alpha_a[j] * a[j] + (one if fired else zero)
         spikes[j] = fired
         n_spikes += fired
     return n_spikes
+
+
+class Work(NamedTuple):
+    """Work space of one stepping loop (``workspace``), reused by every step."""
+
+    f32: np.ndarray  # float32[3 * (n_hidden + n_out)]: currents and layer scratch
+    hidden_spikes: np.ndarray  # uint8[n_hidden]
+
+
+@inline_kernel
+def workspace(n: Net) -> Work:
+    n_hidden, n_out = n.w_out.shape
+    return Work(np.empty(3 * (n_hidden + n_out), np.float32), np.empty(n_hidden, np.uint8))
 
 
 @inline_kernel
@@ -212,24 +241,31 @@ def step(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
     """Step ``t`` (absolute) of stream ``s`` (its noise ``key``, ``edged.rng.stream_key``)
     with input ``channels`` spiking (any int array, repeats add); writes
     ``out_spikes[n_out]`` (uint8) and returns the number of synaptic ops."""
-    return step_layers(n, st, s, key, t, channels, np.empty(n.w_in.shape[1], np.uint8), out_spikes)
+    w = workspace(n)
+    return step_into(n, st, s, key, t, channels, w.hidden_spikes, out_spikes, w)
 
 
 @inline_kernel
 def step_layers(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
                 hidden_spikes: np.ndarray, out_spikes: np.ndarray) -> int:
     """``step`` that also writes the hidden layer's spikes to ``hidden_spikes[n_hidden]``."""
+    return step_into(n, st, s, key, t, channels, hidden_spikes, out_spikes, workspace(n))
+
+
+@inline_kernel
+def step_into(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
+              hidden_spikes: np.ndarray, out_spikes: np.ndarray, w: Work) -> int:
+    """``step_layers`` in the work space ``w`` (``workspace``) of a stepping loop."""
     n_hidden, n_out = n.w_out.shape
-    work = np.empty(3 * (n_hidden + n_out), np.float32)
-    current = work[:n_hidden]
-    out_current = work[n_hidden:n_hidden + n_out]
-    scratch = work[n_hidden + n_out:]
+    current = w.f32[:n_hidden]
+    out_current = w.f32[n_hidden:n_hidden + n_out]
+    scratch = w.f32[n_hidden + n_out:]
     ops = input_current(n.w_in, channels, current)
     layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch,
-               n.seed, key, 0, t)
+               n.noisy, n.seed, key, 0, t)
     ops += spike_current(n.w_out, hidden_spikes, out_current)
     layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch,
-               n.seed, key, 1, t)
+               n.noisy, n.seed, key, 1, t)
     return ops
 
 
@@ -306,22 +342,23 @@ def decay(n: Net, st: State, s: int, k: int) -> None:
 
 @inline_kernel
 def advance(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray, i: int, now: int,
-            end: int, out_spikes: np.ndarray):
+            end: int, out_spikes: np.ndarray, w: Work):
     """One move of stream ``s`` at step ``now < end``, events ``(t, ch)`` sorted, ``t[i:]``
     not yet taken: step ``now`` (with its events, or none while ``must_step``) writing
     ``out_spikes``, or decay the empty stretch up to the next event or ``end`` in closed
-    form. Returns ``(i, now', decayed, ops)``: ``decayed`` is True for a closed-form jump
-    (no spikes; ``out_spikes`` untouched)."""
+    form. ``w``: the loop's ``workspace``. Returns ``(i, now', decayed, ops)``:
+    ``decayed`` is True for a closed-form jump (no spikes; ``out_spikes`` untouched)."""
     nxt = t[i] if i < t.shape[0] else end
     if nxt > now:  # an empty stretch [now, nxt)
         if must_step(n, st, s, nxt - now):
-            return i, now + 1, False, step(n, st, s, key, now, ch[:0], out_spikes)
+            return i, now + 1, False, step_into(n, st, s, key, now, ch[:0], w.hidden_spikes,
+                                                out_spikes, w)
         decay(n, st, s, nxt - now)
         return i, nxt, True, 0
     j = i
     while j < t.shape[0] and t[j] == now:
         j += 1
-    return j, now + 1, False, step(n, st, s, key, now, ch[i:j], out_spikes)
+    return j, now + 1, False, step_into(n, st, s, key, now, ch[i:j], w.hidden_spikes, out_spikes, w)
 
 
 @kernel
@@ -331,11 +368,12 @@ def simulate(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray,
     ``advance``, events ``(t[i], ch[i])`` sorted by time within that range; output spikes
     go to ``out[step - t0]``. Returns synaptic ops."""
     t_end = t0 + out.shape[0]
+    w = workspace(n)
     ops = 0
     now = t0
     i = 0
     while now < t_end:
-        i, nxt, decayed, o = advance(n, st, s, key, t, ch, i, now, t_end, out[now - t0])
+        i, nxt, decayed, o = advance(n, st, s, key, t, ch, i, now, t_end, out[now - t0], w)
         if decayed:
             out[now - t0:nxt - t0] = 0
         ops += o

@@ -69,7 +69,7 @@ def decisions(model, t: np.ndarray, ch: np.ndarray, steps: int, stream: str = "f
     and a clock advanced to ``steps``; the model must have a readout."""
     from edged.engine import Engine
     from edged.protocol import VERSION
-    from edged.readout import Readout, features
+    from edged.readout import Readout
 
     if not model.has_readout:
         raise ValueError("the model has no readout: no decisions (use --raster for spike trains)")
@@ -80,8 +80,7 @@ def decisions(model, t: np.ndarray, ch: np.ndarray, steps: int, stream: str = "f
     eng.reset(0, stream)
     d = eng.advance(0, t, ch, steps)
     scores = Readout(model.readout).scores(d.features)
-    lzc = features(d.lz, d.spikes, model.window, ("lzc",))
     classes = np.argmax(scores, axis=1).tolist()
     return [{"v": VERSION, "stream": stream, "seq": i, "t": int(end), "label": model.classes[c],
-             "class": c, "scores": scores[i].tolist(), "lzc": lzc[i].tolist(), "model": model.sha256}
+             "class": c, "scores": scores[i].tolist(), "lzc": d.lzc[i].tolist(), "model": model.sha256}
             for i, (end, c) in enumerate(zip(d.t.tolist(), classes))]

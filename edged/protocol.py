@@ -11,7 +11,9 @@ Decision, two frames on PUB: ``stream.encode()`` then a msgpack map (``DECISION_
 ``decode_frame`` is the whole boundary check: msgpack with every ``max_*`` limit, no ext
 types, string map keys only, the exact key whitelist, types, lengths, channel range and
 non-decreasing non-negative times. It raises ``FrameError(reason, detail)`` and touches
-no state, so a rejected frame changes nothing. Lateness (``t`` before the stream's clock)
+no state, so a rejected frame changes nothing. The daemon first offers each frame to
+``scan_frame`` (compiled), which takes the common shape (binary events) straight from
+the bytes; a property test holds it to the reference decoding. Lateness (``t`` before the stream's clock)
 and stream capacity are judged by the service, which owns the clocks.
 
 The ready line: once warm, ``edged serve`` prints one JSON object on one line to stdout,
@@ -119,6 +121,118 @@ def check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
 
 
 _I8, _I4 = np.dtype("<i8"), np.dtype("<i4")
+_V, _STREAM, _SEQ, _T, _CH, _UNTIL = 1, 2, 4, 8, 16, 32  # scan_frame's key bits
+_REQUIRED = _V | _STREAM | _SEQ | _T | _CH
+#: scan_frame's out[]: stream bytes (offset, length), seq, until (present, value), the
+#: events' count, the offsets of the t and ch bytes
+SCAN_FIELDS = 8
+
+
+def scan_frame(b: np.ndarray, n_in: int, max_events: int, out: np.ndarray) -> bool:
+    """The common shape of a valid frame, checked on its bytes ``b`` (uint8) in one pass:
+    a fixmap of the required keys and optionally ``until`` (each once, as fixstr), ``v``
+    1, ``seq`` and ``until`` integers in ``[0, 2**62)`` (``until`` may be nil), ``stream``
+    a fixstr/str8 of 1-128 bytes, ``t`` and ``ch`` bin with as many int64 as int32
+    values (at most ``max_events``), times in ``[0, 2**62)`` non-decreasing, channels in
+    ``[0, n_in)``, nothing after the map. True fills ``out`` (``SCAN_FIELDS``); False
+    means only "not this shape": ``decode_frame`` then decides the frame the reference way.
+    One function, written for Numba (the service runs it compiled, like ``check_events``;
+    this module stays free of Numba)."""
+    n = b.shape[0]
+    if n < 1 or b[0] < 0x85 or b[0] > 0x86:
+        return False
+    i, seen, n_t, n_ch = 1, 0, -1, -1
+    out[3] = 0
+    for _ in range(int(b[0]) - 0x80):
+        if i >= n or b[i] < 0xA1 or b[i] > 0xA6:  # a key: fixstr of 1-6 bytes
+            return False
+        k, c = int(b[i]) - 0xA0, int(b[i + 1]) if i + 1 < n else 0
+        if i + 1 + k >= n:
+            return False
+        if k == 1:
+            key = _V if c == 118 else _T if c == 116 else 0  # "v", "t"
+        elif k == 2:
+            key = _CH if c == 99 and b[i + 2] == 104 else 0  # "ch"
+        elif k == 3:
+            key = _SEQ if c == 115 and b[i + 2] == 101 and b[i + 3] == 113 else 0  # "seq"
+        elif k == 5:
+            key = _UNTIL if (c == 117 and b[i + 2] == 110 and b[i + 3] == 116 and b[i + 4] == 105
+                             and b[i + 5] == 108) else 0  # "until"
+        elif k == 6:
+            key = _STREAM if (c == 115 and b[i + 2] == 116 and b[i + 3] == 114 and b[i + 4] == 101
+                              and b[i + 5] == 97 and b[i + 6] == 109) else 0  # "stream"
+        else:
+            key = 0
+        if key == 0 or seen & key:
+            return False
+        seen |= key
+        i += 1 + k
+        h = int(b[i])
+        if key == _UNTIL and h == 0xC0:  # nil: no until
+            i += 1
+        elif key == _V or key == _SEQ or key == _UNTIL:  # an integer in [0, 2**62)
+            if h <= 0x7F:
+                v, i = h, i + 1
+            elif 0xCC <= h <= 0xD3:  # uint8..uint64, int8..int64
+                width = 1 << (h - 0xCC if h <= 0xCF else h - 0xD0)
+                if i + 1 + width > n or (h >= 0xD0 and b[i + 1] >= 0x80):  # (negative)
+                    return False
+                v = 0
+                for j in range(width):
+                    v = (v << 8) | int(b[i + 1 + j])
+                i += 1 + width
+            else:
+                return False
+            if v < 0 or v > MAX_TIME or (key == _V and v != VERSION):  # (v < 0: wrapped)
+                return False
+            if key == _SEQ:
+                out[2] = v
+            elif key == _UNTIL:
+                out[3], out[4] = 1, v
+        elif key == _STREAM:  # fixstr or str8
+            if 0xA1 <= h <= 0xBF:
+                k, i = h - 0xA0, i + 1
+            elif h == 0xD9 and i + 1 < n:
+                k, i = int(b[i + 1]), i + 2
+            else:
+                return False
+            if k < 1 or k > MAX_STREAM_BYTES or i + k > n:
+                return False
+            out[0], out[1] = i, k
+            i += k
+        else:  # t or ch: bin8, bin16 or bin32
+            if h < 0xC4 or h > 0xC6:
+                return False
+            width = 1 << (h - 0xC4)
+            if i + 1 + width > n:
+                return False
+            k = 0
+            for j in range(width):
+                k = (k << 8) | int(b[i + 1 + j])
+            i += 1 + width
+            if i + k > n or k % (8 if key == _T else 4):
+                return False
+            if key == _T:
+                n_t, out[6] = k // 8, i
+            else:
+                n_ch, out[7] = k // 4, i
+            i += k
+    if i != n or seen & _REQUIRED != _REQUIRED or n_t != n_ch or n_t > max_events:
+        return False
+    out[5] = n_t
+    last = 0
+    for e in range(n_t):
+        v = 0
+        for j in range(7, -1, -1):  # little-endian int64
+            v = (v << 8) | int(b[out[6] + 8 * e + j])
+        if v < last or v > MAX_TIME:  # (a set top bit wraps negative)
+            return False
+        last = v
+    for e in range(n_t):
+        o = out[7] + 4 * e  # little-endian int32; negative values read as >= 2**31
+        if (int(b[o]) | (int(b[o + 1]) << 8) | (int(b[o + 2]) << 16) | (int(b[o + 3]) << 24)) >= n_in:
+            return False
+    return True
 
 
 def unpack_frame(buf: bytes, limits: Limits) -> Any:
@@ -143,9 +257,23 @@ def unpack_frame(buf: bytes, limits: Limits) -> Any:
     return msg
 
 
-def decode_frame(buf: bytes, limits: Limits, check_events=check_events) -> Frame:
+def decode_frame(buf: bytes, limits: Limits, check_events=check_events, scan_frame=None) -> Frame:
     """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem.
-    ``check_events``: this module's, or the same compiled."""
+    ``check_events``: this module's, or the same compiled. ``scan_frame`` (this module's,
+    compiled): a frame of the common shape it accepts is taken from its bytes directly;
+    every other frame is decoded and judged below, the reference (they agree: tested)."""
+    if scan_frame is not None and len(buf) <= limits.max_bytes:
+        f = np.empty(SCAN_FIELDS, np.int64)
+        if scan_frame(np.frombuffer(buf, np.uint8), limits.n_in, limits.max_events, f):
+            s_at, s_len, seq, has_until, until, n, t_at, ch_at = f.tolist()
+            try:
+                stream = buf[s_at:s_at + s_len].decode()
+            except UnicodeDecodeError:
+                pass  # the reference path names the problem
+            else:
+                t = np.frombuffer(buf, _I8, n, t_at).astype(np.int64) if n else np.empty(0, np.int64)
+                ch = np.frombuffer(buf, _I4, n, ch_at).astype(np.int64) if n else np.empty(0, np.int64)
+                return Frame(stream, seq, t, ch, until if has_until else None)
     msg = unpack_frame(buf, limits)
     if not isinstance(msg, dict):
         raise FrameError("schema", f"frame is a msgpack {type(msg).__name__}, not a map")

@@ -24,21 +24,10 @@ class Publisher:
     def __init__(self, sockets, model, epoch: int, metrics, energy, heartbeat_interval: float = 0.0):
         self.sockets, self.epoch, self.metrics, self.energy = sockets, epoch, metrics, energy
         self.labels = [str(c) for c in model.classes]
-        self.hop, self.window, self.sha256 = model.hop, model.window, model.sha256
-        i = model.features.index("lzc") if "lzc" in model.features else None
-        self._lzc_cols = None if i is None else slice(i * model.n_out, (i + 1) * model.n_out)
+        self.hop, self.sha256 = model.hop, model.sha256
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = 0
         self._next_heartbeat = 0.0
-
-    def lzc_of(self, d) -> np.ndarray:
-        """Normalised LZ complexity per decision and output neuron (``float32[k, n_out]``):
-        the readout's own ``lzc`` feature columns when it has them, so both agree."""
-        if self._lzc_cols is not None:
-            return d.features[:, self._lzc_cols]
-        from edged.lzc import normalise
-
-        return (np.asarray(d.lz, np.float64) * normalise(1, self.window)).astype(np.float32)
 
     def decisions(self, batch, d, scores: np.ndarray, first: list[int], seq0: list[int],
                   ops_per_decision: list[float], now: float, cpu_s: float) -> None:
@@ -58,7 +47,7 @@ class Publisher:
         classes = np.argmax(scores, axis=1).tolist()
         labels = self.labels
         payloads = encode_decisions(streams, self.epoch, seqs, d.t.tolist(), [labels[c] for c in classes],
-                                    classes, scores.tolist(), self.lzc_of(d).tolist(), latency,
+                                    classes, scores.tolist(), d.lzc.tolist(), latency,
                                     energy_j, cpu_s, self.sha256)
         self.sockets.send_decisions(streams, seqs, payloads)
         for observe, values in ((self.metrics.latency.observe, latency),

@@ -14,26 +14,13 @@ The nearest-class-mean rule is the same graph with ``W = 2 mu^T``, ``b = -|mu_c|
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 
-def features(lz_counts: np.ndarray, spike_counts: np.ndarray, n: int,
-             names: tuple[str, ...]) -> np.ndarray:
-    """The readout input for windows of ``n`` steps: ``float32[k, n_out * len(names)]``
-    from ``lz_counts`` and ``spike_counts``, each ``[k, n_out]``."""
-    k, n_out = np.shape(lz_counts)
-    out = np.empty((k, n_out * len(names)), np.float32)
-    for i, name in enumerate(names):
-        column = lz_counts if name == "lzc" else spike_counts
-        np.multiply(column, _scale(name, n), out=out[:, i * n_out:(i + 1) * n_out], casting="unsafe")
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _scale(name: str, n: int) -> float:
-    """Per-count factor of a feature: ``log2(n) / n`` (``edged.lzc.normalise``) or ``1/n``."""
+def scale(name: str, n: int) -> float:
+    """Per-count factor of feature ``name`` for windows of ``n`` steps: ``log2(n) / n``
+    (``edged.lzc.normalise``) for ``lzc``, ``1 / n`` for ``rate``. ``edged.engine`` turns
+    counts into features as ``float32(count * scale)``."""
     from edged.lzc import normalise
 
     return float(normalise(1, n)) if name == "lzc" else 1.0 / max(n, 1)

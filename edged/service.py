@@ -39,6 +39,7 @@ before it), and ingest starts after it: a replay, not only a warm restart.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -72,6 +73,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
+scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
 
 
 class SdFormatter(logging.Formatter):
@@ -212,7 +214,8 @@ class Service:
         t = np.sort(rng.integers(0, end, max(n, 0))).astype(np.int64)
         ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
         for binary in (False, True):  # compiles the checker for both array kinds
-            frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events)
+            frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
+                                 scan_frame)
         batch = Batch(0.0)
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
@@ -226,7 +229,7 @@ class Service:
         scores = self.readout.scores(d.features)
         pub = self.publisher
         encode_decision("warm", self.epoch, 0, int(d.t[0]), pub.labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), pub.lzc_of(d)[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
+                        0, scores[0].tolist(), d.lzc[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
         self.metrics.warmup.set(seconds)
@@ -306,7 +309,7 @@ class Service:
         frame is counted and logged (rate-limited) and changes no stream."""
         self.tally.frames += 1
         try:
-            self._admit(decode_frame(buf, self.limits, check_events), received_at, batch)
+            self._admit(decode_frame(buf, self.limits, check_events, scan_frame), received_at, batch)
         except FrameError as e:
             self.metrics.rejected.labels(e.reason).inc()
             self.rejects.reject(e, received_at)
@@ -340,8 +343,8 @@ class Service:
             self.metrics.rejected.labels("internal").inc(len(batch))
             self.log.exception("internal error advancing %d frames: %s", len(batch), e)
             return 0
-        tally.ops += int(ops.sum())
-        tally.steps += int((ends - starts).sum())
+        tally.ops += d.ops
+        tally.steps += sum(batch.ends) - sum(batch.starts)
         rows = len(d.t)
         tally.decisions += rows
         first_rows = first.tolist()
@@ -547,6 +550,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         seconds = svc.warm()
         restored = svc.restore()
         svc.sockets.start(svc.resume)
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, compiled kernels) leave the collector's
+        # scans: a full collection over them stalled the loop for tens of ms
         if link is not None:
             link.ready(svc, endpoints, seconds, restored)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",

@@ -97,7 +97,7 @@ def _record(net, st, b, key, x):
         a_h[t] = st.hidden.a[b]
         r0_h[t] = st.hidden.r[b]
         neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch,
-                           net.seed, key, 0, t)
+                           net.noisy, net.seed, key, 0, t)
         r1_h[t] = st.hidden.r[b]
         s_h[t] = spk_h
         neurons.spike_current(net.w_out, spk_h, cur_o)
@@ -106,7 +106,7 @@ def _record(net, st, b, key, x):
         a_o[t] = st.out.a[b]
         r0_o[t] = st.out.r[b]
         neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch,
-                           net.seed, key, 1, t)
+                           net.noisy, net.seed, key, 1, t)
         r1_o[t] = st.out.r[b]
         s_o[t] = spk_o
     return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o

@@ -3,11 +3,15 @@
 One ``Service`` runs in this process on loopback sockets (random ports) with ``--streams``
 primed streams; ``--hops`` hops of real-time-shaped frames (one frame per stream per hop,
 ``--rate`` events/s per stream, each completing one decision) are queued on its ingest
-socket, then ``pump`` works them off. Each stage is timed around the call that does it:
-decode + admit (``Service.admit``), the engine (``Engine.advance_many``), the readout
-(``Readout.scores``), encode + publish (``Publisher.decisions``);
-``recv + loop`` is what remains of ``pump``. Times are CPU seconds of the serving thread
-(``time.thread_time``), so other jobs on the machine inflate them less than wall time. The baseline, in the same process on the
+socket, then ``pump`` works them off, ``--batch`` frames per call. The total is measured
+as the better of two passes without stage timers; a third pass over as many fresh hops
+times each stage
+around the call that does it: decode + admit (``Service.admit``), the engine
+(``Engine.advance_many``), the readout (``Readout.scores``), encode + publish
+(``Publisher.decisions``); ``recv + loop`` is the untimed total less the stages (the
+timers' own cost, reported, inflates the stages). Times are CPU seconds of the serving
+thread (``time.thread_time``), so other jobs on the machine inflate them less than wall
+time. The baseline, in the same process on the
 same kind of sockets, is the bare loop a ZeroMQ service cannot avoid: receive each of
 the same frames and publish one two-part message for it.
 """
@@ -23,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=500)
     p.add_argument("--hops", type=int, default=8, help="frames per stream (one decision each)")
     p.add_argument("--rate", type=float, default=1000.0, help="events/s per stream")
+    p.add_argument("--batch", type=int, default=256,
+                   help="frames per pump (the serve loop's batch; 1: every frame alone, as a "
+                        "lightly loaded daemon sees them)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
         for _ in range(100 * len(frames) + 100):  # bounded: each pump handles >= 1 or ends
             if done >= len(frames):
                 break
-            got = svc.pump(256)
+            got = svc.pump(args.batch)
             done += got
             if not got and not svc.sockets.ingest.poll(100):
                 break
@@ -96,18 +103,23 @@ def run(args: argparse.Namespace) -> dict:
         work_off(traffic.prime(n))
         work_off(traffic.hops(n, 1))  # every stream has decided once: all paths compiled
         drain_sub()
+        runs = []
+        for _ in range(2):  # the better of two untimed passes (the first may still warm caches)
+            frames = traffic.hops(n, hops)
+            svc.flush_metrics()  # the tally now counts this pass only
+            runs.append(work_off(frames))
+            decisions = svc.tally.decisions
+            drain_sub()
+            if decisions != len(frames):
+                raise RuntimeError(f"{decisions} decisions for {len(frames)} frames")
+        wall, cpu = min(runs, key=lambda r: r[1])
         buckets = {k: [0.0] for k in ("admit", "engine", "readout", "publish")}
         svc.admit = _timed(svc.admit, buckets["admit"])
         svc.engine.advance_many = _timed(svc.engine.advance_many, buckets["engine"])
         svc.readout.scores = _timed(svc.readout.scores, buckets["readout"])
         svc.publisher.decisions = _timed(svc.publisher.decisions, buckets["publish"])
-        frames = traffic.hops(n, hops)
-        svc.flush_metrics()  # the tally now counts this run only
-        wall, cpu = work_off(frames)
-        decisions = svc.tally.decisions
+        _, timed_cpu = work_off(traffic.hops(n, hops))
         drain_sub()
-        if decisions != len(frames):
-            raise RuntimeError(f"{decisions} decisions for {len(frames)} frames")
 
         # the baseline: the same frames through a bare recv -> two-part send loop
         pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
@@ -143,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
 
     k = len(frames)
     per = {name: b[0] / k * 1e6 for name, b in buckets.items()}
-    rows = [result("recv + loop", cpu / k * 1e6 - sum(per.values()), "us"),
+    rows = [result("recv + loop", max(0.0, cpu / k * 1e6 - sum(per.values())), "us"),
             result("decode + admit", per["admit"], "us"),
             result("engine (advance_many)", per["engine"], "us"),
             result("readout (one call per batch)", per["readout"], "us"),
@@ -154,8 +166,11 @@ def run(args: argparse.Namespace) -> dict:
     import os
 
     notes = [f"CPU us per frame-and-decision (wall {wall / k * 1e6:.1f} us); {k} frames of {n} streams x {hops} hops, "
-             f"{args.rate:g} events/s per stream, {model.hop}-step frames; ratio = baseline / edged",
+             f"{args.rate:g} events/s per stream, {model.hop}-step frames, {args.batch} per pump; "
+             f"ratio = baseline / edged",
+             f"stages from a third, timed pass: its total {timed_cpu / k * 1e6:.1f} us, "
+             f"{(timed_cpu - cpu) / k * 1e6:.1f} us of it the timers",
              f"model {args.model}: {model.n_in}-{model.n_hidden}-{model.n_out}, window {model.window}",
              f"load average {os.getloadavg()[0]:.1f} (other jobs share the {os.cpu_count()} CPUs)"]
-    return {"bench": "stages", "params": {"streams": n, "hops": hops, "rate": args.rate},
+    return {"bench": "stages", "params": {"streams": n, "hops": hops, "rate": args.rate, "batch": args.batch},
             "results": rows, "notes": notes}
