@@ -494,6 +494,14 @@ class Service:
         return n
 
 
+def settle_heap() -> None:
+    """Move every object alive after start-up (modules, compiled kernels, the model) out of
+    the garbage collector's scans, once, before serving: a full collection over them
+    stalled the loop for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+
+
 def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Context | None = None,
          install_signals: bool = True, env=None, link=None) -> int:
     """``edged serve``: load, bind, warm, restore, READY, serve until SIGTERM/SIGINT, drain,
@@ -550,9 +558,7 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         seconds = svc.warm()
         restored = svc.restore()
         svc.sockets.start(svc.resume)
-        gc.collect()
-        gc.freeze()  # start-up objects (modules, compiled kernels) leave the collector's
-        # scans: a full collection over them stalled the loop for tens of ms
+        settle_heap()
         if link is not None:
             link.ready(svc, endpoints, seconds, restored)
         log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",

@@ -559,6 +559,7 @@ def main(cfg: Config, *, log: logging.Logger, env=None) -> int:
     from edged.metrics import Aggregate, serve_http
     from edged.protocol import ready_line
     from edged.security import server_keys
+    from edged.service import settle_heap
 
     env = os.environ if env is None else env
 
@@ -592,6 +593,7 @@ def main(cfg: Config, *, log: logging.Logger, env=None) -> int:
             print(ready_line(sup.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
                              endpoints.get("metrics", "off"), seconds), flush=True)
             notify(f"READY=1\nSTATUS=serving, {sup.n} workers")
+            settle_heap()
             sup.run()
         log.info("stopping on signal %s: stopping %d workers", ",".join(map(str, sup.stop_requests)), sup.n)
         worst = sup.stop()
