@@ -294,9 +294,9 @@ def test_resync_equals_recount_at_any_read_intervals(window, seed, hops, kind, d
 def test_state_size_per_neuron():
     state = lzc.sliding_state(1, 10, 1024, 16)
     per_neuron = sum(a.nbytes for a in state) / 10
-    assert per_neuron < 6 * 1024  # bit ring, key chains and the phrase list (docstring)
+    assert per_neuron < 3.2 * 1024  # bit ring, gram ring and the phrase list (docstring)
     assert state.starts.shape == (1, 10, lzc.max_phrases(1024))
-    assert state.words.shape == (1, 10, 33) and state.prev.shape == (1, 10, 1024)
+    assert state.words.shape == (1, 10, 33) and state.grams.shape == (1, 10, 1024)
 
 
 @pytest.mark.parametrize("kind, d", [
@@ -329,7 +329,7 @@ def test_hostile_checkpoint_values_are_refused_or_bounded():
         for _ in range(int(rng.integers(0, 300))):
             lzc.push(state, 0, (rng.random(2) < 0.4).astype(np.uint8))
         lzc.counts(state, 0, out)
-        for name in ("starts", "srcs", "count", "last", "parsed", "heads", "prev"):
+        for name in ("starts", "srcs", "count", "last", "parsed", "grams", "words"):
             x = getattr(state, name)
             if rng.random() < 0.5:
                 x[...] = rng.integers(-2**15, 2**15, x.shape).astype(x.dtype)
