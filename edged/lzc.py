@@ -381,7 +381,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     bad = np.empty(R + 64, np.uint16)
     cm = np.empty(R // 64 + 1, np.uint16)
     thr = a2 - a  # an old source (from a) is still in the window if >= thr
-    shift = a - a2
+    sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
     n_ring = max(size - (_SGRAM - 1), 0)  # grams complete in the ring; the rest from words
     x0 = a2 & mask
     n_wrap = min(n_ring, R - x0)
@@ -412,9 +412,10 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                     j += 1
                 if k + j - i > P:
                     raise AssertionError("sliding LZ76: more phrases than max_phrases")
-                for t in range(j - i):
-                    new_starts[k + t] = starts[n, i + t] + shift
-                    new_srcs[k + t] = srcs[n, i + t] + shift
+                ui, uk = np.uint64(i), np.uint64(k)
+                for t in range(np.uint64(j - i)):
+                    new_starts[uk + t] = np.uint16(starts[n, ui + t] - sub)
+                    new_srcs[uk + t] = np.uint16(srcs[n, ui + t] - sub)
                 k += j - i
                 nxt = a + starts[n, j] if j < n_old else b
                 i = j
@@ -503,8 +504,9 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
             if M == cap:
                 open_start = q
             q += min(M + 1, cap)
-        starts[n, :k] = new_starts[:k]
-        srcs[n, :k] = new_srcs[:k]
+        for t in range(np.uint64(k)):
+            starts[n, t] = new_starts[t]
+            srcs[n, t] = new_srcs[t]
         count[n] = k
         last[n] = open_start
     parsed[stream] = b2
