@@ -110,6 +110,26 @@ def _popcount(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
+@intrinsic
+def _lanes_le(typingctx, a, start, h, lim):
+    """uint64 whose bit ``t`` is set where ``a[start + t] ^ h <= lim``, for ``t < 64``
+    (uint16 array, unsigned ``start``, no bounds check): one vector compare to a bit mask."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+        i16, lanes = ir.IntType(16), ir.VectorType(ir.IntType(16), 64)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), lanes.as_pointer())
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
+
+        def splat(x):
+            x = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(x, i16)
+                                       if x.type.width > 16 else x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(x, ir.Constant(lanes, ir.Undefined), zeros)
+
+        x = builder.xor(builder.load(ptr, align=2), splat(args[2]))
+        return builder.bitcast(builder.icmp_unsigned("<=", x, splat(args[3])), ir.IntType(64))
+    return types.uint64(a, start, h, lim), codegen
+
+
 # --------------------------------------------------------------------------- matching
 
 
@@ -481,19 +501,15 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                     us = np.uint64(s)  # it (at M = s every j left, bad[j] = 0, matches)
                     h = L[up + us]
                     lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
-                    keep = _U16 if s else _Z16
                     for c in range(nch - 1, -1, -1):
                         if M > s and cm[c] > lim:
                             continue
                         c0 = np.uint64(min(64 * c, max(p - 64, 0)))
-                        n_c = np.uint16(min(p, 64))
-                        back = _U16  # 63 - t of the last j = c0 + t that matches
-                        for t in range(np.uint64(64)):
-                            hit = ((np.uint16(bad[c0 + t] & keep) == 0)
-                                   & (np.uint16(L[us + c0 + t] ^ h) <= lim) & (np.uint16(t) < n_c))
-                            back = min(back, np.uint16(63 - t) if hit else _U16)
-                        if back != _U16:
-                            src = np.int64(c0) + 63 - np.int64(back)
+                        hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
+                        if s:
+                            hits &= _lanes_le(bad, c0, _Z16, _Z16)
+                        if hits:
+                            src = np.int64(c0) + 63 - _clz(hits)
                             break
                     if src == p:
                         raise AssertionError("sliding LZ76: the longest match has no source")
