@@ -406,15 +406,16 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     x0 = a2 & mask
     n_wrap = min(n_ring, R - x0)
     ux0, uw = np.uint64(x0), np.uint64(n_wrap)
+    xe = (a2 + n_ring) & mask  # the grams past the ring's, from the words
     for n in range(count.shape[0]):
         for t in range(np.uint64(n_wrap)):  # (unsigned indices, no slices: see below)
             L[t] = grams[n, ux0 + t]
         for t in range(np.uint64(n_ring - n_wrap)):
             L[uw + t] = grams[n, t]
-        for i in range(n_ring, size):  # zeros past b2
-            x = (a2 + i) & mask
-            v = _bits_at(words[n, x >> 6], words[n, (x >> 6) + 1], np.uint64(x & 63))
-            L[i] = np.uint16((v >> np.uint64(64 - (size - i))) << np.uint64(_SGRAM - (size - i)))
+        v = _bits_at(words[n, xe >> 6], words[n, (xe >> 6) + 1], np.uint64(xe & 63))
+        v &= ~(_U64 >> np.uint64(size - n_ring))  # zeros past b2
+        for i in range(size - n_ring):
+            L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _SGRAM))
         n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
         closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
         k = 0
