@@ -450,7 +450,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
             cap = b2 - q
             M, src = 0, p
             if p > 0:
-                up = np.uint64(p)
+                up, p16 = np.uint64(p), np.uint16(p)
                 nch = (p + 63) >> 6  # chunks of 64 sources j, from 64 c, the last ending at p
                 g = L[up]
                 m = _U16
@@ -464,43 +464,37 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         m = min(m, v)
                 else:  # one chunk, its j >= p masked off
                     for t in range(np.uint64(64)):
-                        m = min(m, np.uint16((L[t] ^ g) | (_U16 if t >= up else _Z16)))
+                        m = min(m, np.uint16((L[t] ^ g) | (_U16 if np.uint16(t) >= p16 else _Z16)))
                     cm[0] = m
                 s = 0  # bits every j left matches
-                if m == 0 and cap > _SGRAM:  # some j match 16 bits: their next grams only
-                    keep = _Z16  # bad[j] is set from the second pass on
-                    while True:
-                        u0 = np.uint64(s)
-                        h0 = L[up + u0]
-                        s += _SGRAM
-                        us = np.uint64(s)
-                        h = L[up + us]
-                        m = _U16
-                        if p >= 64:
-                            for c in range(nch):
-                                c0 = np.uint64(min(64 * c, p - 64))
-                                v = _U16
-                                for t in range(np.uint64(64)):
-                                    e = np.uint16((bad[c0 + t] & keep) | (L[u0 + c0 + t] ^ h0))
-                                    bad[c0 + t] = e
-                                    v = min(v, np.uint16((L[us + c0 + t] ^ h) | (_U16 if e else _Z16)))
-                                cm[c] = v
-                                m = min(m, v)
-                        else:
+                keep = _Z16  # bad[j] is kept from the second level on
+                while m == 0 and cap > s + _SGRAM:  # some j match s + 16 bits: next grams
+                    u0, h0 = np.uint64(s), L[up + np.uint64(s)]
+                    s += _SGRAM
+                    us, h = np.uint64(s), L[up + np.uint64(s)]
+                    m = _U16
+                    if p >= 64:
+                        for c in range(nch):
+                            c0 = np.uint64(min(64 * c, p - 64))
+                            v = _U16
                             for t in range(np.uint64(64)):
-                                e = np.uint16((bad[t] & keep) | (L[u0 + t] ^ h0)
-                                              | (_U16 if t >= up else _Z16))
-                                bad[t] = e
-                                m = min(m, np.uint16((L[us + t] ^ h) | (_U16 if e else _Z16)))
-                            cm[0] = m
-                        if m or cap <= s + _SGRAM:
-                            break
-                        keep = _U16
+                                e = np.uint16((bad[c0 + t] & keep) | (L[u0 + c0 + t] ^ h0))
+                                bad[c0 + t] = e
+                                v = min(v, np.uint16((L[us + c0 + t] ^ h) | (_U16 if e else _Z16)))
+                            cm[c] = v
+                            m = min(m, v)
+                    else:
+                        for t in range(np.uint64(64)):
+                            e = np.uint16((bad[t] & keep) | (L[u0 + t] ^ h0)
+                                          | (_U16 if np.uint16(t) >= p16 else _Z16))
+                            bad[t] = e
+                            m = min(m, np.uint16((L[us + t] ^ h) | (_U16 if e else _Z16)))
+                        cm[0] = m
+                    keep = _U16
                 # (m = 0xFFFF from a j missing bit s + 1 or from one missed before: M = s)
                 M = min(s + _clz(m), cap)
                 if M:  # the rightmost j matching M bits: in the last chunk whose min allows
-                    us = np.uint64(s)  # it (at M = s every j left, bad[j] = 0, matches)
-                    h = L[up + us]
+                    us, h = np.uint64(s), L[up + np.uint64(s)]  # it (at M = s: any j left)
                     lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
                     for c in range(nch - 1, -1, -1):
                         if M > s and cm[c] > lim:
@@ -508,7 +502,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         c0 = np.uint64(min(64 * c, max(p - 64, 0)))
                         hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
                         if s:
-                            hits &= _lanes_le(bad, c0, _Z16, _Z16)
+                            hits &= _lanes_le(bad, c0, _Z16, _Z16)  # (bad = 0: j left)
                         if hits:
                             src = np.int64(c0) + 63 - _clz(hits)
                             break
