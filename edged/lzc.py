@@ -41,8 +41,8 @@ Sliding window (``SlidingLZ``)
     chunk of 64 sources: the rightmost source lies in the last chunk whose minimum allows
     ``M`` bits. ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
     a read costs about the fresh searches of the bits pushed since the last one. State
-    per (stream, neuron) at W = 1024: 264 B of bits, 2 KiB of grams, 0.7 KiB of phrase
-    list (~3 KiB).
+    per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams, 0.7 KiB of phrase
+    list (~2.9 KiB).
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
@@ -293,8 +293,8 @@ class SlidingLZ(NamedTuple):
 
     steps: np.ndarray   # int64 (S,): bits pushed per stream; window is [steps - W, steps)
     window: np.ndarray  # int64 (S,): W
-    words: np.ndarray   # uint64 (S, N, 2R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
-                        # words R/64 .. 2R/64 repeat words 0 .. R/64
+    words: np.ndarray   # uint64 (S, N, R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
+                        # word R/64 repeats word 0 (64 bits from any slot are two words)
     grams: np.ndarray   # uint16 (S, N, R): slot x holds the 16 bits from position x, first
                         # most significant; written when position x + 15 is pushed
     parsed: np.ndarray  # int64 (S,): end of the window the phrase lists describe
@@ -328,7 +328,7 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int =
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
         window=np.full(n_streams, window, np.int64),
-        words=np.zeros(shape + (ring // 32 + 1,), np.uint64),
+        words=np.zeros(shape + (ring // 64 + 1,), np.uint64),
         grams=np.zeros(shape + (ring,), np.uint16),
         parsed=np.zeros(n_streams, np.int64),
         count=np.zeros(shape, np.int64),
@@ -537,8 +537,7 @@ def _put(words, grams, stream, b, bits):
     for n in range(bits.size):
         v = (words[stream, n, w] & ~m) | (m if bits[n] != 0 else _Z64)
         words[stream, n, w] = v
-        words[stream, n, w + h] = v
-        words[stream, n, 2 * h] = words[stream, n, 0]
+        words[stream, n, h] = words[stream, n, 0]
         grams[stream, n, y] = np.uint16(
             _bits_at(words[stream, n, wy], words[stream, n, wy + 1], oy) >> np.uint64(64 - _SGRAM))
 

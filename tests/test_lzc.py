@@ -296,7 +296,7 @@ def test_state_size_per_neuron():
     per_neuron = sum(a.nbytes for a in state) / 10
     assert per_neuron < 3.2 * 1024  # bit ring, gram ring and the phrase list (docstring)
     assert state.starts.shape == (1, 10, lzc.max_phrases(1024))
-    assert state.words.shape == (1, 10, 33) and state.grams.shape == (1, 10, 1024)
+    assert state.words.shape == (1, 10, 17) and state.grams.shape == (1, 10, 1024)
 
 
 @pytest.mark.parametrize("kind, d", [
