@@ -113,7 +113,11 @@ def _popcount(typingctx, x):
 @intrinsic
 def _lanes_le(typingctx, a, start, h, lim):
     """uint64 whose bit ``t`` is set where ``a[start + t] ^ h <= lim``, for ``t < 64``
-    (uint16 array, unsigned ``start``, no bounds check): one vector compare to a bit mask."""
+    (contiguous 1-D uint16 array, no bounds check): one vector compare to a bit mask."""
+    if not (isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
+            and a.layout == "C"):
+        return None
+
     def codegen(context, builder, sig, args):
         ary = context.make_array(sig.args[0])(context, builder, value=args[0])
         i16, lanes = ir.IntType(16), ir.VectorType(ir.IntType(16), 64)
@@ -408,7 +412,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     ux0, uw = np.uint64(x0), np.uint64(n_wrap)
     xe = (a2 + n_ring) & mask  # the grams past the ring's, from the words
     for n in range(count.shape[0]):
-        for t in range(np.uint64(n_wrap)):  # (unsigned indices, no slices: see below)
+        for t in range(np.uint64(n_wrap)):
             L[t] = grams[n, ux0 + t]
         for t in range(np.uint64(n_ring - n_wrap)):
             L[uw + t] = grams[n, t]
