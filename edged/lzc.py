@@ -25,26 +25,24 @@ Sliding window (``SlidingLZ``)
     ``a = max(0, b - W)``, so ``counts`` always equals ``lz76`` of the window recomputed
     from scratch (until ``W`` steps are pushed the window is the whole history;
     ``window_len`` gives its length for ``normalise``). ``push`` writes the bit into a
-    ring of 64-bit words and links the position whose first 8 bits (its key) it
-    completes to the previous one with the same key (``heads``/``prev``). The state keeps
-    the phrase starts and rightmost sources (``lcp(j, p) = M(p)``, largest ``j``) of the
-    window last read (``parsed``). ``counts`` re-cuts the window ``[a', b')`` left to
-    right from ``a'``, taking over an old phrase whenever the cut meets its start ``q``
-    (``q >= a'``) and it is not the still-copying last one and its rightmost source ``j``
-    is ``-1`` or ``>= a'``: the history ``[a', q)`` is a subset of the old one, so
-    ``M'(q) <= M(q)``, and ``j`` still reaches ``M(q)``; the mismatch ending the phrase
-    lies inside both windows, so ``M'(q) = M(q)``, the same phrase, with the same
-    rightmost source. Runs of such phrases are copied in bulk; every other phrase (the
-    head of the window, phrases whose every longest match started in the dropped bits and
-    those after them until the cut meets an old start again, the new tail) is searched
-    afresh, exactly: on the chain of its key when that ends within ``_CHAIN`` links and
-    reaches ``M >= 8`` (every source of an ``M``-bit match is on it), otherwise
-    bit-parallel: the set of candidate sources, one bit per position of the window, is
-    narrowed ``_STEP`` bits at a time with shifted words of the ring until at most
-    ``_FEW`` are left, which are then extended 64 bits at a time. ``push_zeros(k >= W)``
-    writes the all-zero parse directly. Any hop works; a read costs about the fresh
-    searches of the bits pushed since the last one. State per (stream, neuron) at
-    W = 1024: 264 B of bits, 4 KiB of key chains, 1.4 KiB of phrase list (~5.7 KiB).
+    ring of 64-bit words and the gram it completes (of ``b - 15``) into a ring of 16-bit
+    grams. The state keeps the phrase starts and rightmost sources (largest ``j`` with
+    ``lcp(j, p) >= M(p)``; ``p`` itself if ``M(p) = 0``) of the window last read
+    (``parsed``). ``counts`` re-cuts the window ``[a', b')`` left to right from ``a'``,
+    taking over an old phrase whenever the cut meets its start ``q`` (``q >= a'``) and it
+    is not the still-copying last one and its rightmost source ``j`` is ``>= a'``: the
+    history ``[a', q)`` is a subset of the old one, so ``M'(q) <= M(q)``, and ``j`` still
+    reaches ``M(q)``; the mismatch ending the phrase lies inside both windows, so
+    ``M'(q) = M(q)``, the same phrase, with the same rightmost source. Runs of such phrases
+    are copied in bulk; every other phrase (the head of the window, phrases whose every
+    longest match started in the dropped bits and those after them until the cut meets an
+    old start again, the new tail) is searched afresh, exactly, on the window's grams in
+    order (the last 15 from the words, zeros past ``b'``) as below, the minima kept per
+    chunk of 64 sources: the rightmost source lies in the last chunk whose minimum allows
+    ``M`` bits. ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
+    a read costs about the fresh searches of the bits pushed since the last one. State
+    per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams, 0.7 KiB of phrase
+    list (~2.9 KiB).
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
@@ -58,9 +56,11 @@ API
     From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
     state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
-One-shot matching is done on 32-bit grams ``G[i] = s[i:i+32]`` (first bit most
-significant, zeros past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 32 and
-the longest match over all ``j`` is one vectorised min-reduction of ``G[j] ^ G[p]``.
+Matching is done on grams ``G[i] = s[i:i+w]`` (first bit most significant, zeros past
+the known end; ``w`` = 32 one-shot, 16 in the sliding ring, half the state), so
+``lcp(j, p) = clz(G[j] ^ G[p])`` up to ``w`` and the longest match over all ``j`` is one
+vectorised min-reduction of ``G[j] ^ G[p]``; where some ``j`` match all ``w`` bits, the
+next gram of those ``j`` only is compared, and so on.
 """
 
 from __future__ import annotations
@@ -87,12 +87,10 @@ _U32 = np.uint32(0xFFFFFFFF)
 _Z32 = np.uint32(0)
 _U64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _Z64 = np.uint64(0)
-_GRAM = 32  # bits per gram
-_KEY = 8  # sliding: positions are chained by their first _KEY bits; a longest-match search
-_KEYS = 1 << _KEY  # walks at most _CHAIN of them, then (or if M < _KEY) matches bit-parallel:
-_CHAIN = 16
-_FEW = 16  # this few candidates are extended one by one, more _STEP bits at a time
-_STEP = 4
+_GRAM = 32  # bits per one-shot gram
+_SGRAM = 16  # bits per sliding gram
+_U16 = np.uint16(0xFFFF)
+_Z16 = np.uint16(0)
 
 
 @intrinsic
@@ -105,19 +103,35 @@ def _clz(typingctx, x):
 
 
 @intrinsic
-def _ctz(typingctx, x):
-    """Count trailing zeros of a nonzero uint64, as int64."""
-    def codegen(context, builder, sig, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
-    return types.int64(types.uint64), codegen
-
-
-@intrinsic
 def _popcount(typingctx, x):
     """Number of set bits of a uint64, as int64."""
     def codegen(context, builder, sig, args):
         return builder.ctpop(args[0])
     return types.int64(types.uint64), codegen
+
+
+@intrinsic
+def _lanes_le(typingctx, a, start, h, lim):
+    """uint64 whose bit ``t`` is set where ``a[start + t] ^ h <= lim``, for ``t < 64``
+    (contiguous 1-D uint16 array, no bounds check): one vector compare to a bit mask."""
+    if not (isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
+            and a.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+        i16, lanes = ir.IntType(16), ir.VectorType(ir.IntType(16), 64)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), lanes.as_pointer())
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
+
+        def splat(x):
+            x = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(x, i16)
+                                       if x.type.width > 16 else x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(x, ir.Constant(lanes, ir.Undefined), zeros)
+
+        x = builder.xor(builder.load(ptr, align=2), splat(args[2]))
+        return builder.bitcast(builder.icmp_unsigned("<=", x, splat(args[3])), ir.IntType(64))
+    return types.uint64(a, start, h, lim), codegen
 
 
 # --------------------------------------------------------------------------- matching
@@ -283,17 +297,16 @@ class SlidingLZ(NamedTuple):
 
     steps: np.ndarray   # int64 (S,): bits pushed per stream; window is [steps - W, steps)
     window: np.ndarray  # int64 (S,): W
-    words: np.ndarray   # uint64 (S, N, 2R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
-                        # words R/64 .. 2R/64 repeat words 0 .. R/64
-    heads: np.ndarray   # int64 (S, N, 256): last position whose key (its first 8 bits) is
-                        # the index, -1 if none
-    prev: np.ndarray    # uint16 (S, N, R): distance back to the previous position with the
-                        # same key, 0 if none in the window then
+    words: np.ndarray   # uint64 (S, N, R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
+                        # word R/64 repeats word 0 (64 bits from any slot are two words)
+    grams: np.ndarray   # uint16 (S, N, R): slot x holds the 16 bits from position x, first
+                        # most significant; written when position x + 15 is pushed
     parsed: np.ndarray  # int64 (S,): end of the window the phrase lists describe
     count: np.ndarray   # int64 (S, N): its LZ76 phrase count
     last: np.ndarray    # int64 (S, N): start of its still-copying last phrase; its end if none
-    starts: np.ndarray  # int32 (S, N, P): its phrase starts, in order, from its start
-    srcs: np.ndarray    # int32 (S, N, P): their rightmost sources (same origin), -1 if none
+    starts: np.ndarray  # uint16 (S, N, P): its phrase starts, in order, from its start
+    srcs: np.ndarray    # uint16 (S, N, P): their rightmost sources (same origin); a phrase
+                        # without a match (M = 0) is its own
 
 
 def max_phrases(n: int) -> int:
@@ -319,14 +332,13 @@ def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int =
     return SlidingLZ(
         steps=np.zeros(n_streams, np.int64),
         window=np.full(n_streams, window, np.int64),
-        words=np.zeros(shape + (ring // 32 + 1,), np.uint64),
-        heads=np.full(shape + (_KEYS,), -1, np.int64),
-        prev=np.zeros(shape + (ring,), np.uint16),
+        words=np.zeros(shape + (ring // 64 + 1,), np.uint64),
+        grams=np.zeros(shape + (ring,), np.uint16),
         parsed=np.zeros(n_streams, np.int64),
         count=np.zeros(shape, np.int64),
         last=np.zeros(shape, np.int64),
-        starts=np.zeros(shape + (p,), np.int32),
-        srcs=np.full(shape + (p,), -1, np.int32),
+        starts=np.zeros(shape + (p,), np.uint16),
+        srcs=np.zeros(shape + (p,), np.uint16),
     )
 
 
@@ -338,7 +350,7 @@ _inline = inline_kernel
 @_inline
 def _window(st, stream):
     W = st.window[stream]
-    if not 1 <= W <= st.prev.shape[2]:  # a checkpoint's value bounds the ring
+    if not 1 <= W <= st.grams.shape[2]:  # a checkpoint's value bounds the ring
         raise ValueError("sliding LZ76: window does not fit the bit ring")
     return W
 
@@ -363,51 +375,51 @@ def _bits_at(w0, w1, o):
     return (w0 << o) | ((w1 >> np.uint64(1)) >> (np.uint64(63) - o))
 
 
-@_inline
-def _narrowed(w0, w1, w2, o, g, u, c):
-    """Candidate word ``c`` (lcp >= k) narrowed to lcp >= k + u + 1: words ``w0 w1 w2``
-    from bit ``o`` hold bits ``j + k ..`` of its candidates ``j``, ``g`` the 64 bits of the
-    phrase from ``q + k``."""
-    e0 = _bits_at(w0, w1, o)
-    e1 = _bits_at(w1, w2, o)
-    for t in range(u + 1):
-        e = e0 if t == 0 else (e0 << np.uint64(t)) | (e1 >> np.uint64(64 - t))
-        c &= ~(e ^ (_U64 if (g >> np.uint64(63 - t)) & np.uint64(1) else _Z64))
-    return c
-
-
 @kernel
-def _reparse(words3, prev3, starts3, srcs3, count2, last2, parsed, steps, window, stream):
+def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, window, stream):
     """Make ``stream``'s rows of ``count``/``last``/``starts``/``srcs`` describe its window
     ``[a2, b2)``, ``b2 = steps``, ``a2 = max(0, b2 - W)``, instead of ``[a, b)``, ``b =
     parsed``: the old phrases are taken over where they stay valid, the others cut afresh by
     a longest-match search.
 
-    One kernel without array-passing helpers: a helper taking arrays costs reference counts
-    on each call, as much as a search. The search for the phrase at ``q`` walks ``q``'s key
-    chain when that is complete within ``_CHAIN`` links and reaches ``M >= _KEY``;
-    otherwise it narrows the candidate set ``C`` (bit ``63 - t`` of word ``i`` <->
-    ``j = a2 + 64 i + t``) bit-parallel, ``_STEP`` bits a time, to at most ``_FEW``. The
-    remaining candidates are extended one by one (``cand``, newest first)."""
-    words, prev, starts, srcs = words3[stream], prev3[stream], starts3[stream], srcs3[stream]
+    One kernel without array-passing helpers or slices in its loops: either costs reference
+    counts (a call each), as much as a search. Positions are relative to ``a2`` here:
+    ``L[x]`` is the gram of ``a2 + x``. Loops index it unsigned (no index fix-up, so LLVM
+    vectorises them), 64 sources ``j`` at a time (``cm``: their minima), the last chunk
+    ending at ``p`` (or masked to ``j < p``). Past the first level, ``bad[j] != 0`` marks
+    the ``j`` that missed a bit so far."""
+    words, grams, starts, srcs = words3[stream], grams3[stream], starts3[stream], srcs3[stream]
     count, last = count2[stream], last2[stream]
     b, b2, W = parsed[stream], steps[stream], window[stream]
-    R = prev.shape[1]
+    R = grams.shape[1]
     if not 1 <= W <= R:  # a checkpoint's value bounds the ring
         raise ValueError("sliding LZ76: window does not fit the bit ring")
     mask = R - 1
     a = max(0, b - W)
     a2 = max(0, b2 - W)
+    size = max(b2 - a2, 0)
     P = starts.shape[1]
-    new_starts = np.empty(P, np.int32)
-    new_srcs = np.empty(P, np.int32)
-    C = np.empty(R // 64, np.uint64)
-    D = np.empty(R // 64, np.uint64)
-    cand = np.empty(max(_CHAIN, _FEW), np.int64)
-    thr = a2 - a  # an old source (from a) is still in the window if -1 or >= thr
-    shift = a - a2
-    xl = a2 & mask
+    new_starts = np.empty(P, np.uint16)
+    new_srcs = np.empty(P, np.uint16)
+    L = np.empty(R + 64, np.uint16)  # (a source scan reads 64 from any j < size)
+    bad = np.empty(R + 64, np.uint16)
+    cm = np.empty(R // 64 + 1, np.uint16)
+    thr = a2 - a  # an old source (from a) is still in the window if >= thr
+    sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
+    n_ring = max(size - (_SGRAM - 1), 0)  # grams complete in the ring; the rest from words
+    x0 = a2 & mask
+    n_wrap = min(n_ring, R - x0)
+    ux0, uw = np.uint64(x0), np.uint64(n_wrap)
+    xe = (a2 + n_ring) & mask  # the grams past the ring's, from the words
     for n in range(count.shape[0]):
+        for t in range(np.uint64(n_wrap)):
+            L[t] = grams[n, ux0 + t]
+        for t in range(np.uint64(n_ring - n_wrap)):
+            L[uw + t] = grams[n, t]
+        v = _bits_at(words[n, xe >> 6], words[n, (xe >> 6) + 1], np.uint64(xe & 63))
+        v &= ~(_U64 >> np.uint64(size - n_ring))  # zeros past b2
+        for i in range(size - n_ring):
+            L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _SGRAM))
         n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
         closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
         k = 0
@@ -417,18 +429,18 @@ def _reparse(words3, prev3, starts3, srcs3, count2, last2, parsed, steps, window
         while q < b2:
             while i < n_old and a + starts[n, i] < q:
                 i += 1
-            if i < closed and a + starts[n, i] == q and (srcs[n, i] < 0 or srcs[n, i] >= thr):
+            if i < closed and a + starts[n, i] == q and srcs[n, i] >= thr:
                 # A run of old closed phrases whose rightmost sources are still in the window:
                 # the same longest matches, so the same phrases.
                 j = i + 1
-                while j < closed and (srcs[n, j] < 0 or srcs[n, j] >= thr):
+                while j < closed and srcs[n, j] >= thr:
                     j += 1
                 if k + j - i > P:
                     raise AssertionError("sliding LZ76: more phrases than max_phrases")
-                for t in range(j - i):
-                    new_starts[k + t] = starts[n, i + t] + shift
-                    s = srcs[n, i + t]
-                    new_srcs[k + t] = s + shift if s >= 0 else -1
+                ui, uk = np.uint64(i), np.uint64(k)
+                for t in range(np.uint64(j - i)):
+                    new_starts[uk + t] = np.uint16(starts[n, ui + t] - sub)
+                    new_srcs[uk + t] = np.uint16(srcs[n, ui + t] - sub)
                 k += j - i
                 nxt = a + starts[n, j] if j < n_old else b
                 i = j
@@ -437,167 +449,101 @@ def _reparse(words3, prev3, starts3, srcs3, count2, last2, parsed, steps, window
                 continue
             if k == P:
                 raise AssertionError("sliding LZ76: more phrases than max_phrases")
-            # ---- longest match (M, rightmost source) of the phrase at q over [a2, q)
+            # ---- longest match M of the phrase at p over [0, p), its rightmost source
+            p = q - a2
             cap = b2 - q
-            xq = q & mask
-            M, src = 0, -1
-            n_cand = 0
-            chained = False  # q's key chain is complete within _CHAIN links: cand
-            if q > a2 and cap >= _KEY:
-                y = q
-                for _ in range(_CHAIN):
-                    d = prev[n, y & mask]
-                    if d == 0 or y - d < a2:
-                        chained = True
-                        break
-                    y -= d
-                    cand[n_cand] = y
-                    n_cand += 1
-            base = 0  # bits every candidate is known to match
-            for phase in range(2 if q > a2 else 0):
-                if phase == 1:  # narrow C bit-parallel until at most _FEW are left
-                    nn = q - a2
-                    nw = (nn + 63) >> 6
-                    f = 0
-                    for t in range(nw):
-                        C[t] = _U64
-                    C[nw - 1] = _U64 << np.uint64(64 * nw - nn)
-                    alive = nn
-                    decided = False
-                    while base < cap and alive > _FEW:
-                        z = (xq + base) & mask
-                        g = _bits_at(words[n, z >> 6], words[n, (z >> 6) + 1], np.uint64(z & 63))
-                        step = min(_STEP, cap - base)
-                        x = (xl + base) & mask
-                        o = np.uint64(x & 63)
-                        w = np.uint64(x >> 6)  # word t of C lines up with words w + t .. w + t + 2
-                        hit = _Z64
-                        for t in range(np.uint64(f), np.uint64(nw)):  # unsigned: no index fix-up
-                            e0 = _bits_at(words[n, w + t], words[n, w + t + np.uint64(1)], o)
-                            e1 = _bits_at(words[n, w + t + np.uint64(1)],
-                                          words[n, w + t + np.uint64(2)], o)
-                            v = C[t] & ~(e0 ^ (_U64 if g >> np.uint64(63) else _Z64))
-                            for u in range(1, _STEP):
-                                e = (e0 << np.uint64(u)) | (e1 >> np.uint64(64 - u))
-                                want = _U64 if (g >> np.uint64(63 - u)) & np.uint64(1) else _Z64
-                                v &= ~(e ^ want) | (_U64 if u >= step else _Z64)
-                            D[t] = v
-                            hit |= v
-                        if not hit:  # M = base + u for the first u at which none is left
-                            u = step - 1
-                            for u2 in range(step - 1):
-                                left = False
-                                for t in range(f, nw):
-                                    wt = (x >> 6) + t
-                                    if _narrowed(words[n, wt], words[n, wt + 1], words[n, wt + 2],
-                                                 o, g, u2, C[t]):
-                                        left = True
-                                        break
-                                if not left:
-                                    u = u2
-                                    break
-                            M = base + u
-                            for t in range(nw - 1, f - 1, -1):
-                                wt = (x >> 6) + t
-                                c = C[t] if u == 0 else _narrowed(
-                                    words[n, wt], words[n, wt + 1], words[n, wt + 2], o, g, u - 1,
-                                    C[t])
-                                if c:
-                                    src = a2 + 64 * t + 63 - _ctz(c) if M else -1
-                                    break
-                            decided = True
+            M, src = 0, p
+            if p > 0:
+                up, p16 = np.uint64(p), np.uint16(p)
+                nch = (p + 63) >> 6  # chunks of 64 sources j, from 64 c, the last ending at p
+                g = L[up]
+                m = _U16
+                if p >= 64:
+                    for c in range(nch):
+                        c0 = np.uint64(min(64 * c, p - 64))
+                        v = _U16
+                        for t in range(np.uint64(64)):
+                            v = min(v, np.uint16(L[c0 + t] ^ g))
+                        cm[c] = v
+                        m = min(m, v)
+                else:  # one chunk, its j >= p masked off
+                    for t in range(np.uint64(64)):
+                        m = min(m, np.uint16((L[t] ^ g) | (_U16 if np.uint16(t) >= p16 else _Z16)))
+                    cm[0] = m
+                s = 0  # bits every j left matches
+                keep = _Z16  # bad[j] is kept from the second level on
+                while m == 0 and cap > s + _SGRAM:  # some j match s + 16 bits: next grams
+                    u0, h0 = np.uint64(s), L[up + np.uint64(s)]
+                    s += _SGRAM
+                    us, h = np.uint64(s), L[up + np.uint64(s)]
+                    m = _U16
+                    if p >= 64:
+                        for c in range(nch):
+                            c0 = np.uint64(min(64 * c, p - 64))
+                            v = _U16
+                            for t in range(np.uint64(64)):
+                                e = np.uint16((bad[c0 + t] & keep) | (L[u0 + c0 + t] ^ h0))
+                                bad[c0 + t] = e
+                                v = min(v, np.uint16((L[us + c0 + t] ^ h) | (_U16 if e else _Z16)))
+                            cm[c] = v
+                            m = min(m, v)
+                    else:
+                        for t in range(np.uint64(64)):
+                            e = np.uint16((bad[t] & keep) | (L[u0 + t] ^ h0)
+                                          | (_U16 if np.uint16(t) >= p16 else _Z16))
+                            bad[t] = e
+                            m = min(m, np.uint16((L[us + t] ^ h) | (_U16 if e else _Z16)))
+                        cm[0] = m
+                    keep = _U16
+                # (m = 0xFFFF from a j missing bit s + 1 or from one missed before: M = s)
+                M = min(s + _clz(m), cap)
+                if M:  # the rightmost j matching M bits: in the last chunk whose min allows
+                    us, h = np.uint64(s), L[up + np.uint64(s)]  # it (at M = s: any j left)
+                    lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
+                    for c in range(nch - 1, -1, -1):
+                        if M > s and cm[c] > lim:
+                            continue
+                        c0 = np.uint64(min(64 * c, max(p - 64, 0)))
+                        hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
+                        if s:
+                            hits &= _lanes_le(bad, c0, _Z16, _Z16)  # (bad = 0: j left)
+                        if hits:
+                            src = np.int64(c0) + 63 - _clz(hits)
                             break
-                        for t in range(np.uint64(f), np.uint64(nw)):
-                            C[t] = D[t]
-                        base += step
-                        while C[nw - 1] == 0:
-                            nw -= 1
-                        while C[f] == 0:
-                            f += 1
-                        alive = 0
-                        for t in range(f, nw):
-                            alive += _popcount(C[t])
-                    if decided:
-                        break
-                    if base >= cap:  # every candidate left copies to the end
-                        M = cap
-                        for t in range(nw - 1, f - 1, -1):
-                            if C[t]:
-                                src = a2 + 64 * t + 63 - _ctz(C[t])
-                                break
-                        break
-                    n_cand = 0  # the candidates left, newest first
-                    for t in range(nw - 1, f - 1, -1):
-                        c = C[t]
-                        while c:
-                            cand[n_cand] = a2 + 64 * t + 63 - _ctz(c)
-                            n_cand += 1
-                            c &= c - np.uint64(1)
-                elif not chained:
-                    continue
-                # extend each candidate from ``base`` bits; the newest keeps a tie
-                best, bsrc = 0, -1
-                z0 = (xq + base) & mask
-                g0 = _bits_at(words[n, z0 >> 6], words[n, (z0 >> 6) + 1], np.uint64(z0 & 63))
-                for t in range(n_cand):
-                    x = (cand[t] + base) & mask
-                    z = z0
-                    g = g0
-                    m = base
-                    while m < cap:
-                        e = g ^ _bits_at(words[n, x >> 6], words[n, (x >> 6) + 1], np.uint64(x & 63))
-                        if e:
-                            m += _clz(e)
-                            break
-                        m += 64
-                        x = (x + 64) & mask
-                        z = (z + 64) & mask
-                        g = _bits_at(words[n, z >> 6], words[n, (z >> 6) + 1], np.uint64(z & 63))
-                    m = min(m, cap)
-                    if m > best:
-                        best, bsrc = m, cand[t]
-                if phase == 1 or best >= _KEY:  # (a chain decides only matches >= _KEY)
-                    M, src = best, bsrc
-                    break
+                    if src == p:
+                        raise AssertionError("sliding LZ76: the longest match has no source")
             # ---- cut
-            new_starts[k] = q - a2
-            new_srcs[k] = src - a2 if src >= 0 else -1
+            new_starts[k] = p
+            new_srcs[k] = src
             k += 1
             if M == cap:
                 open_start = q
             q += min(M + 1, cap)
-        starts[n, :k] = new_starts[:k]
-        srcs[n, :k] = new_srcs[:k]
+        for t in range(np.uint64(k)):
+            starts[n, t] = new_starts[t]
+            srcs[n, t] = new_srcs[t]
         count[n] = k
         last[n] = open_start
     parsed[stream] = b2
 
 
 @_inline
-def _put(words, heads, prev, stream, b, W, bits):
-    """Position ``b`` of ``stream`` takes ``bits``; the position whose key that completes
-    joins its chain."""
-    R = prev.shape[2]
+def _put(words, grams, stream, b, bits):
+    """Position ``b`` of ``stream`` takes ``bits``; the gram that completes is written."""
+    R = grams.shape[2]
     h = R // 64
     x = b & (R - 1)
     w = x >> 6
     m = np.uint64(1) << np.uint64(63 - (x & 63))
-    y = b - (_KEY - 1)  # the position whose key this bit completes
-    ky = max(y, 0) & (R - 1)
-    wy = ky >> 6
-    oy = np.uint64(ky & 63)
+    y = max(b - (_SGRAM - 1), 0) & (R - 1)  # (before the 16th bit, a gram rewritten later)
+    wy = y >> 6
+    oy = np.uint64(y & 63)
     for n in range(bits.size):
         v = (words[stream, n, w] & ~m) | (m if bits[n] != 0 else _Z64)
         words[stream, n, w] = v
-        words[stream, n, w + h] = v
-        words[stream, n, 2 * h] = words[stream, n, 0]
-        key = np.int64(((words[stream, n, wy] << oy)
-                        | ((words[stream, n, wy + 1] >> np.uint64(1)) >> (np.uint64(63) - oy)))
-                       >> np.uint64(64 - _KEY))
-        z = heads[stream, n, key]
-        d = y - z
-        prev[stream, n, ky] = d if (y >= 0) & (z >= 0) & (d < W) else 0
-        heads[stream, n, key] = y if y >= 0 else z
+        words[stream, n, h] = words[stream, n, 0]
+        grams[stream, n, y] = np.uint16(
+            _bits_at(words[stream, n, wy], words[stream, n, wy + 1], oy) >> np.uint64(64 - _SGRAM))
 
 
 @kernel
@@ -605,9 +551,9 @@ def push(st, stream, bits):
     """Append one step (``bits[n]`` for each neuron, nonzero = 1) to ``stream``."""
     _check(st, stream, bits.size)
     # No more raising paths here: with a third, Numba counts references to every array of
-    # ``st`` on each call. (``W`` only gates the chain links, which a read walks in bounds.)
+    # ``st`` on each call.
     b = st.steps[stream]
-    _put(st.words, st.heads, st.prev, stream, b, st.window[stream], bits)
+    _put(st.words, st.grams, stream, b, bits)
     st.steps[stream] = b + 1
 
 
@@ -623,23 +569,17 @@ def push_zeros(st, stream, k):
     if k < W:
         zeros = np.zeros(N, np.uint8)
         for i in range(k):
-            _put(st.words, st.heads, st.prev, stream, b + i, W, zeros)
+            _put(st.words, st.grams, stream, b + i, zeros)
         st.steps[stream] = b + k
         return
-    # The window becomes all zeros: phrase 0 is one bit, phrase 1 copies it to the end; all
-    # keys are 0, one chain through the window.
+    # The window becomes all zeros: phrase 0 is one bit, its own source; phrase 1 copies it
+    # to the end.
     b += k
-    R = st.prev.shape[2]
     st.words[stream] = 0
-    st.heads[stream] = -1
-    st.prev[stream] = 0
-    for y in range(b - W + 1, b - _KEY + 1):
-        st.prev[stream, :, y & (R - 1)] = 1
-    if b - _KEY >= b - W:
-        st.heads[stream, :, 0] = b - _KEY
+    st.grams[stream] = 0
     for n in range(N):
         st.starts[stream, n, 0] = 0
-        st.srcs[stream, n, 0] = -1
+        st.srcs[stream, n, 0] = 0
         st.starts[stream, n, 1] = 1
         st.srcs[stream, n, 1] = 0
         st.last[stream, n] = b - W + 1
@@ -652,7 +592,7 @@ def counts(st, stream, out):
     """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
     _check(st, stream, out.size)
     if st.parsed[stream] != st.steps[stream]:
-        _reparse(st.words, st.prev, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
+        _reparse(st.words, st.grams, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
                  st.window, stream)
     for n in range(out.size):
         out[n] = st.count[stream, n]
@@ -662,7 +602,7 @@ def counts(st, stream, out):
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
-    R = st.prev.shape[2]
+    R = st.grams.shape[2]
     size = min(st.steps[stream], st.window[stream], R)  # (no raising: see push)
     x = (st.steps[stream] - size) & (R - 1)
     for n in range(out.size):
@@ -686,7 +626,7 @@ def window_bits(st, stream, neuron):
     """Copy of the current window of one (stream, neuron), oldest bit first."""
     out = np.empty(window_len(st, stream), np.uint8)
     a = st.steps[stream] - out.size
-    R = st.prev.shape[2]
+    R = st.grams.shape[2]
     for i in range(out.size):
         out[i] = _bit(st.words[stream, neuron], (a + i) & (R - 1))
     return out
@@ -697,10 +637,9 @@ def reset(st, stream):
     """Empty every window of ``stream`` (e.g. when a new source takes the slot)."""
     st.steps[stream] = 0
     st.words[stream] = 0
-    st.heads[stream] = -1
-    st.prev[stream] = 0
+    st.grams[stream] = 0
     st.parsed[stream] = 0
     st.count[stream] = 0
     st.last[stream] = 0
     st.starts[stream] = 0
-    st.srcs[stream] = -1
+    st.srcs[stream] = 0

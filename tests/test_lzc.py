@@ -294,9 +294,9 @@ def test_resync_equals_recount_at_any_read_intervals(window, seed, hops, kind, d
 def test_state_size_per_neuron():
     state = lzc.sliding_state(1, 10, 1024, 16)
     per_neuron = sum(a.nbytes for a in state) / 10
-    assert per_neuron < 6 * 1024  # bit ring, key chains and the phrase list (docstring)
+    assert per_neuron < 3.2 * 1024  # bit ring, gram ring and the phrase list (docstring)
     assert state.starts.shape == (1, 10, lzc.max_phrases(1024))
-    assert state.words.shape == (1, 10, 33) and state.prev.shape == (1, 10, 1024)
+    assert state.words.shape == (1, 10, 17) and state.grams.shape == (1, 10, 1024)
 
 
 @pytest.mark.parametrize("kind, d", [
@@ -319,6 +319,28 @@ def test_long_periodic_copies_and_periods_of_powers_of_two():
         run_hops(1024, 1, x[:, None], [16, 1, 7, 300])
 
 
+def gram_edges(rng, n: int) -> np.ndarray:
+    """Blocks copied so that the match ends one bit before, at or after a multiple of 16
+    (the search compares 16-bit grams level by level), with several sources tying."""
+    out = []
+    while sum(x.size for x in out) < n:
+        m = int(rng.choice([15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65]))
+        block = (rng.random(m + 1) < 0.5).astype(np.uint8)
+        noise = [(rng.random(int(rng.integers(1, 6))) < 0.5).astype(np.uint8) for _ in range(3)]
+        out += [block, noise[0], block, noise[1], block[:m], 1 - block[m:], noise[2]]
+    return np.concatenate(out)[:n]
+
+
+@pytest.mark.parametrize("window", [1, 15, 16, 17, 31, 32, 33, 100, 1024])
+def test_matches_at_gram_boundaries_and_copies_to_the_end(window):
+    """Longest matches of 16 k - 1, 16 k and 16 k + 1 bits, rightmost of tying sources, and
+    copies running to the window's end (read at every step) in windows shorter and longer
+    than a gram."""
+    rng = np.random.default_rng(window)
+    x = gram_edges(rng, 2 * window + 600)
+    run_hops(window, 1, x[:, None], [1, 1, 1, 7, 16, 5])
+
+
 def test_hostile_checkpoint_values_are_refused_or_bounded():
     """Phrase lists and window from a file are bounded: a wrong count at worst, never a
     read or write outside the arrays."""
@@ -329,7 +351,7 @@ def test_hostile_checkpoint_values_are_refused_or_bounded():
         for _ in range(int(rng.integers(0, 300))):
             lzc.push(state, 0, (rng.random(2) < 0.4).astype(np.uint8))
         lzc.counts(state, 0, out)
-        for name in ("starts", "srcs", "count", "last", "parsed", "heads", "prev"):
+        for name in ("starts", "srcs", "count", "last", "parsed", "grams", "words"):
             x = getattr(state, name)
             if rng.random() < 0.5:
                 x[...] = rng.integers(-2**15, 2**15, x.shape).astype(x.dtype)
