@@ -1,14 +1,42 @@
-"""The compile flags every edged kernel shares, in one place.
+"""The compile flags every edged kernel shares, in one place, and where their cache lives.
 
 ``kernel``: ``numba.njit`` with the on-disk cache (a restart skips compilation) and the
 GIL released (a kernel can run beside the serve loop's other threads). ``inline_kernel``:
 the same, inlined into its caller (helpers whose array arguments would otherwise cost
 reference counting on every call).
+
+Numba checks a cached kernel only against its own file's timestamp, so after an upgrade a
+kernel could keep the machine code of an older version of a kernel it calls in another
+module (with the same argument types): stale code reading state laid out the new way.
+So the cache sits in a directory named after a digest of the Numba version and the
+source of every module with kernels (those importing this one, and ``edged.protocol``,
+whose event checks the service compiles), under ``$NUMBA_CACHE_DIR`` if set,
+else ``$XDG_CACHE_HOME/edged`` (``~/.cache/edged``): a changed kernel anywhere compiles
+everything afresh once, and old directories are never read again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numba
 
+
+def cache_dir() -> str:
+    """The cache directory of this build's kernels (see the module docstring)."""
+    digest = hashlib.sha256(numba.__version__.encode())
+    here = Path(__file__).resolve().parent
+    for path in sorted([*here.glob("*.py"), *here.parent.joinpath("trainer").glob("*.py")]):
+        text = path.read_bytes()
+        if b"edged.jit import" in text or path.name in ("jit.py", "protocol.py"):
+            digest.update(path.name.encode() + b"\0" + text)
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edged")
+    return os.path.join(base, f"kernels-{digest.hexdigest()[:16]}")
+
+
+numba.config.CACHE_DIR = cache_dir()  # read when each kernel below is decorated
 kernel = numba.njit(cache=True, nogil=True)
 inline_kernel = numba.njit(cache=True, nogil=True, inline="always")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -101,3 +104,29 @@ def test_escape_noise_differs_between_streams_and_repeats_within_one():
     a, b, again = (eng.advance(slot, t, ch, 400) for slot in range(3))
     assert np.array_equal(a.spikes, again.spikes) and np.array_equal(a.lz, again.lz)
     assert not np.array_equal(a.spikes, b.spikes)
+
+
+def test_kernel_cache_is_keyed_by_every_kernel_source(tmp_path):
+    """A change to any kernel module's source (not only the calling kernel's own file)
+    moves the Numba cache to a fresh directory; other modules leave it where it is."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    for pkg in ("edged", "trainer"):
+        shutil.copytree(root / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "bench"))
+
+    def cache_dir() -> str:
+        env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+        return subprocess.run([sys.executable, "-c", "from edged.jit import cache_dir; print(cache_dir())"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    first = cache_dir()
+    assert first.startswith(str(tmp_path / "cache" / "kernels-"))
+    with open(tmp_path / "edged" / "cli.py", "a") as f:
+        f.write("\n# no kernels here\n")
+    assert cache_dir() == first
+    with open(tmp_path / "edged" / "lzc.py", "a") as f:
+        f.write("\n# a kernel module changed\n")
+    assert cache_dir() != first
