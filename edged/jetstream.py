@@ -206,6 +206,19 @@ class Loop:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
+        """Cancel what still runs on the loop (nats-py leaves a JetStream subscription's
+        tasks behind after ``close``), then stop it and its thread."""
+        async def cancel_the_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        if self.thread.is_alive():
+            try:
+                self.call(cancel_the_rest(), 5)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         if not self.thread.is_alive():
