@@ -528,6 +528,36 @@ def test_stdp_homeostasis_variants():
         stdp.train("lif", raw0, tr.x, tr.y, True, base._replace(homeostasis="nope"), 0)
 
 
+def test_reward_modulated_stdp_follows_the_third_factor():
+    """stdp-reward: a sample the output layer gets right (reward 1 against the running mean
+    0.5) moves the weights as plain STDP does; one it gets wrong moves them the other way;
+    batch-rate homeostasis has no per-sample error to modulate."""
+    from trainer import stdp
+
+    tr = data.make("poisson-structure", 4, 1, **TINY)
+    raw0 = P.init("lif", 32, 16, 3, 0, input_rate=float(tr.x.mean()), drive=1.5)
+    x, label = tr.x[:1], np.array([2])  # (stdp reads the class count off the labels)
+    spikes = bptt.gradient("lif", raw0, x, np.zeros(1, np.int64), lam=0.0).counts[0]
+    top = int(np.argmax(spikes))
+
+    def output_order(first: int) -> dict:  # the same net with output neuron ``first`` last
+        order = [k for k in range(3) if k != first] + [first]
+        return {k: (v[..., order] if k == "w_out" or k.startswith("output.") else v) for k, v in raw0.items()}
+
+    one = stdp.Config(epochs=1, batch=1, lr=0.05, lr_out=0.05, homeostasis="sample-rate")
+    move = {}
+    for name, first, cfg in (("plain", top, one), ("right", top, one._replace(modulation="reward")),
+                             ("wrong", (top + 1) % 3, one._replace(modulation="reward"))):
+        raw = output_order(first)
+        r, _ = stdp.train("lif", raw, x, label, False, cfg, 0)
+        move[name] = (r["w_in"] - raw["w_in"]).ravel()
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos(move["right"], move["plain"]) > 0.9
+    assert cos(move["wrong"], move["plain"]) < -0.9
+    with pytest.raises(ValueError, match="per-sample"):
+        stdp.train("lif", raw0, x, label, True, one._replace(homeostasis="batch-rate", modulation="reward"), 0)
+
+
 def test_multi_spike_tempotron_trains_counts_and_adaptation(tiny):
     """The multi-spike rule lowers the count error, and (unlike the single-spike rule,
     whose error times carry no adaptation) moves beta and tau_a; the hybrid variant also

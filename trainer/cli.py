@@ -191,7 +191,7 @@ def cmd_readout(args: argparse.Namespace) -> int:
 
 
 RULE_CHOICES = ("bptt", "stdp", "tempotron", "stdp-sample", "stdp-own", "stdp-triesch",
-                "stdp-kwta", "tempotron-multi")  # trainer.pipeline.RULES (kept here: --help imports nothing)
+                "stdp-kwta", "stdp-reward", "tempotron-multi")  # trainer.pipeline.RULES (kept here: --help imports nothing)
 BASELINES = ("count", "binned-count", "fano-spectral", "input-lzc", "mlp")  # trainer.baselines.NAMES
 
 
@@ -298,7 +298,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--neuron", choices=("lif", "meta", "meta-esc"), default="meta",
                    help="meta-esc: the meta-neuron with escape noise (edged.neurons)")
     r.add_argument("--rule", choices=RULE_CHOICES, default="bptt",
-                   help="learning rule; stdp-* are STDP with the named homeostasis, "
+                   help="learning rule; stdp-* are STDP with the named homeostasis "
+                        "(stdp-reward: three-factor, reward-modulated), "
                         "tempotron-multi the multi-spike tempotron (trainer/stdp.py, "
                         "trainer/tempotron.py, trainer/pipeline.py VARIANTS)")
     r.add_argument("--intrinsics", choices=("fixed", "learned"), default="learned")

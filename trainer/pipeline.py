@@ -23,13 +23,14 @@ from trainer import data, linear
 from trainer import params as P
 
 Rule = Literal["bptt", "stdp", "tempotron", "stdp-sample", "stdp-own", "stdp-triesch",
-               "stdp-kwta", "tempotron-multi"]
+               "stdp-kwta", "stdp-reward", "tempotron-multi"]
 # a variant is a base rule with named options (trainer/stdp.py documents them)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "stdp-sample": ("stdp", {"homeostasis": "sample-rate"}),
     "stdp-own": ("stdp", {"homeostasis": "own-rate"}),
     "stdp-triesch": ("stdp", {"homeostasis": "triesch"}),
     "stdp-kwta": ("stdp", {"homeostasis": "sample-rate", "kwta": -8}),  # k = hidden / 8
+    "stdp-reward": ("stdp", {"homeostasis": "sample-rate", "modulation": "reward"}),  # three-factor
     "tempotron-multi": ("tempotron", {"mode": "multi", "hidden": "surrogate"}),
 }
 RULES: tuple[str, ...] = ("bptt", "stdp", "tempotron", *VARIANTS)

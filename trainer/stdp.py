@@ -47,6 +47,14 @@ neuron's rate (spikes per step) on sample ``s`` of the batch, ``rho*`` its set p
 Diehl & Cook 2015): per sample only the ``kwta`` hidden neurons that spiked most apply
 their weight changes. Inference is unchanged (no lateral connections are added).
 
+``modulation = "reward"`` makes both rules three-factor (after Frémaux & Gerstner 2016):
+each sample's weight changes (its STDP eligibility) and its homeostatic error are scaled
+by ``M_s = R_s - R_bar``, the sample's reward ``R_s`` (1 when the output neuron of its
+label spiked most, else 0) less a running mean of the rewards (``R_bar <- 0.9 R_bar +
+0.1 R_s``, from 0.5), so only better-than-usual samples drive learning and worse ones
+drive it back. It needs per-sample errors: homeostasis ``sample-rate``, ``own-rate`` or
+``triesch``.
+
 The time-constant direction follows from the exact integration ``v <- alpha v + (1 - alpha)
 R I``: the mean of ``v`` does not depend on ``tau`` but its fluctuations shrink as ``tau``
 grows, and these neurons fire on fluctuations, so a longer ``tau`` means fewer threshold
@@ -70,6 +78,7 @@ from trainer.bptt import EpochHook, _record
 
 Homeostasis = Literal["batch-rate", "sample-rate", "own-rate", "triesch"]
 HOMEOSTASIS = ("batch-rate", "sample-rate", "own-rate", "triesch")
+Modulation = Literal["none", "reward"]
 
 
 class Config(NamedTuple):
@@ -88,6 +97,7 @@ class Config(NamedTuple):
     eta_gain: float = 0.05  # triesch only
     homeostasis: Homeostasis = "batch-rate"
     kwta: int = 0  # > 0: hidden competition in learning (k winners per sample)
+    modulation: Modulation = "none"  # "reward": three-factor weight and intrinsic updates
 
 
 @kernel
@@ -145,6 +155,12 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
     d_pre, d_post = np.exp(-dt / cfg.tau_pre), np.exp(-dt / cfg.tau_post)
     if cfg.homeostasis not in HOMEOSTASIS:
         raise ValueError(f"unknown homeostasis {cfg.homeostasis!r}; choose from {HOMEOSTASIS}")
+    if cfg.modulation not in ("none", "reward"):
+        raise ValueError(f"unknown modulation {cfg.modulation!r}; choose from none, reward")
+    reward = cfg.modulation == "reward"
+    if reward and cfg.homeostasis == "batch-rate":
+        raise ValueError("reward modulation needs per-sample homeostatic errors, not batch-rate")
+    r_bar = 0.5
     n_h, n_o = raw["w_out"].shape
     own: dict[str, np.ndarray] = {}
     history = []
@@ -160,18 +176,28 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
             dw_out = np.zeros_like(raw["w_out"])
             per = {k: np.zeros((len(idx), n)) for k, n in
                    (("rate_h", n_h), ("rate_o", n_o), ("cur_h", n_h), ("cur_o", n_o))}
+            m = np.ones(len(idx))  # the third factor per sample (1: plain STDP)
             for s, i in enumerate(idx):
                 for layer in st:
                     for a in layer:
                         a[:] = 0
                 teach = (rng.random(x.shape[1]) < cfg.teach_rate).astype(np.uint8)
-                dw_s = np.zeros_like(dw_in) if cfg.kwta else dw_in
+                per_sample = cfg.kwta or reward
+                dw_s = np.zeros_like(dw_in) if per_sample else dw_in
+                dwo_s = np.zeros_like(dw_out) if reward else dw_out
                 _updates(net, st, 0, x[i], int(y[i]), teach, d_pre, d_post, cfg.a_minus,
-                         dw_s, dw_out, per["rate_h"][s], per["rate_o"][s], per["cur_h"][s],
+                         dw_s, dwo_s, per["rate_h"][s], per["rate_o"][s], per["cur_h"][s],
                          per["cur_o"][s])
+                if reward:
+                    r = float(np.argmax(per["rate_o"][s]) == y[i])
+                    m[s], r_bar = r - r_bar, 0.9 * r_bar + 0.1 * r
+                    dw_s *= m[s]
+                    dw_out += m[s] * dwo_s
                 if cfg.kwta:
                     winners = np.argsort(-per["rate_h"][s], kind="stable")[:cfg.kwta]
                     dw_in[:, winners] += dw_s[:, winners]
+                elif reward:
+                    dw_in += dw_s
             raw["w_in"] += cfg.lr * dw_in / len(idx)
             dw_out -= dw_out.mean(axis=1, keepdims=True)  # competition between outputs
             raw["w_out"] += cfg.lr_out * dw_out / len(idx)
@@ -184,7 +210,7 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
                 for prefix, key, target in (("hidden", "h", cfg.target_hidden),
                                             ("output", "o", cfg.target_out)):
                     _homeostasis(kind, raw, prefix, per[f"rate_{key}"], per[f"cur_{key}"],
-                                 own[prefix] if cfg.homeostasis == "own-rate" else target, cfg)
+                                 own[prefix] if cfg.homeostasis == "own-rate" else target, cfg, m)
             rates_h.append(rate_h.mean())
             rates_o.append(rate_o.mean())
         h = {"epoch": epoch + 1, "hidden_rate": float(np.mean(rates_h)),
@@ -200,18 +226,20 @@ def train(kind: NeuronKind, raw: dict[str, np.ndarray], x: np.ndarray, y: np.nda
 
 
 def _homeostasis(kind: NeuronKind, raw: dict[str, np.ndarray], prefix: str, rates: np.ndarray,
-                 currents: np.ndarray, target, cfg: Config) -> None:
+                 currents: np.ndarray, target, cfg: Config, m: np.ndarray) -> None:
     """One intrinsic-plasticity step of layer ``prefix`` from per-sample ``rates`` and mean
-    input ``currents`` (``[samples, neurons]``), in place (the module docstring's rules)."""
+    input ``currents`` (``[samples, neurons]``), each sample's error scaled by its third
+    factor ``m[s]``, in place (the module docstring's rules)."""
+    m = m[:, None]
     if cfg.homeostasis == "triesch":
         db = 1.0 - (2.0 + 1.0 / target) * rates + rates ** 2 / target
         gain = P.intrinsics(kind, raw, prefix)["R"]
-        raw[f"{prefix}.theta"] -= cfg.eta_theta * db.mean(axis=0)
-        raw[f"{prefix}.R"] += cfg.eta_gain * (1.0 / gain + (currents * db).mean(axis=0))
+        raw[f"{prefix}.theta"] -= cfg.eta_theta * (m * db).mean(axis=0)
+        raw[f"{prefix}.R"] += cfg.eta_gain * (1.0 / gain + (m * currents * db).mean(axis=0))
         return
     if cfg.homeostasis == "batch-rate":
         err = np.clip((rates.mean(axis=0) - target) / target, -1.0, 1.0)
     else:
-        err = np.clip((rates - target) / target, -1.0, 1.0).mean(axis=0)
+        err = (m * np.clip((rates - target) / target, -1.0, 1.0)).mean(axis=0)
     raw[f"{prefix}.theta"] += cfg.eta_theta * err
     raw[f"{prefix}.tau"] += cfg.eta_tau * err
