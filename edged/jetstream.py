@@ -191,7 +191,15 @@ class Loop:
         self.thread.start()
 
     def call(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """``coro``'s result; after ``timeout`` seconds it is cancelled and ``TimeoutError``
+        names it (an ``OSError``: ``edged serve`` reports it as "cannot serve: ...")."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"NATS: {getattr(coro, '__qualname__', 'a call')} did not finish "
+                               f"within {timeout:g} s") from None
 
     def open(self, coro, timeout: float):
         """``call`` that stops the loop (and its thread) if ``coro`` fails: a client that

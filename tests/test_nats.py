@@ -477,3 +477,32 @@ def test_clients_that_cannot_connect_leave_no_thread_running(monkeypatch):
         with pytest.raises(OSError, match="no NATS server answered"):
             client(url)
     assert [t.name for t in set(threading.enumerate()) - before] == []
+
+
+def test_a_nats_call_that_hangs_is_cancelled_and_named():
+    """A coroutine on the client loop that outlasts its timeout is cancelled, and the
+    error says which call it was (it reaches the operator as "cannot serve: ...")."""
+    import asyncio
+
+    from edged.jetstream import Loop
+
+    started, cancelled = [], []
+
+    async def _open():
+        started.append(1)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    loop = Loop("edged-test")
+    try:
+        with pytest.raises(OSError, match=r"_open did not finish within 0.2 s"):
+            loop.call(_open(), 0.2)
+        deadline = time.monotonic() + 5
+        while not cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started and cancelled
+    finally:
+        loop.stop()
