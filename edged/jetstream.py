@@ -642,10 +642,15 @@ class Sender(_client.Sender):
                                f"{self.errors[0] if self.errors else 'timeout'})")
 
 
+SUBSCRIBER_BUFFER = 10_000  # decisions a NATS Subscriber holds before it stops taking more
+
+
 class Subscriber(_client.Subscriber):
     """``edged.client.Subscriber`` over JetStream: an ordered consumer of ``EDGED_OUT``
     (``deliver="new"``: decisions from now on, like ZeroMQ; ``"all"``: from the oldest the
-    stream holds) plus the heartbeat subject. Same counters and callbacks."""
+    stream holds) plus the heartbeat subject. Same counters and callbacks. It holds at most
+    ``SUBSCRIBER_BUFFER`` decisions not yet read: a slow reader holds up delivery (the
+    ordered consumer's flow control) instead of filling memory."""
 
     def __init__(self, endpoint: str, *, streams: tuple[str, ...] = (), deliver: str = "new",
                  on_gap=None, on_restart=None, clock=time.perf_counter, curve=None,
@@ -657,7 +662,7 @@ class Subscriber(_client.Subscriber):
         if deliver not in ("new", "all"):
             raise ValueError(f"deliver must be 'new' or 'all', not {deliver!r}")
         self._track_from(streams, on_gap, on_restart, clock, max_silence, on_dead)
-        self._box: queue.Queue = queue.Queue()
+        self._box: queue.Queue = queue.Queue(SUBSCRIBER_BUFFER)
         self._loop = Loop("edged-subscriber")
         self._loop.open(self._open_nats(endpoint, deliver), CONNECT_TIMEOUT + 10)
 
@@ -669,7 +674,9 @@ class Subscriber(_client.Subscriber):
         await ensure_streams(js, (), Retention.defaults())
         box = self._box
 
-        async def put(msg):
+        async def put(msg):  # a full box holds up delivery: JetStream's flow control waits
+            while box.full():
+                await asyncio.sleep(0.005)
             box.put_nowait((msg.subject, msg.data))
 
         one = next(iter(self.streams)) if len(self.streams) == 1 else None

@@ -506,3 +506,38 @@ def test_a_nats_call_that_hangs_is_cancelled_and_named():
         assert started and cancelled
     finally:
         loop.stop()
+
+
+def test_a_slow_nats_subscriber_holds_a_bounded_buffer(nats_url, monkeypatch):
+    """Reading the whole decision log from the start with a slow reader: the subscriber
+    never holds more than its buffer, and every decision arrives, in order."""
+    import asyncio
+
+    import nats
+
+    from edged import jetstream
+    from edged.protocol import encode_decision
+
+    async def publish(n: int) -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await jetstream.ensure_streams(js, (), jetstream.Retention.defaults())
+        for i in range(n):
+            await js.publish(jetstream.out_subject("s"), encode_decision(
+                "s", 1, i, 16 * i, "a", 0, [1.0], [0.5], 0.0, 0.0, 0.0, "m" * 64))
+        await nc.close()
+
+    asyncio.run(publish(400))
+    monkeypatch.setattr(jetstream, "SUBSCRIBER_BUFFER", 40)
+    got, most = [], 0
+    with jetstream.Subscriber(nats_url, deliver="all") as rx:
+        deadline = time.monotonic() + 60
+        while len(got) < 400 and time.monotonic() < deadline:
+            most = max(most, rx._box.qsize())
+            d = rx.recv(timeout=1.0)
+            if d is not None:
+                got.append(d.seq)
+                if len(got) % 50 == 0:
+                    time.sleep(0.05)  # a slow reader
+    assert got == list(range(400))
+    assert most <= 40
