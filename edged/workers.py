@@ -191,6 +191,7 @@ class Proxy:
     def __init__(self, ctx: zmq.Context, xsub: zmq.Socket, xpub: zmq.Socket):
         self.control = ctx.socket(zmq.PAIR)
         self.control.linger = 0
+        self.control.rcvtimeo = 1000  # a proxy that is gone does not answer
         address = f"inproc://edged-proxy-{id(self)}"
         self.control.bind(address)
         self.peer = ctx.socket(zmq.PAIR)
@@ -200,15 +201,21 @@ class Proxy:
                                        name="edged-publish-proxy", daemon=True)
         self.thread.start()
 
-    def forwarded(self) -> int:
-        """Message parts received from the workers so far (the proxy's STATISTICS)."""
+    def forwarded(self) -> int | None:
+        """Message parts received from the workers so far (the proxy's STATISTICS); None
+        when the proxy does not answer within a second (its thread has ended)."""
         self.control.send(b"STATISTICS")
-        return int.from_bytes(self.control.recv_multipart()[0], "little")
+        try:
+            return int.from_bytes(self.control.recv_multipart()[0], "little")
+        except zmq.Again:
+            return None
 
     def stop(self, clock: Callable[[], float], timeout: float = 2.0) -> None:
         deadline, last, quiet_since = clock() + timeout, -1, clock()
         while clock() < deadline:
             n = self.forwarded()
+            if n is None:
+                break
             if n != last:
                 last, quiet_since = n, clock()
             elif clock() - quiet_since >= QUIET_S:

@@ -64,6 +64,27 @@ def test_stream_key_rejects_what_it_cannot_route(buf, reason):
     assert e.value.reason == reason
 
 
+def test_the_proxy_stop_does_not_wait_on_a_proxy_that_is_gone(monkeypatch):
+    """A proxy thread that has ended (a socket error) does not answer STATISTICS: the
+    stop gives up on it after a second instead of waiting for ever."""
+    from edged import workers
+
+    monkeypatch.setattr(zmq, "proxy_steerable", lambda *sockets: None)  # ends at once
+    ctx = zmq.Context()
+    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    proxy = workers.Proxy(ctx, xsub, xpub)
+    try:
+        proxy.thread.join(5)
+        t0 = time.monotonic()
+        assert proxy.forwarded() is None
+        proxy.stop(time.monotonic, timeout=30)
+        assert time.monotonic() - t0 < 5
+    finally:
+        for s in (xsub, xpub, proxy.control, proxy.peer):
+            s.close(0)
+        ctx.term()
+
+
 def test_combine_keeps_the_accepted_streams_newest_row_first():
     """Checkpoint files of two layouts: each stream from the newest file holding it, its
     held events with it, only the streams ``keep`` accepts."""
