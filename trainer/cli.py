@@ -378,8 +378,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, default=50)
     c.set_defaults(func=cmd_card)
     x = sub.add_parser("experiment", help="run a named experiment (resumable JSON of rows)")
-    x.add_argument("name", help="'paper': {lif,meta} x {bptt,stdp,tempotron} x "
-                                "{fixed,fixed-tuned,learned}, tuned, early-stopped, 5 seeds; "
+    x.add_argument("name", help="'paper': {lif,meta,meta-esc} x {bptt,stdp,tempotron and the "
+                                "--rule variants} x {fixed,fixed-tuned,learned,tuned-learned}, "
+                                "tuned, early-stopped, 5 seeds; "
                                 "'surrogate': SNN-LZC vs baselines where only temporal "
                                 "structure separates the classes; 'nmnist-cv': nested "
                                 "5-fold CV on --events-dir; 'ablation': one intrinsic group "
