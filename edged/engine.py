@@ -47,14 +47,14 @@ def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
 
 
 @kernel
-def _features(dec_lz, dec_spikes, codes, scales, lzc, feats):
+def _features(dec_lz, dec_spikes, codes, scales, complexity, feats):
     """``feats[k, i * n_out + j] = float32(count * scales[i])``, the count being the LZ76
-    phrase count (``codes[i] == 0``) or the spike count (1) of neuron ``j``; ``lzc`` the
-    same with the ``lzc`` scale (``scales[-1]``)."""
+    phrase count (``codes[i] == 0``) or the spike count (1) of neuron ``j``;
+    ``complexity`` the phrase counts times the ``lzc`` scale (``scales[-1]``)."""
     n_out = dec_lz.shape[1]
     for k in range(dec_lz.shape[0]):
         for j in range(n_out):
-            lzc[k, j] = np.float32(np.float64(dec_lz[k, j]) * scales[-1])
+            complexity[k, j] = np.float32(np.float64(dec_lz[k, j]) * scales[-1])
         for i in range(codes.shape[0]):
             counts = dec_lz if codes[i] == 0 else dec_spikes
             for j in range(n_out):
@@ -91,7 +91,7 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
                   codes, scales):
     """``_run`` for frame ``f`` of each of ``slots`` in order: steps ``[starts[f], ends[f])``,
     events ``t/ch[offsets[f]:offsets[f + 1]]``, then ``clock[slot] = end``. Returns
-    ``(first, ops, total ops, dec_t, dec_lz, dec_spikes, lzc, feats)``: frame ``f``'s
+    ``(first, ops, total ops, dec_t, dec_lz, dec_spikes, complexity, feats)``: frame ``f``'s
     decisions are rows ``[first[f], first[f + 1])``, its synaptic ops ``ops[f]``. The events were
     validated where they entered."""
     n_frames = slots.shape[0]
@@ -113,10 +113,10 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
         ops[f] = _run(net, st, lz, slot, keys[slot], t[a:b], ch[a:b], starts[f], ends[f], hop, window,
                       dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
         clock[slot] = ends[f]
-    lzc = np.empty((rows, n_out), np.float32)
+    complexity = np.empty((rows, n_out), np.float32)
     feats = np.empty((rows, n_out * codes.shape[0]), np.float32)
-    _features(dec_lz, dec_spikes, codes, scales, lzc, feats)
-    return first, ops, ops.sum(), dec_t, dec_lz, dec_spikes, lzc, feats
+    _features(dec_lz, dec_spikes, codes, scales, complexity, feats)
+    return first, ops, ops.sum(), dec_t, dec_lz, dec_spikes, complexity, feats
 
 
 @kernel
@@ -213,10 +213,10 @@ class Engine:
                 raise ValueError(f"events must be sorted within [{now}, {end}) "
                                  f"with channels in [0, {self.n_in})")
             self.now[slot] = end
-        lzc_ = np.empty((k, n_out), np.float32)
+        complexity = np.empty((k, n_out), np.float32)
         feats = np.empty((k, n_out * len(self.features)), np.float32)
-        _features(dec_lz, dec_spikes, self._codes, self._scales, lzc_, feats)
-        return Decisions(dec_t, dec_lz, dec_spikes, lzc_, feats, int(ops))
+        _features(dec_lz, dec_spikes, self._codes, self._scales, complexity, feats)
+        return Decisions(dec_t, dec_lz, dec_spikes, complexity, feats, int(ops))
 
     def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                      offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
@@ -230,8 +230,8 @@ class Engine:
                 t, ch, self.hop, self.window, self._codes, self._scales)
         if self._advance_many is None:
             self._advance_many = neurons.bind(_advance_many, *args)
-        first, ops, total, dec_t, dec_lz, dec_spikes, lzc_, feats = self._advance_many(*args)
-        return Decisions(dec_t, dec_lz, dec_spikes, lzc_, feats, total), first, ops
+        first, ops, total, dec_t, dec_lz, dec_spikes, complexity, feats = self._advance_many(*args)
+        return Decisions(dec_t, dec_lz, dec_spikes, complexity, feats, total), first, ops
 
     def state_bytes(self) -> int:
         """Bytes of state per stream (neurons, LZ windows, clock, key)."""
