@@ -63,7 +63,8 @@ OUT_STREAM = "EDGED_OUT"
 FETCH = 256  # frames per pull request
 FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
-ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again
+ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again;
+# a Sender's frame unconfirmed this long is counted as failed (it frees its pipeline slot)
 SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
 RETRY_S = 1.0  # pause before pulling again after an error or an unexpected status
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
@@ -580,8 +581,10 @@ class Sender(_client.Sender):
     """``edged.client.Sender`` over JetStream: ``send`` publishes the stream's next frame
     on its subject (``partition_count`` must equal the daemons'). Publishes are
     pipelined (``max_pending`` awaiting their acks); ``send`` blocks when that many are
-    pending, raising ``zmq.Again`` after ``timeout`` seconds if set; ``close`` waits
-    ``linger`` seconds for the rest and raises ``RuntimeError`` if NATS refused any."""
+    pending, raising ``zmq.Again`` after ``timeout`` seconds if set; a frame without an ack
+    after ``ACK_WAIT`` counts as failed (it may or may not be in the log: a frame is never
+    sent twice); ``close`` waits ``linger`` seconds for the rest and raises
+    ``RuntimeError`` if any failed."""
 
     def __init__(self, endpoint: str, *, binary: bool = True, partition_count: int | None = None,
                  timeout: float | None = None, linger: float = 10.0, max_pending: int = 1024,
@@ -609,6 +612,13 @@ class Sender(_client.Sender):
             future = await self.js.publish_async(subject, frame, wait_stall=self.timeout)
         except TooManyStalledMsgsError:
             raise zmq.Again(f"{self.js.publish_async_pending()} frames awaiting acks") from None
+
+        def expire() -> None:  # an ack lost (a server restart) would hold its slot for ever
+            if not future.done():
+                self.errors.append(TimeoutError(f"no ack within {ACK_WAIT:g} s for a frame on {subject}"))
+                future.cancel()
+
+        asyncio.get_running_loop().call_later(ACK_WAIT, expire)
         future.add_done_callback(lambda f: f.cancelled() or f.exception() is None
                                  or self.errors.append(f.exception()))
 

@@ -541,3 +541,26 @@ def test_a_slow_nats_subscriber_holds_a_bounded_buffer(nats_url, monkeypatch):
                     time.sleep(0.05)  # a slow reader
     assert got == list(range(400))
     assert most <= 40
+
+
+def test_a_sender_whose_acks_are_lost_does_not_block_for_ever(tmp_path, monkeypatch):
+    """With the server frozen no ack comes back: each pipelined frame counts as failed
+    after ACK_WAIT, freeing its slot, so sends go on and close reports the failures."""
+    from edged import jetstream
+
+    monkeypatch.setattr(jetstream, "ACK_WAIT", 0.3)
+    proc, url = start_nats(tmp_path)
+    try:
+        tx = Sender(url, max_pending=4, timeout=15)  # (without the expiry: zmq.Again)
+        tx.send("a", [0], [0])
+        proc.send_signal(signal.SIGSTOP)  # acks stop coming
+        t0 = time.monotonic()
+        for k in range(1, 10):
+            tx.send("a", [k], [0])  # past 4 pending: waits for slots the expiry frees
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(RuntimeError, match="no ack within 0.3 s"):
+            tx.close()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
