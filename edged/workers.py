@@ -21,7 +21,8 @@ temporary directory::
   GIL). Each worker has its own epoch; a stream's decisions always carry its worker's.
 * Supervision: workers ping over their pipe from their loop (``LinkWatchdog``); the
   supervisor pings systemd's watchdog from its own loop. A worker that exits or stays
-  silent for ``WORKER_TIMEOUT`` is killed if need be, logged, counted
+  silent for ``WORKER_TIMEOUT`` (or a restarted one not ready within ``START_TIMEOUT``)
+  is killed if need be, logged, counted
   (``edged_worker_restarts_total{worker}``) and started again on its shard; it warm-
   restarts from its shard's checkpoint. A worker dying within ``RESTART_BACKOFF_S`` of
   its start is restarted after a delay doubling from 1 s to 30 s.
@@ -62,6 +63,7 @@ BATCH = 256  # frames routed per wake-up before housekeeping runs
 CHECK_S = 0.05  # supervision (pipes, deaths, restarts, metrics) runs at most this often
 PING_S = 1.0  # worker -> supervisor liveness ping interval
 WORKER_TIMEOUT = 10.0  # a ready worker silent this long is killed and restarted
+START_TIMEOUT = 120.0  # a restarted worker not ready this long is too (the unit's TimeoutStartSec)
 RESTART_BACKOFF_S = 10.0  # a worker dying sooner after its start is restarted after a delay
 STOP_WAIT_S = 15.0  # beyond the drain timeout: the workers' checkpoint and close
 QUIET_S = 0.1  # the publish proxy stops once it forwarded nothing for this long
@@ -461,6 +463,10 @@ class Supervisor:
             if slot.ready and now - slot.last_ping > self.worker_timeout:
                 self.log.error("worker %d (pid %d) sent no sign of life for %.0fs: killing it", i,
                                slot.proc.pid, now - slot.last_ping)
+                slot.proc.kill()
+            elif not slot.ready and now - slot.started > START_TIMEOUT:
+                self.log.error("worker %d (pid %d) not ready %.0fs after its restart: killing it", i,
+                               slot.proc.pid, now - slot.started)
                 slot.proc.kill()
             return
         slot.proc.join()

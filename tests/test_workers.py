@@ -85,6 +85,32 @@ def test_the_proxy_stop_does_not_wait_on_a_proxy_that_is_gone(monkeypatch):
         ctx.term()
 
 
+def test_a_restarted_worker_that_never_gets_ready_is_killed():
+    """Supervision of a worker restarted but not ready (hung in start-up): killed once
+    START_TIMEOUT has passed, left alone before."""
+    import logging
+    from types import SimpleNamespace
+
+    from edged import workers
+
+    class Proc:
+        pid, killed = 4242, 0
+
+        def is_alive(self):
+            return True
+
+        def kill(self):
+            self.killed += 1
+
+    sup = SimpleNamespace(_read=lambda i, slot: None, log=logging.getLogger("test"),
+                          worker_timeout=workers.WORKER_TIMEOUT, metrics=None)
+    slot = workers.Slot(proc=Proc(), started=100.0)
+    workers.Supervisor._supervise(sup, 0, slot, 100.0 + workers.START_TIMEOUT - 1)
+    assert slot.proc.killed == 0
+    workers.Supervisor._supervise(sup, 0, slot, 100.0 + workers.START_TIMEOUT + 1)
+    assert slot.proc.killed == 1
+
+
 def test_combine_keeps_the_accepted_streams_newest_row_first():
     """Checkpoint files of two layouts: each stream from the newest file holding it, its
     held events with it, only the streams ``keep`` accepts."""
