@@ -402,3 +402,20 @@ def test_nested_cv_machinery(tmp_path, monkeypatch):
     assert {t["fold"] for t in doc["tuning"]} == {0, 1}
     assert "Wilson" in crossval.markdown(doc)
     assert crossval.selected(doc) == {"lr": 0.01, "weight_decay": 0.0, "epochs": 1}
+
+
+@needs_data
+def test_bench_replay_decides_the_recordings():
+    """``edged bench replay --limit 20``: a real edged serve decides each recording once."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edged.cli", "bench", "replay", "--limit", "20",
+                        "--events", str(DATA), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    rows = {row["name"]: row["value"] for row in out["results"]}
+    assert out["params"]["decisions"] == 20 and rows["recorded time"] == pytest.approx(6.0)
+    assert rows["real-time factor (recorded / wall)"] > 0
+    assert 0.5 <= rows["decision accuracy vs labels.csv"] <= 1.0  # the model has seen them

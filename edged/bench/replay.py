@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,6 @@ def run(args: argparse.Namespace) -> dict:
     model = load(args.model)
     n = len(read_index(args.events)[:args.limit])
     proc, ingest, publish, _ = _start_serve(args.model, n + 1)  # + the probe stream
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # never let its log pipe fill
     ctx = zmq.Context()
     sent: dict[str, dict] = {}
     got: dict[str, str] = {}
