@@ -20,14 +20,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-from edged.jit import inline_kernel, kernel
+from edged.jit import inline_kernel
 
 _M0 = np.uint64(0xD2E7470EE14C6C93)
 _M1 = np.uint64(0xCA5A826395121157)
 _W0 = np.uint64(0x9E3779B97F4A7C15)
 _W1 = np.uint64(0xBB67AE8584CAA73B)
-_LO = np.uint64(0xFFFFFFFF)
 _32 = np.uint64(32)
 
 
@@ -37,22 +39,20 @@ def stream_key(stream_id: str) -> np.uint64:
     return np.uint64(int.from_bytes(digest, "little"))
 
 
+@intrinsic
+def _mulhilo(typingctx, a, b):
+    """``(hi, lo)`` 64-bit halves of the 128-bit product of two uint64 (one machine
+    multiply: LLVM's i128 product)."""
+    def codegen(context, builder, sig, args):
+        i128, i64 = ir.IntType(128), ir.IntType(64)
+        prod = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        hi = builder.trunc(builder.lshr(prod, ir.Constant(i128, 64)), i64)
+        lo = builder.trunc(prod, i64)
+        return context.make_tuple(builder, sig.return_type, (hi, lo))
+    return types.UniTuple(types.uint64, 2)(types.uint64, types.uint64), codegen
+
+
 @inline_kernel
-def _mulhilo(a, b):
-    """``(hi, lo)`` 64-bit halves of the 128-bit product of two uint64."""
-    a_lo, a_hi = a & _LO, a >> _32
-    b_lo, b_hi = b & _LO, b >> _32
-    ll = a_lo * b_lo
-    lh = a_lo * b_hi
-    hl = a_hi * b_lo
-    hh = a_hi * b_hi
-    mid = (ll >> _32) + (lh & _LO) + (hl & _LO)
-    lo = (ll & _LO) | (mid << _32)
-    hi = hh + (lh >> _32) + (hl >> _32) + (mid >> _32)
-    return hi, lo
-
-
-@kernel
 def philox(c0, c1, c2, c3, k0, k1):
     """Philox4x64-10 of counter ``(c0..c3)`` under key ``(k0, k1)``: four uint64."""
     for _ in range(10):
@@ -64,7 +64,7 @@ def philox(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@kernel
+@inline_kernel
 def uniform(seed, key, layer, neuron, step):
     """The uniform in ``[0, 1)`` of (``seed``, stream ``key``, ``layer``, ``neuron``, ``step``)."""
     lane = (np.uint64(layer) << _32) | np.uint64(neuron)
