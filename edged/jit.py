@@ -12,16 +12,23 @@ So the cache sits in a directory named after a digest of the Numba version and t
 source of every module with kernels (those importing this one, and ``edged.protocol``,
 whose event checks the service compiles), under ``$NUMBA_CACHE_DIR`` if set,
 else ``$XDG_CACHE_HOME/edged`` (``~/.cache/edged``): a changed kernel anywhere compiles
-everything afresh once, and old directories are never read again.
+everything afresh once, and old directories are never read again. On import, ``prune``
+deletes the old ones beyond the ``KEEP`` newest, once nothing has written to them for
+``KEEP_S`` (another build may still be compiling into a recent one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import time
 from pathlib import Path
 
 import numba
+
+KEEP = 3  # old kernel directories kept beside this build's
+KEEP_S = 86400.0  # and any written to within this many seconds
 
 
 def cache_dir() -> str:
@@ -37,6 +44,25 @@ def cache_dir() -> str:
     return os.path.join(base, f"kernels-{digest.hexdigest()[:16]}")
 
 
-numba.config.CACHE_DIR = cache_dir()  # read when each kernel below is decorated
+def prune(current: str, now: float | None = None) -> list[str]:
+    """Delete the ``kernels-*`` directories beside ``current`` beyond the ``KEEP`` most
+    recently written, if none was written to within ``KEEP_S``; return their paths."""
+    now = time.time() if now is None else now
+    old = []
+    for path in Path(current).parent.glob("kernels-*"):
+        try:
+            if str(path) != current and path.is_dir():
+                old.append((path.stat().st_mtime, str(path)))
+        except OSError:  # deleted meanwhile by another process
+            pass
+    old.sort(reverse=True)
+    gone = [path for mtime, path in old[KEEP:] if now - mtime > KEEP_S]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return gone
+
+
+numba.config.CACHE_DIR = cache_dir()
+prune(numba.config.CACHE_DIR)  # read when each kernel below is decorated
 kernel = numba.njit(cache=True, nogil=True)
 inline_kernel = numba.njit(cache=True, nogil=True, inline="always")

@@ -130,3 +130,30 @@ def test_kernel_cache_is_keyed_by_every_kernel_source(tmp_path):
     with open(tmp_path / "edged" / "lzc.py", "a") as f:
         f.write("\n# a kernel module changed\n")
     assert cache_dir() != first
+
+
+def test_old_kernel_caches_are_pruned(tmp_path):
+    """Old build directories beyond the newest ``KEEP`` are deleted once a day old; this
+    build's, recent ones and anything not named ``kernels-*`` stay."""
+    from edged import jit
+
+    now = 10 * jit.KEEP_S
+    current = tmp_path / "kernels-current"
+    current.mkdir()
+    os.utime(current, (0, 0))  # this build's own: kept however old
+    ages = [0.5, 2, 3, 4, 5, 6]  # in days, newest first
+    for i, days in enumerate(ages):
+        d = tmp_path / f"kernels-old{i}"
+        (d / "sub").mkdir(parents=True)
+        os.utime(d, (now - days * 86400, now - days * 86400))
+    (tmp_path / "notes").mkdir()
+    gone = jit.prune(str(current), now)
+    assert sorted(Path(g).name for g in gone) == [f"kernels-old{i}" for i in range(jit.KEEP, len(ages))]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["kernels-current", *[f"kernels-old{i}" for i in range(jit.KEEP)], "notes"]
+    # a recent directory beyond KEEP survives: another build may be compiling into it
+    for i in range(jit.KEEP + 1):
+        os.utime(tmp_path / f"kernels-old{i}" if i < jit.KEEP else current, (now, now))
+    (tmp_path / "kernels-new").mkdir()
+    os.utime(tmp_path / "kernels-new", (now - 100, now - 100))
+    assert jit.prune(str(current), now) == []
