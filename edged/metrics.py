@@ -8,6 +8,7 @@ isolated daemon. Names follow Prometheus conventions: ``edged_`` prefix, base un
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from bisect import bisect_left
 from itertools import accumulate
@@ -227,3 +228,19 @@ def serve_http(registry: CollectorRegistry, host: str, port: int):
 
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, server.server_address[1]
+
+
+@contextlib.contextmanager
+def exposed(registry: CollectorRegistry, address: tuple[str, int] | None, endpoints: dict[str, str]):
+    """``/metrics`` of ``registry`` on ``address`` (``None``: off) for the ``with`` block;
+    its URL goes in ``endpoints["metrics"]``."""
+    if address is None:
+        yield
+        return
+    server, port = serve_http(registry, *address)
+    endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

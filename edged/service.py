@@ -510,22 +510,19 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     ``link`` (``edged.workers.Link``) runs it as one worker of ``--workers``: its shard and
     service class, liveness pings to the supervisor instead of systemd's watchdog, a ready
     report instead of the ready line and ``READY=1``, and SIGTERM alone stops it."""
+    import functools
     import signal
 
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from edged import sdnotify
     from edged.config import metrics_address
-    from edged.metrics import serve_http
+    from edged.metrics import exposed
     from edged.model import load
-
-    env = os.environ if env is None else env
-
-    def notify(state: str) -> None:
-        sdnotify.notify(state, env)
-
     from edged.security import server_keys
 
+    env = os.environ if env is None else env
+    notify = functools.partial(sdnotify.notify, env=env)
     curve = server_keys(cfg.security_secret_key, cfg.security_client_keys)  # SecurityError: exit 2
     notify("STATUS=loading model")
     model = load(cfg.model_path)
@@ -544,45 +541,38 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     per_stream = svc.engine.state_bytes()
     log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
              per_stream * cfg.streams_max / 2**20, cfg.streams_max)
-    http = None
     try:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT) if link is None else (signal.SIGTERM,):
                 signal.signal(sig, lambda signum, _frame: svc.stop_requests.append(signum))
         endpoints = svc.bind()
-        address = metrics_address(cfg)
-        if address is not None:
-            http, port = serve_http(registry, *address)
-            endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
-        notify("STATUS=compiling and warming kernels")
-        seconds = svc.warm()
-        restored = svc.restore()
-        svc.sockets.start(svc.resume)
-        settle_heap()
-        if link is not None:
-            link.ready(svc, endpoints, seconds, restored)
-        log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
-                 seconds, svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
-                 endpoints.get("metrics", "off"),
-                 f" curve {cfg.security_client_keys}" if curve is not None else "")
-        if link is None:
-            print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
-                             endpoints.get("metrics", "off"), seconds), flush=True)
-        notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
-               f"{len(svc.streams)} streams")
-        svc.run()
-        log.info("stopping on signal %s: drained %d queued frames, %d streams active",
-                 ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams))
-        if cfg.service_state_dir and len(svc.stop_requests) < 2:
-            notify("STATUS=writing checkpoint")
-            if svc.checkpoint():
-                log.info("checkpoint of %d streams written to %s", len(svc.streams),
-                         cfg.service_state_dir)
+        with exposed(registry, metrics_address(cfg), endpoints):
+            notify("STATUS=compiling and warming kernels")
+            seconds = svc.warm()
+            restored = svc.restore()
+            svc.sockets.start(svc.resume)
+            settle_heap()
+            if link is not None:
+                link.ready(svc, endpoints, seconds, restored)
+            log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",
+                     seconds, svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
+                     endpoints.get("metrics", "off"),
+                     f" curve {cfg.security_client_keys}" if curve is not None else "")
+            if link is None:
+                print(ready_line(svc.epoch, endpoints["ingest"], svc.sockets.ingest_kind, endpoints["publish"],
+                                 endpoints.get("metrics", "off"), seconds), flush=True)
+            notify(f"READY=1\nSTATUS=serving, epoch {svc.epoch}, checkpoint {restored}, "
+                   f"{len(svc.streams)} streams")
+            svc.run()
+            log.info("stopping on signal %s: drained %d queued frames, %d streams active",
+                     ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams))
+            if cfg.service_state_dir and len(svc.stop_requests) < 2:
+                notify("STATUS=writing checkpoint")
+                if svc.checkpoint():
+                    log.info("checkpoint of %d streams written to %s", len(svc.streams),
+                             cfg.service_state_dir)
     finally:
         svc.close()
-        if http is not None:
-            http.shutdown()
-            http.server_close()
         if own_context:
             ctx.term()
     return 0

@@ -565,20 +565,19 @@ def main(cfg: Config, *, log: logging.Logger, env=None) -> int:
     """``edged serve --workers N`` (N > 1): bind the public endpoints, start the workers,
     READY once all are, route and supervise until SIGTERM/SIGINT, then stop them in order.
     Raises ``StartError`` when a worker fails before it is ready."""
+    import functools
+
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from edged import sdnotify
     from edged.config import metrics_address
-    from edged.metrics import Aggregate, serve_http
+    from edged.metrics import Aggregate, exposed
     from edged.protocol import ready_line
     from edged.security import server_keys
     from edged.service import settle_heap
 
     env = os.environ if env is None else env
-
-    def notify(state: str) -> None:
-        sdnotify.notify(state, env)
-
+    notify = functools.partial(sdnotify.notify, env=env)
     curve = server_keys(cfg.security_secret_key, cfg.security_client_keys)  # SecurityError: exit 2
     own = CollectorRegistry()
     ProcessCollector(registry=own)
@@ -587,34 +586,27 @@ def main(cfg: Config, *, log: logging.Logger, env=None) -> int:
                      watchdog=sdnotify.Watchdog(env), curve=curve, env=env)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: sup.stop_requests.append(signum))
-    http = None
     try:
         endpoints = sup.bind()
-        address = metrics_address(cfg)
-        if address is not None:
-            exposed = CollectorRegistry(auto_describe=False)
-            exposed.register(Aggregate(own, sup.metrics_urls))
-            http, port = serve_http(exposed, *address)
-            endpoints["metrics"] = f"http://{address[0]}:{port}/metrics"
-        notify(f"STATUS=starting {sup.n} workers")
-        seconds = sup.start()
-        if not sup.stop_requests:
-            sup.cleanup_layouts()
-            log.info("ready: %d workers, ingest %s (%s) publish %s metrics %s%s", sup.n, endpoints["ingest"],
-                     cfg.ingest_socket, endpoints["publish"], endpoints.get("metrics", "off"),
-                     f" curve {cfg.security_client_keys}" if curve is not None else "")
-            print(ready_line(sup.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
-                             endpoints.get("metrics", "off"), seconds), flush=True)
-            notify(f"READY=1\nSTATUS=serving, {sup.n} workers")
-            settle_heap()
-            sup.run()
-        log.info("stopping on signal %s: stopping %d workers", ",".join(map(str, sup.stop_requests)), sup.n)
-        worst = sup.stop()
-        log.info("workers stopped (worst exit code %d)", worst)
+        served = CollectorRegistry(auto_describe=False)
+        served.register(Aggregate(own, sup.metrics_urls))
+        with exposed(served, metrics_address(cfg), endpoints):
+            notify(f"STATUS=starting {sup.n} workers")
+            seconds = sup.start()
+            if not sup.stop_requests:
+                sup.cleanup_layouts()
+                log.info("ready: %d workers, ingest %s (%s) publish %s metrics %s%s", sup.n, endpoints["ingest"],
+                         cfg.ingest_socket, endpoints["publish"], endpoints.get("metrics", "off"),
+                         f" curve {cfg.security_client_keys}" if curve is not None else "")
+                print(ready_line(sup.epoch, endpoints["ingest"], cfg.ingest_socket, endpoints["publish"],
+                                 endpoints.get("metrics", "off"), seconds), flush=True)
+                notify(f"READY=1\nSTATUS=serving, {sup.n} workers")
+                settle_heap()
+                sup.run()
+            log.info("stopping on signal %s: stopping %d workers", ",".join(map(str, sup.stop_requests)), sup.n)
+            worst = sup.stop()
+            log.info("workers stopped (worst exit code %d)", worst)
     finally:
         sup.close()
-        if http is not None:
-            http.shutdown()
-            http.server_close()
         ctx.term()
     return 0
