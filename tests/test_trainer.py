@@ -440,15 +440,25 @@ def test_descent_experiment_rows_and_resume(tmp_path):
     from trainer import descent
 
     doc = descent.run(tmp_path / "d.json", quick=True)
-    assert {r["eta_regime"] for r in doc["rows"]} == {"small", "large"}
+    assert sorted((r["eta_regime"], r["gradient"]) for r in doc["rows"]) == [
+        ("large", "surrogate"), ("small", "finite-difference"), ("small", "surrogate")]
     for r in doc["rows"]:
         assert r["L_hat"] > 0 and r["eta"] == pytest.approx(r["eta_times_L_hat"] / r["L_hat"])
-        assert -1 <= r["grad_cosine"] <= 1 and 0 <= r["fraction_satisfied"] <= 1
+        assert -1 <= r.get("grad_cosine", 0) <= 1 and 0 <= r["fraction_satisfied"] <= 1
         for s in r["steps"]:
             assert s["satisfied"] == (s["loss_after"] <= s["loss"] - r["eta"] / 2 * s["grad_sq"])
     again = descent.run(tmp_path / "d.json", quick=True, resume=True)
     assert again["rows"] == doc["rows"]
-    assert "| small | 0.5 | 1 |" in descent.markdown(doc)
+    table = descent.markdown(doc)
+    assert "| small | 0.5 | surrogate | 1 |" in table and "| small | 0.5 | finite-difference | 1 |" in table
+    # a document from before the control gains only the control's rows on --resume
+    old = dict(doc, rows=[{k: v for k, v in r.items() if k != "gradient"} for r in doc["rows"]
+                          if r["gradient"] == "surrogate"])
+    (tmp_path / "d.json").write_text(json.dumps(old))
+    more = descent.run(tmp_path / "d.json", quick=True, resume=True)
+    assert more["rows"][:2] == old["rows"] and len(more["rows"]) == 3
+    assert more["rows"][2]["gradient"] == "finite-difference"
+    assert more["rows"][2]["L_hat"] == old["rows"][0]["L_hat"]
 
 
 def test_paired_statistics():
