@@ -62,7 +62,7 @@ from typing import NamedTuple
 
 import zmq
 
-from edged.config import parse_partitions
+from edged.config import ConfigError, dedup_rule, parse_partitions
 from edged.protocol import FrameError
 
 IN_PREFIX, OUT_PREFIX, HEARTBEAT_SUBJECT = "edged.in", "edged.out", "edged.heartbeat"
@@ -274,7 +274,9 @@ class Transport:
 
     def bind(self) -> dict[str, str]:
         """Connect, create missing streams, open the inproc hand-over; nothing is pulled
-        before ``start``. Raises ``OSError`` when the server cannot be reached."""
+        before ``start``. Raises ``OSError`` when the server cannot be reached, and
+        ``ConfigError`` when ``EDGED_OUT``'s duplicate window does not fit the settings
+        (``edged.config.dedup_rule``; a warning it gives is logged)."""
         address = f"inproc://edged-jetstream-{id(self)}"
         self.wake = self.ctx.socket(zmq.PULL)
         self.wake.linger = 0
@@ -286,11 +288,16 @@ class Transport:
         self._push.connect(address)
         self.loop = Loop("edged-jetstream")
         try:
-            self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
+            window, max_age = self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
         except OSError:
             raise
         except Exception as e:  # noqa: BLE001 - refused stream config, no JetStream, ...
             raise OSError(f"NATS {self.url}: {type(e).__name__}: {e}") from None
+        verdict, why = dedup_rule(window, max_age, self.cfg, f"{OUT_STREAM}'s duplicate window")
+        if verdict == "refuse":
+            raise ConfigError(why)
+        if verdict == "warn":
+            self.log.warning("%s", why)
         self.endpoints = {"ingest": self.url, "publish": self.url}
         return self.endpoints
 
@@ -376,13 +383,18 @@ class Transport:
 
     # -- the transport thread ------------------------------------------------------------
 
-    async def _open(self) -> None:
+    async def _open(self) -> tuple[float, float]:
+        """Connect and create the missing streams; return ``EDGED_OUT``'s duplicate window
+        and the longest ``max_age`` of the owned input streams (seconds, inf: unlimited)."""
         self.nc = await _connect(self.url, self.log)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js, self.owned, self.retention, self.log)
+        window = (await self.js.stream_info(OUT_STREAM)).config.duplicate_window or 0.0
+        ages = [(await self.js.stream_info(in_stream(p))).config.max_age or math.inf for p in self.owned]
         self._wake, self._empty = asyncio.Event(), asyncio.Event()
         self._empty.set()
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
+        return window, max(ages, default=math.inf)
 
     async def _start(self, resume: dict[int, int]) -> None:
         for p in self.owned:

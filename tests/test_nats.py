@@ -160,6 +160,30 @@ def test_partition_and_transport_settings():
                 {"nats_dedup_window": "600"}, {"service_workers": "2"}):
         with pytest.raises(ConfigError):
             uses_nats(resolve(nats_cfg | bad, env={}))
+    with pytest.raises(ConfigError, match=r"--nats-dedup-window 300s < --checkpoint-interval 600s \+ 60s"):
+        uses_nats(resolve(nats_cfg | {"service_state_dir": "/s", "service_checkpoint_interval": "600"}, env={}))
+
+
+@pytest.mark.parametrize("settings, window, max_age, verdict", [
+    ({}, 300, 86400, "ok"),  # the defaults: a checkpoint every 60 s, 300 s window
+    ({"service_checkpoint_interval": "240"}, 300, 86400, "ok"),  # 240 + 60 s for a restart
+    ({"service_checkpoint_interval": "241"}, 300, 86400, "refuse"),  # a crash: stored twice
+    ({"service_checkpoint_interval": "600"}, 1, 1, "ok"),  # the log keeps 1 s: no replay reaches further
+    ({"streams_idle_timeout": "299"}, 300, 86400, "refuse"),  # a returning stream's decisions dropped
+    ({"service_state_dir": ""}, 300, 86400, "warn"),  # a restart replays the whole log
+    ({"service_state_dir": ""}, 300, 300, "ok"),
+    ({"service_checkpoint_interval": "0"}, 300, 86400, "warn"),  # a crash replays from the last stop
+])
+def test_dedup_window_rule(settings, window, max_age, verdict):
+    """EDGED_OUT's deduplication window must cover what a replay publishes again (the
+    checkpoint interval plus a restart, at most the input log's age) and must not exceed
+    --idle-timeout (``edged.config.dedup_rule``; refused at start, exit 2)."""
+    from edged.config import dedup_rule, resolve
+
+    cfg = resolve({"service_state_dir": "/var/lib/edged"} | settings, env={})
+    got, why = dedup_rule(window, max_age, cfg, "the window")
+    assert got == verdict, why
+    assert (why == "") == (verdict == "ok")
 
 
 def test_kill_9_replay_equals_uninterrupted_zeromq_run(tmp_path, nats_url, model_path, reference):
@@ -226,6 +250,43 @@ def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, 
     finally:
         kill(a)
         kill(b)
+
+
+def test_serve_checks_the_dedup_window_edged_out_has(tmp_path, nats_url, model_path):
+    """An EDGED_OUT created beforehand (by an operator, or by a client with other
+    settings) with a window too short for the checkpoint interval, or longer than
+    --idle-timeout: edged serve refuses to start (exit 2) and names both values; without
+    --state-dir it serves and warns that a restart stores old decisions again."""
+    import asyncio
+    import sys
+
+    import nats
+    from nats.js import api
+
+    from tests.conftest import ROOT
+
+    async def create_out() -> None:
+        nc = await nats.connect(nats_url)
+        await nc.jetstream().add_stream(api.StreamConfig(
+            name="EDGED_OUT", subjects=["edged.out.*"], storage=api.StorageType.FILE, duplicate_window=30))
+        await nc.close()
+
+    asyncio.run(create_out())
+    serve = [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path), "--ingest", nats_url,
+             "--publish", nats_url, "--metrics", "off"]
+    for flags, message in ((["--state-dir", str(tmp_path / "s"), "--checkpoint-interval", "60"],
+                            "EDGED_OUT's duplicate window 30s < --checkpoint-interval 60s + 60s"),
+                           (["--idle-timeout", "20", "--nats-dedup-window", "20"],
+                            "EDGED_OUT's duplicate window 30s > --idle-timeout 20s")):
+        out = subprocess.run([*serve, *flags], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 2)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+    proc, _, lines = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    try:
+        assert any("without --state-dir: a restart replays each partition" in line and
+                   "older than EDGED_OUT's duplicate window 30s are stored again" in line for line in lines), lines
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
 
 
 def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
