@@ -50,7 +50,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import concurrent.futures
 import functools
+import itertools
 import json
 import math
 import re
@@ -72,7 +74,7 @@ FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
 ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again;
 # a Sender's frame unconfirmed this long is counted as failed (it frees its pipeline slot)
-SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
+SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop goes on)
 RETRY_S = 1.0  # pause before pulling again after an error or an unexpected status
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
@@ -261,12 +263,16 @@ class Transport:
         self.wake = self._push = None
         self.endpoints: dict[str, str] = {}
         self.limited = Limited(log)
-        # the publisher's state (transport thread; ``_send``), per decision subject (= stream):
-        self._out: dict[str, collections.deque] = {}  # decisions not yet confirmed, oldest first
-        self._ready: dict[str, None] = {}  # subjects whose oldest decision is to be published
-        # subjects whose oldest decision is in flight: (deadline, ack future | None if refused)
+        # The publisher's state (transport thread; ``_send``). Per decision subject (= stream):
+        # its decisions not yet confirmed, oldest first; whether the oldest is to be published
+        # (``_ready``) or in flight (``_flight``: deadline, ack future or None if refused).
+        # OrderedDicts, as the first entry is taken: O(1) after deletions, unlike a dict.
+        self._out: dict[str, collections.deque] = {}
+        self._ready: collections.OrderedDict = collections.OrderedDict()
         self._flight: collections.OrderedDict = collections.OrderedDict()
-        self.unconfirmed = 0  # decisions in ``_out``
+        self._handed = 0  # decisions handed over so far, each numbered in that order
+        self._unconfirmed: collections.OrderedDict = collections.OrderedDict()  # their numbers
+        self._marks: collections.deque = collections.deque()  # ``confirm``: (number, future)
         self._beats: list[bytes] = []
         self._tasks: list[asyncio.Task] = []
 
@@ -357,16 +363,16 @@ class Transport:
     def send_heartbeat(self, payload: bytes) -> None:
         self.loop.soon(self._beat, payload)
 
-    def settle(self, timeout: float = SETTLE_S) -> dict:
-        """Wait until NATS confirmed every decision published so far (publishing failed
-        ones again); return the checkpoint's ``transport`` header. Raises ``OSError`` if
-        some stay unconfirmed: the checkpoint is not written, a replay republishes them."""
-        try:
-            self.loop.call(asyncio.wait_for(self._settle(), timeout), timeout + 1)
-        except TimeoutError:
-            raise OSError(f"NATS did not confirm {self.unconfirmed} decisions within {timeout:g}s") from None
-        return {"kind": "jetstream", "partition_count": self.count,
-                "offsets": {str(p): s for p, s in sorted(self.offsets.items())}}
+    def confirm(self, timeout: float = SETTLE_S) -> tuple[dict, concurrent.futures.Future]:
+        """The checkpoint's ``transport`` header as of now, and a future done once NATS
+        confirmed every decision handed over before it; it fails with ``OSError`` if some
+        are still unconfirmed after ``timeout`` seconds (the checkpoint is then not
+        written: a replay publishes them again). Nothing waits here."""
+        header = {"kind": "jetstream", "partition_count": self.count,
+                  "offsets": {str(p): s for p, s in sorted(self.offsets.items())}}
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.soon(self._mark, future, timeout)
+        return header, future
 
     def close(self, linger_s: float = 1.0) -> None:
         if self.loop is not None:
@@ -515,8 +521,9 @@ class Transport:
             if queue is None:
                 queue = self._out[d[0]] = collections.deque()
                 self._ready[d[0]] = None
-            queue.append(d)
-        self.unconfirmed += len(decisions)
+            queue.append((*d, self._handed))
+            self._unconfirmed[self._handed] = None
+            self._handed += 1
         if decisions:
             self._empty.clear()
             self._wake.set()
@@ -555,7 +562,7 @@ class Transport:
                 await self.nc.publish(HEARTBEAT_SUBJECT, payload)
             while self._ready:
                 subject = next(iter(self._ready))
-                _, payload, mid = self._out[subject][0]
+                _, payload, mid, _ = self._out[subject][0]
                 future = await self.js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid},
                                                      wait_stall=ACK_WAIT)
                 del self._ready[subject]
@@ -582,8 +589,7 @@ class Transport:
         if future.result().duplicate:
             self.metrics.nats_duplicates.inc()
         queue = self._out[subject]
-        queue.popleft()
-        self.unconfirmed -= 1
+        del self._unconfirmed[queue.popleft()[3]]
         if queue:
             self._ready[subject] = None
         else:
@@ -591,6 +597,26 @@ class Transport:
             if not self._out:
                 self._empty.set()
         self._wake.set()
+        self._resolve()
+
+    def _mark(self, future: concurrent.futures.Future, timeout: float) -> None:
+        """``confirm``'s future: done once the decisions handed over before are confirmed."""
+        mark = (self._handed, future)
+        self._marks.append(mark)
+        asyncio.get_running_loop().call_later(timeout, self._overdue, mark, timeout)
+        self._resolve()
+
+    def _resolve(self) -> None:
+        oldest = next(iter(self._unconfirmed), self._handed)
+        while self._marks and self._marks[0][0] <= oldest:
+            future = self._marks.popleft()[1]
+            if not future.done():
+                future.set_result(None)
+
+    def _overdue(self, mark: tuple[int, concurrent.futures.Future], timeout: float) -> None:
+        if not mark[1].done():
+            left = sum(1 for _ in itertools.takewhile(lambda n: n < mark[0], self._unconfirmed))
+            mark[1].set_exception(OSError(f"NATS did not confirm {left} decisions within {timeout:g}s"))
 
     def _expire(self, now: float) -> None:
         """Make the decisions in flight that are due by ``now`` (their ack overdue, or

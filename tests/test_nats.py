@@ -4,6 +4,7 @@ store) and real ``edged serve`` processes. Skips, saying why, without nats-serve
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -488,6 +489,70 @@ def test_decisions_stay_in_seq_order_across_a_server_restart_and_a_replay(tmp_pa
         kill(proc)
         server.kill()
         server.wait()
+
+
+def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_path, model_path, monkeypatch):
+    """The NATS server stops (SIGSTOP) while decisions await their acks and checkpoints
+    come due every second. The serving loop does not wait for NATS: it goes on pinging
+    systemd's watchdog at its interval; the checkpoint fails once it has waited 3 s
+    (logged, counted), and one succeeds after the server is back. EDGED_OUT then holds
+    every decision once, in order."""
+    import socket
+    import uuid
+
+    n = 3000
+    path = f"/tmp/edged-notify-{uuid.uuid4().hex[:12]}"  # short: sun_path is 108 bytes
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # systemd kills after 1 s without a ping
+    server, url = start_nats(tmp_path)
+    proc = None
+    try:
+        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
+            for k in range(n):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+        proc, (_, _, metrics), _ = start_serve(
+            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+        server.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        failed = scrape(metrics)["edged_checkpoint_writes_total{result=error}"]
+        pings = []
+        while time.monotonic() < stopped + 5 or \
+                scrape(metrics)["edged_checkpoint_writes_total{result=error}"] == failed:
+            assert time.monotonic() < stopped + TIMEOUT, "no checkpoint failed while the server was stopped"
+            try:
+                while True:
+                    if notify.recv(4096) == b"WATCHDOG=1":
+                        pings.append(time.monotonic())
+            except TimeoutError:
+                pass
+        gaps = np.diff([stopped, *pings, time.monotonic()])
+        assert gaps.max() < 1.0, f"the watchdog went {gaps.max():.2f} s without a ping"
+        server.send_signal(signal.SIGCONT)
+        written = scrape(metrics)["edged_checkpoint_writes_total{result=ok}"]
+        deadline = time.monotonic() + TIMEOUT
+        while scrape(metrics)["edged_checkpoint_writes_total{result=ok}"] == written:
+            assert time.monotonic() < deadline, "no checkpoint after the server came back"
+            time.sleep(0.05)
+        with Subscriber(url, deliver="all") as rx:
+            seqs = [d.seq for d in iter(lambda: rx.recv(3.0), None) if d.stream == "a"]
+        assert seqs == list(range(n - WINDOW // HOP + 1))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        assert re.search(r"checkpoint to \S+ failed: NATS did not confirm \d+ decisions within 3s",
+                         proc.stderr.read())
+    finally:
+        kill(proc)
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+        notify.close()
+        os.unlink(path)
 
 
 def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
