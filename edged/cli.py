@@ -171,6 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return e.code
     except ModelError as e:
         raise UsageError(f"{cfg.model_path}: {e}") from None
+    except config.ConfigError as e:  # settings that do not fit what the NATS server holds
+        raise UsageError(str(e)) from None
     except SecurityError as e:  # a secret key others can read, a missing allow-list, ...
         raise UsageError(str(e)) from None
     except (OSError, zmq.ZMQError) as e:  # address in use, bad endpoint, metrics port taken

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 
 class ConfigError(ValueError):
@@ -127,9 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
             "NATS: bytes each created stream keeps, oldest dropped first (-1 = unlimited)",
             "--nats-max-bytes", check=lambda x: x == -1 or x > 0),
     Setting("nats", "dedup_window", float, 300.0,
-            "NATS: seconds the decision stream remembers Nats-Msg-Id (>= checkpoint interval + "
-            "downtime covers a replay; <= --idle-timeout, as a stream restarts its seqs after expiry)",
-            "--nats-dedup-window", check=_positive),
+            "NATS: seconds the decision stream remembers Nats-Msg-Id (>= --checkpoint-interval + "
+            "60 s, so a replay after a crash stores no decision twice; <= --idle-timeout, as a "
+            "stream restarts its seqs after expiry)", "--nats-dedup-window", check=_positive),
     Setting("log", "level", str, "info", "lowest log level written to stderr", "--log-level",
             choices=("debug", "info", "warning", "error")),
     Setting("log", "reject_burst", int, 5,
@@ -263,15 +263,53 @@ def uses_nats(cfg: Config) -> bool:
     if cfg.service_workers > 1:
         raise ConfigError("--workers is ZeroMQ only: over NATS, run one instance per core, each "
                           "owning its own --partitions")
-    if cfg.nats_dedup_window > cfg.streams_idle_timeout:
-        raise ConfigError(f"--nats-dedup-window {cfg.nats_dedup_window:g} > --idle-timeout "
-                          f"{cfg.streams_idle_timeout:g}: a stream that expired and came back would "
-                          "have its new decisions dropped as duplicates")
+    window, name = cfg.nats_dedup_window, "--nats-dedup-window"
+    if cfg.nats_max_age < window:  # the window edged gives EDGED_OUT (jetstream.ensure_streams)
+        window, name = cfg.nats_max_age, "the dedup window (--nats-max-age)"
+    verdict, why = dedup_rule(window, cfg.nats_max_age, cfg, name)
+    if verdict == "refuse":
+        raise ConfigError(why)
     try:
         parse_partitions(cfg.nats_partitions, cfg.nats_partition_count)
     except ValueError as e:
         raise ConfigError(f"--partitions {cfg.nats_partitions!r}: {e}") from None
     return True
+
+
+RESTART_S = 60.0  # what a crash adds to a replay's reach: RestartSec, warm-up, the replay itself
+
+
+def dedup_rule(window: float, input_max_age: float, cfg: Config,
+               name: str) -> tuple[Literal["ok", "warn", "refuse"], str]:
+    """Whether EDGED_OUT's deduplication ``window`` (seconds, called ``name`` in the
+    message) fits ``cfg`` when the input log keeps frames ``input_max_age`` seconds.
+
+    A replay publishes again the decisions of the frames after the resume point: with a
+    checkpoint every ``--checkpoint-interval`` those are at most the interval plus
+    ``RESTART_S`` old, without periodic checkpoints (or without ``--state-dir``) as old
+    as the input log; never older than ``input_max_age``. A shorter window stores them
+    twice ("refuse"; "warn" when only a crash or a restart without a checkpoint replays
+    so far). A stream that expires restarts its seqs at 0, so a window over
+    ``--idle-timeout`` drops its new decisions as duplicates of the old ("refuse")."""
+    if window > cfg.streams_idle_timeout:
+        return "refuse", (f"{name} {window:g}s > --idle-timeout {cfg.streams_idle_timeout:g}s: a "
+                          "stream that expires restarts its decision seqs at 0, and its new decisions "
+                          "would be dropped as duplicates of the old ones")
+    interval = cfg.service_checkpoint_interval
+    if cfg.service_state_dir and interval > 0:
+        reach = min(interval + RESTART_S, input_max_age)
+        if window < reach:
+            return "refuse", (f"{name} {window:g}s < --checkpoint-interval {interval:g}s + {RESTART_S:g}s "
+                              "for a restart: a replay after a crash would store decisions twice "
+                              f"(raise {name} or lower --checkpoint-interval)")
+        return "ok", ""
+    if window < input_max_age:
+        replay = ("a crash replays from the last stop" if cfg.service_state_dir else
+                  "a restart replays each partition from the first frame its log holds")
+        return "warn", (f"{'--checkpoint-interval 0' if cfg.service_state_dir else 'without --state-dir'}: "
+                        f"{replay}, up to {input_max_age:g}s back; the decisions older than {name} "
+                        f"{window:g}s are stored again")
+    return "ok", ""
 
 
 def parse_partitions(text: str, count: int) -> tuple[int, ...]:

@@ -30,12 +30,19 @@ checkpointed state (a warm restart, as over ZeroMQ).
 
 Threads: nats-py is asyncio; its event loop runs on one transport thread (``Loop``). Frames
 reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, partition |
-seq | subject]``), so the serving loop polls as it does over ZeroMQ; decisions go the other
-way through one FIFO publisher task, each awaiting its ack for at most ``ACK_WAIT`` (a
-publish or ack lost in a reconnect never completes): a decision refused or unconfirmed is
-published again, same id, before the next batch and before a checkpoint. Each pull
-request asks for ``FETCH`` frames and the next is sent once they are handed over, so at
-most ``FETCH`` frames wait on the client.
+seq | subject]``), so the serving loop polls as it does over ZeroMQ. Each pull request
+asks for ``FETCH`` frames and the next is sent once they are handed over, so at most
+``FETCH`` frames wait on the client.
+
+Decision order: decisions go the other way to one publisher task, which keeps each
+stream's decisions in seq order in ``EDGED_OUT``: a stream has at most one decision in
+flight, and its next is published once NATS confirmed it (stored, or a duplicate).
+Streams are pipelined against each other. A decision refused, or unconfirmed after
+``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), is published again,
+same id, before any later one of its stream. Pipelining within a stream would break the
+order: the server stores what reaches it, so a publish lost with a connection is
+overtaken by later ones that nats-py buffered and sends after the reconnect, or that
+arrive once a refusing stream is back.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import concurrent.futures
 import functools
+import itertools
 import json
 import math
 import re
@@ -55,7 +64,7 @@ from typing import NamedTuple
 
 import zmq
 
-from edged.config import parse_partitions
+from edged.config import ConfigError, dedup_rule, parse_partitions
 from edged.protocol import FrameError
 
 IN_PREFIX, OUT_PREFIX, HEARTBEAT_SUBJECT = "edged.in", "edged.out", "edged.heartbeat"
@@ -65,7 +74,7 @@ FETCH_EXPIRES = 5.0  # seconds a pull request waits on the server
 CONNECT_TIMEOUT = 10.0
 ACK_WAIT = 2.0  # a decision unconfirmed this long (lost in a reconnect) is published again;
 # a Sender's frame unconfirmed this long is counted as failed (it frees its pipeline slot)
-SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop pauses)
+SETTLE_S = 3.0  # the longest a checkpoint waits for confirmations (the serving loop goes on)
 RETRY_S = 1.0  # pause before pulling again after an error or an unexpected status
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _META = struct.Struct("<qq")  # partition, stream sequence
@@ -254,16 +263,26 @@ class Transport:
         self.wake = self._push = None
         self.endpoints: dict[str, str] = {}
         self.limited = Limited(log)
-        # decisions awaiting their ack: future -> (deadline, message), oldest first
-        self._pending: collections.OrderedDict = collections.OrderedDict()
-        self._failed: collections.deque = collections.deque()  # to publish again, in order
+        # The publisher's state (transport thread; ``_send``). Per decision subject (= stream):
+        # its decisions not yet confirmed, oldest first; whether the oldest is to be published
+        # (``_ready``) or in flight (``_flight``: deadline, ack future or None if refused).
+        # OrderedDicts, as the first entry is taken: O(1) after deletions, unlike a dict.
+        self._out: dict[str, collections.deque] = {}
+        self._ready: collections.OrderedDict = collections.OrderedDict()
+        self._flight: collections.OrderedDict = collections.OrderedDict()
+        self._handed = 0  # decisions handed over so far, each numbered in that order
+        self._unconfirmed: collections.OrderedDict = collections.OrderedDict()  # their numbers
+        self._marks: collections.deque = collections.deque()  # ``confirm``: (number, future)
+        self._beats: list[bytes] = []
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle (serving thread) ----------------------------------------------------
 
     def bind(self) -> dict[str, str]:
         """Connect, create missing streams, open the inproc hand-over; nothing is pulled
-        before ``start``. Raises ``OSError`` when the server cannot be reached."""
+        before ``start``. Raises ``OSError`` when the server cannot be reached, and
+        ``ConfigError`` when ``EDGED_OUT``'s duplicate window does not fit the settings
+        (``edged.config.dedup_rule``; a warning it gives is logged)."""
         address = f"inproc://edged-jetstream-{id(self)}"
         self.wake = self.ctx.socket(zmq.PULL)
         self.wake.linger = 0
@@ -275,11 +294,16 @@ class Transport:
         self._push.connect(address)
         self.loop = Loop("edged-jetstream")
         try:
-            self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
+            window, max_age = self.loop.call(self._open(), CONNECT_TIMEOUT + 10)
         except OSError:
             raise
         except Exception as e:  # noqa: BLE001 - refused stream config, no JetStream, ...
             raise OSError(f"NATS {self.url}: {type(e).__name__}: {e}") from None
+        verdict, why = dedup_rule(window, max_age, self.cfg, f"{OUT_STREAM}'s duplicate window")
+        if verdict == "refuse":
+            raise ConfigError(why)
+        if verdict == "warn":
+            self.log.warning("%s", why)
         self.endpoints = {"ingest": self.url, "publish": self.url}
         return self.endpoints
 
@@ -333,25 +357,22 @@ class Transport:
                                        f"its subject is {want}")
 
     def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
-        self.loop.soon(self._queue.put_nowait, [(out_subject(s), p, msg_id(s, q))
-                                                for s, q, p in zip(streams, seqs, payloads)])
+        self.loop.soon(self._enqueue, [(out_subject(s), p, msg_id(s, q))
+                                       for s, q, p in zip(streams, seqs, payloads)])
 
     def send_heartbeat(self, payload: bytes) -> None:
-        self.loop.soon(self._queue.put_nowait, [(HEARTBEAT_SUBJECT, payload, None)])
+        self.loop.soon(self._beat, payload)
 
-    def settle(self, timeout: float = SETTLE_S) -> dict:
-        """Wait until NATS confirmed every decision published so far (publishing failed
-        ones again); return the checkpoint's ``transport`` header. Raises ``OSError`` if
-        some stay unconfirmed: the checkpoint is not written, a replay republishes them."""
-        try:
-            left = self.loop.call(asyncio.wait_for(self._settle(), timeout), timeout + 1)
-        except TimeoutError:
-            left = -1
-        if left:
-            raise OSError(f"NATS did not confirm {'some' if left < 0 else left} decisions "
-                          f"within {timeout:g}s")
-        return {"kind": "jetstream", "partition_count": self.count,
-                "offsets": {str(p): s for p, s in sorted(self.offsets.items())}}
+    def confirm(self, timeout: float = SETTLE_S) -> tuple[dict, concurrent.futures.Future]:
+        """The checkpoint's ``transport`` header as of now, and a future done once NATS
+        confirmed every decision handed over before it; it fails with ``OSError`` if some
+        are still unconfirmed after ``timeout`` seconds (the checkpoint is then not
+        written: a replay publishes them again). Nothing waits here."""
+        header = {"kind": "jetstream", "partition_count": self.count,
+                  "offsets": {str(p): s for p, s in sorted(self.offsets.items())}}
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.soon(self._mark, future, timeout)
+        return header, future
 
     def close(self, linger_s: float = 1.0) -> None:
         if self.loop is not None:
@@ -368,12 +389,18 @@ class Transport:
 
     # -- the transport thread ------------------------------------------------------------
 
-    async def _open(self) -> None:
+    async def _open(self) -> tuple[float, float]:
+        """Connect and create the missing streams; return ``EDGED_OUT``'s duplicate window
+        and the longest ``max_age`` of the owned input streams (seconds, inf: unlimited)."""
         self.nc = await _connect(self.url, self.log)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js, self.owned, self.retention, self.log)
-        self._queue: asyncio.Queue = asyncio.Queue()
+        window = (await self.js.stream_info(OUT_STREAM)).config.duplicate_window or 0.0
+        ages = [(await self.js.stream_info(in_stream(p))).config.max_age or math.inf for p in self.owned]
+        self._wake, self._empty = asyncio.Event(), asyncio.Event()
+        self._empty.set()
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
+        return window, max(ages, default=math.inf)
 
     async def _start(self, resume: dict[int, int]) -> None:
         for p in self.owned:
@@ -488,75 +515,126 @@ class Transport:
                     await asyncio.sleep(0.001)
         return expect, False
 
-    async def _publish(self) -> None:
-        """Publish the queued batches in order (``_send``)."""
-        while True:
-            batch = await self._queue.get()
-            try:
-                await self._send(batch)
-            finally:
-                self._queue.task_done()
+    def _enqueue(self, decisions: list[tuple[str, bytes, str]]) -> None:
+        for d in decisions:
+            queue = self._out.get(d[0])
+            if queue is None:
+                queue = self._out[d[0]] = collections.deque()
+                self._ready[d[0]] = None
+            queue.append((*d, self._handed))
+            self._unconfirmed[self._handed] = None
+            self._handed += 1
+        if decisions:
+            self._empty.clear()
+            self._wake.set()
 
-    async def _send(self, batch) -> None:
-        """Publish the decisions that failed before (when connected), then ``batch``, in
-        order; decisions await their acks asynchronously, at most ``ACK_WAIT`` each."""
+    def _beat(self, payload: bytes) -> None:
+        self._beats.append(payload)
+        self._wake.set()
+
+    async def _publish(self) -> None:
+        """Publish whenever there is work (``_send``): new decisions or heartbeats, a
+        confirmation, or a decision in flight due to be published again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._wake.is_set():
+                due = next(iter(self._flight.values()))[0] - loop.time() if self._flight else math.inf
+                if self._ready:  # left over by a disconnection or an error
+                    due = min(due, RETRY_S)
+                timer = loop.call_later(max(due, 0), self._wake.set) if due < math.inf else None
+                await self._wake.wait()
+                if timer is not None:
+                    timer.cancel()
+            self._wake.clear()
+            await self._send()
+
+    async def _send(self) -> None:
+        """Publish the heartbeats, then the oldest unconfirmed decision of each stream that
+        has none in flight, its ack awaited asynchronously (``_acked``); nothing while
+        disconnected (nats-py would buffer it)."""
         loop = asyncio.get_running_loop()
         self._expire(loop.time())
-        if not self.nc.is_connected:  # nats-py would buffer them, or refuse and keep their ack slot
-            self._fail(batch)
+        beats, self._beats = self._beats, []
+        if not self.nc.is_connected:
             return
-        batch = [*self._failed, *batch]
-        self._failed.clear()
-        for k, (subject, payload, mid) in enumerate(batch):
-            try:
-                if mid is None:  # a heartbeat: core NATS
-                    await self.nc.publish(subject, payload)
-                    continue
+        try:
+            for payload in beats:
+                await self.nc.publish(HEARTBEAT_SUBJECT, payload)
+            while self._ready:
+                subject = next(iter(self._ready))
+                _, payload, mid, _ = self._out[subject][0]
                 future = await self.js.publish_async(subject, payload, headers={"Nats-Msg-Id": mid},
                                                      wait_stall=ACK_WAIT)
-            except BaseException as e:  # a lost connection, too many unconfirmed, cancelled
-                self._fail(batch[k:])
-                if not isinstance(e, Exception):
-                    raise
-                self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
-                return
-            self._pending[future] = (loop.time() + ACK_WAIT, (subject, payload, mid))
-            future.add_done_callback(self._acked)
+                del self._ready[subject]
+                self._flight[subject] = (loop.time() + ACK_WAIT, future)
+                future.add_done_callback(functools.partial(self._acked, subject))
+        except Exception as e:  # noqa: BLE001 - a lost connection, too many unconfirmed: again later
+            self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
 
-    def _fail(self, messages) -> None:
-        """Keep the decisions among ``messages`` to publish again (heartbeats are dropped)."""
-        decisions = [m for m in messages if m[2] is not None]
-        self._failed.extend(decisions)
-        self.metrics.nats_publish_errors.inc(len(decisions))
-
-    def _acked(self, future) -> None:
-        entry = self._pending.pop(future, None)
-        if entry is None:  # expired before
+    def _acked(self, subject: str, future) -> None:
+        """A publish of ``subject``'s oldest decision completed: confirmed (stored, or
+        dropped as a duplicate), its stream's next decision goes out; refused, it is
+        published again when its ack would have been due (``_expire``)."""
+        entry = self._flight.get(subject)
+        if entry is None or entry[1] is not future:  # expired before: published again
             return
-        if future.cancelled() or future.exception() is not None:
-            self._fail([entry[1]])
-        elif future.result().duplicate:
+        error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            self._flight[subject] = (entry[0], None)
+            self.metrics.nats_publish_errors.inc()
+            self.limited.warning("refused", "NATS refused decision %s: %s: %s (publishing it again)",
+                                 self._out[subject][0][2], type(error).__name__, error)
+            return
+        del self._flight[subject]
+        if future.result().duplicate:
             self.metrics.nats_duplicates.inc()
+        queue = self._out[subject]
+        del self._unconfirmed[queue.popleft()[3]]
+        if queue:
+            self._ready[subject] = None
+        else:
+            del self._out[subject]
+            if not self._out:
+                self._empty.set()
+        self._wake.set()
+        self._resolve()
+
+    def _mark(self, future: concurrent.futures.Future, timeout: float) -> None:
+        """``confirm``'s future: done once the decisions handed over before are confirmed."""
+        mark = (self._handed, future)
+        self._marks.append(mark)
+        asyncio.get_running_loop().call_later(timeout, self._overdue, mark, timeout)
+        self._resolve()
+
+    def _resolve(self) -> None:
+        oldest = next(iter(self._unconfirmed), self._handed)
+        while self._marks and self._marks[0][0] <= oldest:
+            future = self._marks.popleft()[1]
+            if not future.done():
+                future.set_result(None)
+
+    def _overdue(self, mark: tuple[int, concurrent.futures.Future], timeout: float) -> None:
+        if not mark[1].done():
+            left = sum(1 for _ in itertools.takewhile(lambda n: n < mark[0], self._unconfirmed))
+            mark[1].set_exception(OSError(f"NATS did not confirm {left} decisions within {timeout:g}s"))
 
     def _expire(self, now: float) -> None:
-        """Fail the decisions whose ack is due before ``now``: a publish or ack lost in a
-        reconnect never completes, and nats-py would keep its place for ever."""
-        while self._pending:
-            future, (deadline, _) = next(iter(self._pending.items()))
+        """Make the decisions in flight that are due by ``now`` (their ack overdue, or
+        refused) ready to publish again: a publish or ack lost in a reconnect never
+        completes, and nats-py would keep its place for ever."""
+        while self._flight:
+            subject, (deadline, future) = next(iter(self._flight.items()))
             if deadline > now:
                 return
-            future.cancel()
-            self._acked(future)
+            del self._flight[subject]
+            if future is not None:
+                future.cancel()
+                self.metrics.nats_publish_errors.inc()
+            self._ready[subject] = None
 
-    async def _settle(self) -> int:
-        """Wait until every queued decision is published and confirmed, failed ones
-        published again first; return how many are still unconfirmed."""
-        await self._queue.join()
-        await self._send([])
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=ACK_WAIT)
-            self._expire(math.inf)
-        return len(self._failed)
+    async def _settle(self) -> None:
+        """Wait until NATS confirmed every decision handed over."""
+        await self._empty.wait()
 
     async def _close(self, linger_s: float) -> None:
         if not self._tasks:  # never connected

@@ -34,7 +34,8 @@ epoch is new, so subscribers see a restart, not a gap. As worker ``i`` of ``N``
 (``shard``, ``edged.workers``) the service writes its shard's file and restores the
 streams that hash to it from every checkpoint file there. Over NATS the checkpoint also
 holds each partition's last input sequence (written only once NATS confirmed the decisions
-before it), and ingest starts after it: a replay, not only a warm restart.
+before it; the loop does not wait: ``tick`` writes the snapshot once they are, or counts it
+failed after 3 s), and ingest starts after it: a replay, not only a warm restart.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from edged.sockets import Sockets
 from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
+CONFIRM_S = 10.0  # the longest a checkpoint on stop waits for the transport (NATS: 3 s)
 BATCH = 256  # frames read per wake-up before housekeeping runs
 READOUT_WAIT = 0.5e-3  # the longest a frame waits in a batch for frames queued behind it
 SWEEP_S = 1.0
@@ -186,6 +188,7 @@ class Service:
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
         self.resume = None  # the transport's resume point from the checkpoint (restore)
         self._next_checkpoint = float("inf")
+        self._checkpointing = None  # (members, confirmation, seconds taken): awaiting the transport
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
         self._next_flush = 0.0
@@ -375,8 +378,10 @@ class Service:
         summaries, metrics."""
         self.watchdog.ping(now)
         self.publisher.tick(now)
-        if now >= self._next_checkpoint:
-            self.checkpoint()
+        if now >= self._next_checkpoint and self._checkpointing is None:
+            self._begin_checkpoint()
+        if self._checkpointing is not None:
+            self._end_checkpoint(wait=False)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
@@ -457,17 +462,36 @@ class Service:
                       ", ".join(map(os.path.basename, old)))
 
     def checkpoint(self) -> bool:
-        """Write every stream's state atomically to ``--state-dir``; a failure (e.g. disk
-        full) is logged and counted, the previous checkpoint stays, serving goes on."""
+        """Write every stream's state atomically to ``--state-dir`` now (on stop, after a
+        reshard), waiting for the transport's confirmation; ``True`` if written."""
+        self._begin_checkpoint()
+        return self._checkpointing is not None and self._end_checkpoint(wait=True)
+
+    def _begin_checkpoint(self) -> None:
+        """Snapshot every stream's state with the transport's resume point; it is written
+        once the transport confirmed the decisions published before (NATS: their acks),
+        which ``tick`` checks without waiting, so the loop serves and pings meanwhile."""
         self._schedule_checkpoint()
-        state_dir = self.cfg.service_state_dir
-        if not state_dir:
-            return False
+        if not self.cfg.service_state_dir:
+            return
         t0 = time.perf_counter()
+        transport, confirmed = self.sockets.confirm()
+        members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256, self.epoch,
+                                self.wall(), transport=transport)
+        self._checkpointing = (members, confirmed, time.perf_counter() - t0)
+
+    def _end_checkpoint(self, wait: bool) -> bool:
+        """Write the pending checkpoint once confirmed (``wait``: up to ``CONFIRM_S``); a
+        failure (unconfirmed, disk full) is logged and counted, the previous checkpoint
+        stays, serving goes on. ``True`` if written."""
+        members, confirmed, seconds = self._checkpointing
+        if not wait and not confirmed.done():
+            return False
+        self._checkpointing = None
+        state_dir = self.cfg.service_state_dir
         try:
-            transport = self.sockets.settle()  # NATS: every decision so far confirmed
-            members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256,
-                                    self.epoch, self.wall(), transport=transport)
+            confirmed.result(CONFIRM_S)  # raises the transport's OSError, or TimeoutError
+            t0 = time.perf_counter()
             ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
         except OSError as e:
             self.metrics.checkpoint_writes.labels("error").inc()
@@ -476,7 +500,7 @@ class Service:
         m = self.metrics
         m.checkpoint_writes.labels("ok").inc()
         m.checkpoint_last_success.set(self.wall())
-        m.checkpoint_seconds.set(time.perf_counter() - t0)
+        m.checkpoint_seconds.set(seconds + time.perf_counter() - t0)  # not the wait
         m.checkpoint_streams.set(len(self.streams))
         return True
 

@@ -10,10 +10,12 @@ on PUB only, so decisions already queued leave.
 The service sees a transport through this class's methods; ``edged.jetstream.Transport``
 is the other one (NATS). ``wake`` is the socket whose readability means frames are
 queued; ``send_decisions`` sends each decision as two frames (topic = stream id, payload)
-without blocking (PUB drops); over ZeroMQ there is no resume point and nothing to settle.
+without blocking (PUB drops); over ZeroMQ there is no resume point and nothing to confirm.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 import zmq
 
@@ -84,9 +86,12 @@ class Sockets:
     def start(self, resume) -> None:
         """Nothing to start: ingest was bound by ``bind``."""
 
-    def settle(self, timeout: float = 0.0) -> None:
-        """Nothing to confirm (PUB is fire-and-forget); no transport header to checkpoint."""
-        return None
+    def confirm(self) -> tuple[None, concurrent.futures.Future]:
+        """No transport header to checkpoint, and nothing to confirm (PUB is fire-and-forget):
+        a future already done."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(None)
+        return None, done
 
     def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
         send = self.publish.send

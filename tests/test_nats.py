@@ -4,6 +4,7 @@ store) and real ``edged serve`` processes. Skips, saying why, without nats-serve
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -160,6 +161,30 @@ def test_partition_and_transport_settings():
                 {"nats_dedup_window": "600"}, {"service_workers": "2"}):
         with pytest.raises(ConfigError):
             uses_nats(resolve(nats_cfg | bad, env={}))
+    with pytest.raises(ConfigError, match=r"--nats-dedup-window 300s < --checkpoint-interval 600s \+ 60s"):
+        uses_nats(resolve(nats_cfg | {"service_state_dir": "/s", "service_checkpoint_interval": "600"}, env={}))
+
+
+@pytest.mark.parametrize("settings, window, max_age, verdict", [
+    ({}, 300, 86400, "ok"),  # the defaults: a checkpoint every 60 s, 300 s window
+    ({"service_checkpoint_interval": "240"}, 300, 86400, "ok"),  # 240 + 60 s for a restart
+    ({"service_checkpoint_interval": "241"}, 300, 86400, "refuse"),  # a crash: stored twice
+    ({"service_checkpoint_interval": "600"}, 1, 1, "ok"),  # the log keeps 1 s: no replay reaches further
+    ({"streams_idle_timeout": "299"}, 300, 86400, "refuse"),  # a returning stream's decisions dropped
+    ({"service_state_dir": ""}, 300, 86400, "warn"),  # a restart replays the whole log
+    ({"service_state_dir": ""}, 300, 300, "ok"),
+    ({"service_checkpoint_interval": "0"}, 300, 86400, "warn"),  # a crash replays from the last stop
+])
+def test_dedup_window_rule(settings, window, max_age, verdict):
+    """EDGED_OUT's deduplication window must cover what a replay publishes again (the
+    checkpoint interval plus a restart, at most the input log's age) and must not exceed
+    --idle-timeout (``edged.config.dedup_rule``; refused at start, exit 2)."""
+    from edged.config import dedup_rule, resolve
+
+    cfg = resolve({"service_state_dir": "/var/lib/edged"} | settings, env={})
+    got, why = dedup_rule(window, max_age, cfg, "the window")
+    assert got == verdict, why
+    assert (why == "") == (verdict == "ok")
 
 
 def test_kill_9_replay_equals_uninterrupted_zeromq_run(tmp_path, nats_url, model_path, reference):
@@ -226,6 +251,43 @@ def test_two_instances_on_disjoint_partitions_serve_one_subject_space(tmp_path, 
     finally:
         kill(a)
         kill(b)
+
+
+def test_serve_checks_the_dedup_window_edged_out_has(tmp_path, nats_url, model_path):
+    """An EDGED_OUT created beforehand (by an operator, or by a client with other
+    settings) with a window too short for the checkpoint interval, or longer than
+    --idle-timeout: edged serve refuses to start (exit 2) and names both values; without
+    --state-dir it serves and warns that a restart stores old decisions again."""
+    import asyncio
+    import sys
+
+    import nats
+    from nats.js import api
+
+    from tests.conftest import ROOT
+
+    async def create_out() -> None:
+        nc = await nats.connect(nats_url)
+        await nc.jetstream().add_stream(api.StreamConfig(
+            name="EDGED_OUT", subjects=["edged.out.*"], storage=api.StorageType.FILE, duplicate_window=30))
+        await nc.close()
+
+    asyncio.run(create_out())
+    serve = [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path), "--ingest", nats_url,
+             "--publish", nats_url, "--metrics", "off"]
+    for flags, message in ((["--state-dir", str(tmp_path / "s"), "--checkpoint-interval", "60"],
+                            "EDGED_OUT's duplicate window 30s < --checkpoint-interval 60s + 60s"),
+                           (["--idle-timeout", "20", "--nats-dedup-window", "20"],
+                            "EDGED_OUT's duplicate window 30s > --idle-timeout 20s")):
+        out = subprocess.run([*serve, *flags], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 2)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+    proc, _, lines = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url)
+    try:
+        assert any("without --state-dir: a restart replays each partition" in line and
+                   "older than EDGED_OUT's duplicate window 30s are stored again" in line for line in lines), lines
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
 
 
 def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
@@ -327,8 +389,8 @@ def test_bench_e2e_nats_row_measures_latency_and_cpu(model_path):
 def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_path, model_path):
     """The NATS server stops (SIGSTOP) while edged publishes decisions, is killed and
     started again: those publishes never get their acks. edged publishes them again (same
-    Nats-Msg-Id), so EDGED_OUT holds every decision once, and its checkpoints, which wait
-    for every confirmation, succeed again."""
+    Nats-Msg-Id) before any later one, so EDGED_OUT holds every decision once, in order,
+    and its checkpoints, which wait for every confirmation, succeed again."""
     from edged.bench.e2e import start_nats
 
     n = 3000
@@ -361,12 +423,136 @@ def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_p
         assert m["edged_nats_publish_errors_total"] > 0  # the restart did cost confirmations
         with Subscriber(url, deliver="all") as rx:
             seqs = [d.seq for d in iter(lambda: rx.recv(3.0), None) if d.stream == "a"]
-        assert sorted(seqs) == list(range(n - WINDOW // HOP + 1))  # every decision, each once
+        assert seqs == list(range(n - WINDOW // HOP + 1))  # every decision, once, in order
         assert stop(proc) == 0
     finally:
         kill(proc)
         server.kill()
         server.wait()
+
+
+def test_decisions_stay_in_seq_order_across_a_server_restart_and_a_replay(tmp_path, model_path):
+    """Decisions of three streams are in flight when the NATS server stops (SIGSTOP) and
+    is killed and started again; then edged is killed (-9) and replays from its
+    checkpoint. A subscriber reading EDGED_OUT from the start gets each stream's
+    decisions in seq order, none missing, none twice: a decision lost with the server's
+    connection is never overtaken by a later one of its stream."""
+    from edged.bench.e2e import start_nats
+    from edged.jetstream import OUT_STREAM
+
+    names, n = ("a", "b_2", "rig/3 ü.x"), 1000
+    server, url = start_nats(tmp_path)
+    args = ["--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1"]
+    proc = None
+    try:
+        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
+            for k in range(n):
+                for s in names:
+                    tx.send(s, [k * HOP], [1], until=(k + 1) * HOP)
+        proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+        server.send_signal(signal.SIGSTOP)
+        decided = scrape(metrics)["edged_decisions_total"]
+        deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
+        while scrape(metrics)["edged_decisions_total"] == decided:
+            assert time.monotonic() < deadline, "no decision while the server was stopped"
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        server, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        with Sender(url) as probe:  # edged reconnected and stores decisions again ...
+            stored = probe._loop.call(probe.js.stream_info(OUT_STREAM)).state.messages
+            deadline = time.monotonic() + TIMEOUT
+            while probe._loop.call(probe.js.stream_info(OUT_STREAM)).state.messages == stored:
+                assert time.monotonic() < deadline, "edged published nothing after the restart"
+                time.sleep(0.05)
+        proc.kill()  # ... then kill -9: the replay republishes from the last checkpoint
+        proc.wait()
+        proc.stderr.close()
+        proc, _, _ = start_serve(model_path, *args)
+        want = n - WINDOW // HOP + 1
+        seqs: dict[str, list[int]] = {s: [] for s in names}
+        with Subscriber(url, deliver="all") as rx:
+            deadline = time.monotonic() + TIMEOUT
+            while any(len(v) < want for v in seqs.values()):
+                assert time.monotonic() < deadline, {s: len(v) for s, v in seqs.items()}
+                d = rx.recv(0.2)
+                if d is not None:
+                    seqs[d.stream].append(d.seq)
+            assert quiet(rx) == []
+        for s in names:
+            assert seqs[s] == list(range(want)), (s, next(i for i, q in enumerate(seqs[s]) if q != i))
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
+        server.kill()
+        server.wait()
+
+
+def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_path, model_path, monkeypatch):
+    """The NATS server stops (SIGSTOP) while decisions await their acks and checkpoints
+    come due every second. The serving loop does not wait for NATS: it goes on pinging
+    systemd's watchdog at its interval; the checkpoint fails once it has waited 3 s
+    (logged, counted), and one succeeds after the server is back. EDGED_OUT then holds
+    every decision once, in order."""
+    import socket
+    import uuid
+
+    n = 3000
+    path = f"/tmp/edged-notify-{uuid.uuid4().hex[:12]}"  # short: sun_path is 108 bytes
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # systemd kills after 1 s without a ping
+    server, url = start_nats(tmp_path)
+    proc = None
+    try:
+        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
+            for k in range(n):
+                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
+        proc, (_, _, metrics), _ = start_serve(
+            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+        server.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        failed = scrape(metrics)["edged_checkpoint_writes_total{result=error}"]
+        pings = []
+        while time.monotonic() < stopped + 5 or \
+                scrape(metrics)["edged_checkpoint_writes_total{result=error}"] == failed:
+            assert time.monotonic() < stopped + TIMEOUT, "no checkpoint failed while the server was stopped"
+            try:
+                while True:
+                    if notify.recv(4096) == b"WATCHDOG=1":
+                        pings.append(time.monotonic())
+            except TimeoutError:
+                pass
+        gaps = np.diff([stopped, *pings, time.monotonic()])
+        assert gaps.max() < 1.0, f"the watchdog went {gaps.max():.2f} s without a ping"
+        server.send_signal(signal.SIGCONT)
+        written = scrape(metrics)["edged_checkpoint_writes_total{result=ok}"]
+        deadline = time.monotonic() + TIMEOUT
+        while scrape(metrics)["edged_checkpoint_writes_total{result=ok}"] == written:
+            assert time.monotonic() < deadline, "no checkpoint after the server came back"
+            time.sleep(0.05)
+        with Subscriber(url, deliver="all") as rx:
+            seqs = [d.seq for d in iter(lambda: rx.recv(3.0), None) if d.stream == "a"]
+        assert seqs == list(range(n - WINDOW // HOP + 1))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        assert re.search(r"checkpoint to \S+ failed: NATS did not confirm \d+ decisions within 3s",
+                         proc.stderr.read())
+    finally:
+        kill(proc)
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+        notify.close()
+        os.unlink(path)
 
 
 def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
