@@ -403,7 +403,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     new_srcs = np.empty(P, np.uint16)
     L = np.empty(R + 64, np.uint16)  # (a source scan reads 64 from any j < size)
     bad = np.empty(R + 64, np.uint16)
-    cm = np.empty(R // 64 + 1, np.uint16)
+    cm = np.empty(R // 64 + 64, np.uint16)  # (a compare reads 64 from any chunk)
     thr = a2 - a  # an old source (from a) is still in the window if >= thr
     sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
     n_ring = max(size - (_SGRAM - 1), 0)  # grams complete in the ring; the rest from words
@@ -465,7 +465,8 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         for t in range(np.uint64(64)):
                             v = min(v, np.uint16(L[c0 + t] ^ g))
                         cm[c] = v
-                        m = min(m, v)
+                    for c in range(nch):  # (in the loop above, LLVM makes this min a branch
+                        m = min(m, cm[c])  # that fresh data mispredict)
                 else:  # one chunk, its j >= p masked off
                     for t in range(np.uint64(64)):
                         m = min(m, np.uint16((L[t] ^ g) | (_U16 if np.uint16(t) >= p16 else _Z16)))
@@ -500,9 +501,20 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                 if M:  # the rightmost j matching M bits: in the last chunk whose min allows
                     us, h = np.uint64(s), L[up + np.uint64(s)]  # it (at M = s: any j left)
                     lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
-                    for c in range(nch - 1, -1, -1):
-                        if M > s and cm[c] > lim:
-                            continue
+                    c_lo, c_hi = 0, nch  # the chunks to look in, last first
+                    if M > s:  # only that chunk, found comparing 64 minima at a time
+                        c_hi = 0
+                        hi = nch
+                        while hi > 0:
+                            lo = max(hi - 64, 0)
+                            cand = _lanes_le(cm, np.uint64(lo), _Z16, lim) & (
+                                _U64 >> np.uint64(64 - (hi - lo)))
+                            if cand:
+                                c_hi = lo + 64 - _clz(cand)
+                                c_lo = c_hi - 1
+                                break
+                            hi = lo
+                    for c in range(c_hi - 1, c_lo - 1, -1):
                         c0 = np.uint64(min(64 * c, max(p - 64, 0)))
                         hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
                         if s:
