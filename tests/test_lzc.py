@@ -199,6 +199,26 @@ def test_one_shot_long_periodic_copies(period):
     assert lzc.lz76(x) == lz76_ref(x)
 
 
+def test_one_shot_at_the_length_limit():
+    """``MAX_WINDOW`` bits are counted exactly (phrase starts near the uint16 limit); one
+    more is refused by every LZ76 entry point, not by LZ78."""
+    n = lzc.MAX_WINDOW
+    assert n == 65536
+    rng = np.random.default_rng(8)
+    for x in (trains(rng, n, "random", 0.5), trains(rng, n, "random", 0.02), adversarial(rng, n)):
+        assert lzc.lz76(x) == lz76_ks(x)
+    x = np.zeros(n, np.uint8)
+    x[-1] = 1
+    assert lzc.lz76(x) == 2
+    x[-1], x[-2] = 0, 1  # 0|00...010: the last phrase starts at 65535
+    assert lzc.lz76(x) == 3 == lz76_ks(x)
+    longer = np.zeros(n + 1, np.uint8)
+    for fn in (lzc.lz76, lzc.lzc, lzc.lz76_jit):
+        with pytest.raises(ValueError, match="65536"):
+            fn(longer)
+    assert lzc.lz78(longer) == lz78_ref(longer)
+
+
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 1000])
 def test_lz76_jit_flags_a_value_not_binary_anywhere(n):
     """-1 for a value other than 0/1 in the first word, at a word's end, in the last
