@@ -44,10 +44,18 @@ Sliding window (``SlidingLZ``)
     per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams, 0.7 KiB of phrase
     list (~2.9 KiB).
 
+One-shot (``lz76_jit``, under ``lz76`` and ``lzc``)
+    The ``n`` bits are read once into the words of a fresh one-stream, one-neuron state
+    with ``W = n`` and its grams filled from the words (all pushed, none parsed), so the
+    sliding parse searches every phrase afresh. Positions are uint16, so windows and LZ76
+    inputs hold at most ``MAX_WINDOW = 65536`` bits; a longer input is refused with a
+    ValueError (from ``lz76_jit`` too). LZ78 has no such limit.
+
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
-    entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError.
-    ``lz76_jit(bits) -> int`` and ``normalise(count, n) -> float``: the njit kernels.
+    entry points; ``bits`` is a 1-D integer/bool array of 0/1, anything else ValueError
+    (so is LZ76 of more than ``MAX_WINDOW`` bits). ``lz76_jit(bits) -> int`` (-1 if a
+    value is not 0/1) and ``normalise(count, n) -> float``: the njit kernels.
     ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ`` (``max_phrases(n)``
     bounds the phrases of ``n`` bits and sizes the phrase lists), then the njit
     functions ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``,
@@ -56,11 +64,11 @@ API
     From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
     state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
-Matching is done on grams ``G[i] = s[i:i+w]`` (first bit most significant, zeros past
-the known end; ``w`` = 32 one-shot, 16 in the sliding ring, half the state), so
-``lcp(j, p) = clz(G[j] ^ G[p])`` up to ``w`` and the longest match over all ``j`` is one
-vectorised min-reduction of ``G[j] ^ G[p]``; where some ``j`` match all ``w`` bits, the
-next gram of those ``j`` only is compared, and so on.
+Matching is done on 16-bit grams ``G[i] = s[i:i+16]`` (first bit most significant, zeros
+past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 16 and the longest match
+over all ``j`` is one vectorised min-reduction of ``G[j] ^ G[p]``; where some ``j`` match
+all 16 bits, the next gram of those ``j`` only is compared, and so on. The search is
+written once, in the sliding parse (``_reparse``), which the one-shot count reuses.
 """
 
 from __future__ import annotations
@@ -76,21 +84,19 @@ from numba.extending import intrinsic
 from edged.jit import inline_kernel, kernel
 
 __all__ = [
-    "lz76", "lz76_jit", "lz78", "lzc", "normalise",
+    "lz76", "lz76_jit", "lz78", "lzc", "normalise", "MAX_WINDOW",
     "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "max_phrases",
     "window_len", "window_bits",
 ]
 
 Variant = Literal["lz76", "lz78"]
 
-_U32 = np.uint32(0xFFFFFFFF)
-_Z32 = np.uint32(0)
 _U64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _Z64 = np.uint64(0)
-_GRAM = 32  # bits per one-shot gram
-_SGRAM = 16  # bits per sliding gram
+_GRAM = 16  # bits per gram
 _U16 = np.uint16(0xFFFF)
 _Z16 = np.uint16(0)
+MAX_WINDOW = 1 << 16  # bits per window (phrase starts are uint16)
 
 
 @intrinsic
@@ -134,80 +140,7 @@ def _lanes_le(typingctx, a, start, h, lim):
     return types.uint64(a, start, h, lim), codegen
 
 
-# --------------------------------------------------------------------------- matching
-
-
-@kernel
-def _longest(G, lo, p, end):
-    """``max_{lo <= j < p} min(lcp(j, p), end - p)`` on grams ``G`` (0 if ``p <= lo``)."""
-    # Loops index slices from 0 so Numba drops its negative-index fix-up and LLVM vectorises.
-    cap = end - p
-    if p <= lo:
-        return 0
-    g = G[p]
-    H = G[lo:p]
-    m = _U32
-    for i in range(H.size):
-        m = min(m, np.uint32(H[i] ^ g))
-    if m or cap <= _GRAM:
-        return min(_clz(m), cap)
-    # Some j match 32 bits: compare the next gram of those j only.
-    h = G[p + _GRAM]
-    Y = G[lo + _GRAM:p + _GRAM]
-    m = _U32
-    for i in range(H.size):
-        m = min(m, np.uint32((Y[i] ^ h) | (_U32 if H[i] != g else _Z32)))
-    if m or cap <= 2 * _GRAM:
-        return min(_GRAM + _clz(m), cap)
-    # Rare: 64+ bit matches. Track which j still match, one gram at a time.
-    bad = np.empty(H.size, np.uint32)
-    for i in range(H.size):
-        bad[i] = (H[i] ^ g) | (Y[i] ^ h)
-    s = 2 * _GRAM
-    while True:
-        h = G[p + s]
-        Y = G[lo + s:p + s]
-        m = _U32
-        for i in range(H.size):
-            m = min(m, np.uint32((Y[i] ^ h) | (_U32 if bad[i] else _Z32)))
-        if m or cap <= s + _GRAM:
-            return min(s + _clz(m), cap)
-        for i in range(H.size):
-            bad[i] |= Y[i] ^ h
-        s += _GRAM
-
-
 # --------------------------------------------------------------------------- one-shot
-
-
-@kernel
-def _grams(bits):
-    """32-bit grams of ``bits``, or an empty array if a value is not 0/1."""
-    n = bits.size
-    G = np.empty(n, np.uint32)
-    g = _Z32
-    for i in range(n - 1, -1, -1):
-        v = np.uint32(bits[i])
-        if v > 1:
-            return np.empty(0, np.uint32)
-        g = np.uint32((g >> np.uint32(1)) | (v << np.uint32(31)))
-        G[i] = g
-    return G
-
-
-@kernel
-def lz76_jit(bits):
-    """LZ76 phrase count of a 1-D uint8/bool array of 0/1; -1 if a value is not 0/1."""
-    n = bits.size
-    G = _grams(bits)
-    if G.size != n:
-        return -1
-    c = 0
-    p = 0
-    while p < n:
-        c += 1
-        p += _longest(G, 0, p, n) + 1
-    return c
 
 
 @kernel
@@ -309,7 +242,8 @@ class SlidingLZ(NamedTuple):
                         # without a match (M = 0) is its own
 
 
-def max_phrases(n: int) -> int:
+@kernel
+def max_phrases(n):
     """An upper bound on the LZ76 phrase count of ``n`` bits: phrases other than the last
     are distinct strings, so at most ``2**L`` of them have length ``L``."""
     count, rest, length = 0, n, 1
@@ -319,27 +253,32 @@ def max_phrases(n: int) -> int:
     return count + 2  # the leftover bits and a final copy
 
 
+@inline_kernel
+def _empty(n_streams, n_neurons, window):
+    """The arrays of an empty ``SlidingLZ``, in field order (window <= MAX_WINDOW)."""
+    ring = 64
+    while ring < window:
+        ring *= 2
+    p = max_phrases(window)
+    return (np.zeros(n_streams, np.int64),
+            np.full(n_streams, window, np.int64),
+            np.zeros((n_streams, n_neurons, ring // 64 + 1), np.uint64),
+            np.zeros((n_streams, n_neurons, ring), np.uint16),
+            np.zeros(n_streams, np.int64),
+            np.zeros((n_streams, n_neurons), np.int64),
+            np.zeros((n_streams, n_neurons), np.int64),
+            np.zeros((n_streams, n_neurons, p), np.uint16),
+            np.zeros((n_streams, n_neurons, p), np.uint16))
+
+
 def sliding_state(n_streams: int, n_neurons: int, window: int = 1024, hop: int = 1) -> SlidingLZ:
     """Empty sliding state (every window empty, count 0) for counts read every ``hop`` steps
     (any hop: the work of a read grows with the bits pushed since the last one)."""
     if n_streams < 1 or n_neurons < 1 or window < 1 or hop < 1:
         raise ValueError("n_streams, n_neurons, window and hop must be >= 1")
-    if window > 1 << 16:
-        raise ValueError("window must be <= 65536")
-    shape = (n_streams, n_neurons)
-    p = max_phrases(window)
-    ring = 1 << max(6, (window - 1).bit_length())
-    return SlidingLZ(
-        steps=np.zeros(n_streams, np.int64),
-        window=np.full(n_streams, window, np.int64),
-        words=np.zeros(shape + (ring // 64 + 1,), np.uint64),
-        grams=np.zeros(shape + (ring,), np.uint16),
-        parsed=np.zeros(n_streams, np.int64),
-        count=np.zeros(shape, np.int64),
-        last=np.zeros(shape, np.int64),
-        starts=np.zeros(shape + (p,), np.uint16),
-        srcs=np.zeros(shape + (p,), np.uint16),
-    )
+    if window > MAX_WINDOW:
+        raise ValueError(f"window must be <= {MAX_WINDOW}")
+    return SlidingLZ(*_empty(n_streams, n_neurons, window))
 
 
 # The public kernels hand on single arrays, never ``st``: a call with the whole state in a
@@ -403,10 +342,10 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     new_srcs = np.empty(P, np.uint16)
     L = np.empty(R + 64, np.uint16)  # (a source scan reads 64 from any j < size)
     bad = np.empty(R + 64, np.uint16)
-    cm = np.empty(R // 64 + 1, np.uint16)
+    cm = np.empty(R // 64 + 64, np.uint16)  # (a compare reads 64 from any chunk)
     thr = a2 - a  # an old source (from a) is still in the window if >= thr
     sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
-    n_ring = max(size - (_SGRAM - 1), 0)  # grams complete in the ring; the rest from words
+    n_ring = max(size - (_GRAM - 1), 0)  # grams complete in the ring; the rest from words
     x0 = a2 & mask
     n_wrap = min(n_ring, R - x0)
     ux0, uw = np.uint64(x0), np.uint64(n_wrap)
@@ -419,7 +358,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
         v = _bits_at(words[n, xe >> 6], words[n, (xe >> 6) + 1], np.uint64(xe & 63))
         v &= ~(_U64 >> np.uint64(size - n_ring))  # zeros past b2
         for i in range(size - n_ring):
-            L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _SGRAM))
+            L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _GRAM))
         n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
         closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
         k = 0
@@ -465,16 +404,17 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         for t in range(np.uint64(64)):
                             v = min(v, np.uint16(L[c0 + t] ^ g))
                         cm[c] = v
-                        m = min(m, v)
+                    for c in range(nch):  # (in the loop above, LLVM makes this min a branch
+                        m = min(m, cm[c])  # that fresh data mispredict)
                 else:  # one chunk, its j >= p masked off
                     for t in range(np.uint64(64)):
                         m = min(m, np.uint16((L[t] ^ g) | (_U16 if np.uint16(t) >= p16 else _Z16)))
                     cm[0] = m
                 s = 0  # bits every j left matches
                 keep = _Z16  # bad[j] is kept from the second level on
-                while m == 0 and cap > s + _SGRAM:  # some j match s + 16 bits: next grams
+                while m == 0 and cap > s + _GRAM:  # some j match s + 16 bits: next grams
                     u0, h0 = np.uint64(s), L[up + np.uint64(s)]
-                    s += _SGRAM
+                    s += _GRAM
                     us, h = np.uint64(s), L[up + np.uint64(s)]
                     m = _U16
                     if p >= 64:
@@ -500,9 +440,20 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                 if M:  # the rightmost j matching M bits: in the last chunk whose min allows
                     us, h = np.uint64(s), L[up + np.uint64(s)]  # it (at M = s: any j left)
                     lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
-                    for c in range(nch - 1, -1, -1):
-                        if M > s and cm[c] > lim:
-                            continue
+                    c_lo, c_hi = 0, nch  # the chunks to look in, last first
+                    if M > s:  # only that chunk, found comparing 64 minima at a time
+                        c_hi = 0
+                        hi = nch
+                        while hi > 0:
+                            lo = max(hi - 64, 0)
+                            cand = _lanes_le(cm, np.uint64(lo), _Z16, lim) & (
+                                _U64 >> np.uint64(64 - (hi - lo)))
+                            if cand:
+                                c_hi = lo + 64 - _clz(cand)
+                                c_lo = c_hi - 1
+                                break
+                            hi = lo
+                    for c in range(c_hi - 1, c_lo - 1, -1):
                         c0 = np.uint64(min(64 * c, max(p - 64, 0)))
                         hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
                         if s:
@@ -535,7 +486,7 @@ def _put(words, grams, stream, b, bits):
     x = b & (R - 1)
     w = x >> 6
     m = np.uint64(1) << np.uint64(63 - (x & 63))
-    y = max(b - (_SGRAM - 1), 0) & (R - 1)  # (before the 16th bit, a gram rewritten later)
+    y = max(b - (_GRAM - 1), 0) & (R - 1)  # (before the 16th bit, a gram rewritten later)
     wy = y >> 6
     oy = np.uint64(y & 63)
     for n in range(bits.size):
@@ -543,7 +494,7 @@ def _put(words, grams, stream, b, bits):
         words[stream, n, w] = v
         words[stream, n, h] = words[stream, n, 0]
         grams[stream, n, y] = np.uint16(
-            _bits_at(words[stream, n, wy], words[stream, n, wy + 1], oy) >> np.uint64(64 - _SGRAM))
+            _bits_at(words[stream, n, wy], words[stream, n, wy + 1], oy) >> np.uint64(64 - _GRAM))
 
 
 @kernel
@@ -643,3 +594,40 @@ def reset(st, stream):
     st.last[stream] = 0
     st.starts[stream] = 0
     st.srcs[stream] = 0
+
+
+# --------------------------------------------------------------------------- one-shot LZ76
+
+
+@kernel
+def lz76_jit(bits):
+    """LZ76 phrase count of a 1-D uint8/bool array of 0/1; -1 if a value is not 0/1,
+    ValueError past ``MAX_WINDOW`` bits. The bits fill a one-neuron sliding state (window =
+    their length, nothing parsed yet) that ``_reparse`` cuts afresh."""
+    n = bits.size
+    if n > MAX_WINDOW:
+        raise ValueError("lz76: more than MAX_WINDOW = 65536 bits")
+    if n == 0:
+        return 0
+    steps, window, words, grams, parsed, count, last, starts, srcs = _empty(1, 1, n)
+    w, g = words[0, 0], grams[0, 0]
+    seen = _Z64  # every value or-ed: > 1 if one is not 0/1
+    for k in range((n + 63) >> 6):
+        x = bits[64 * k:64 * k + 64]
+        v = _Z64
+        for t in range(np.uint64(x.size)):
+            b = np.uint64(x[t])
+            seen |= b
+            v |= b << (np.uint64(63) - t)
+        w[k] = v
+    if seen > 1:
+        return -1
+    for k in range((n + 63) >> 6):  # the grams of a word's 64 slots (zeros past n)
+        w0, w1 = w[k], w[k + 1]
+        y = g[64 * k:64 * k + 64]
+        for t in range(np.uint64(64)):
+            y[t] = np.uint16(_bits_at(w0, w1, t) >> np.uint64(64 - _GRAM))
+    w[w.size - 1] = w[0]
+    steps[0] = n
+    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0)
+    return count[0, 0]

@@ -38,6 +38,32 @@ def lz76_ref(s) -> int:
     return c
 
 
+@numba.njit
+def lz76_ks(s):
+    """Kaspar & Schuster's LZ76 loop (as in antropy), compiled: a second reference, fast
+    enough for every window of the sliding tests; no grams, no shared code with edged."""
+    n = s.size
+    if n < 2:
+        return n
+    c, l, i, k, k_max = 1, 1, 0, 1, 1
+    while True:
+        if s[i + k - 1] == s[l + k - 1]:
+            k += 1
+            if l + k > n:
+                return c + 1
+        else:
+            k_max = max(k, k_max)
+            i += 1
+            if i == l:
+                c += 1
+                l += k_max
+                if l + 1 > n:
+                    return c
+                i, k, k_max = 0, 1, 1
+            else:
+                k = 1
+
+
 def lz78_ref(s) -> int:
     seen, phrase, c = set(), "", 0
     for b in s:
@@ -131,8 +157,83 @@ def test_rejects_unknown_variant():
 @given(st.lists(st.integers(0, 1), max_size=80))
 def test_one_shot_equal_references(s):
     x = np.array(s, np.uint8)
-    assert lzc.lz76(x) == lz76_ref(s)
+    assert lzc.lz76(x) == lz76_ref(s) == lz76_ks(x)
+    assert lzc.lz76_jit(x) == lzc.lz76_jit(x.astype(bool)) == lz76_ref(s)
     assert lzc.lz78(x) == lz78_ref(s)
+
+
+ONE_SHOT_LENGTHS = (1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129,
+                    1023, 1024, 1025, 3000, 4097, 6000)
+ONE_SHOT_KINDS = {
+    "random": lambda rng, n: trains(rng, n, "random", 0.5),
+    "sparse": lambda rng, n: trains(rng, n, "random", 0.03),
+    "dense": lambda rng, n: trains(rng, n, "random", 0.97),
+    "periodic": lambda rng, n: trains(rng, n, "periodic", 0.5),
+    "zeros": lambda rng, n: np.zeros(n, np.uint8),
+    "ones": lambda rng, n: np.ones(n, np.uint8),
+    "runs": lambda rng, n: trains(rng, n, "runs", 0.3),
+    "adversarial": lambda rng, n: adversarial(rng, n),
+    "gram-edges": lambda rng, n: gram_edges(rng, n),
+}
+
+
+@pytest.mark.parametrize("kind", ONE_SHOT_KINDS)
+def test_one_shot_equals_reference_on_hard_inputs(kind):
+    """Every length around a gram (16) and a word or chunk (64) and up to several
+    thousand bits, against the definition."""
+    rng = np.random.default_rng(len(kind))
+    for n in ONE_SHOT_LENGTHS:
+        for _ in range(3 if n < 3000 else 1):
+            x = ONE_SHOT_KINDS[kind](rng, n)
+            assert x.size == n
+            want = lz76_ref(x)
+            assert lzc.lz76(x) == want, (kind, n)
+            assert lzc.lz76_jit(x) == lzc.lz76_jit(x.astype(bool)) == want, (kind, n)
+
+
+@pytest.mark.parametrize("period", [1, 2, 3, 16, 17, 63, 64, 65, 500])
+def test_one_shot_long_periodic_copies(period):
+    """Matches of hundreds of bits, on every period, with flips past a gram and a word."""
+    x = np.resize(np.random.default_rng(period).random(period) < 0.5, 5000).astype(np.uint8)
+    x[[700, 1500, 2300, 2301, 2316, 2381]] ^= 1
+    assert lzc.lz76(x) == lz76_ref(x)
+
+
+def test_one_shot_at_the_length_limit():
+    """``MAX_WINDOW`` bits are counted exactly (phrase starts near the uint16 limit); one
+    more is refused by every LZ76 entry point, not by LZ78."""
+    n = lzc.MAX_WINDOW
+    assert n == 65536
+    rng = np.random.default_rng(8)
+    for x in (trains(rng, n, "random", 0.5), trains(rng, n, "random", 0.02), adversarial(rng, n)):
+        assert lzc.lz76(x) == lz76_ks(x)
+    x = np.zeros(n, np.uint8)
+    x[-1] = 1
+    assert lzc.lz76(x) == 2
+    x[-1], x[-2] = 0, 1  # 0|00...010: the last phrase starts at 65535
+    assert lzc.lz76(x) == 3 == lz76_ks(x)
+    longer = np.zeros(n + 1, np.uint8)
+    for fn in (lzc.lz76, lzc.lzc, lzc.lz76_jit):
+        with pytest.raises(ValueError, match="65536"):
+            fn(longer)
+    assert lzc.lz78(longer) == lz78_ref(longer)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 1000])
+def test_lz76_jit_flags_a_value_not_binary_anywhere(n):
+    """-1 for a value other than 0/1 in the first word, at a word's end, in the last
+    (partial) word; uint8 and the signed ints an njit caller may pass."""
+    for i in sorted({0, min(63, n - 1), min(64, n - 1), n - 1}):
+        x = np.zeros(n, np.uint8)
+        x[i] = 2
+        assert lzc.lz76_jit(x) == -1, (n, i)
+        x[i] = 255
+        assert lzc.lz76_jit(x) == -1, (n, i)
+        y = np.zeros(n, np.int64)
+        y[i] = -1
+        assert lzc.lz76_jit(y) == -1, (n, i)
+        y[i] = 1
+        assert lzc.lz76_jit(y) == lz76_ref(y)
 
 
 def test_agrees_with_antropy_on_random_sequences():
@@ -182,7 +283,7 @@ def assert_exact(state, mirror, s):
     for n in range(out.size):
         w = mirror.window(s, n)
         assert np.array_equal(lzc.window_bits(state, s, n), w)
-        assert out[n] == lzc.lz76(w), (s, n, w.size)
+        assert out[n] == lz76_ks(w), (s, n, w.size)
 
 
 def run_ops(window, n_streams, n_neurons, ops, seed, check_every=1, hop=1):
@@ -254,8 +355,8 @@ def adversarial(rng, n: int) -> np.ndarray:
 
 
 def run_hops(window, n_neurons, spikes, hops, hop=16):
-    """Push ``spikes`` (steps x neurons) and compare ``counts`` with ``lz76`` after each
-    read interval in ``hops`` (cycled)."""
+    """Push ``spikes`` (steps x neurons) and compare ``counts`` with the reference after
+    each read interval in ``hops`` (cycled)."""
     state = lzc.sliding_state(1, n_neurons, window, hop)
     out = np.zeros(n_neurons, np.int64)
     t, i = 0, 0
@@ -266,7 +367,7 @@ def run_hops(window, n_neurons, spikes, hops, hop=16):
         t, i = min(t + h, spikes.shape[0]), i + 1
         lzc.counts(state, 0, out)
         w = spikes[max(0, t - window):t]
-        assert out.tolist() == [lzc.lz76(w[:, n]) for n in range(n_neurons)], (t, h)
+        assert out.tolist() == [lz76_ks(w[:, n].copy()) for n in range(n_neurons)], (t, h)
 
 
 @pytest.mark.parametrize("kind, d", [
@@ -477,4 +578,4 @@ def test_callable_from_njit_loop():
     state = lzc.sliding_state(2, 4, 64)
     out = np.zeros(4, np.int64)
     run(state, 1, spikes, 16, out)
-    assert out.tolist() == [lzc.lz76(spikes[-64:, n]) for n in range(4)]
+    assert out.tolist() == [lz76_ks(spikes[-64:, n].copy()) for n in range(4)]
