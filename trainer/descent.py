@@ -208,20 +208,21 @@ def _control(rn, p: dict, f: Objective, theta0: np.ndarray, L_hat: float, seed: 
 
 def markdown(doc: dict) -> str:
     rows = doc["rows"]
-    lines = ["| regime | eta x L_hat | gradient | seeds | fraction satisfied | loss first -> last | "
-             "grad cosine (meta-esc) | grad cosine (deterministic meta) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| regime | eta x L_hat | gradient | seeds | fraction satisfied | loss decreased | loss first -> last | "
+             "grad cosine (meta-esc) | grad cosine (deterministic meta) |", "|---|---|---|---|---|---|---|---|---|"]
     for gradient in ("surrogate", "finite-difference"):
         for regime in doc["protocol"]["regimes"]:
             rs = [r for r in rows if r["eta_regime"] == regime and r.get("gradient", "surrogate") == gradient]
             if not rs:
                 continue
             frac = np.mean([r["fraction_satisfied"] for r in rs])
+            down = np.mean([s["loss_after"] < s["loss"] for r in rs for s in r["steps"]])
             first = np.mean([r["steps"][0]["loss"] for r in rs])
             last = np.mean([r["steps"][-1]["loss_after"] for r in rs])
             cos = [r["grad_cosine"] for r in rs if "grad_cosine" in r]
             det = [r["grad_cosine_deterministic"] for r in rs if "grad_cosine" in r]
             cosines = (f"{np.mean(cos):.2f} (min {min(cos):.2f}) | {np.mean(det):.2f} (min {min(det):.2f})"
                        if cos else "– | –")
-            lines.append(f"| {regime} | {rs[0]['eta_times_L_hat']:g} | {gradient} | {len(rs)} | {frac:.2f} | "
+            lines.append(f"| {regime} | {rs[0]['eta_times_L_hat']:g} | {gradient} | {len(rs)} | {frac:.2f} | {down:.2f} | "
                          f"{first:.4f} -> {last:.4f} | {cosines} |")
     return "\n".join(lines)
