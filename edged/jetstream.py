@@ -37,12 +37,12 @@ asks for ``FETCH`` frames and the next is sent once they are handed over, so at 
 Decision order: decisions go the other way to one publisher task, which keeps each
 stream's decisions in seq order in ``EDGED_OUT``: a stream has at most one decision in
 flight, and its next is published once NATS confirmed it (stored, or a duplicate).
-Streams are pipelined against each other. A decision refused, or unconfirmed after
-``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), is published again,
-same id, before any later one of its stream. Pipelining within a stream would break the
-order: the server stores what reaches it, so a publish lost with a connection is
-overtaken by later ones that nats-py buffered and sends after the reconnect, or that
-arrive once a refusing stream is back.
+Streams are pipelined against each other. A decision refused, unconfirmed after
+``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), or whose publish
+raised (``_reclaim``) is published again, same id, before any later one of its stream.
+Pipelining within a stream would break the order: the server stores what reaches it, so
+a publish lost with a connection is overtaken by later ones that nats-py buffered and
+sends after the reconnect, or that arrive once a refusing stream is back.
 """
 
 from __future__ import annotations
@@ -557,6 +557,7 @@ class Transport:
         beats, self._beats = self._beats, []
         if not self.nc.is_connected:
             return
+        subject = None
         try:
             for payload in beats:
                 await self.nc.publish(HEARTBEAT_SUBJECT, payload)
@@ -569,7 +570,24 @@ class Transport:
                 self._flight[subject] = (loop.time() + ACK_WAIT, future)
                 future.add_done_callback(functools.partial(self._acked, subject))
         except Exception as e:  # noqa: BLE001 - a lost connection, too many unconfirmed: again later
+            self._reclaim()
+            if subject in self._ready:  # its publish raised: the other streams go first next time
+                self._ready.move_to_end(subject)
+                self.metrics.nats_publish_errors.inc()
             self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
+
+    def _reclaim(self) -> None:
+        """Cancel the ack futures nats-py holds for publishes that raised. ``publish_async``
+        takes a slot of ``publish_async_max_pending`` (4,000) and registers the publish's
+        future before it sends, and keeps both for good if the send raises (connection
+        closed, reconnect buffer full, payload over the server's max_payload): the caller
+        never gets the future, so no ack timeout can free it, and 4,000 of them would wedge
+        every publish. edged's own futures are those in flight; cancelling the others runs
+        nats-py's cleanup (the dict is private: if it goes, there is nothing to do)."""
+        ours = {future for _, future in self._flight.values()}
+        for future in list(getattr(self.js, "_publish_async_futures", {}).values()):
+            if future not in ours:
+                future.cancel()
 
     def _acked(self, subject: str, future) -> None:
         """A publish of ``subject``'s oldest decision completed: confirmed (stored, or

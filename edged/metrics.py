@@ -142,7 +142,8 @@ class Metrics:
             "NATS: decisions JetStream dropped as already stored (republished by a replay)", registry=r)
         self.nats_publish_errors = Counter(
             "edged_nats_publish_errors_total",
-            "NATS: decision publishes refused or not confirmed in time (published again)", registry=r)
+            "NATS: decision publishes refused, failed to send or not confirmed in time (published again)",
+            registry=r)
 
     def describe_model(self, model: "Model") -> None:
         self.model_info.labels(model.sha256, model.neuron, str(model.n_in), str(model.n_hidden),

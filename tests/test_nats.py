@@ -750,3 +750,53 @@ def test_a_sender_whose_acks_are_lost_does_not_block_for_ever(tmp_path, monkeypa
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_publish_that_raises_holds_no_ack_slot_and_no_other_stream(tmp_path, monkeypatch):
+    """nats-py's ``publish_async`` takes a slot of its pending limit and registers the ack
+    future before it sends, and keeps both for good if the send raises (here a payload
+    over the server's max_payload; in life also a reconnect whose buffer is full). Each
+    retry of such a decision leaves no slot behind (4,000 would wedge every publish), and
+    its stream does not hold up the others."""
+    import asyncio
+    import logging
+
+    import zmq
+    from prometheus_client import CollectorRegistry
+
+    from edged import jetstream
+    from edged.config import resolve
+    from edged.metrics import Metrics
+
+    monkeypatch.setattr(jetstream, "RETRY_S", 0.02)
+    server, url = start_nats(tmp_path)
+    ctx = zmq.Context()
+    cfg = resolve({"ingest_endpoint": url, "publish_endpoint": url}, env={})
+    t = jetstream.Transport(ctx, cfg, Metrics(CollectorRegistry()), logging.getLogger("edged.test"))
+    tries = []
+    try:
+        t.bind()
+        publish_async = t.js.publish_async
+
+        async def counted(subject, payload, **kw):
+            tries.append(subject)
+            return await publish_async(subject, payload, **kw)
+
+        t.js.publish_async = counted
+        t.start({})
+        big = b"x" * (t.nc.max_payload + 1)
+        t.send_decisions(["big", *"aaaaa"], [0, *range(5)], [big, *[b"d"] * 5])
+
+        async def state():
+            await asyncio.sleep(0)  # the done callbacks of cancelled futures run first
+            return t.js.publish_async_pending(), len(t._unconfirmed)
+
+        deadline = time.monotonic() + TIMEOUT
+        while tries.count(jetstream.out_subject("big")) < 20 or t.loop.call(state(), 5) != (0, 1):
+            assert time.monotonic() < deadline, f"ack slots held, decisions unconfirmed: {t.loop.call(state(), 5)}"
+            time.sleep(0.01)
+    finally:
+        t.close(0)
+        ctx.term()
+        server.terminate()
+        server.wait(10)
