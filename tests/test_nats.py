@@ -558,6 +558,81 @@ def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_pat
             os.unlink(path)
 
 
+def test_decisions_nats_does_not_take_pause_ingest_and_all_arrive_once_in_order_after(tmp_path, nats_url,
+                                                                                        model_path):
+    """EDGED_OUT takes 100 messages and refuses the rest while a replay of 3,000 frames
+    catches up: past --nats-max-unconfirmed decisions awaiting confirmation edged stops
+    pulling input (the log still holds frames for it), the backlog stays within the limit
+    plus the frames already pulled, checkpoints fail rather than record frames whose
+    decisions are unconfirmed, and a kill -9 then replays. Once EDGED_OUT takes
+    decisions again, every one arrives, once, in order, and ingest resumes."""
+    from nats.js import api
+
+    from edged.jetstream import FETCH, OUT_STREAM, in_stream, partition
+
+    n, limit, stored = 3000, 300, 100
+    want = n - WINDOW // HOP + 1
+    p = partition("a", 8)
+    args = ["--ingest", nats_url, "--publish", nats_url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", "--nats-max-unconfirmed", str(limit)]
+    proc = None
+    with Sender(nats_url) as tx:  # creates the streams
+        js, call = tx.js, tx._loop.call
+        out = call(js.stream_info(OUT_STREAM)).config
+        out.max_msgs, out.discard = stored, api.DiscardPolicy.NEW
+        call(js.update_stream(out))
+        send_frames(tx, range(n))  # a backlog: the replay decides faster than NATS confirms
+        call(js.publish_async_completed())
+
+        def unread() -> int:
+            return call(js.consumer_info(in_stream(p), f"edged-{p}")).num_pending
+
+        def paused(metrics: str, failed: float) -> dict:
+            """Scrape until paused and ``failed`` checkpoints failed; each scrape within bounds."""
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                m = scrape(metrics)
+                assert m["edged_nats_unconfirmed_decisions"] <= limit + 3 * FETCH, m  # one fetch + hand-over
+                if m["edged_nats_ingest_paused"] == 1 and m["edged_checkpoint_writes_total{result=error}"] >= failed:
+                    return m
+                assert time.monotonic() < deadline, {k: v for k, v in m.items() if "nats" in k or "checkpoint" in k}
+                time.sleep(0.05)
+
+        try:
+            proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            m = paused(metrics, 1)  # a checkpoint waited 3 s for confirmations, in vain
+            left = unread()
+            m2 = paused(metrics, m["edged_checkpoint_writes_total{result=error}"] + 1)
+            assert m2["edged_frames_total"] == m["edged_frames_total"] and unread() == left > 0  # nothing pulled
+            assert m2["edged_nats_unconfirmed_decisions"] > limit // 2
+            assert m2["edged_nats_ingest_pauses_total"] >= 1
+            proc.kill()  # kill -9 while paused: the replay starts from the last checkpoint
+            proc.wait()
+            proc.stderr.close()
+            proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            paused(metrics, 0)
+            out.max_msgs = -1  # NATS takes decisions again
+            call(js.update_stream(out))
+            with Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+                seqs = []
+                deadline = time.monotonic() + TIMEOUT
+                while len(seqs) < want:
+                    assert time.monotonic() < deadline, f"{len(seqs)} of {want} decisions"
+                    d = rx.recv(0.2)
+                    if d is not None:
+                        seqs.append(d.seq)
+                assert quiet(rx) == []
+            assert seqs == list(range(want))  # every decision, once, in order
+            deadline = time.monotonic() + TIMEOUT
+            while (m := scrape(metrics))["edged_nats_ingest_paused"] or m["edged_nats_unconfirmed_decisions"]:
+                assert time.monotonic() < deadline, m
+                time.sleep(0.05)
+            assert unread() == 0
+            assert stop(proc) == 0
+        finally:
+            kill(proc)
+
+
 def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``k`` of stream "a" in the tests below: 4 channels at every step of its hop."""
     return np.repeat(np.arange(k * HOP, (k + 1) * HOP), 4), np.tile(np.arange(4), HOP)
