@@ -64,7 +64,7 @@ SETTINGS: tuple[Setting, ...] = (
             "--ingest-socket", choices=("pull", "sub")),
     Setting("ingest", "bind", bool, True,
             "bind the ingest endpoint (else connect to it, e.g. to a SUB source)", "--ingest-bind"),
-    Setting("ingest", "hwm", int, 10000, "ingest receive high-water mark (frames)",
+    Setting("ingest", "hwm", int, 10000, "ingest receive high-water mark (frames; ZeroMQ only)",
             "--ingest-hwm", check=_positive),
     Setting("ingest", "max_frame_bytes", int, 4 << 20,
             "largest ingest frame in bytes (ZMQ_MAXMSGSIZE: a larger one disconnects its peer)",
@@ -130,6 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
             "NATS: seconds the decision stream remembers Nats-Msg-Id (>= --checkpoint-interval + "
             "60 s, so a replay after a crash stores no decision twice; <= --idle-timeout, as a "
             "stream restarts its seqs after expiry)", "--nats-dedup-window", check=_positive),
+    Setting("nats", "max_unconfirmed", int, 10000,
+            "NATS: decisions awaiting NATS's confirmation (in flight and queued) beyond which edged "
+            "stops pulling input until half of them are confirmed (back-pressure: nothing is dropped)",
+            "--nats-max-unconfirmed", check=_positive),
     Setting("log", "level", str, "info", "lowest log level written to stderr", "--log-level",
             choices=("debug", "info", "warning", "error")),
     Setting("log", "reject_burst", int, 5,

@@ -30,19 +30,26 @@ checkpointed state (a warm restart, as over ZeroMQ).
 
 Threads: nats-py is asyncio; its event loop runs on one transport thread (``Loop``). Frames
 reach the serving loop through an inproc ZeroMQ PUSH/PULL pair (``[payload, partition |
-seq | subject]``), so the serving loop polls as it does over ZeroMQ. Each pull request
-asks for ``FETCH`` frames and the next is sent once they are handed over, so at most
-``FETCH`` frames wait on the client.
+seq | subject]``, ``FETCH`` deep), so the serving loop polls as it does over ZeroMQ. Each
+pull request asks for ``FETCH`` frames and the next is sent once they are handed over, so
+at most ``FETCH`` frames per partition wait on the client.
+
+Back-pressure: the input is a durable log, so nothing is dropped when NATS confirms
+decisions slower than edged makes them (a replay catching up, a slow or unreachable
+server): once more than ``--nats-max-unconfirmed`` decisions await confirmation (in flight
+and queued, over all streams), no pull request is sent until half of them are confirmed
+(``_flow``). Frames pulled before are still decided, so the backlog exceeds the limit by
+the decisions of at most one fetch per partition and the hand-over pipe.
 
 Decision order: decisions go the other way to one publisher task, which keeps each
 stream's decisions in seq order in ``EDGED_OUT``: a stream has at most one decision in
 flight, and its next is published once NATS confirmed it (stored, or a duplicate).
-Streams are pipelined against each other. A decision refused, or unconfirmed after
-``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), is published again,
-same id, before any later one of its stream. Pipelining within a stream would break the
-order: the server stores what reaches it, so a publish lost with a connection is
-overtaken by later ones that nats-py buffered and sends after the reconnect, or that
-arrive once a refusing stream is back.
+Streams are pipelined against each other. A decision refused, unconfirmed after
+``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), or whose publish
+raised (``_reclaim``) is published again, same id, before any later one of its stream.
+Pipelining within a stream would break the order: the server stores what reaches it, so
+a publish lost with a connection is overtaken by later ones that nats-py buffered and
+sends after the reconnect, or that arrive once a refusing stream is back.
 """
 
 from __future__ import annotations
@@ -256,6 +263,7 @@ class Transport:
         self.count = cfg.nats_partition_count
         self.owned = parse_partitions(cfg.nats_partitions, self.count)
         self.retention = Retention.of(cfg)
+        self.limit = cfg.nats_max_unconfirmed  # back-pressure (``_flow``)
         self.ingest = self
         self.offsets: dict[int, int] = {}  # partition -> stream seq of the last frame taken
         self.subject = ""  # subject of the last frame taken
@@ -273,6 +281,7 @@ class Transport:
         self._handed = 0  # decisions handed over so far, each numbered in that order
         self._unconfirmed: collections.OrderedDict = collections.OrderedDict()  # their numbers
         self._marks: collections.deque = collections.deque()  # ``confirm``: (number, future)
+        metrics.nats_unconfirmed.set_function(lambda: len(self._unconfirmed))
         self._beats: list[bytes] = []
         self._tasks: list[asyncio.Task] = []
 
@@ -286,11 +295,11 @@ class Transport:
         address = f"inproc://edged-jetstream-{id(self)}"
         self.wake = self.ctx.socket(zmq.PULL)
         self.wake.linger = 0
-        self.wake.rcvhwm = self.cfg.ingest_hwm
+        self.wake.rcvhwm = FETCH // 2  # over inproc the two add up: FETCH frames
         self.wake.bind(address)
         self._push = self.ctx.socket(zmq.PUSH)
         self._push.linger = 0
-        self._push.sndhwm = self.cfg.ingest_hwm
+        self._push.sndhwm = FETCH // 2
         self._push.connect(address)
         self.loop = Loop("edged-jetstream")
         try:
@@ -397,8 +406,9 @@ class Transport:
         await ensure_streams(self.js, self.owned, self.retention, self.log)
         window = (await self.js.stream_info(OUT_STREAM)).config.duplicate_window or 0.0
         ages = [(await self.js.stream_info(in_stream(p))).config.max_age or math.inf for p in self.owned]
-        self._wake, self._empty = asyncio.Event(), asyncio.Event()
+        self._wake, self._empty, self._flowing = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._empty.set()
+        self._flowing.set()
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish()))
         return window, max(ages, default=math.inf)
 
@@ -442,11 +452,13 @@ class Transport:
         inbox that nothing of an earlier request reaches: after a request without an answer
         (lost in a reconnect), a status other than the request's expiry (consumer deleted,
         JetStream unavailable) or an error (after ``RETRY_S``), and after a jump over
-        frames the log still holds (delivered, but lost on the way)."""
+        frames the log still holds (delivered, but lost on the way). No request is sent
+        while ingest is paused (``_flow``)."""
         nc, sub, resync = self.nc, None, False
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{in_stream(p)}.edged-{p}"
         try:
             while True:
+                await self._flowing.wait()
                 try:
                     if resync:
                         if sub is not None:
@@ -527,6 +539,22 @@ class Transport:
         if decisions:
             self._empty.clear()
             self._wake.set()
+            self._flow()
+
+    def _flow(self) -> None:
+        """Pause pulling input while more than ``limit`` decisions await confirmation,
+        resume once at most half as many do."""
+        n, m = len(self._unconfirmed), self.metrics
+        if self._flowing.is_set() and n > self.limit:
+            self._flowing.clear()
+            m.nats_ingest_paused.set(1)
+            m.nats_ingest_pauses.inc()
+            self.limited.warning("paused", "%d decisions await NATS's confirmation, over "
+                                 "--nats-max-unconfirmed %d: no input pulled until at most %d do",
+                                 n, self.limit, self.limit // 2)
+        elif not self._flowing.is_set() and n <= self.limit // 2:
+            self._flowing.set()
+            m.nats_ingest_paused.set(0)
 
     def _beat(self, payload: bytes) -> None:
         self._beats.append(payload)
@@ -557,6 +585,7 @@ class Transport:
         beats, self._beats = self._beats, []
         if not self.nc.is_connected:
             return
+        subject = None
         try:
             for payload in beats:
                 await self.nc.publish(HEARTBEAT_SUBJECT, payload)
@@ -569,7 +598,24 @@ class Transport:
                 self._flight[subject] = (loop.time() + ACK_WAIT, future)
                 future.add_done_callback(functools.partial(self._acked, subject))
         except Exception as e:  # noqa: BLE001 - a lost connection, too many unconfirmed: again later
+            self._reclaim()
+            if subject in self._ready:  # its publish raised: the other streams go first next time
+                self._ready.move_to_end(subject)
+                self.metrics.nats_publish_errors.inc()
             self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
+
+    def _reclaim(self) -> None:
+        """Cancel the ack futures nats-py holds for publishes that raised. ``publish_async``
+        takes a slot of ``publish_async_max_pending`` (4,000) and registers the publish's
+        future before it sends, and keeps both for good if the send raises (connection
+        closed, reconnect buffer full, payload over the server's max_payload): the caller
+        never gets the future, so no ack timeout can free it, and 4,000 of them would wedge
+        every publish. edged's own futures are those in flight; cancelling the others runs
+        nats-py's cleanup (the dict is private: if it goes, there is nothing to do)."""
+        ours = {future for _, future in self._flight.values()}
+        for future in list(getattr(self.js, "_publish_async_futures", {}).values()):
+            if future not in ours:
+                future.cancel()
 
     def _acked(self, subject: str, future) -> None:
         """A publish of ``subject``'s oldest decision completed: confirmed (stored, or
@@ -590,6 +636,7 @@ class Transport:
             self.metrics.nats_duplicates.inc()
         queue = self._out[subject]
         del self._unconfirmed[queue.popleft()[3]]
+        self._flow()
         if queue:
             self._ready[subject] = None
         else:

@@ -142,7 +142,18 @@ class Metrics:
             "NATS: decisions JetStream dropped as already stored (republished by a replay)", registry=r)
         self.nats_publish_errors = Counter(
             "edged_nats_publish_errors_total",
-            "NATS: decision publishes refused or not confirmed in time (published again)", registry=r)
+            "NATS: decision publishes refused, failed to send or not confirmed in time (published again)",
+            registry=r)
+        self.nats_unconfirmed = Gauge(
+            "edged_nats_unconfirmed_decisions",
+            "NATS: decisions awaiting NATS's confirmation, in flight and queued", registry=r)
+        self.nats_ingest_paused = Gauge(
+            "edged_nats_ingest_paused",
+            "NATS: 1 while input is not pulled, more than --nats-max-unconfirmed decisions awaiting "
+            "confirmation", registry=r)
+        self.nats_ingest_pauses = Counter(
+            "edged_nats_ingest_pauses_total",
+            "NATS: times input pulling paused for back-pressure (--nats-max-unconfirmed)", registry=r)
 
     def describe_model(self, model: "Model") -> None:
         self.model_info.labels(model.sha256, model.neuron, str(model.n_in), str(model.n_hidden),

@@ -533,6 +533,8 @@ def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_pat
                 pass
         gaps = np.diff([stopped, *pings, time.monotonic()])
         assert gaps.max() < 1.0, f"the watchdog went {gaps.max():.2f} s without a ping"
+        notify.close()  # no longer read: once its queue (10 datagrams) is full, edged's sends block
+        os.unlink(path)
         server.send_signal(signal.SIGCONT)
         written = scrape(metrics)["edged_checkpoint_writes_total{result=ok}"]
         deadline = time.monotonic() + TIMEOUT
@@ -552,7 +554,83 @@ def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_pat
         server.kill()
         server.wait()
         notify.close()
-        os.unlink(path)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def test_decisions_nats_does_not_take_pause_ingest_and_all_arrive_once_in_order_after(tmp_path, nats_url,
+                                                                                        model_path):
+    """EDGED_OUT takes 100 messages and refuses the rest while a replay of 3,000 frames
+    catches up: past --nats-max-unconfirmed decisions awaiting confirmation edged stops
+    pulling input (the log still holds frames for it), the backlog stays within the limit
+    plus the frames already pulled, checkpoints fail rather than record frames whose
+    decisions are unconfirmed, and a kill -9 then replays. Once EDGED_OUT takes
+    decisions again, every one arrives, once, in order, and ingest resumes."""
+    from nats.js import api
+
+    from edged.jetstream import FETCH, OUT_STREAM, in_stream, partition
+
+    n, limit, stored = 3000, 300, 100
+    want = n - WINDOW // HOP + 1
+    p = partition("a", 8)
+    args = ["--ingest", nats_url, "--publish", nats_url, "--state-dir", str(tmp_path / "state"),
+            "--checkpoint-interval", "1", "--nats-max-unconfirmed", str(limit)]
+    proc = None
+    with Sender(nats_url) as tx:  # creates the streams
+        js, call = tx.js, tx._loop.call
+        out = call(js.stream_info(OUT_STREAM)).config
+        out.max_msgs, out.discard = stored, api.DiscardPolicy.NEW
+        call(js.update_stream(out))
+        send_frames(tx, range(n))  # a backlog: the replay decides faster than NATS confirms
+        call(js.publish_async_completed())
+
+        def unread() -> int:
+            return call(js.consumer_info(in_stream(p), f"edged-{p}")).num_pending
+
+        def paused(metrics: str, failed: float) -> dict:
+            """Scrape until paused and ``failed`` checkpoints failed; each scrape within bounds."""
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                m = scrape(metrics)
+                assert m["edged_nats_unconfirmed_decisions"] <= limit + 3 * FETCH, m  # one fetch + hand-over
+                if m["edged_nats_ingest_paused"] == 1 and m["edged_checkpoint_writes_total{result=error}"] >= failed:
+                    return m
+                assert time.monotonic() < deadline, {k: v for k, v in m.items() if "nats" in k or "checkpoint" in k}
+                time.sleep(0.05)
+
+        try:
+            proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            m = paused(metrics, 1)  # a checkpoint waited 3 s for confirmations, in vain
+            left = unread()
+            m2 = paused(metrics, m["edged_checkpoint_writes_total{result=error}"] + 1)
+            assert m2["edged_frames_total"] == m["edged_frames_total"] and unread() == left > 0  # nothing pulled
+            assert m2["edged_nats_unconfirmed_decisions"] > limit // 2
+            assert m2["edged_nats_ingest_pauses_total"] >= 1
+            proc.kill()  # kill -9 while paused: the replay starts from the last checkpoint
+            proc.wait()
+            proc.stderr.close()
+            proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
+            paused(metrics, 0)
+            out.max_msgs = -1  # NATS takes decisions again
+            call(js.update_stream(out))
+            with Subscriber(nats_url, streams=("a",), deliver="all") as rx:
+                seqs = []
+                deadline = time.monotonic() + TIMEOUT
+                while len(seqs) < want:
+                    assert time.monotonic() < deadline, f"{len(seqs)} of {want} decisions"
+                    d = rx.recv(0.2)
+                    if d is not None:
+                        seqs.append(d.seq)
+                assert quiet(rx) == []
+            assert seqs == list(range(want))  # every decision, once, in order
+            deadline = time.monotonic() + TIMEOUT
+            while (m := scrape(metrics))["edged_nats_ingest_paused"] or m["edged_nats_unconfirmed_decisions"]:
+                assert time.monotonic() < deadline, m
+                time.sleep(0.05)
+            assert unread() == 0
+            assert stop(proc) == 0
+        finally:
+            kill(proc)
 
 
 def frame_events(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -750,3 +828,53 @@ def test_a_sender_whose_acks_are_lost_does_not_block_for_ever(tmp_path, monkeypa
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_publish_that_raises_holds_no_ack_slot_and_no_other_stream(tmp_path, monkeypatch):
+    """nats-py's ``publish_async`` takes a slot of its pending limit and registers the ack
+    future before it sends, and keeps both for good if the send raises (here a payload
+    over the server's max_payload; in life also a reconnect whose buffer is full). Each
+    retry of such a decision leaves no slot behind (4,000 would wedge every publish), and
+    its stream does not hold up the others."""
+    import asyncio
+    import logging
+
+    import zmq
+    from prometheus_client import CollectorRegistry
+
+    from edged import jetstream
+    from edged.config import resolve
+    from edged.metrics import Metrics
+
+    monkeypatch.setattr(jetstream, "RETRY_S", 0.02)
+    server, url = start_nats(tmp_path)
+    ctx = zmq.Context()
+    cfg = resolve({"ingest_endpoint": url, "publish_endpoint": url}, env={})
+    t = jetstream.Transport(ctx, cfg, Metrics(CollectorRegistry()), logging.getLogger("edged.test"))
+    tries = []
+    try:
+        t.bind()
+        publish_async = t.js.publish_async
+
+        async def counted(subject, payload, **kw):
+            tries.append(subject)
+            return await publish_async(subject, payload, **kw)
+
+        t.js.publish_async = counted
+        t.start({})
+        big = b"x" * (t.nc.max_payload + 1)
+        t.send_decisions(["big", *"aaaaa"], [0, *range(5)], [big, *[b"d"] * 5])
+
+        async def state():
+            await asyncio.sleep(0)  # the done callbacks of cancelled futures run first
+            return t.js.publish_async_pending(), len(t._unconfirmed)
+
+        deadline = time.monotonic() + TIMEOUT
+        while tries.count(jetstream.out_subject("big")) < 20 or t.loop.call(state(), 5) != (0, 1):
+            assert time.monotonic() < deadline, f"ack slots held, decisions unconfirmed: {t.loop.call(state(), 5)}"
+            time.sleep(0.01)
+    finally:
+        t.close(0)
+        ctx.term()
+        server.terminate()
+        server.wait(10)
