@@ -16,7 +16,8 @@ from typing import Mapping
 
 def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     """Send ``state`` (e.g. ``"READY=1\\nSTATUS=serving"``); ``False`` when there is no
-    socket to send to or the send failed (never raises: the service outlives systemd)."""
+    socket to send to or the send failed (never raises: the service outlives systemd).
+    Never blocks: a full queue (a reader that is stuck) fails the send (``EAGAIN``)."""
     addr = (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
     if not addr:
         return False
@@ -25,7 +26,7 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
             s.connect(addr)
-            s.sendall(state.encode())
+            s.send(state.encode(), socket.MSG_DONTWAIT)
         return True
     except OSError:
         return False

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -72,6 +73,23 @@ def test_notify_path_and_abstract_sockets(notify_socket):
         a.bind("\0" + name)
         assert sdnotify.notify("WATCHDOG=1", env={"NOTIFY_SOCKET": "@" + name})
         assert a.recv(100) == b"WATCHDOG=1"
+
+
+def test_notify_never_blocks_on_a_queue_nobody_reads(notify_socket):
+    """A reader that is stuck (never reads) fills the socket's queue: notify then fails,
+    returning False, instead of blocking the serving loop that calls it."""
+    path, _ = notify_socket  # bound, never read
+    results: list[bool] = []
+
+    def spam() -> None:
+        for _ in range(1000):
+            results.append(sdnotify.notify("WATCHDOG=1", env={"NOTIFY_SOCKET": path}))
+
+    caller = threading.Thread(target=spam, daemon=True)  # (a blocked send ends when the fixture closes)
+    caller.start()
+    caller.join(TIMEOUT)
+    assert len(results) == 1000, f"notify blocked after {len(results)} calls"
+    assert results[0] is True and results[-1] is False
 
 
 def test_watchdog_interval_and_pid():
