@@ -46,7 +46,7 @@ stream's decisions in seq order in ``EDGED_OUT``: a stream has at most one decis
 flight, and its next is published once NATS confirmed it (stored, or a duplicate).
 Streams are pipelined against each other. A decision refused, unconfirmed after
 ``ACK_WAIT`` (a publish or ack lost in a reconnect never completes), or whose publish
-raised (``_reclaim``) is published again, same id, before any later one of its stream.
+raised (``reclaim``) is published again, same id, before any later one of its stream.
 Pipelining within a stream would break the order: the server stores what reaches it, so
 a publish lost with a connection is overtaken by later ones that nats-py buffered and
 sends after the reconnect, or that arrive once a refusing stream is back.
@@ -165,6 +165,21 @@ async def ensure_streams(js, partitions, retention: Retention, log=None) -> None
         if log is not None:
             log.info("created JetStream stream %s (%s): max_age %gs, max_bytes %d, dedup window %gs",
                      name, subject, retention.max_age, retention.max_bytes, window)
+
+
+def reclaim(js, ours) -> None:
+    """Free the ack slots nats-py holds for publishes that raised. ``js.publish_async``
+    takes a slot of ``publish_async_max_pending`` and registers the publish's ack future
+    before it sends, and keeps both for good if the send raises (connection closed,
+    reconnect buffer full, payload over the server's max_payload): the caller never gets
+    the future, so no ack timeout can free it, and as many as the limit would wedge every
+    publish for good. ``ours``: the caller's futures still awaiting their acks (all its
+    publishes that returned); cancelling the others runs nats-py's own cleanup. Call it
+    after a publish raised, with no other publish of ``js`` under way (the dict is
+    private: if it goes, there is nothing to do)."""
+    for future in list(getattr(js, "_publish_async_futures", {}).values()):
+        if future not in ours:
+            future.cancel()
 
 
 class Limited:
@@ -598,24 +613,11 @@ class Transport:
                 self._flight[subject] = (loop.time() + ACK_WAIT, future)
                 future.add_done_callback(functools.partial(self._acked, subject))
         except Exception as e:  # noqa: BLE001 - a lost connection, too many unconfirmed: again later
-            self._reclaim()
+            reclaim(self.js, {future for _, future in self._flight.values()})  # edged's own
             if subject in self._ready:  # its publish raised: the other streams go first next time
                 self._ready.move_to_end(subject)
                 self.metrics.nats_publish_errors.inc()
             self.limited.warning("publish", "publishing decisions: %s: %s", type(e).__name__, e)
-
-    def _reclaim(self) -> None:
-        """Cancel the ack futures nats-py holds for publishes that raised. ``publish_async``
-        takes a slot of ``publish_async_max_pending`` (4,000) and registers the publish's
-        future before it sends, and keeps both for good if the send raises (connection
-        closed, reconnect buffer full, payload over the server's max_payload): the caller
-        never gets the future, so no ack timeout can free it, and 4,000 of them would wedge
-        every publish. edged's own futures are those in flight; cancelling the others runs
-        nats-py's cleanup (the dict is private: if it goes, there is nothing to do)."""
-        ours = {future for _, future in self._flight.values()}
-        for future in list(getattr(self.js, "_publish_async_futures", {}).values()):
-            if future not in ours:
-                future.cancel()
 
     def _acked(self, subject: str, future) -> None:
         """A publish of ``subject``'s oldest decision completed: confirmed (stored, or
@@ -708,7 +710,9 @@ class Sender(_client.Sender):
     pipelined (``max_pending`` awaiting their acks); ``send`` blocks when that many are
     pending, raising ``zmq.Again`` after ``timeout`` seconds if set; a frame without an ack
     after ``ACK_WAIT`` counts as failed (it may or may not be in the log: a frame is never
-    sent twice); ``close`` waits ``linger`` seconds for the rest and raises
+    sent twice); a frame nats-py cannot send (the server away and its reconnect buffer
+    full, over the server's max_payload) raises its error from ``send`` and holds no slot
+    (``reclaim``); ``close`` waits ``linger`` seconds for the rest and raises
     ``RuntimeError`` if any failed."""
 
     def __init__(self, endpoint: str, *, binary: bool = True, partition_count: int | None = None,
@@ -722,6 +726,7 @@ class Sender(_client.Sender):
         self.count = partition_count or default("nats_partition_count")
         self.timeout, self.linger = timeout, linger
         self.errors: list[BaseException] = []
+        self._pending: set[asyncio.Future] = set()  # publishes awaiting their acks (``reclaim``)
         self._loop = Loop("edged-sender")
         self._loop.open(self._open(endpoint, max_pending), CONNECT_TIMEOUT + 10)
 
@@ -737,6 +742,11 @@ class Sender(_client.Sender):
             future = await self.js.publish_async(subject, frame, wait_stall=self.timeout)
         except TooManyStalledMsgsError:
             raise zmq.Again(f"{self.js.publish_async_pending()} frames awaiting acks") from None
+        except Exception:  # not sent (server away and buffer full, too large, closed): raised
+            reclaim(self.js, self._pending)
+            raise
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
         def expire() -> None:  # an ack lost (a server restart) would hold its slot for ever
             if not future.done():

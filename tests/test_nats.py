@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edged.bench.e2e import nats_available, start_nats
 from edged.client import Sender, Subscriber
 from edged.model import save
-from tests.conftest import small_model, start_serve
+from tests.conftest import small_model, start_serve, wait_for
 
 pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
 TIMEOUT = 30.0
@@ -878,3 +878,39 @@ def test_a_publish_that_raises_holds_no_ack_slot_and_no_other_stream(tmp_path, m
         ctx.term()
         server.terminate()
         server.wait(10)
+
+
+def test_a_sender_whose_sends_raise_holds_no_ack_slot_and_sends_again_after(tmp_path, monkeypatch):
+    """Frames nats-py cannot send raise from ``send``: over the server's max_payload, and
+    while the server is away with a reconnect buffer that takes nothing. Each would keep
+    one of nats-py's ack slots for good (here 4): the Sender frees them, so it sends
+    again once the server is back and every frame sent is confirmed."""
+    import functools
+
+    import nats
+    from nats.errors import MaxPayloadError, OutboundBufferLimitError
+
+    monkeypatch.setattr(nats, "connect", functools.partial(nats.connect, pending_size=0))
+    proc, url = start_nats(tmp_path)
+    tx = Sender(url, max_pending=4, timeout=5)  # (without the fix: zmq.Again once 4 are held)
+    try:
+        big = b"x" * (tx.nc.max_payload + 1)
+        for _ in range(10):
+            with pytest.raises(MaxPayloadError):
+                tx.send_frame(big, "a")
+        tx.send("a", [0], [0])
+        wait_for(lambda: tx.js.publish_async_pending() == 0, TIMEOUT, "the frame's ack")
+        proc.terminate()
+        proc.wait(10)
+        wait_for(lambda: not tx.nc.is_connected, TIMEOUT, "the Sender noticing the server left")
+        for k in range(10):
+            with pytest.raises(OutboundBufferLimitError):
+                tx.send("a", [k], [0])
+        proc, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        wait_for(lambda: tx.nc.is_connected, TIMEOUT, "the Sender reconnecting")
+        for k in range(10):
+            tx.send("b", [k], [0])
+    finally:
+        tx.close()  # raises if a frame sent went unconfirmed
+        proc.terminate()
+        proc.wait(10)
