@@ -72,7 +72,7 @@ from typing import NamedTuple
 import zmq
 
 from edged.config import ConfigError, dedup_rule, parse_partitions
-from edged.protocol import FrameError
+from edged.protocol import MAX_STREAM_BYTES, FrameError
 
 IN_PREFIX, OUT_PREFIX, HEARTBEAT_SUBJECT = "edged.in", "edged.out", "edged.heartbeat"
 OUT_STREAM = "EDGED_OUT"
@@ -122,6 +122,14 @@ def out_subject(stream: str) -> str:
 def msg_id(stream: str, seq: int) -> str:
     """The deduplication id of decision ``seq`` of ``stream``."""
     return f"{token(stream)}.{seq}"
+
+
+def message_bound(decision_bytes: int) -> int:
+    """The most bytes a decision of at most ``decision_bytes`` takes against the server's
+    ``max_payload``, which counts the header block too: its ``Nats-Msg-Id`` for the longest
+    stream id (``MAX_STREAM_BYTES`` of a "~" token) and the widest seq."""
+    mid = msg_id("." * MAX_STREAM_BYTES, (1 << 64) - 1)
+    return decision_bytes + len(f"NATS/1.0\r\nNats-Msg-Id: {mid}\r\n\r\n".encode())
 
 
 class Retention(NamedTuple):
@@ -272,8 +280,9 @@ class Transport:
 
     ingest_kind = "jetstream"
 
-    def __init__(self, ctx: zmq.Context, cfg, metrics, log):
+    def __init__(self, ctx: zmq.Context, cfg, metrics, log, *, decision_bytes: int):
         self.ctx, self.cfg, self.metrics, self.log = ctx, cfg, metrics, log
+        self.decision_bytes = decision_bytes  # the model's largest (``protocol.decision_bound``)
         self.url = cfg.ingest_endpoint
         self.count = cfg.nats_partition_count
         self.owned = parse_partitions(cfg.nats_partitions, self.count)
@@ -306,7 +315,9 @@ class Transport:
         """Connect, create missing streams, open the inproc hand-over; nothing is pulled
         before ``start``. Raises ``OSError`` when the server cannot be reached, and
         ``ConfigError`` when ``EDGED_OUT``'s duplicate window does not fit the settings
-        (``edged.config.dedup_rule``; a warning it gives is logged)."""
+        (``edged.config.dedup_rule``; a warning it gives is logged) or the server's
+        ``max_payload`` is below the model's largest decision (``message_bound``): NATS
+        would refuse it for ever."""
         address = f"inproc://edged-jetstream-{id(self)}"
         self.wake = self.ctx.socket(zmq.PULL)
         self.wake.linger = 0
@@ -323,6 +334,12 @@ class Transport:
             raise
         except Exception as e:  # noqa: BLE001 - refused stream config, no JetStream, ...
             raise OSError(f"NATS {self.url}: {type(e).__name__}: {e}") from None
+        largest, limit = message_bound(self.decision_bytes), self.nc.max_payload
+        if largest > limit:
+            raise ConfigError(f"NATS {self.url}: the server's max_payload is {limit} bytes, but a decision "
+                              f"of this model can take {largest} bytes (payload and Nats-Msg-Id header), "
+                              f"which NATS would never store: raise max_payload in the server's "
+                              f"configuration to at least {largest}")
         verdict, why = dedup_rule(window, max_age, self.cfg, f"{OUT_STREAM}'s duplicate window")
         if verdict == "refuse":
             raise ConfigError(why)

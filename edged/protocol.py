@@ -351,6 +351,17 @@ def encode_decision(stream: str, epoch: int, seq: int, t: int, label: str, class
                             [latency_s], [energy_j], cpu_s, model)[0]
 
 
+def decision_bound(labels: list[str], n_lzc: int, model: str) -> int:
+    """The most bytes a decision of a model with class ``labels``, ``n_lzc`` output
+    neurons and id ``model`` encodes to: ``encode_decision`` of the largest one, with a
+    stream id of ``MAX_STREAM_BYTES``, the longest label and the widest ints (msgpack
+    packs any int below 2**64 in at most 9 bytes, every float in 9)."""
+    widest = (1 << 64) - 1
+    label = max(labels, key=lambda x: len(x.encode()))
+    return len(encode_decision("x" * MAX_STREAM_BYTES, widest, widest, widest, label, widest,
+                               [0.0] * len(labels), [0.0] * n_lzc, 0.0, 0.0, 0.0, model))
+
+
 def decode_decision(buf: bytes) -> dict:
     """Unpack a decision payload with tight limits; raise ``ValueError`` if it is not one."""
     try:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.bench.e2e import nats_available, start_nats
 from edged.client import Sender, Subscriber
-from edged.model import save
+from edged.model import load, save
 from tests.conftest import small_model, start_serve, wait_for
 
 pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
@@ -850,7 +850,8 @@ def test_a_publish_that_raises_holds_no_ack_slot_and_no_other_stream(tmp_path, m
     server, url = start_nats(tmp_path)
     ctx = zmq.Context()
     cfg = resolve({"ingest_endpoint": url, "publish_endpoint": url}, env={})
-    t = jetstream.Transport(ctx, cfg, Metrics(CollectorRegistry()), logging.getLogger("edged.test"))
+    t = jetstream.Transport(ctx, cfg, Metrics(CollectorRegistry()), logging.getLogger("edged.test"),
+                           decision_bytes=100)
     tries = []
     try:
         t.bind()
@@ -914,3 +915,47 @@ def test_a_sender_whose_sends_raise_holds_no_ack_slot_and_sends_again_after(tmp_
         tx.close()  # raises if a frame sent went unconfirmed
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_refuses_a_server_whose_max_payload_a_decision_does_not_fit(tmp_path):
+    """A decision over the server's max_payload (payload and header) could never be
+    stored: edged would publish it again for ever and, with back-pressure, stop pulling
+    input. edged serve refuses to start (exit 2) naming both sizes; a model whose largest
+    decision fits passes the check."""
+    import sys
+
+    from edged import jetstream
+    from edged.protocol import decision_bound
+    from tests.conftest import ROOT
+
+    server, url = start_nats(tmp_path, max_payload=1024)
+    try:
+        for classes, refused in ((100, True), (2, False)):
+            model = small_model(classes=classes)
+            path = tmp_path / f"model-{classes}.npz"
+            save(path, model)
+            model = load(path)  # its sha256, the decisions' model id
+            largest = jetstream.message_bound(decision_bound(list(model.classes), model.n_out, model.sha256))
+            assert (largest > 1024) == refused, largest
+            if not refused:  # serves, and stores a decision of the longest stream id
+                proc, _, _ = start_serve(path, "--ingest", url, "--publish", url)
+                try:
+                    stream = "é" * 64  # 128 UTF-8 bytes, a "~" token
+                    with Sender(url) as tx, Subscriber(url, streams=(stream,), deliver="all") as rx:
+                        for k in range(WINDOW // HOP):
+                            tx.send(stream, [k * HOP], [1], until=(k + 1) * HOP)
+                        d = rx.recv(TIMEOUT)
+                        assert d is not None and d.seq == 0
+                    assert stop(proc) == 0
+                finally:
+                    kill(proc)
+                continue
+            out = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--model", str(path),
+                                  "--ingest", url, "--publish", url, "--metrics", "off"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 2)
+            assert out.returncode == 2, out.stderr
+            assert f"max_payload is 1024 bytes, but a decision of this model can take {largest} bytes" \
+                in out.stderr, out.stderr
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -271,14 +271,19 @@ def nats_available() -> str | None:
     return None
 
 
-def start_nats(store: Path, timeout: float = 30.0, port: int = -1):
+def start_nats(store: Path, timeout: float = 30.0, port: int = -1, max_payload: int | None = None):
     """nats-server with JetStream in ``store`` on a loopback ``port`` (-1: a random one):
-    ``(proc, url)``. Started again on the same store and port, it is the same server."""
+    ``(proc, url)``. Started again on the same store and port, it is the same server.
+    ``max_payload``: the largest message it takes, in bytes (default its own, 1 MiB)."""
     import re
 
     log = store / "nats.log"
     log.unlink(missing_ok=True)
-    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
+    config = []
+    if max_payload is not None:  # no command-line flag for it
+        (store / "nats.conf").write_text(f"max_payload: {max_payload}\n")
+        config = ["-c", str(store / "nats.conf")]
+    proc = subprocess.Popen(["nats-server", *config, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
                              str(store / "js"), "-l", str(log)])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
