@@ -182,8 +182,8 @@ class Service:
         if uses_nats(cfg):
             from edged.jetstream import Transport
 
-            self.sockets = Transport(context, cfg, self.metrics, self.log, decision_bytes=protocol.decision_bound(
-                [str(c) for c in model.classes], model.n_out, model.sha256))
+            largest = protocol.decision_bound([str(c) for c in model.classes], model.n_out, model.sha256)
+            self.sockets = Transport(context, cfg, self.metrics, self.log, decision_bytes=largest)
         else:
             self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
