@@ -912,9 +912,11 @@ def test_a_sender_whose_sends_raise_holds_no_ack_slot_and_sends_again_after(tmp_
         for k in range(10):
             tx.send("b", [k], [0])
     finally:
-        tx.close()  # raises if a frame sent went unconfirmed
-        proc.terminate()
-        proc.wait(10)
+        try:
+            tx.close()  # raises if a frame sent went unconfirmed
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_serve_refuses_a_server_whose_max_payload_a_decision_does_not_fit(tmp_path):
