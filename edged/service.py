@@ -146,6 +146,8 @@ class Service:
     metrics ``registry``, the monotonic ``clock``, the ``log`` and the systemd ``notify`` /
     ``watchdog`` (default: no-ops)."""
 
+    PUBLISH_KIND = zmq.PUB  # (a worker of ``--workers``: XPUB, to see its proxy subscribe)
+
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
                  clock: Callable[[], float] = time.perf_counter,
                  cpu_clock: Callable[[], float] = time.thread_time,
@@ -185,7 +187,8 @@ class Service:
             largest = protocol.decision_bound([str(c) for c in model.classes], model.n_out, model.sha256)
             self.sockets = Transport(context, cfg, self.metrics, self.log, decision_bytes=largest)
         else:
-            self.sockets = Sockets(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
+            self.sockets = Sockets(context, cfg, self.metrics, curve,  # curve: edged.security.ServerKeys
+                                   publish_kind=self.PUBLISH_KIND)
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
         self.resume = None  # the transport's resume point from the checkpoint (restore)
         self._next_checkpoint = float("inf")

@@ -27,8 +27,8 @@ _MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class Sockets:
-    """Ingest and publish for one ``Service`` (or, with ``publish_kind=zmq.XPUB``, for the
-    ``edged.workers`` supervisor's proxy); the metrics are injected."""
+    """Ingest and publish for one ``Service`` or the ``edged.workers`` supervisor (a worker
+    publishes on ``publish_kind=zmq.XPUB``); the metrics are injected."""
 
     def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None,
                  publish_kind: int = zmq.PUB):

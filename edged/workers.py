@@ -5,7 +5,7 @@ The process systemd starts is the supervisor (``main``); it spawns N workers, ea
 temporary directory::
 
     sources -> ingest (PULL|SUB, public) -> router -> PUSH ipc w<i>.in -> worker i (PULL)
-    worker i PUB ipc w<i>.out -> XSUB -> zmq.proxy -> XPUB publish (public) -> subscribers
+    worker i XPUB ipc w<i>.out -> XSUB -> zmq.proxy -> PUB publish (public) -> subscribers
 
 * Routing: a frame goes to worker ``shard_of(stream id) = crc32(UTF-8 bytes) % N``. The
   router unpacks the msgpack map only to read ``stream`` (``stream_key``, msgpack's C
@@ -17,8 +17,12 @@ temporary directory::
 * Back-pressure: a send to a worker whose queue (``--ingest-hwm``) is full waits; the
   router then stops reading ingest (PULL pushes back on every source) and goes on
   supervising.
-* Publish: decisions and subscriptions pass through ``zmq.proxy`` (C, in a thread, no
-  GIL). Each worker has its own epoch; a stream's decisions always carry its worker's.
+* Publish: decisions pass through ``zmq.proxy`` (C, in a thread, no GIL); the public PUB
+  filters for the subscribers. The proxy's XSUB subscribes to everything, and a (re)started
+  worker serves nothing before that subscription reached its XPUB (``Link.ready``): a
+  PUB drops what it sends before its first subscriber, and a restarted worker would
+  otherwise decide the frames queued for it before the XSUB had reconnected. Each worker
+  has its own epoch; a stream's decisions always carry its worker's.
 * Supervision: workers ping over their pipe from their loop (``LinkWatchdog``); the
   supervisor pings systemd's watchdog from its own loop. A worker that exits or stays
   silent for ``WORKER_TIMEOUT`` (or a restarted one not ready within ``START_TIMEOUT``)
@@ -62,6 +66,7 @@ POLL_MS = 100
 BATCH = 256  # frames routed per wake-up before housekeeping runs
 CHECK_S = 0.05  # supervision (pipes, deaths, restarts, metrics) runs at most this often
 PING_S = 1.0  # worker -> supervisor liveness ping interval
+SUBSCRIBED_S = 30.0  # a starting worker waits this long at most for the proxy's subscription
 WORKER_TIMEOUT = 10.0  # a ready worker silent this long is killed and restarted
 START_TIMEOUT = 120.0  # a restarted worker not ready this long is too (the unit's TimeoutStartSec)
 RESTART_BACKOFF_S = 10.0  # a worker dying sooner after its start is restarted after a delay
@@ -126,6 +131,11 @@ class Link:
 
     def ready(self, svc, endpoints: dict[str, str], seconds: float, restored: str) -> None:
         self.watchdog.stop = svc.request_stop
+        if svc.sockets.publish.poll(int(SUBSCRIBED_S * 1000)):  # the proxy's XSUB: everything
+            svc.sockets.publish.recv()
+        else:
+            svc.log.warning("no subscription from the publish proxy within %.0fs: serving anyway",
+                            SUBSCRIBED_S)
         self.conn.send(("ready", {"pid": os.getpid(), "epoch": svc.epoch, "warm_s": seconds,
                                   "metrics": endpoints.get("metrics"), "restored": restored,
                                   "streams": len(svc.streams)}))
@@ -145,7 +155,10 @@ def worker_main(values: dict[str, Any], shard: tuple[int, int], conn) -> None:
     from edged.service import Service, main, setup_logging
 
     class Worker(Service):
-        """A service that stops at ``STOP``: the router sends it after the last frame."""
+        """A service that stops at ``STOP``: the router sends it after the last frame. It
+        publishes on XPUB, to see the proxy's subscription (``Link.ready``)."""
+
+        PUBLISH_KIND = zmq.XPUB
 
         def admit(self, buf, received_at, batch):
             if buf == STOP:
@@ -244,7 +257,7 @@ class Supervisor:
         self.cfg, self.ctx, self.log, self.notify, self.watchdog = cfg, context, log, notify, watchdog
         self.clock, self.n = clock, cfg.service_workers
         self.metrics = RouterMetrics(registry, self.n)
-        self.sockets = Sockets(context, cfg, self.metrics, curve, publish_kind=zmq.XPUB)
+        self.sockets = Sockets(context, cfg, self.metrics, curve)
         self.limits = Limits(0, cfg.limits_max_events, cfg.ingest_max_frame_bytes)
         self.rejects = RejectLog(log, cfg.log_reject_burst, cfg.log_reject_interval)
         self.stop_requests: list[int] = []  # appended to by signal handlers, read by the loop
@@ -279,12 +292,13 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
-        """Bind the public ingest and publish (XPUB), connect to the workers' endpoints and
-        start the publish proxy; return the public endpoints."""
+        """Bind the public ingest and publish, connect to the workers' endpoints (an XSUB
+        subscribed to everything) and start the publish proxy; return the public endpoints."""
         endpoints = self.sockets.bind()
         self.xsub = self.ctx.socket(zmq.XSUB)
         self.xsub.linger = 0
         self.xsub.rcvhwm = self.cfg.publish_hwm
+        self.xsub.send(b"\x01")  # subscribe to everything: sent to every worker on connection
         for i in range(self.n):
             self.xsub.connect(self.endpoint(i, "out"))
             push = self.ctx.socket(zmq.PUSH)
