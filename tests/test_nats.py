@@ -129,6 +129,25 @@ def stop(proc) -> int:
     return proc.returncode
 
 
+def serve_a_backlog(url: str, model_path, streams, n: int, *args: str):
+    """Publish ``n`` one-hop frames per stream, start edged on them (``args`` added,
+    a checkpoint every second) and return ``(proc, metrics URL)`` once its first decision
+    is out: edged is still publishing the backlog."""
+    with Sender(url) as tx:
+        for k in range(n):
+            for s in streams:
+                tx.send(s, [k * HOP], [1], until=(k + 1) * HOP)
+    proc, (_, _, metrics), _ = start_serve(model_path, "--ingest", url, "--publish", url, *args,
+                                           "--checkpoint-interval", "1", metrics="127.0.0.1:0")
+    try:
+        with Subscriber(url, deliver="all") as rx:
+            assert rx.recv(TIMEOUT) is not None
+    except BaseException:
+        kill(proc)
+        raise
+    return proc, metrics
+
+
 def kill(proc) -> None:
     """Make sure an ``edged serve`` a test started is gone (stopped ones included)."""
     if proc is not None and proc.poll() is None:
@@ -397,14 +416,7 @@ def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_p
     server, url = start_nats(tmp_path)
     proc = None
     try:
-        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
-            for k in range(n):
-                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
-        proc, (_, _, metrics), _ = start_serve(
-            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
-            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
-        with Subscriber(url, deliver="all") as rx:
-            assert rx.recv(TIMEOUT) is not None
+        proc, metrics = serve_a_backlog(url, model_path, ["a"], n, "--state-dir", str(tmp_path / "state"))
         server.send_signal(signal.SIGSTOP)
         published = scrape(metrics)["edged_decisions_total"]
         deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
@@ -446,13 +458,7 @@ def test_decisions_stay_in_seq_order_across_a_server_restart_and_a_replay(tmp_pa
             "--checkpoint-interval", "1"]
     proc = None
     try:
-        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
-            for k in range(n):
-                for s in names:
-                    tx.send(s, [k * HOP], [1], until=(k + 1) * HOP)
-        proc, (_, _, metrics), _ = start_serve(model_path, *args, metrics="127.0.0.1:0")
-        with Subscriber(url, deliver="all") as rx:
-            assert rx.recv(TIMEOUT) is not None
+        proc, metrics = serve_a_backlog(url, model_path, names, n, "--state-dir", str(tmp_path / "state"))
         server.send_signal(signal.SIGSTOP)
         decided = scrape(metrics)["edged_decisions_total"]
         deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
@@ -510,14 +516,7 @@ def test_a_checkpoint_waiting_on_a_stopped_server_keeps_the_watchdog_fed(tmp_pat
     server, url = start_nats(tmp_path)
     proc = None
     try:
-        with Sender(url) as tx:  # a backlog: edged is still publishing when the server stops
-            for k in range(n):
-                tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
-        proc, (_, _, metrics), _ = start_serve(
-            model_path, "--ingest", url, "--publish", url, "--state-dir", str(tmp_path / "state"),
-            "--checkpoint-interval", "1", metrics="127.0.0.1:0")
-        with Subscriber(url, deliver="all") as rx:
-            assert rx.recv(TIMEOUT) is not None
+        proc, metrics = serve_a_backlog(url, model_path, ["a"], n, "--state-dir", str(tmp_path / "state"))
         server.send_signal(signal.SIGSTOP)
         stopped = time.monotonic()
         failed = scrape(metrics)["edged_checkpoint_writes_total{result=error}"]
