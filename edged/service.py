@@ -29,17 +29,21 @@ request is noticed.
 
 State (``--state-dir``, ``edged.checkpoint``): ``restore`` before READY (a refused file is
 a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` from ``tick``
-and once after the drain. Restored streams keep their clocks, held events and seqs; the
+and once after the drain. The loop takes the snapshot (a copy of the table and engine
+rows, ~5 ms for 1,000 streams); a writer thread waits for the transport's confirmation
+and writes and fsyncs the file (~55 ms for 1,000 streams on this box), so the loop goes
+on serving meanwhile. Restored streams keep their clocks, held events and seqs; the
 epoch is new, so subscribers see a restart, not a gap. As worker ``i`` of ``N``
 (``shard``, ``edged.workers``) the service writes its shard's file and restores the
 streams that hash to it from every checkpoint file there. Over NATS the checkpoint also
 holds each partition's last input sequence (written only once NATS confirmed the decisions
-before it; the loop does not wait: ``tick`` writes the snapshot once they are, or counts it
-failed after 3 s), and ingest starts after it: a replay, not only a warm restart.
+before it, or counted failed after 3 s), and ingest starts after it: a replay, not only a
+warm restart.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import os
@@ -192,7 +196,8 @@ class Service:
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
         self.resume = None  # the transport's resume point from the checkpoint (restore)
         self._next_checkpoint = float("inf")
-        self._checkpointing = None  # (members, confirmation, seconds taken): awaiting the transport
+        self._checkpointing: concurrent.futures.Future | None = None  # the last write, True if done
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "edged-checkpoint")
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
         self._next_flush = 0.0
@@ -280,6 +285,7 @@ class Service:
     def close(self, linger_s: float = 1.0) -> None:
         """Close sockets; decisions already queued on PUB get ``linger_s`` to leave."""
         self.metrics.ready.set(0)
+        self._writer.shutdown(wait=True)  # a checkpoint being written is finished
         self.sockets.close(linger_s)
 
     # -- the loop's work -----------------------------------------------------------------
@@ -382,10 +388,8 @@ class Service:
         summaries, metrics."""
         self.watchdog.ping(now)
         self.publisher.tick(now)
-        if now >= self._next_checkpoint and self._checkpointing is None:
+        if now >= self._next_checkpoint and (self._checkpointing is None or self._checkpointing.done()):
             self._begin_checkpoint()
-        if self._checkpointing is not None:
-            self._end_checkpoint(wait=False)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
@@ -467,14 +471,13 @@ class Service:
 
     def checkpoint(self) -> bool:
         """Write every stream's state atomically to ``--state-dir`` now (on stop, after a
-        reshard), waiting for the transport's confirmation; ``True`` if written."""
+        reshard), waiting for the write; ``True`` if written."""
         self._begin_checkpoint()
-        return self._checkpointing is not None and self._end_checkpoint(wait=True)
+        return self._checkpointing is not None and self._checkpointing.result()
 
     def _begin_checkpoint(self) -> None:
-        """Snapshot every stream's state with the transport's resume point; it is written
-        once the transport confirmed the decisions published before (NATS: their acks),
-        which ``tick`` checks without waiting, so the loop serves and pings meanwhile."""
+        """Snapshot every stream's state with the transport's resume point and hand it to
+        the writer thread (``_write``); the loop serves and pings meanwhile."""
         self._schedule_checkpoint()
         if not self.cfg.service_state_dir:
             return
@@ -482,30 +485,32 @@ class Service:
         transport, confirmed = self.sockets.confirm()
         members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256, self.epoch,
                                 self.wall(), transport=transport)
-        self._checkpointing = (members, confirmed, time.perf_counter() - t0)
+        self._checkpointing = self._writer.submit(self._write, members, confirmed, len(self.streams),
+                                                  time.perf_counter() - t0)
 
-    def _end_checkpoint(self, wait: bool) -> bool:
-        """Write the pending checkpoint once confirmed (``wait``: up to ``CONFIRM_S``); a
-        failure (unconfirmed, disk full) is logged and counted, the previous checkpoint
-        stays, serving goes on. ``True`` if written."""
-        members, confirmed, seconds = self._checkpointing
-        if not wait and not confirmed.done():
-            return False
-        self._checkpointing = None
+    def _write(self, members: dict, confirmed: concurrent.futures.Future, streams: int,
+               seconds: float) -> bool:
+        """(The writer thread.) Write ``members`` once the transport confirmed what was
+        published before them (NATS: their acks; up to ``CONFIRM_S``). A failure
+        (unconfirmed, disk full) is logged and counted, the previous checkpoint stays,
+        serving goes on. ``True`` if written; ``seconds``: the snapshot's time."""
         state_dir = self.cfg.service_state_dir
         try:
             confirmed.result(CONFIRM_S)  # raises the transport's OSError, or TimeoutError
             t0 = time.perf_counter()
             ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - no failure may end the writer thread silently
             self.metrics.checkpoint_writes.labels("error").inc()
-            self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
+            if isinstance(e, OSError):
+                self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
+            else:
+                self.log.exception("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
             return False
         m = self.metrics
         m.checkpoint_writes.labels("ok").inc()
         m.checkpoint_last_success.set(self.wall())
         m.checkpoint_seconds.set(seconds + time.perf_counter() - t0)  # not the wait
-        m.checkpoint_streams.set(len(self.streams))
+        m.checkpoint_streams.set(streams)
         return True
 
     def _schedule_checkpoint(self) -> None:

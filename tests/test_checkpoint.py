@@ -212,6 +212,32 @@ def test_disk_full_keeps_the_previous_checkpoint(model, tmp_path, ctx, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == [ckpt.NAME]  # no temp file left
 
 
+def test_the_loop_serves_while_a_checkpoint_is_written(model, tmp_path, ctx, monkeypatch):
+    """The periodic checkpoint's file is written off the serving loop: with the write held
+    up, frames are still decided; released, the file lands and is counted."""
+    real, entered, release = ckpt.write, threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):
+        entered.set()
+        assert release.wait(TIMEOUT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "write", held)
+    d = Daemon(model, tmp_path, ctx, service_checkpoint_interval=0.05)
+    try:
+        assert entered.wait(TIMEOUT), "no periodic checkpoint began"
+        t, ch = events(31, 300, 400, model.n_in)
+        d.tx.send("w", t, ch, until=400)
+        assert len(d.collect("w", (400 - model.window) // model.hop + 1)) > 0
+        assert d.value("edged_checkpoint_writes_total", result="ok") == 0  # still held
+        release.set()
+        wait_for(lambda: d.value("edged_checkpoint_writes_total", result="ok") >= 1, what="the write")
+        assert ckpt.NAME in os.listdir(tmp_path)
+    finally:
+        release.set()
+        d.stop(write=False)
+
+
 def _writer(state_dir: str, engine, streams, sha: str) -> None:
     """Child: write checkpoints forever, version i with every array filled with i."""
     i = 0
