@@ -106,14 +106,18 @@ class Sender:
         self.seq[stream] = seq + 1
         return encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary)
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, stream: str | None = None) -> None:
         self.socket.send(frame, copy=len(frame) < 65536)
 
     def send(self, stream: str, t, ch, until: int | None = None, binary: bool | None = None) -> int:
-        """Send events ``(t[i], ch[i])`` (t non-decreasing) of ``stream``; return the frame seq."""
-        frame = self.frame(stream, t, ch, until, binary)
-        self.send_frame(frame)
-        return self.seq[stream] - 1
+        """Send events ``(t[i], ch[i])`` (t non-decreasing) of ``stream``; return the frame
+        seq. A send that raises (``zmq.Again`` after ``timeout``) uses no seq: sending the
+        same events again is not a gap to the daemon."""
+        seq = self.seq.get(stream, 0)
+        self.send_frame(encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary),
+                        stream)
+        self.seq[stream] = seq + 1
+        return seq
 
     def close(self) -> None:
         self.socket.close()

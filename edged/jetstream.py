@@ -781,9 +781,6 @@ class Sender(_client.Sender):
             stream = msgpack.unpackb(frame)["stream"]
         self._loop.call(self._publish(in_subject(stream, self.count), frame))
 
-    def send(self, stream: str, t, ch, until: int | None = None, binary: bool | None = None) -> int:
-        self.send_frame(self.frame(stream, t, ch, until, binary), stream)
-        return self.seq[stream] - 1
 
     def close(self) -> None:
         async def finish():

@@ -4,6 +4,7 @@ gap / restart detection, stream filtering, spike-file replay; no Numba needed to
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,41 @@ def test_sender_readable_and_binary_frames_with_per_stream_seq(ctx, pull):
     assert [(f.stream, f.seq, f.until) for f in frames] == [("a", 0, None), ("a", 1, 9), ("b", 0, None)]
     for f in frames[:2]:
         assert f.t.tolist() == t and f.ch.tolist() == ch
+
+
+def test_a_send_that_times_out_uses_no_seq(ctx):
+    """With no daemon listening, frames queue up to ``hwm``, then ``send`` raises
+    ``zmq.Again`` after ``timeout``: that frame uses no seq, so the daemon, once up,
+    sees every seq once and no gap."""
+    with socket.socket() as probe:  # a free port, nothing listening on it yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    with Sender(endpoint, context=ctx, linger=0, hwm=1, timeout=0.05) as tx:
+        for k in range(100):  # bounded: the queue holds a frame or two
+            try:
+                tx.send("a", [k], [1])
+            except zmq.Again:
+                break
+        else:
+            raise AssertionError("send never timed out")
+        assert tx.seq["a"] == k  # the frame that timed out used none
+        pull = ctx.socket(zmq.PULL)
+        pull.linger = 0
+        pull.bind(endpoint)
+        try:
+            for _ in range(200):  # bounded: until the Sender has reconnected (~0.1 s)
+                try:
+                    assert tx.send("a", [k], [1]) == k
+                    break
+                except zmq.Again:
+                    pass
+            else:
+                raise AssertionError("the Sender never reconnected")
+            frames = [recv_frame(pull) for _ in range(k + 1)]
+        finally:
+            pull.close()
+    assert [(f.seq, f.t.tolist()) for f in frames] == [(i, [i]) for i in range(k + 1)]
 
 
 def publish(sock, stream, epoch, seq, t=64, payload=None):

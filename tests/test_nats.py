@@ -884,7 +884,8 @@ def test_a_sender_whose_sends_raise_holds_no_ack_slot_and_sends_again_after(tmp_
     """Frames nats-py cannot send raise from ``send``: over the server's max_payload, and
     while the server is away with a reconnect buffer that takes nothing. Each would keep
     one of nats-py's ack slots for good (here 4): the Sender frees them, so it sends
-    again once the server is back and every frame sent is confirmed."""
+    again once the server is back and every frame sent is confirmed. A frame ``send``
+    could not send uses no seq."""
     import functools
 
     import nats
@@ -906,10 +907,12 @@ def test_a_sender_whose_sends_raise_holds_no_ack_slot_and_sends_again_after(tmp_
         for k in range(10):
             with pytest.raises(OutboundBufferLimitError):
                 tx.send("a", [k], [0])
+        assert tx.seq["a"] == 1  # a frame not sent used no seq
         proc, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
         wait_for(lambda: tx.nc.is_connected, TIMEOUT, "the Sender reconnecting")
         for k in range(10):
             tx.send("b", [k], [0])
+        assert tx.send("a", [1], [0]) == 1
     finally:
         try:
             tx.close()  # raises if a frame sent went unconfirmed
