@@ -130,7 +130,7 @@ class Metrics:
             "edged_checkpoint_last_success_timestamp_seconds",
             "Unix time of the last checkpoint written (0: none yet)", registry=r)
         self.checkpoint_seconds = Gauge("edged_checkpoint_duration_seconds",
-                                        "Seconds the last checkpoint write took", registry=r)
+                                        "Seconds the last checkpoint took (snapshot + write)", registry=r)
         self.checkpoint_streams = Gauge("edged_checkpoint_streams", "Streams in the last checkpoint",
                                         registry=r)
         self.nats_frames_lost = Counter(
