@@ -211,8 +211,11 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_r
         theta = c.theta[j] + c.beta[j] * a[j]
         if c.delta_u[j] > 0:
             x = min((np.float64(vj) - np.float64(theta)) / np.float64(c.delta_u[j]), 80.0)
-            p = -math.expm1(-np.float64(c.rho_dt[j]) * math.exp(x))
-            fired = uniform(seed, key, layer, j, t) < p
+            y = np.float64(c.rho_dt[j]) * math.exp(x)
+            u = uniform(seed, key, layer, j, t)
+            # p = 1 - exp(-y) < y, and expm1 errs by under an ulp: u >= y * (1 + 2**-51) is
+            # u > p however p rounds, so expm1 is only needed below that
+            fired = u < y * (1.0 + 2.0 ** -51) and u < -math.expm1(-y)
         else:
             fired = vj >= theta
         after = vj - theta if subtract_reset else c.v_reset[j]
