@@ -148,6 +148,21 @@ def serve_a_backlog(url: str, model_path, streams, n: int, *args: str):
     return proc, metrics
 
 
+def lose_the_server(server, url: str, metrics: str, tmp_path):
+    """Stop the NATS ``server`` (SIGSTOP) while edged publishes, wait until edged decides a
+    frame it holds, then kill the server and start a new one on its port and store;
+    returns it."""
+    server.send_signal(signal.SIGSTOP)
+    decided = scrape(metrics)["edged_decisions_total"]
+    deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
+    while scrape(metrics)["edged_decisions_total"] == decided:
+        assert time.monotonic() < deadline, "no decision while the server was stopped"
+        time.sleep(0.05)
+    server.kill()
+    server.wait()
+    return start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))[0]
+
+
 def kill(proc) -> None:
     """Make sure an ``edged serve`` a test started is gone (stopped ones included)."""
     if proc is not None and proc.poll() is None:
@@ -410,22 +425,13 @@ def test_decisions_unconfirmed_across_a_server_restart_are_published_again(tmp_p
     started again: those publishes never get their acks. edged publishes them again (same
     Nats-Msg-Id) before any later one, so EDGED_OUT holds every decision once, in order,
     and its checkpoints, which wait for every confirmation, succeed again."""
-    from edged.bench.e2e import start_nats
 
     n = 3000
     server, url = start_nats(tmp_path)
     proc = None
     try:
         proc, metrics = serve_a_backlog(url, model_path, ["a"], n, "--state-dir", str(tmp_path / "state"))
-        server.send_signal(signal.SIGSTOP)
-        published = scrape(metrics)["edged_decisions_total"]
-        deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
-        while scrape(metrics)["edged_decisions_total"] == published:
-            assert time.monotonic() < deadline, "no decision published while the server was stopped"
-            time.sleep(0.05)
-        server.kill()
-        server.wait()
-        server, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        server = lose_the_server(server, url, metrics, tmp_path)
         restarted = scrape(metrics)['edged_checkpoint_writes_total{result=ok}']
         deadline = time.monotonic() + TIMEOUT
         while (m := scrape(metrics))["edged_decisions_total"] < n - WINDOW // HOP + 1 or \
@@ -449,7 +455,6 @@ def test_decisions_stay_in_seq_order_across_a_server_restart_and_a_replay(tmp_pa
     checkpoint. A subscriber reading EDGED_OUT from the start gets each stream's
     decisions in seq order, none missing, none twice: a decision lost with the server's
     connection is never overtaken by a later one of its stream."""
-    from edged.bench.e2e import start_nats
     from edged.jetstream import OUT_STREAM
 
     names, n = ("a", "b_2", "rig/3 ü.x"), 1000
@@ -459,15 +464,7 @@ def test_decisions_stay_in_seq_order_across_a_server_restart_and_a_replay(tmp_pa
     proc = None
     try:
         proc, metrics = serve_a_backlog(url, model_path, names, n, "--state-dir", str(tmp_path / "state"))
-        server.send_signal(signal.SIGSTOP)
-        decided = scrape(metrics)["edged_decisions_total"]
-        deadline = time.monotonic() + TIMEOUT  # edged goes on deciding frames it holds
-        while scrape(metrics)["edged_decisions_total"] == decided:
-            assert time.monotonic() < deadline, "no decision while the server was stopped"
-            time.sleep(0.05)
-        server.kill()
-        server.wait()
-        server, _ = start_nats(tmp_path, port=int(url.rsplit(":", 1)[1]))
+        server = lose_the_server(server, url, metrics, tmp_path)
         with Sender(url) as probe:  # edged reconnected and stores decisions again ...
             stored = probe._loop.call(probe.js.stream_info(OUT_STREAM)).state.messages
             deadline = time.monotonic() + TIMEOUT
