@@ -107,6 +107,7 @@ class Sender:
         return encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary)
 
     def send_frame(self, frame: bytes, stream: str | None = None) -> None:
+        """Send an encoded frame (``stream``: its id, which only the NATS form routes on)."""
         self.socket.send(frame, copy=len(frame) < 65536)
 
     def send(self, stream: str, t, ch, until: int | None = None, binary: bool | None = None) -> int:

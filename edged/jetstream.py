@@ -781,7 +781,6 @@ class Sender(_client.Sender):
             stream = msgpack.unpackb(frame)["stream"]
         self._loop.call(self._publish(in_subject(stream, self.count), frame))
 
-
     def close(self) -> None:
         async def finish():
             try:

@@ -501,10 +501,8 @@ class Service:
             ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
         except Exception as e:  # noqa: BLE001 - no failure may end the writer thread silently
             self.metrics.checkpoint_writes.labels("error").inc()
-            if isinstance(e, OSError):
-                self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
-            else:
-                self.log.exception("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e)
+            self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e,
+                           exc_info=not isinstance(e, OSError))
             return False
         m = self.metrics
         m.checkpoint_writes.labels("ok").inc()
