@@ -6,7 +6,7 @@ resume points, deduplicated decisions), ``edged.protocol`` (decode and validate 
 frame), ``edged.streams`` (the stream table and its event-time rule: late, end and held
 events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
-and ``edged.checkpoint`` (the table and engine rows on disk).
+and ``edged.state`` (restore and checkpoints in ``--state-dir``).
 
 Each wake-up receives the queued frames, decodes and admits them one by one, then
 advances all admitted frames in one compiled engine call (``Engine.advance_many``),
@@ -27,23 +27,16 @@ model is verified, sockets bound, kernels and readout warmed and any checkpoint 
 ``WATCHDOG=1`` from ``tick`` (the loop) and the drain only; ``STOPPING=1`` when a stop
 request is noticed.
 
-State (``--state-dir``, ``edged.checkpoint``): ``restore`` before READY (a refused file is
-a logged, counted cold start); ``checkpoint`` every ``--checkpoint-interval`` from ``tick``
-and once after the drain. The loop takes the snapshot (a copy of the table and engine
-rows, ~5 ms for 1,000 streams); a writer thread waits for the transport's confirmation
-and writes and fsyncs the file (~55 ms for 1,000 streams on this box), so the loop goes
-on serving meanwhile. Restored streams keep their clocks, held events and seqs; the
-epoch is new, so subscribers see a restart, not a gap. As worker ``i`` of ``N``
-(``shard``, ``edged.workers``) the service writes its shard's file and restores the
-streams that hash to it from every checkpoint file there. Over NATS the checkpoint also
-holds each partition's last input sequence (written only once NATS confirmed the decisions
-before it, or counted failed after 3 s), and ingest starts after it: a replay, not only a
-warm restart.
+State (``--state-dir``, ``edged.state``): restored before READY, checkpointed every
+``--checkpoint-interval`` from ``tick`` (the file written by a thread while the loop
+serves) and once after the drain. As worker ``i`` of ``N`` (``shard``, ``edged.workers``)
+the service writes its shard's file and restores the streams that hash to it. Over NATS
+the checkpoint also holds each partition's last input sequence, and ingest starts after
+it: a replay, not only a warm restart.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import gc
 import logging
 import os
@@ -55,7 +48,6 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from edged import checkpoint as ckpt
 from edged import protocol
 from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
@@ -66,10 +58,10 @@ from edged.protocol import (Frame, FrameError, Limits, decode_frame, encode_deci
 from edged.publisher import Publisher
 from edged.sdnotify import Watchdog
 from edged.sockets import Sockets
+from edged.state import StateDir
 from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
-CONFIRM_S = 10.0  # the longest a checkpoint on stop waits for the transport (NATS: 3 s)
 BATCH = 256  # frames read per wake-up before housekeeping runs
 READOUT_WAIT = 0.5e-3  # the longest a frame waits in a batch for frames queued behind it
 SWEEP_S = 1.0
@@ -183,8 +175,6 @@ class Service:
         self.tally = Tally()
         self.notify = notify or (lambda state: None)
         self.watchdog = watchdog or Watchdog(env={})
-        self.wall = wall
-        self.shard = shard  # (worker index, workers): which streams this service owns
         if uses_nats(cfg):
             from edged.jetstream import Transport
 
@@ -194,10 +184,9 @@ class Service:
             self.sockets = Sockets(context, cfg, self.metrics, curve,  # curve: edged.security.ServerKeys
                                    publish_kind=self.PUBLISH_KIND)
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
-        self.resume = None  # the transport's resume point from the checkpoint (restore)
-        self._next_checkpoint = float("inf")
-        self._checkpointing: concurrent.futures.Future | None = None  # the last write, True if done
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, "edged-checkpoint")
+        self.state = StateDir(cfg, self.engine, self.streams, self.sockets, self.metrics, self.log,
+                              model_sha256=model.sha256, epoch=self.epoch, shard=shard, clock=clock,
+                              wall=wall)
         self.drained = 0  # frames handled by the drain after a stop request
         self._next_sweep = 0.0
         self._next_flush = 0.0
@@ -285,7 +274,7 @@ class Service:
     def close(self, linger_s: float = 1.0) -> None:
         """Close sockets; decisions already queued on PUB get ``linger_s`` to leave."""
         self.metrics.ready.set(0)
-        self._writer.shutdown(wait=True)  # a checkpoint being written is finished
+        self.state.close()  # a checkpoint being written is finished
         self.sockets.close(linger_s)
 
     # -- the loop's work -----------------------------------------------------------------
@@ -388,8 +377,7 @@ class Service:
         summaries, metrics."""
         self.watchdog.ping(now)
         self.publisher.tick(now)
-        if now >= self._next_checkpoint and (self._checkpointing is None or self._checkpointing.done()):
-            self._begin_checkpoint()
+        self.state.tick(now)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             self.expire(now)
@@ -398,123 +386,7 @@ class Service:
             self._next_flush = now + FLUSH_S
             self.flush_metrics()
 
-    # -- state -------------------------------------------------------------------------
-
-    def restore(self) -> str:
-        """Load the streams this service owns from every checkpoint file in ``--state-dir``
-        into the (empty) stream table; return the result counted in
-        ``edged_checkpoint_restore_total``: ``ok``, ``none``, or a cold start on
-        ``mismatch`` / ``corrupt`` (one warning line per refused file says why). Streams
-        restored from another layout's files are checkpointed at once in this one's."""
-        from edged.workers import shard_of
-
-        state_dir = self.cfg.service_state_dir
-        if not state_dir:
-            return "none"
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        i, n = self.shard
-        own = ckpt.file_name(i, n)
-        if ckpt.remove_stale(state_dir, own):
-            self.log.info("removed an unfinished checkpoint temp file in %s", state_dir)
-        self._schedule_checkpoint()
-        siblings = {ckpt.file_name(j, n) for j in range(n) if j != i}  # none of our streams
-        paths = [p for p in ckpt.paths(state_dir) if os.path.basename(p) not in siblings]
-        parts, result = [], "none"
-        for path in paths:
-            try:
-                parts.append(ckpt.read(path, self.engine, self.streams.capacity, self.model.sha256))
-            except ckpt.CheckpointError as e:
-                self.log.warning("checkpoint %s refused (%s): %s; its streams cold start", path,
-                                 e.result, e.detail)
-                result = e.result if result == "none" else result
-        if not paths:
-            self.log.info("no checkpoint in %s: cold start", state_dir)
-        elif parts:
-            restored = ckpt.combine(parts, lambda stream: shard_of(stream.encode(), n) == i)
-            if len(restored.streams) > self.streams.capacity:
-                self.log.warning("checkpoints in %s hold %d streams of this worker > --max-streams "
-                                 "%d; cold start", state_dir, len(restored.streams),
-                                 self.streams.capacity)
-                result = "mismatch"
-            else:
-                try:
-                    resume = self.sockets.resume_point(restored.header.get("transport"))
-                except ckpt.CheckpointError as e:
-                    self.log.warning("checkpoints in %s refused (%s): %s; cold start", state_dir,
-                                     e.result, e.detail)
-                    return self._restored(e.result)
-                k = self.streams.restore(ckpt.apply(restored, self.engine), self.clock())
-                self.resume = resume
-                age = self.wall() - float(restored.header.get("written_at", 0))
-                self.log.info("restored %d streams from %s (epoch %d, written %.0fs ago)", k,
-                              ", ".join(map(os.path.basename, paths)), restored.header["epoch"], age)
-                result = "ok" if result == "none" else result
-                if [os.path.basename(p) for p in paths] != [own]:
-                    self.reshard(paths)
-        return self._restored(result)
-
-    def _restored(self, result: str) -> str:
-        self.metrics.checkpoint_restore.labels(result).inc()
-        return result
-
-    def reshard(self, paths: list[str]) -> None:
-        """After restoring from other layouts' ``paths``: write this service's shard file
-        now; a single process then deletes the others (with workers, the supervisor does,
-        once every worker has written its own)."""
-        if not self.checkpoint() or self.shard[1] > 1:
-            return
-        old = [p for p in paths if os.path.basename(p) != ckpt.NAME]
-        for path in old:
-            os.unlink(path)
-        self.log.info("checkpoint layout changed: %s now holds every stream; removed %s", ckpt.NAME,
-                      ", ".join(map(os.path.basename, old)))
-
-    def checkpoint(self) -> bool:
-        """Write every stream's state atomically to ``--state-dir`` now (on stop, after a
-        reshard), waiting for the write; ``True`` if written."""
-        self._begin_checkpoint()
-        return self._checkpointing is not None and self._checkpointing.result()
-
-    def _begin_checkpoint(self) -> None:
-        """Snapshot every stream's state with the transport's resume point and hand it to
-        the writer thread (``_write``); the loop serves and pings meanwhile."""
-        self._schedule_checkpoint()
-        if not self.cfg.service_state_dir:
-            return
-        t0 = time.perf_counter()
-        transport, confirmed = self.sockets.confirm()
-        members = ckpt.snapshot(self.engine, self.streams.snapshot(), self.model.sha256, self.epoch,
-                                self.wall(), transport=transport)
-        self._checkpointing = self._writer.submit(self._write, members, confirmed, len(self.streams),
-                                                  time.perf_counter() - t0)
-
-    def _write(self, members: dict, confirmed: concurrent.futures.Future, streams: int,
-               seconds: float) -> bool:
-        """(The writer thread.) Write ``members`` once the transport confirmed what was
-        published before them (NATS: their acks; up to ``CONFIRM_S``). A failure
-        (unconfirmed, disk full) is logged and counted, the previous checkpoint stays,
-        serving goes on. ``True`` if written; ``seconds``: the snapshot's time."""
-        state_dir = self.cfg.service_state_dir
-        try:
-            confirmed.result(CONFIRM_S)  # raises the transport's OSError, or TimeoutError
-            t0 = time.perf_counter()
-            ckpt.write(state_dir, members, ckpt.file_name(*self.shard))
-        except Exception as e:  # noqa: BLE001 - no failure may end the writer thread silently
-            self.metrics.checkpoint_writes.labels("error").inc()
-            self.log.error("checkpoint to %s failed: %s (the previous one is kept)", state_dir, e,
-                           exc_info=not isinstance(e, OSError))
-            return False
-        m = self.metrics
-        m.checkpoint_writes.labels("ok").inc()
-        m.checkpoint_last_success.set(self.wall())
-        m.checkpoint_seconds.set(seconds + time.perf_counter() - t0)  # not the wait
-        m.checkpoint_streams.set(streams)
-        return True
-
-    def _schedule_checkpoint(self) -> None:
-        interval = self.cfg.service_checkpoint_interval
-        on = self.cfg.service_state_dir and interval > 0
-        self._next_checkpoint = self.clock() + interval if on else float("inf")
+    # -- housekeeping --------------------------------------------------------------------
 
     def expire(self, now: float) -> int:
         """Drop idle streams (``Streams.expire``), counted and logged."""
@@ -580,8 +452,8 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
         with exposed(registry, metrics_address(cfg), endpoints):
             notify("STATUS=compiling and warming kernels")
             seconds = svc.warm()
-            restored = svc.restore()
-            svc.sockets.start(svc.resume)
+            restored = svc.state.restore()
+            svc.sockets.start(svc.state.resume)
             settle_heap()
             if link is not None:
                 link.ready(svc, endpoints, seconds, restored)
@@ -599,7 +471,7 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
                      ",".join(map(str, svc.stop_requests)), svc.drained, len(svc.streams))
             if cfg.service_state_dir and len(svc.stop_requests) < 2:
                 notify("STATUS=writing checkpoint")
-                if svc.checkpoint():
+                if svc.state.checkpoint():
                     log.info("checkpoint of %d streams written to %s", len(svc.streams),
                              cfg.service_state_dir)
     finally:

@@ -41,7 +41,7 @@ class Daemon:
         self.svc = Service(model, cfg, context=ctx, registry=self.registry)
         self.endpoints = self.svc.bind()
         self.svc.warm()
-        self.restored = self.svc.restore()
+        self.restored = self.svc.state.restore()
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
         self.thread.start()
         self.tx = Sender(self.endpoints["ingest"], context=ctx, linger=0)
@@ -75,7 +75,7 @@ class Daemon:
         self.thread.join(TIMEOUT)
         assert not self.thread.is_alive()
         if write:
-            assert self.svc.checkpoint()
+            assert self.svc.state.checkpoint()
         self.tx.close()
         self.rx.close()
         self.svc.close(linger_s=0)
@@ -157,7 +157,7 @@ def test_refused_checkpoints_are_counted_cold_starts(model, tmp_path, ctx, caplo
         cfg = Config(metrics_listen="off", service_state_dir=str(tmp_path), streams_max=4)
         svc = Service(model, cfg, context=ctx, registry=CollectorRegistry())
         with caplog.at_level("WARNING"):
-            result = svc.restore()
+            result = svc.state.restore()
         assert svc.metrics.checkpoint_restore.labels(result)._value.get() == 1
         return result, svc
 
@@ -198,15 +198,15 @@ def test_refused_checkpoints_are_counted_cold_starts(model, tmp_path, ctx, caplo
 def test_disk_full_keeps_the_previous_checkpoint(model, tmp_path, ctx, monkeypatch):
     cfg = Config(metrics_listen="off", service_state_dir=str(tmp_path), streams_max=4)
     svc = Service(model, cfg, context=ctx, registry=CollectorRegistry())
-    svc.restore()
-    assert svc.checkpoint()
+    svc.state.restore()
+    assert svc.state.checkpoint()
     before = (tmp_path / ckpt.NAME).read_bytes()
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt.os, "fsync", full)
-    assert not svc.checkpoint()
+    assert not svc.state.checkpoint()
     assert svc.metrics.checkpoint_writes.labels("error")._value.get() == 1
     assert (tmp_path / ckpt.NAME).read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [ckpt.NAME]  # no temp file left

@@ -84,7 +84,7 @@ class Protocol(RuleBasedStateMachine):
             raise AssertionError("ports never became free again")
         self.epochs.append(epoch)
         self.svc.warm()
-        self.svc.restore()
+        self.svc.state.restore()
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
         self.thread.start()
         self.sent = self.garbage = 0  # this incarnation's
@@ -117,7 +117,7 @@ class Protocol(RuleBasedStateMachine):
         self.svc.request_stop()
         self.thread.join(TIMEOUT)
         assert not self.thread.is_alive()
-        assert self.svc.checkpoint()
+        assert self.svc.state.checkpoint()
         self.svc.close(linger_s=0)
         self._start()
         assert self.value("edged_checkpoint_restore_total", result="ok") == 1
