@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 #: decision latency buckets, 5 µs .. 100 ms (the 2.5 ms p99 budget sits on a bound)
 LATENCY_BUCKETS = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
                    1e-2, 2.5e-2, 5e-2, 0.1)
+#: frames per batch, 1 .. 256 (the serve loop reads at most 256 per wake-up)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class LoopHistogram:
@@ -83,6 +85,10 @@ class Metrics:
             "edged_frame_processing_seconds",
             "Frame receipt to its last decision published, per frame with decisions",
             LATENCY_BUCKETS, r)
+        self.batch_frames = LoopHistogram(
+            "edged_batch_frames",
+            "Frames advanced per batch (one compiled engine call, one readout call)",
+            BATCH_BUCKETS, r)
         self.events = Counter("edged_events_total", "Spike events accepted", registry=r)
         self.frames = Counter("edged_frames_total", "Ingest frames received (accepted or rejected)",
                               registry=r)

@@ -345,6 +345,7 @@ class Service:
             self.metrics.rejected.labels("internal").inc(len(batch))
             self.log.exception("internal error advancing %d frames: %s", len(batch), e)
             return 0
+        self.metrics.batch_frames.observe(len(batch))
         tally.ops += d.ops
         tally.steps += sum(batch.ends) - sum(batch.starts)
         rows = len(d.t)

@@ -356,7 +356,8 @@ def test_metric_naming_lint():
     registry = CollectorRegistry()
     Metrics(registry)
     unitless = {"edged_ready", "edged_epoch", "edged_streams_active", "edged_streams_capacity",
-                "edged_checkpoint_streams", "edged_nats_unconfirmed_decisions", "edged_nats_ingest_paused"}
+                "edged_checkpoint_streams", "edged_nats_unconfirmed_decisions", "edged_nats_ingest_paused",
+                "edged_batch_frames"}
     labels_ok = {"reason", "socket", "result", "le", "sha256", "neuron", "n_in", "n_hidden", "n_out",
                  "window", "hop", "variant", "classes", "version", "python", "numpy", "numba",
                  "onnxruntime", "pyzmq", "libzmq"}

@@ -272,6 +272,7 @@ def test_metrics_scrape_counts_every_decision(served, model):
     published = sum(len(v) for v in served.decisions.values()) + 1  # + the probe's first decision
     assert value["edged_decision_latency_seconds_count"] >= published
     assert value["edged_decision_latency_seconds_count"] == value["edged_decisions_total"]
+    assert 1 <= value["edged_batch_frames_count"] <= value["edged_batch_frames_sum"] <= value["edged_frames_total"]
     assert value["edged_events_total"] >= 300
     assert value["edged_synaptic_ops_total"] > 0 and value["edged_energy_joules_total"] > 0
     assert value["edged_ready"] == 1 and value["edged_streams_capacity"] == 8
