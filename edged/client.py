@@ -99,12 +99,17 @@ class Sender:
         self.binary = binary
         self.seq: dict[str, int] = {}
 
+    def _next(self, stream: str, t, ch, until: int | None, binary: bool | None) -> tuple[int, bytes]:
+        """The stream's next seq and its frame (the seq not yet used)."""
+        seq = self.seq.get(stream, 0)
+        return seq, encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary)
+
     def frame(self, stream: str, t, ch, until: int | None = None,
               binary: bool | None = None) -> bytes:
         """Encode the stream's next frame and advance its seq (send it with ``send_frame``)."""
-        seq = self.seq.get(stream, 0)
+        seq, frame = self._next(stream, t, ch, until, binary)
         self.seq[stream] = seq + 1
-        return encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary)
+        return frame
 
     def send_frame(self, frame: bytes, stream: str | None = None) -> None:
         """Send an encoded frame (``stream``: its id, which only the NATS form routes on)."""
@@ -114,9 +119,8 @@ class Sender:
         """Send events ``(t[i], ch[i])`` (t non-decreasing) of ``stream``; return the frame
         seq. A send that raises (``zmq.Again`` after ``timeout``) uses no seq: sending the
         same events again is not a gap to the daemon."""
-        seq = self.seq.get(stream, 0)
-        self.send_frame(encode_frame(stream, seq, t, ch, until, self.binary if binary is None else binary),
-                        stream)
+        seq, frame = self._next(stream, t, ch, until, binary)
+        self.send_frame(frame, stream)
         self.seq[stream] = seq + 1
         return seq
 
