@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edged import lzc, neurons
-from edged.jit import kernel
+from edged.jit import borrow, kernel
 from edged.readout import scale
 from edged.rng import stream_key
 
@@ -121,6 +121,8 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
 
 @kernel
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
+    net, st, lz, t, ch = borrow((net, st, lz, t, ch))  # (held by the caller throughout)
+    dec_t, dec_lz, dec_spikes = borrow((dec_t, dec_lz, dec_spikes))
     bits = np.zeros(net.w_out.shape[1], np.uint8)
     w = neurons.workspace(net)
     ops = 0

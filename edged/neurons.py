@@ -60,7 +60,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from edged.intrinsics import NeuronKind, check_intrinsics, complete
-from edged.jit import inline_kernel, kernel
+from edged.jit import borrow, inline_kernel, kernel
 from edged.rng import uniform
 
 
@@ -371,6 +371,7 @@ def simulate(n: Net, st: State, s: int, key, t: np.ndarray, ch: np.ndarray,
     """Advance stream ``s`` (noise ``key``) over steps ``t0 .. t0 + len(out) - 1`` by
     ``advance``, events ``(t[i], ch[i])`` sorted by time within that range; output spikes
     go to ``out[step - t0]``. Returns synaptic ops."""
+    n, st, t, ch, out = borrow((n, st, t, ch, out))  # (held by the caller throughout)
     t_end = t0 + out.shape[0]
     w = workspace(n)
     ops = 0

@@ -157,3 +157,37 @@ def test_old_kernel_caches_are_pruned(tmp_path):
     (tmp_path / "kernels-new").mkdir()
     os.utime(tmp_path / "kernels-new", (now - 100, now - 100))
     assert jit.prune(str(current), now) == []
+
+
+def test_borrowed_arrays_share_memory_and_count_no_references():
+    """``jit.borrow``: arrays (nested in tuples too) keep their data and shape, writes
+    reach the owner, and views and calls in a loop leave no reference or allocation behind."""
+    import sys
+
+    from numba.core.runtime import _nrt_python, rtsys
+
+    from edged.jit import borrow, kernel
+
+    @kernel
+    def fill(x, k):
+        (a, (b, c)) = borrow((x[0], (x[1][0], k)))
+        for i in range(a.shape[0]):
+            row = a[i]  # a view of a borrowed array
+            row[:] = i + c
+        b[:] = a.sum()
+        return a.shape[0] * a.shape[1]
+
+    a, b = np.zeros((3, 4)), np.zeros(2)
+    fill((a, (b,)), 1)  # compile
+    _nrt_python.memsys_enable_stats()
+    try:
+        refs, allocs = (sys.getrefcount(a), sys.getrefcount(b)), rtsys.get_allocation_stats()
+        for _ in range(100):
+            assert fill((a, (b,)), 2) == 12
+        after = rtsys.get_allocation_stats()
+    finally:
+        _nrt_python.memsys_disable_stats()
+    assert np.array_equal(a, np.repeat([[2.0], [3.0], [4.0]], 4, axis=1)) and np.all(b == 36.0)
+    assert (sys.getrefcount(a), sys.getrefcount(b)) == refs
+    assert after.alloc - allocs.alloc == after.free - allocs.free
+    assert after.mi_alloc - allocs.mi_alloc == after.mi_free - allocs.mi_free
