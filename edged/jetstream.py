@@ -273,6 +273,12 @@ class Loop:
             self.loop.close()
 
 
+class Delivered(bytes):
+    """A frame's payload as ``Transport.recv`` delivers it, with the subject it arrived on."""
+
+    subject: str
+
+
 class Transport:
     """``edged serve``'s ingest and publish over JetStream (module docstring); the same
     duck type as ``edged.sockets.Sockets``. ``ingest`` (this object) is read by the serving
@@ -290,7 +296,6 @@ class Transport:
         self.limit = cfg.nats_max_unconfirmed  # back-pressure (``_flow``)
         self.ingest = self
         self.offsets: dict[int, int] = {}  # partition -> stream seq of the last frame taken
-        self.subject = ""  # subject of the last frame taken
         self.loop: Loop | None = None
         self.wake = self._push = None
         self.endpoints: dict[str, str] = {}
@@ -381,20 +386,21 @@ class Transport:
     def monitor_events(self, ready: dict) -> list[FrameError]:
         return []
 
-    def recv(self, flags: int = 0) -> bytes:
-        """The next frame's payload (``zmq.Again`` when none is queued); records its
-        partition's sequence and its subject."""
+    def recv(self, flags: int = 0) -> Delivered:
+        """The next frame's payload and subject (``zmq.Again`` when none is queued); records
+        its partition's sequence."""
         data, meta = self.wake.recv_multipart(flags)
         p, seq = _META.unpack_from(meta)
         self.offsets[p] = seq
-        self.subject = meta[_META.size:].decode()
-        return data
+        delivered = Delivered(data)
+        delivered.subject = meta[_META.size:].decode()
+        return delivered
 
-    def check_origin(self, frame) -> None:
+    def check_origin(self, buf: Delivered, frame) -> None:
         """Reject (``stream``) a frame that arrived on another subject than its stream's."""
         want = in_subject(frame.stream, self.count)
-        if self.subject != want:
-            raise FrameError("stream", f"stream {frame.stream!r} arrived on {self.subject}, "
+        if buf.subject != want:
+            raise FrameError("stream", f"stream {frame.stream!r} arrived on {buf.subject}, "
                                        f"its subject is {want}")
 
     def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:

@@ -8,8 +8,9 @@ events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.state`` (restore and checkpoints in ``--state-dir``).
 
-Each wake-up receives the queued frames, decodes and admits them one by one, then
-advances all admitted frames in one compiled engine call (``Engine.advance_many``),
+Each wake-up receives the queued frames, decodes those of the common shape in one
+compiled call, admits them one by one, then advances all admitted frames in one
+compiled engine call (``Engine.advance_many``),
 scores all their decisions in one readout call and publishes them in order. The
 decisions equal one offline ``engine.advance`` over the same events, whatever the frame
 and batch boundaries. A decision happens at each step boundary ``b`` with
@@ -37,6 +38,7 @@ it: a replay, not only a warm restart.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -53,8 +55,8 @@ from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import kernel
 from edged.metrics import Metrics
-from edged.protocol import (Frame, FrameError, Limits, decode_frame, encode_decision, encode_frame,
-                            ready_line)
+from edged.protocol import (Frame, FrameError, Limits, decode_frame, decode_frames, encode_decision,
+                            encode_frame, ready_line)
 from edged.publisher import Publisher
 from edged.sdnotify import Watchdog
 from edged.sockets import Sockets
@@ -72,6 +74,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
+scan_frames = functools.partial(kernel(protocol.scan_frames), scan_frame)  # a batch of them
 
 
 class SdFormatter(logging.Formatter):
@@ -216,7 +219,7 @@ class Service:
         ch = rng.integers(0, m.n_in, t.size).astype(np.int64)
         for binary in (False, True):  # compiles the checker for both array kinds
             frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
-                                 scan_frame)
+                                 scan_frames)
         batch = Batch(0.0)
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
@@ -282,36 +285,58 @@ class Service:
     def pump(self, budget: int) -> int:
         """Receive and handle up to ``budget`` queued frames without blocking.
 
-        Admitted frames are batched: one engine call advances them all, one readout call
-        scores their decisions, which are then published in order. A batch closes when no
-        frame is waiting or ``READOUT_WAIT`` after its first frame arrived, so an idle
-        daemon publishes each frame's decisions at once and a busy one pays the engine
-        and onnxruntime calls once per batch."""
+        Frames are taken in batches: received until none is waiting or ``READOUT_WAIT``
+        after the first, decoded together (``decode``), admitted in order, then served:
+        one engine call advances them all, one readout call scores their decisions, which
+        are published in order. So an idle daemon publishes each frame's decisions at
+        once and a busy one pays the engine and onnxruntime calls once per batch."""
         n = 0
-        recv, admit, clock, cpu_clock = self.sockets.ingest.recv, self.admit, self.clock, self.cpu_clock
+        recv, clock, cpu_clock = self.sockets.ingest.recv, self.clock, self.cpu_clock
         cpu0 = cpu_clock()
         batch = Batch(cpu0)
-        while n < budget:
-            try:
-                buf = recv(zmq.NOBLOCK)
-            except zmq.Again:
+        waiting = True
+        while waiting and n < budget:
+            bufs, times = [], []
+            while n < budget:
+                try:
+                    bufs.append(recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    waiting = False
+                    break
+                times.append(clock())
+                n += 1
+                if times[-1] - times[0] >= READOUT_WAIT:
+                    break
+            if not bufs:
                 break
-            now = clock()
-            admit(buf, now, batch)
-            n += 1
-            if batch.received and now - batch.received[0] >= READOUT_WAIT:
-                self.serve(batch)
-                batch.clear(cpu_clock())
-        self.serve(batch)
+            for buf, frame, now in zip(bufs, self.decode(bufs), times):
+                self.admit(buf, now, batch, frame)
+            self.serve(batch)
+            batch.clear(cpu_clock())
         self.tally.cpu += cpu_clock() - cpu0
         return n
 
-    def admit(self, buf: bytes, received_at: float, batch: Batch) -> None:
-        """Validate one frame against its stream and add it to ``batch``. A rejected
-        frame is counted and logged (rate-limited) and changes no stream."""
+    def decode(self, bufs: list[bytes]) -> list[Frame | None]:
+        """The frames of the common shape among ``bufs``, decoded in one compiled call
+        (``edged.protocol.decode_frames``); None for the others (and for all, should that
+        call fail), which ``admit`` decodes one by one."""
+        try:
+            return decode_frames(bufs, self.limits, scan_frames)
+        except Exception as e:  # noqa: BLE001 - the reference decoder takes over
+            self.log.exception("internal error decoding %d frames together: %s", len(bufs), e)
+            return [None] * len(bufs)
+
+    def admit(self, buf: bytes, received_at: float, batch: Batch, frame: Frame | None = None) -> None:
+        """Validate one frame (``frame``: already decoded from ``buf``) against its stream
+        and add it to ``batch``. A rejected frame is counted and logged (rate-limited) and
+        changes no stream."""
         self.tally.frames += 1
         try:
-            self._admit(decode_frame(buf, self.limits, check_events, scan_frame), received_at, batch)
+            if frame is None:
+                frame = decode_frame(buf, self.limits, check_events)
+            if self._origin is not None:
+                self._origin(buf, frame)
+            self._admit(frame, received_at, batch)
         except FrameError as e:
             self.metrics.rejected.labels(e.reason).inc()
             self.rejects.reject(e, received_at)
@@ -320,8 +345,6 @@ class Service:
             self.log.exception("internal error on a frame: %s", e)
 
     def _admit(self, frame: Frame, now: float, batch: Batch) -> None:
-        if self._origin is not None:
-            self._origin(frame)
         try:
             gap = self.streams.admit(frame, now, batch)
         except Full:
@@ -414,7 +437,6 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     ``link`` (``edged.workers.Link``) runs it as one worker of ``--workers``: its shard and
     service class, liveness pings to the supervisor instead of systemd's watchdog, a ready
     report instead of the ready line and ``READY=1``, and SIGTERM alone stops it."""
-    import functools
     import signal
 
     from prometheus_client import CollectorRegistry, ProcessCollector

@@ -160,11 +160,11 @@ def worker_main(values: dict[str, Any], shard: tuple[int, int], conn) -> None:
 
         PUBLISH_KIND = zmq.XPUB
 
-        def admit(self, buf, received_at, batch):
+        def admit(self, buf, received_at, batch, frame=None):
             if buf == STOP:
                 self.request_stop(signal.SIGTERM)
                 return
-            super().admit(buf, received_at, batch)
+            super().admit(buf, received_at, batch, frame)
 
     cfg = Config(**values)
     log = _Prefix(setup_logging(cfg.log_level), {"worker": shard[0]})

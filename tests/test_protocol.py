@@ -246,14 +246,27 @@ def wire_frames(draw):
 def test_scanned_frames_decode_as_the_reference_does(buf):
     """Whatever ``scan_frame`` takes from the bytes, the reference decoder gives the same
     frame; everything else is the reference decoder's to judge."""
-    from edged.service import scan_frame
+    from edged.service import scan_frames
 
-    assert outcome(buf, scan_frame) == outcome(buf)
+    assert outcome(buf, scan_frames) == outcome(buf)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(wire_frames(), max_size=8))
+def test_frames_decoded_together_decode_as_one_by_one(bufs):
+    """``decode_frames`` over many frames at once takes each as the reference decoder does
+    (their events side by side in one array), and leaves the rest to it."""
+    from edged.protocol import decode_frames
+    from edged.service import scan_frames
+
+    for buf, frame in zip(bufs, decode_frames(bufs, LIMITS, scan_frames), strict=True):
+        if frame is not None:
+            assert (frame.stream, frame.seq, frame.t.tolist(), frame.ch.tolist(), frame.until) == outcome(buf)
 
 
 def test_scan_frame_takes_the_frames_clients_send():
-    from edged.protocol import SCAN_FIELDS, scan_frame as plain
-    from edged.service import scan_frame
+    from edged.protocol import SCAN_FIELDS, decode_frames, scan_frame as plain
+    from edged.service import scan_frame, scan_frames
 
     out = np.empty(SCAN_FIELDS, np.int64)
     for n in (0, 1, 5, 100):
@@ -262,7 +275,8 @@ def test_scan_frame_takes_the_frames_clients_send():
             raw = np.frombuffer(buf, np.uint8)
             assert scan_frame(raw, LIMITS.n_in, LIMITS.max_events, out)
             assert plain(raw, LIMITS.n_in, LIMITS.max_events, out)
-            assert outcome(buf, scan_frame) == outcome(buf) != ("rejected",) * 2
+            assert outcome(buf, scan_frames) == outcome(buf) != ("rejected",) * 2
+            assert None not in decode_frames([buf, buf], LIMITS, scan_frames)
     for bufs in BAD.values():  # the bad frames are the reference's to reject
         for buf in bufs:
-            assert outcome(buf, scan_frame) == outcome(buf)
+            assert outcome(buf, scan_frames) == outcome(buf)

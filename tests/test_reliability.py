@@ -150,9 +150,9 @@ def test_ingest_back_pressure_when_processing_stalls(model):
     gate = threading.Event()
     admit = s.svc.admit
 
-    def stalled(buf, now, batch):
+    def stalled(buf, now, batch, frame=None):
         gate.wait(TIMEOUT)
-        return admit(buf, now, batch)
+        return admit(buf, now, batch, frame)
 
     before = rss_bytes()
     tx = Sender(s.endpoints["ingest"], context=s.ctx, hwm=10, timeout=0, linger=0)

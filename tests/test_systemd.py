@@ -125,10 +125,10 @@ def test_watchdog_pings_from_the_loop_and_stop_when_it_is_blocked(tmp_path):
     admit = svc.admit
     blocked = threading.Event()
 
-    def stuck(buf, now, batch):
+    def stuck(buf, now, batch, frame=None):
         blocked.set()
         time.sleep(0.6)  # the injected stall: the loop is blocked inside a frame
-        return admit(buf, now, batch)
+        return admit(buf, now, batch, frame)
 
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
