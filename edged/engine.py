@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edged import lzc, neurons
-from edged.jit import borrow, kernel
+from edged.jit import bind, borrow, kernel
 from edged.readout import scale
 from edged.rng import stream_key
 
@@ -209,7 +209,7 @@ class Engine:
             args = (self.net, self.state, self.lz, slot, self.keys[slot], t, ch, now, end,
                     self.hop, self.window, dec_t, dec_lz, dec_spikes)
             if self._advance is None:
-                self._advance = neurons.bind(_advance, *args)
+                self._advance = bind(_advance, *args)
             ops = self._advance(*args)
             if ops < 0:
                 raise ValueError(f"events must be sorted within [{now}, {end}) "
@@ -231,7 +231,7 @@ class Engine:
         args = (self.net, self.state, self.lz, self.now, self.keys, slots, starts, ends, offsets,
                 t, ch, self.hop, self.window, self._codes, self._scales)
         if self._advance_many is None:
-            self._advance_many = neurons.bind(_advance_many, *args)
+            self._advance_many = bind(_advance_many, *args)
         first, ops, total, dec_t, dec_lz, dec_spikes, complexity, feats = self._advance_many(*args)
         return Decisions(dec_t, dec_lz, dec_spikes, complexity, feats, total), first, ops
 

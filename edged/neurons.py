@@ -133,17 +133,6 @@ def zero_state(n: Net, streams: int) -> State:
     return State(zeros(n.w_in.shape[1]), zeros(n.w_out.shape[1]))
 
 
-def bind(kernel, *args):
-    """The compiled entry point of ``kernel`` for the types of ``args``. Calling it skips
-    Numba's per-call type dispatch (about 1 µs for nested tuples); every later call must
-    pass arguments of exactly these types."""
-    from numba import typeof
-
-    sig = tuple(typeof(a) for a in args)
-    kernel.compile(sig)
-    return kernel.overloads[sig].entry_point
-
-
 def state_bytes(n: Net) -> int:
     """Bytes of neuron state per stream."""
     return 3 * 4 * (n.w_in.shape[1] + n.w_out.shape[1])

@@ -26,6 +26,7 @@ onnxruntime.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any, Literal, NamedTuple
 
@@ -266,18 +267,16 @@ def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame 
     """The frames of ``bufs`` in the common shape (``scan_frame``), taken from their bytes
     by one ``scan_frames`` call (compiled; its events then live in two shared int64
     arrays); None for every other frame (``decode_frame`` judges it the reference way)."""
-    lengths = np.fromiter(map(len, bufs), np.int64, len(bufs))
-    ends = np.zeros(len(bufs) + 1, np.int64)
-    np.cumsum(lengths, out=ends[1:])
+    ends = [0, *itertools.accumulate(map(len, bufs))]
     joined = b"".join(bufs)
     out = np.empty((len(bufs), SCAN_FIELDS), np.int64)
-    t = np.empty(len(joined) // 12, np.int64)  # (12 bytes per event)
-    ch = np.empty(len(joined) // 12, np.int64)
-    scan_frames(np.frombuffer(joined, np.uint8), ends, limits.n_in, limits.max_events, out, t, ch)
+    t, ch = np.empty((2, len(joined) // 12), np.int64)  # (12 bytes per event)
+    scan_frames(np.frombuffer(joined, np.uint8), np.array(ends, np.int64), limits.n_in,
+                limits.max_events, out, t, ch)
     frames: list[Frame | None] = []
-    for size, (s_at, s_len, seq, has_until, until, n, e, ok) in zip(lengths.tolist(), out.tolist()):
+    for a, b, (s_at, s_len, seq, has_until, until, n, e, ok) in zip(ends, ends[1:], out.tolist()):
         frame = None
-        if ok and size <= limits.max_bytes:
+        if ok and b - a <= limits.max_bytes:
             try:
                 stream = joined[s_at:s_at + s_len].decode()
             except UnicodeDecodeError:

@@ -53,7 +53,7 @@ import zmq
 from edged import protocol
 from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
-from edged.jit import kernel
+from edged.jit import bind, kernel
 from edged.metrics import Metrics
 from edged.protocol import (Frame, FrameError, Limits, decode_frame, decode_frames, encode_decision,
                             encode_frame, ready_line)
@@ -74,7 +74,18 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
-scan_frames = functools.partial(kernel(protocol.scan_frames), scan_frame)  # a batch of them
+_scan_frames = kernel(protocol.scan_frames)
+
+
+@functools.cache
+def _scan_frames_entry():
+    return bind(_scan_frames, scan_frame, np.frombuffer(b"", np.uint8), EMPTY, 0, 0,
+                np.empty((0, protocol.SCAN_FIELDS), np.int64), EMPTY, EMPTY)
+
+
+def scan_frames(b, ends, n_in, max_events, out, t, ch) -> None:
+    """``protocol.scan_frames`` with ``scan_frame``, compiled, through its entry point."""
+    _scan_frames_entry()(scan_frame, b, ends, n_in, max_events, out, t, ch)
 
 
 class SdFormatter(logging.Formatter):

@@ -57,6 +57,7 @@ def numpy_step(n, st, s: int, channels: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> dict:
     from edged import neurons
     from edged.bench import best_time, result
+    from edged.jit import bind
 
     n = example_net(args.neuron, args.inputs, args.hidden, args.outputs, args.seed)
     rng = np.random.default_rng(args.seed + 1)
@@ -69,8 +70,8 @@ def run(args: argparse.Namespace) -> dict:
 
     state = neurons.zero_state(n, 1)
     key = np.uint64(0)
-    step = neurons.bind(neurons.step, n, state, 0, key, 0, channels[0], out)
-    simulate = neurons.bind(neurons.simulate, n, state, 0, key, t, ch, 0, outs)
+    step = bind(neurons.step, n, state, 0, key, 0, channels[0], out)
+    simulate = bind(neurons.simulate, n, state, 0, key, t, ch, 0, outs)
     cursor = iter(range(1 << 62))
 
     def streaming():
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
                        "density": args.density, "window": args.window, "hop": args.hop,
                        "seed": args.seed},
             "results": results,
-            "notes": ["edged_step_us: one step called from Python through neurons.bind",
+            "notes": ["edged_step_us: one step called from Python through jit.bind",
                       "edged_inloop_step_us: the same step inside one neurons.simulate call",
                       f"stream_state: neurons + LZ windows (W={args.window}, H={args.hop}) "
                       "+ clock, as edged.engine.Engine holds them"]}
