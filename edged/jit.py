@@ -6,7 +6,8 @@ the same, inlined into its caller (helpers whose array arguments would otherwise
 reference counting on every call). ``borrow``: arrays without their reference count, for
 a stepping loop over state its caller holds (each view or call of a counted array in a
 loop costs two atomic operations: about half of a 32-96-6 net's step). ``bind``: a
-kernel's entry point for fixed argument types, called without Numba's dispatch.
+kernel's entry point for fixed argument types, called without Numba's dispatch; ``bound``:
+a kernel called through the entry point of its first call's types.
 
 Numba checks a cached kernel only against its own file's timestamp, so after an upgrade a
 kernel could keep the machine code of an older version of a kernel it calls in another
@@ -106,3 +107,18 @@ def bind(kernel, *args):
     sig = tuple(numba.typeof(a) for a in args)
     kernel.compile(sig)
     return kernel.overloads[sig].entry_point
+
+
+def bound(fn):
+    """``fn`` compiled as a ``kernel``, called through the entry point ``bind`` gives for the
+    argument types of its first call (later calls must pass the same types: a mismatch
+    raises TypeError)."""
+    compiled = kernel(fn)
+    entry = None
+
+    def call(*args):
+        nonlocal entry
+        if entry is None:
+            entry = bind(compiled, *args)
+        return entry(*args)
+    return call

@@ -388,6 +388,117 @@ def encode_decisions(streams: list[str], epoch: int, seqs: list[int], t: list[in
             in zip(streams, seqs, t, labels, classes, scores, lzc, latency_s, energy_j)]
 
 
+class DecisionLayout(NamedTuple):
+    """The bytes every decision of one publisher shares, for ``pack_decisions``: the map in
+    ``DECISION_KEYS`` order is constant pieces (``consts``, ending at ``const_ends``)
+    around the stream id, seq, t, one prepacked ``label``/``class`` pair per class
+    (``classes``, ending at ``class_ends``) and runs of floats (``runs``: how many follow
+    each piece after the class)."""
+
+    consts: np.ndarray  # uint8
+    const_ends: np.ndarray  # int64
+    classes: np.ndarray  # uint8
+    class_ends: np.ndarray  # int64
+    runs: np.ndarray  # int64: scores, lzc, latency_s, energy_j, cpu_s, then the model: none
+    bound: int  # the most bytes one decision takes (``decision_bound``)
+
+
+def decision_layout(epoch: int, labels: list[str], n_lzc: int, model: str) -> DecisionLayout:
+    """The ``DecisionLayout`` of decisions stamped ``epoch`` and ``model``."""
+    packer = msgpack.Packer(use_bin_type=True)
+    key = packer.pack
+    consts = [bytes([0x80 | len(DECISION_KEYS)]) + key("v") + key(VERSION) + key("stream"),
+              key("epoch") + key(epoch) + key("seq"), key("t"), key("label"),
+              key("scores") + packer.pack_array_header(len(labels)),
+              key("lzc") + packer.pack_array_header(n_lzc), key("latency_s"), key("energy_j"),
+              key("cpu_s"), key("model") + key(model)]
+    pairs = [key(label) + key("class") + key(c) for c, label in enumerate(labels)]
+
+    def ends(parts: list[bytes]) -> np.ndarray:
+        return np.array([0, *itertools.accumulate(map(len, parts))], np.int64)
+
+    return DecisionLayout(np.frombuffer(b"".join(consts), np.uint8), ends(consts),
+                          np.frombuffer(b"".join(pairs), np.uint8), ends(pairs),
+                          np.array([len(labels), n_lzc, 1, 1, 1, 0], np.int64),
+                          decision_bound(labels, n_lzc, model))
+
+
+def pack_decisions(consts, const_ends, streams, stream_ends, ints, classes, pairs, pair_ends, runs,
+                   floats, out, out_ends) -> None:
+    """Decision ``k`` as ``encode_decisions`` packs it, into ``out[out_ends[k]:out_ends[k + 1]]``
+    (``out_ends[0]`` given): the layout's pieces (``DecisionLayout``), its stream id
+    ``streams[stream_ends[k]:stream_ends[k + 1]]`` (UTF-8, at most 255 bytes), seq and t
+    ``ints[k]`` (>= 0), class ``classes[k]``, and the bits of its floats ``floats[k]``
+    (uint64: scores, lzc, latency_s, energy_j, cpu_s as float64). Written for Numba, like
+    ``scan_frame``; a property test holds it to ``encode_decisions``."""
+    at = out_ends[0]
+    for k in range(ints.shape[0]):
+        f = 0
+        for piece in range(const_ends.shape[0] - 1):
+            for i in range(const_ends[piece], const_ends[piece + 1]):
+                out[at] = consts[i]
+                at += 1
+            if piece == 0:  # the stream id: fixstr or str8
+                a, b = stream_ends[k], stream_ends[k + 1]
+                if b - a < 32:
+                    out[at] = 0xA0 | (b - a)
+                    at += 1
+                else:
+                    out[at], out[at + 1] = 0xD9, b - a
+                    at += 2
+                for i in range(a, b):
+                    out[at] = streams[i]
+                    at += 1
+            elif piece == 1 or piece == 2:  # seq, t: the smallest unsigned int that holds it
+                v = ints[k, piece - 1]
+                if v < 0x80:
+                    out[at] = v
+                    at += 1
+                else:
+                    width = 1 if v <= 0xFF else 2 if v <= 0xFFFF else 4 if v <= 0xFFFFFFFF else 8
+                    out[at] = 0xCC if width == 1 else 0xCD if width == 2 else 0xCE if width == 4 else 0xCF
+                    for j in range(width):
+                        out[at + 1 + j] = (v >> (8 * (width - 1 - j))) & 0xFF
+                    at += 1 + width
+            elif piece == 3:  # the class's label and id
+                c = classes[k]
+                for i in range(pair_ends[c], pair_ends[c + 1]):
+                    out[at] = pairs[i]
+                    at += 1
+            else:  # a run of float64, big-endian
+                for _ in range(runs[piece - 4]):
+                    v = floats[k, f]
+                    f += 1
+                    out[at] = 0xCB
+                    for j in range(8):
+                        out[at + 1 + j] = (v >> np.uint64(56 - 8 * j)) & np.uint64(0xFF)
+                    at += 9
+        out_ends[k + 1] = at
+
+
+def pack_decisions_with(pack, layout: DecisionLayout, streams: list[str], seqs: list[int],
+                        t: np.ndarray, classes: np.ndarray, scores: np.ndarray, lzc: np.ndarray,
+                        latency_s: list[float], energy_j: list[float], cpu_s: float) -> list[bytes]:
+    """``encode_decisions`` in one ``pack`` call (``pack_decisions``, compiled) over arrays:
+    ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one row."""
+    ids = [s.encode() for s in streams]
+    k, n_scores, n_lzc = len(ids), scores.shape[1], lzc.shape[1]
+    ints = np.empty((k, 2), np.int64)
+    ints[:, 0], ints[:, 1] = seqs, t
+    floats = np.empty((k, n_scores + n_lzc + 3), np.float64)
+    floats[:, :n_scores], floats[:, n_scores:-3] = scores, lzc
+    floats[:, -3], floats[:, -2], floats[:, -1] = latency_s, energy_j, cpu_s
+    out = np.empty(k * layout.bound, np.uint8)
+    ends = np.zeros(k + 1, np.int64)
+    pack(layout.consts, layout.const_ends, np.frombuffer(b"".join(ids), np.uint8),
+         np.array([0, *itertools.accumulate(map(len, ids))], np.int64), ints,
+         np.asarray(classes, np.int64), layout.classes, layout.class_ends, layout.runs,
+         floats.view(np.uint64), out, ends)
+    buf = out[:ends[-1]].tobytes()
+    bounds = ends.tolist()
+    return [buf[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def encode_decision(stream: str, epoch: int, seq: int, t: int, label: str, class_id: int,
                     scores: list[float], lzc: list[float], latency_s: float,
                     energy_j: float, cpu_s: float, model: str) -> bytes:

@@ -1,8 +1,10 @@
 """Decisions and heartbeats out (the wire format: ``edged/PROTOCOL.md``).
 
-A served batch's decisions are encoded in one call (``edged.protocol.encode_decisions``)
-and handed in frame order to the transport (``edged.sockets.Sockets``: two frames on PUB,
-dropped rather than blocking; ``edged.jetstream.Transport``: JetStream, deduplicated). A decision carries its frame's latency (received to published), the
+A served batch's decisions are encoded in one compiled call
+(``edged.protocol.pack_decisions``, the bytes of ``encode_decisions``) and handed in frame
+order to the transport (``edged.sockets.Sockets``: two frames on PUB, dropped rather than
+blocking; ``edged.jetstream.Transport``: JetStream, deduplicated). A decision carries its
+frame's latency (received to published), the
 energy estimate of the synaptic ops since its stream's previous decision, and the batch's
 CPU time shared per decision. Heartbeats ``{v, epoch, heartbeat: n}`` (ZeroMQ topic
 ``HEARTBEAT_TOPIC``) go out from the loop (``tick``), so their absence means the loop is
@@ -14,7 +16,10 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from edged.protocol import encode_decisions
+from edged import protocol
+from edged.jit import bound
+
+pack_decisions = bound(protocol.pack_decisions)
 
 
 class Publisher:
@@ -24,7 +29,8 @@ class Publisher:
     def __init__(self, sockets, model, epoch: int, metrics, energy, heartbeat_interval: float = 0.0):
         self.sockets, self.epoch, self.metrics, self.energy = sockets, epoch, metrics, energy
         self.labels = [str(c) for c in model.classes]
-        self.hop, self.sha256 = model.hop, model.sha256
+        self.layout = protocol.decision_layout(epoch, self.labels, model.n_out, model.sha256)
+        self.hop = model.hop
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = 0
         self._next_heartbeat = 0.0
@@ -44,11 +50,9 @@ class Publisher:
                 seqs += range(seq0[f], seq0[f] + k)
                 latency += [lat] * k
                 energy_j += [self.energy.decision(ops_per_decision[f], self.hop)] * k
-        classes = np.argmax(scores, axis=1).tolist()
-        labels = self.labels
-        payloads = encode_decisions(streams, self.epoch, seqs, d.t.tolist(), [labels[c] for c in classes],
-                                    classes, scores.tolist(), d.lzc.tolist(), latency,
-                                    energy_j, cpu_s, self.sha256)
+        payloads = protocol.pack_decisions_with(pack_decisions, self.layout, streams, seqs, d.t,
+                                                np.argmax(scores, axis=1), scores, d.lzc, latency,
+                                                energy_j, cpu_s)
         self.sockets.send_decisions(streams, seqs, payloads)
         for observe, values in ((self.metrics.latency.observe, latency),
                                 (self.metrics.frame_seconds.observe, frame_latency)):

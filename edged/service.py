@@ -53,11 +53,10 @@ import zmq
 from edged import protocol
 from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
-from edged.jit import bind, kernel
+from edged.jit import bound, kernel
 from edged.metrics import Metrics
-from edged.protocol import (Frame, FrameError, Limits, decode_frame, decode_frames, encode_decision,
-                            encode_frame, ready_line)
-from edged.publisher import Publisher
+from edged.protocol import Frame, FrameError, Limits, decode_frame, decode_frames, encode_frame, ready_line
+from edged.publisher import Publisher, pack_decisions
 from edged.sdnotify import Watchdog
 from edged.sockets import Sockets
 from edged.state import StateDir
@@ -74,18 +73,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
-_scan_frames = kernel(protocol.scan_frames)
-
-
-@functools.cache
-def _scan_frames_entry():
-    return bind(_scan_frames, scan_frame, np.frombuffer(b"", np.uint8), EMPTY, 0, 0,
-                np.empty((0, protocol.SCAN_FIELDS), np.int64), EMPTY, EMPTY)
-
-
-def scan_frames(b, ends, n_in, max_events, out, t, ch) -> None:
-    """``protocol.scan_frames`` with ``scan_frame``, compiled, through its entry point."""
-    _scan_frames_entry()(scan_frame, b, ends, n_in, max_events, out, t, ch)
+scan_frames = functools.partial(bound(protocol.scan_frames), scan_frame)  # many frames at once
 
 
 class SdFormatter(logging.Formatter):
@@ -242,9 +230,8 @@ class Service:
         if len(d.t) == 0:
             raise RuntimeError("warm-up produced no decision: engine contract broken")
         scores = self.readout.scores(d.features)
-        pub = self.publisher
-        encode_decision("warm", self.epoch, 0, int(d.t[0]), pub.labels[int(np.argmax(scores[0]))],
-                        0, scores[0].tolist(), d.lzc[0].tolist(), 0.0, 0.0, 0.0, m.sha256)
+        protocol.pack_decisions_with(pack_decisions, self.publisher.layout, ["warm"], [0], d.t[:1],
+                                     np.argmax(scores[:1], axis=1), scores[:1], d.lzc[:1], [0.0], [0.0], 0.0)
         self.engine.reset(0)
         seconds = time.perf_counter() - t0
         self.metrics.warmup.set(seconds)

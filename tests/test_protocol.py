@@ -164,6 +164,37 @@ def test_decisions_encode_in_bulk_to_the_documented_map():
     assert encode_decisions([], 1, [], [], [], [], [], [], [], [], 0.0, "m") == []
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_decisions_packed_compiled_are_the_bytes_of_encode_decisions(data):
+    """``pack_decisions`` (compiled, as the publisher runs it) writes exactly what
+    ``encode_decisions`` packs, for any ids, ints, labels and floats (nan and inf too)."""
+    from edged.protocol import decision_layout, pack_decisions_with
+    from edged.publisher import pack_decisions
+
+    labels = data.draw(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+    n_lzc = data.draw(st.integers(1, 17))
+    k = data.draw(st.integers(0, 6))
+    ids = data.draw(st.lists(st.text(min_size=1, max_size=40).filter(lambda x: len(x.encode()) <= 128),
+                             min_size=k, max_size=k))
+    ints = st.integers(0, 2**62 - 1) | st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32])
+    seqs, t = (data.draw(st.lists(ints, min_size=k, max_size=k)) for _ in range(2))
+    classes = data.draw(st.lists(st.integers(0, len(labels) - 1), min_size=k, max_size=k))
+    f32 = st.floats(width=32)
+    scores = np.array(data.draw(st.lists(st.lists(f32, min_size=len(labels), max_size=len(labels)),
+                                         min_size=k, max_size=k)), np.float32).reshape(k, len(labels))
+    lzc = np.array(data.draw(st.lists(st.lists(f32, min_size=n_lzc, max_size=n_lzc), min_size=k, max_size=k)),
+                   np.float32).reshape(k, n_lzc)
+    latency, energy = (data.draw(st.lists(st.floats(), min_size=k, max_size=k)) for _ in range(2))
+    epoch, cpu_s = data.draw(st.integers(0, 2**64 - 1)), data.draw(st.floats())
+    model = data.draw(st.text(max_size=70))
+    got = pack_decisions_with(pack_decisions, decision_layout(epoch, labels, n_lzc, model), ids, seqs,
+                              np.array(t, np.int64), np.array(classes, np.int64), scores, lzc, latency,
+                              energy, cpu_s)
+    assert got == encode_decisions(ids, epoch, seqs, t, [labels[c] for c in classes], classes,
+                                   scores.tolist(), lzc.tolist(), latency, energy, cpu_s, model)
+
+
 def _numpy_check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:
     """Reference for ``check_events`` in array operations."""
     if t.size == 0:
