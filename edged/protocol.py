@@ -392,14 +392,12 @@ class DecisionLayout(NamedTuple):
     """The bytes every decision of one publisher shares, for ``pack_decisions``: the map in
     ``DECISION_KEYS`` order is constant pieces (``consts``, ending at ``const_ends``)
     around the stream id, seq, t, one prepacked ``label``/``class`` pair per class
-    (``classes``, ending at ``class_ends``) and runs of floats (``runs``: how many follow
-    each piece after the class)."""
+    (``classes``, ending at ``class_ends``) and the floats."""
 
     consts: np.ndarray  # uint8
     const_ends: np.ndarray  # int64
     classes: np.ndarray  # uint8
     class_ends: np.ndarray  # int64
-    runs: np.ndarray  # int64: scores, lzc, latency_s, energy_j, cpu_s, then the model: none
     bound: int  # the most bytes one decision takes (``decision_bound``)
 
 
@@ -419,20 +417,26 @@ def decision_layout(epoch: int, labels: list[str], n_lzc: int, model: str) -> De
 
     return DecisionLayout(np.frombuffer(b"".join(consts), np.uint8), ends(consts),
                           np.frombuffer(b"".join(pairs), np.uint8), ends(pairs),
-                          np.array([len(labels), n_lzc, 1, 1, 1, 0], np.int64),
                           decision_bound(labels, n_lzc, model))
 
 
-def pack_decisions(consts, const_ends, streams, stream_ends, ints, classes, pairs, pair_ends, runs,
-                   floats, out, out_ends) -> None:
-    """Decision ``k`` as ``encode_decisions`` packs it, into ``out[out_ends[k]:out_ends[k + 1]]``
-    (``out_ends[0]`` given): the layout's pieces (``DecisionLayout``), its stream id
-    ``streams[stream_ends[k]:stream_ends[k + 1]]`` (UTF-8, at most 255 bytes), seq and t
-    ``ints[k]`` (>= 0), class ``classes[k]``, and the bits of its floats ``floats[k]``
-    (uint64: scores, lzc, latency_s, energy_j, cpu_s as float64). Written for Numba, like
+def pack_decisions(consts, const_ends, streams, stream_ends, seqs, t, classes, pairs, pair_ends,
+                   scores, lzc, latency_s, energy_j, cpu_s, out, out_ends) -> None:
+    """Decision ``k`` as ``encode_decisions`` packs it, into ``out[out_ends[k]:out_ends[k + 1]]``:
+    the layout's pieces (``DecisionLayout``) around its stream id
+    ``streams[stream_ends[k]:stream_ends[k + 1]]`` (UTF-8, at most 255 bytes), ``seqs[k]``
+    and ``t[k]`` (>= 0), the pair of class ``classes[k]``, and as float64 ``scores[k]``,
+    ``lzc[k]``, ``latency_s[k]``, ``energy_j[k]`` and ``cpu_s``. Written for Numba, like
     ``scan_frame``; a property test holds it to ``encode_decisions``."""
-    at = out_ends[0]
-    for k in range(ints.shape[0]):
+    n_scores, n_lzc = scores.shape[1], lzc.shape[1]
+    row = np.empty(n_scores + n_lzc + 3, np.float64)  # a decision's floats, in order
+    bits = row.view(np.uint64)
+    at = 0
+    out_ends[0] = 0
+    for k in range(seqs.shape[0]):
+        row[:n_scores] = scores[k]
+        row[n_scores:n_scores + n_lzc] = lzc[k]
+        row[-3], row[-2], row[-1] = latency_s[k], energy_j[k], cpu_s
         f = 0
         for piece in range(const_ends.shape[0] - 1):
             for i in range(const_ends[piece], const_ends[piece + 1]):
@@ -450,7 +454,7 @@ def pack_decisions(consts, const_ends, streams, stream_ends, ints, classes, pair
                     out[at] = streams[i]
                     at += 1
             elif piece == 1 or piece == 2:  # seq, t: the smallest unsigned int that holds it
-                v = ints[k, piece - 1]
+                v = seqs[k] if piece == 1 else t[k]
                 if v < 0x80:
                     out[at] = v
                     at += 1
@@ -465,9 +469,9 @@ def pack_decisions(consts, const_ends, streams, stream_ends, ints, classes, pair
                 for i in range(pair_ends[c], pair_ends[c + 1]):
                     out[at] = pairs[i]
                     at += 1
-            else:  # a run of float64, big-endian
-                for _ in range(runs[piece - 4]):
-                    v = floats[k, f]
+            else:  # float64, big-endian: the scores, the lzc, then one each
+                for _ in range(n_scores if piece == 4 else n_lzc if piece == 5 else 0 if piece == 9 else 1):
+                    v = bits[f]
                     f += 1
                     out[at] = 0xCB
                     for j in range(8):
@@ -480,20 +484,15 @@ def pack_decisions_with(pack, layout: DecisionLayout, streams: list[str], seqs: 
                         t: np.ndarray, classes: np.ndarray, scores: np.ndarray, lzc: np.ndarray,
                         latency_s: list[float], energy_j: list[float], cpu_s: float) -> list[bytes]:
     """``encode_decisions`` in one ``pack`` call (``pack_decisions``, compiled) over arrays:
-    ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one row."""
+    ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one float32 row."""
     ids = [s.encode() for s in streams]
-    k, n_scores, n_lzc = len(ids), scores.shape[1], lzc.shape[1]
-    ints = np.empty((k, 2), np.int64)
-    ints[:, 0], ints[:, 1] = seqs, t
-    floats = np.empty((k, n_scores + n_lzc + 3), np.float64)
-    floats[:, :n_scores], floats[:, n_scores:-3] = scores, lzc
-    floats[:, -3], floats[:, -2], floats[:, -1] = latency_s, energy_j, cpu_s
-    out = np.empty(k * layout.bound, np.uint8)
-    ends = np.zeros(k + 1, np.int64)
+    out = np.empty(len(ids) * layout.bound, np.uint8)
+    ends = np.empty(len(ids) + 1, np.int64)
     pack(layout.consts, layout.const_ends, np.frombuffer(b"".join(ids), np.uint8),
-         np.array([0, *itertools.accumulate(map(len, ids))], np.int64), ints,
-         np.asarray(classes, np.int64), layout.classes, layout.class_ends, layout.runs,
-         floats.view(np.uint64), out, ends)
+         np.array([0, *itertools.accumulate(map(len, ids))], np.int64), np.array(seqs, np.int64),
+         np.ascontiguousarray(t, np.int64), np.ascontiguousarray(classes, np.int64), layout.classes,
+         layout.class_ends, np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(lzc, np.float32),
+         np.array(latency_s, np.float64), np.array(energy_j, np.float64), float(cpu_s), out, ends)
     buf = out[:ends[-1]].tobytes()
     bounds = ends.tolist()
     return [buf[a:b] for a, b in zip(bounds, bounds[1:])]
