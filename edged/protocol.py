@@ -11,10 +11,15 @@ Decision, two frames on PUB: ``stream.encode()`` then a msgpack map (``DECISION_
 ``decode_frame`` is the whole boundary check: msgpack with every ``max_*`` limit, no ext
 types, string map keys only, the exact key whitelist, types, lengths, channel range and
 non-decreasing non-negative times. It raises ``FrameError(reason, detail)`` and touches
-no state, so a rejected frame changes nothing. The daemon first offers each frame to
-``scan_frame`` (compiled), which takes the common shape (binary events) straight from
-the bytes; a property test holds it to the reference decoding. Lateness (``t`` before the stream's clock)
-and stream capacity are judged by the service, which owns the clocks.
+no state, so a rejected frame changes nothing. The daemon first offers a batch of frames
+to ``scan_frames`` (``scan_frame`` on each, compiled, in one call: ``decode_frames``),
+which takes the common shape (binary events) straight from the bytes; a property test
+holds it to the reference decoding. Lateness (``t`` before the stream's clock) and
+stream capacity are judged by the service, which owns the clocks.
+
+Decisions are packed by ``encode_decisions`` (msgpack), the reference, or by
+``pack_decisions`` (compiled, the daemon's: a batch in one call around the constant
+bytes of a ``DecisionLayout``), the same bytes (a property test).
 
 The ready line: once warm, ``edged serve`` prints one JSON object on one line to stdout,
 ``{"edged": "ready", "v": 1, "epoch", "ingest", "ingest_socket", "publish", "metrics",
