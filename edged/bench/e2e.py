@@ -120,7 +120,8 @@ def _scrape(url: str) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
-        if line.startswith("edged_frames_rejected_total{") or line.startswith("edged_events_total "):
+        if line.startswith(("edged_frames_rejected_total{", "edged_events_total ", "edged_batch_frames_count",
+                            "edged_batch_frames_sum")):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out

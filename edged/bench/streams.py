@@ -12,8 +12,10 @@ A ladder of N: a count is kept up with when no frame was sent more than one hop 
 its due time, every decision came back, and client p99 (decision arrival - frame send)
 is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
 ``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
-each rung. The bare echo (PULL -> PUB republishing each frame untouched, the floor of
-any Python ZeroMQ service) gets the same frames at the largest count kept.
+each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames`` (every
+worker's), scraped before and after. The bare echo (PULL -> PUB republishing each frame
+untouched, the floor of any Python ZeroMQ service) gets the same frames at the largest
+count kept.
 
 With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
 process: ingest, routing, the publish proxy and their ZeroMQ I/O threads) is measured on
@@ -183,7 +185,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         raise RuntimeError("the sender process did not start")
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
-    cpu0 = cpu_of()  # (daemon tree, router process)
+    cpu0 = cpu_of()  # (daemon tree CPU, router process CPU, serve-loop batches, frames in them)
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock, recv = time.perf_counter, sub.recv_multipart
@@ -213,7 +215,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             if i < len(frames):
                 arrived[i] = now
             got += 1
-    cpu, router_cpu = (b - a for a, b in zip(cpu0, cpu_of()))
+    cpu, router_cpu, batches, batched = (b - a for a, b in zip(cpu0, cpu_of()))
     proc.join(60)
     sent = np.load(result_path)
     tmp.cleanup()
@@ -226,7 +228,16 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "p50": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
             "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
             "cpu": cpu, "router_cpu": router_cpu, "seconds": len(frames) * hop_s / n, "checked": checked,
-            "mismatched": mismatched}
+            "mismatched": mismatched, "batch": batched / batches if batches else float("nan")}
+
+
+def _batched(metrics: str) -> tuple[float, float]:
+    """The daemon's serve-loop batches so far and the frames in them (every worker's)."""
+    from edged.bench.e2e import _scrape
+
+    m = _scrape(metrics)
+    return (sum(v for k, v in m.items() if k.startswith("edged_batch_frames_count")),
+            sum(v for k, v in m.items() if k.startswith("edged_batch_frames_sum")))
 
 
 def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int = 1) -> None:
@@ -279,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
     capacity = ladder[-1] + (len(ladder) + 8) * args.workers  # + the probes (each worker may hold all)
-    serve, s_in, s_out, _metrics = _start_serve(args.model, capacity, "--workers", str(args.workers))
+    serve, s_in, s_out, metrics = _start_serve(args.model, capacity, "--workers", str(args.workers))
     echo, e_in, e_out = _start_echo()
     notes = [f"load average {os.getloadavg()[0]:.1f} at the start"]
     kept, at_kept, ref, rss = 0, None, None, 0
@@ -289,12 +300,13 @@ def run(args: argparse.Namespace) -> dict:
             _send_all(ctx, s_in, prime)
             _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
             out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
-                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid)))
+                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid), *_batched(metrics)))
             ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
                          f"{out['late']} sent late, {out['missing']} decisions missing, client p50 "
                          f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
-                         f"{out['cpu'] / out['seconds']:.2f} cores -> {'kept' if ok else 'NOT kept'}")
+                         f"{out['cpu'] / out['seconds']:.2f} cores, {out['batch']:.1f} frames per batch -> "
+                         f"{'kept' if ok else 'NOT kept'}")
             if not ok:
                 break
             kept, at_kept = n, out
@@ -303,7 +315,7 @@ def run(args: argparse.Namespace) -> dict:
             echo_traffic = Traffic(model, args.rate, args.seed)
             echo_traffic.prime(kept)
             ref = _rung(ctx, e_in, e_out, echo_traffic.hops(kept, hops), kept, hop_s, True,
-                        lambda: (_tree_cpu(echo.pid), 0.0))
+                        lambda: (_tree_cpu(echo.pid), 0.0, 0.0, 0.0))
     finally:
         for proc in (serve, echo):
             proc.terminate()
@@ -335,6 +347,7 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
         rows.append(result(f"real-time streams per daemon core @{kept}", 1 / per_stream, "n"))
         rows.append(result(f"daemon CPU per frame-and-decision @{kept}",
                            at_kept["cpu"] / at_kept["frames"] * 1e6, "us"))
+        rows.append(result(f"frames per serve-loop batch @{kept}", at_kept["batch"], "n"))
         if args.workers > 1:  # the routing hop: the router process against the workers
             router = at_kept["router_cpu"] / at_kept["frames"] * 1e6
             worker = (at_kept["cpu"] - at_kept["router_cpu"]) / at_kept["frames"] * 1e6
