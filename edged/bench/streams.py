@@ -152,7 +152,7 @@ class Traffic:
 
 
 def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: float,
-          echo: bool, cpu_of) -> dict:
+          echo: bool, usage) -> dict:
     """Send ``frames`` (hop-major over ``n`` streams) on schedule from a child process;
     receive and match the replies here; return the rung's measurements."""
     import multiprocessing
@@ -185,7 +185,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         raise RuntimeError("the sender process did not start")
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
-    cpu0 = cpu_of()  # (daemon tree CPU, router process CPU, serve-loop batches, frames in them)
+    before = usage()  # (daemon tree CPU, router process CPU, serve-loop batches, frames in them)
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock, recv = time.perf_counter, sub.recv_multipart
@@ -215,7 +215,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             if i < len(frames):
                 arrived[i] = now
             got += 1
-    cpu, router_cpu, batches, batched = (b - a for a, b in zip(cpu0, cpu_of()))
+    cpu, router_cpu, batches, batched = (b - a for a, b in zip(before, usage()))
     proc.join(60)
     sent = np.load(result_path)
     tmp.cleanup()
