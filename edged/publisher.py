@@ -28,8 +28,8 @@ class Publisher:
 
     def __init__(self, sockets, model, epoch: int, metrics, energy, heartbeat_interval: float = 0.0):
         self.sockets, self.epoch, self.metrics, self.energy = sockets, epoch, metrics, energy
-        self.labels = [str(c) for c in model.classes]
-        self.layout = protocol.decision_layout(epoch, self.labels, model.n_out, model.sha256)
+        self.layout = protocol.decision_layout(epoch, [str(c) for c in model.classes], model.n_out,
+                                               model.sha256)
         self.hop = model.hop
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = 0
