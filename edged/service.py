@@ -64,6 +64,7 @@ from edged.streams import EMPTY, Batch, Full, Streams
 
 POLL_MS = 100
 BATCH = 256  # frames read per wake-up before housekeeping runs
+BATCH_BYTES = 1 << 20  # a batch closes once its frames hold this many bytes (cache, memory)
 READOUT_WAIT = 0.5e-3  # the longest a frame waits in a batch for frames queued behind it
 SWEEP_S = 1.0
 FLUSH_S = 0.01  # loop tallies reach the Prometheus counters at most this often
@@ -283,8 +284,8 @@ class Service:
     def pump(self, budget: int) -> int:
         """Receive and handle up to ``budget`` queued frames without blocking.
 
-        Frames are taken in batches: received until none is waiting or ``READOUT_WAIT``
-        after the first, decoded together (``decode``), admitted in order, then served:
+        Frames are taken in batches: received until none is waiting, ``READOUT_WAIT``
+        after the first or ``BATCH_BYTES`` in all, decoded together (``decode``), admitted in order, then served:
         one engine call advances them all, one readout call scores their decisions, which
         are published in order. So an idle daemon publishes each frame's decisions at
         once and a busy one pays the engine and onnxruntime calls once per batch."""
@@ -294,16 +295,18 @@ class Service:
         batch = Batch(cpu0)
         waiting = True
         while waiting and n < budget:
-            bufs, times = [], []
+            bufs, times, size = [], [], 0
             while n < budget:
                 try:
-                    bufs.append(recv(zmq.NOBLOCK))
+                    buf = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     waiting = False
                     break
+                bufs.append(buf)
                 times.append(clock())
                 n += 1
-                if times[-1] - times[0] >= READOUT_WAIT:
+                size += len(buf)
+                if times[-1] - times[0] >= READOUT_WAIT or size >= BATCH_BYTES:
                     break
             if not bufs:
                 break
