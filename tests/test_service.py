@@ -499,3 +499,37 @@ def test_thousand_streams_then_capacity_reject(model):
         assert s.collect("n7", 2)[1].t == model.window + model.hop
     finally:
         s.close()
+
+
+def test_a_batch_closes_at_batch_bytes(model, monkeypatch):
+    """Large frames queued together are served in batches of about ``BATCH_BYTES``
+    (caches and memory), not all at once; every frame is still decided."""
+    from edged import service
+
+    monkeypatch.setattr(service, "READOUT_WAIT", 60.0)  # only the byte cap may close a batch
+    ctx = zmq.Context()
+    cfg = Config(ingest_endpoint="tcp://127.0.0.1:*", publish_endpoint="tcp://127.0.0.1:*",
+                 metrics_listen="off", streams_max=2)
+    svc = Service(model, cfg, context=ctx, registry=CollectorRegistry())
+    try:
+        endpoints = svc.bind()
+        svc.warm()
+        events = service.BATCH_BYTES // 12 // 3 + 1  # a third of the cap (12 bytes an event)
+        with Sender(endpoints["ingest"], context=ctx, linger=1000) as tx:
+            for k in range(8):
+                t = np.sort(np.random.default_rng(k).integers(k * 64, (k + 1) * 64, events))
+                tx.send("big", t, t % model.n_in, until=(k + 1) * 64)
+        done = 0
+        for _ in range(100):  # bounded: every pump takes what arrived
+            if done == 8:
+                break
+            if svc.sockets.ingest.poll(100):
+                time.sleep(0.2)  # the rest of the burst reaches the queue
+                done += svc.pump(service.BATCH)
+        assert done == 8
+        h = svc.metrics.batch_frames
+        assert sum(h.counts) >= 3 and h.total == 8
+        assert sum(h.counts[:h.bounds.index(4.0) + 1]) == sum(h.counts)  # at most 3 frames each
+    finally:
+        svc.close(0)
+        ctx.term()
