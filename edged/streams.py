@@ -48,12 +48,13 @@ class Advance(NamedTuple):
 def event_time(clock: int, t: np.ndarray, until: int | None, n_held: int) -> Advance:
     """The event-time rule for a frame with sorted times ``t`` on a stream at ``clock``
     holding ``n_held`` events; raises ``FrameError("late")``."""
-    if t.size and t[0] < clock:
-        raise FrameError("late", f"event at step {int(t[0])} before the stream's clock {clock}")
-    last = int(t[-1]) if t.size else clock
+    n = t.size
+    if n and t.item(0) < clock:
+        raise FrameError("late", f"event at step {t.item(0)} before the stream's clock {clock}")
+    last = t.item(-1) if n else clock
     end = max(clock, last, clock if until is None else until)
     if last < end:
-        return Advance(end, n_held + t.size)
+        return Advance(end, n_held + n)
     if end == clock:  # everything sits at the clock: all of it stays held
         return Advance(end, 0)
     return Advance(end, n_held + int(np.searchsorted(t, end, "left")))
@@ -169,9 +170,13 @@ class Streams:
             t = np.concatenate([np.full(held.size, clock, np.int64), t])
             ch = np.concatenate([held, ch])
         keep = adv.keep
-        self.held_ch[slot] = ch[keep:].copy() if keep < ch.size else EMPTY
+        if keep < ch.size:
+            self.held_ch[slot] = ch[keep:].copy()
+            t, ch = t[:keep], ch[:keep]
+        else:
+            self.held_ch[slot] = EMPTY
         if adv.end > clock:
-            batch.add(slot, clock, adv.end, t[:keep], ch[:keep], frame.stream, now)
+            batch.add(slot, clock, adv.end, t, ch, frame.stream, now)
         return gap
 
     def open(self, stream: str) -> int:
