@@ -27,10 +27,11 @@ import hashlib
 import os
 import shutil
 import time
+import types
 from pathlib import Path
 
 import numba
-from numba import types
+from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -77,14 +78,14 @@ inline_kernel = numba.njit(cache=True, nogil=True, inline="always")
 
 
 def _borrowed(context, builder, ty, value):
-    if isinstance(ty, types.Array):
+    if isinstance(ty, nbtypes.Array):
         src = context.make_array(ty)(context, builder, value=value)
         dst = context.make_array(ty)(context, builder)
         for field in ("parent", "nitems", "itemsize", "data", "shape", "strides"):
             setattr(dst, field, getattr(src, field))
         dst.meminfo = cgutils.get_null_value(dst.meminfo.type)
         return dst._getvalue()
-    if isinstance(ty, types.BaseTuple):
+    if isinstance(ty, nbtypes.BaseTuple):
         for i, member in enumerate(ty.types):
             value = builder.insert_value(
                 value, _borrowed(context, builder, member, builder.extract_value(value, i)), i)
@@ -109,10 +110,16 @@ def bind(kernel, *args):
     return kernel.overloads[sig].entry_point
 
 
-def bound(fn):
+def bound(fn, **calls):
     """``fn`` compiled as a ``kernel``, called through the entry point ``bind`` gives for the
     argument types of its first call (later calls must pass the same types: a mismatch
-    raises TypeError)."""
+    raises TypeError). ``calls`` names kernels to use for the plain functions of the same
+    names that ``fn`` calls (a module written for Numba that does not import it); passed
+    as arguments instead, they would enter the signature, which Numba's cache cannot keep
+    across processes."""
+    if calls:
+        fn = types.FunctionType(fn.__code__, {**fn.__globals__, **calls}, fn.__name__,
+                                fn.__defaults__, fn.__closure__)
     compiled = kernel(fn)
     entry = None
 
@@ -121,4 +128,5 @@ def bound(fn):
         if entry is None:
             entry = bind(compiled, *args)
         return entry(*args)
+    call.kernel = compiled
     return call

@@ -243,18 +243,19 @@ def scan_frame(b: np.ndarray, n_in: int, max_events: int, out: np.ndarray) -> bo
     return True
 
 
-def scan_frames(scan, b: np.ndarray, ends: np.ndarray, n_in: int, max_events: int,
+def scan_frames(b: np.ndarray, ends: np.ndarray, n_in: int, max_events: int,
                 out: np.ndarray, t: np.ndarray, ch: np.ndarray) -> None:
-    """``scan`` (``scan_frame``, compiled) over frames ``b[ends[f]:ends[f + 1]]`` of one
-    buffer, in one call. Row ``out[f]`` (``SCAN_FIELDS``): ``scan``'s fields with the
-    stream's offset into ``b``, and, in place of the t and ch offsets, the frame's first
-    event in ``t``/``ch`` (int64, as many as ``b`` could hold) and 1, or 0 in the last
-    field for a frame ``scan`` does not take. Written for Numba, like ``scan_frame``."""
+    """``scan_frame`` over frames ``b[ends[f]:ends[f + 1]]`` of one buffer, in one call.
+    Row ``out[f]`` (``SCAN_FIELDS``): ``scan_frame``'s fields with the stream's offset into
+    ``b``, and, in place of the t and ch offsets, the frame's first event in ``t``/``ch``
+    (int64, as many as ``b`` could hold) and 1, or 0 in the last field for a frame
+    ``scan_frame`` does not take. Written for Numba, like ``scan_frame``: the service
+    compiles it with the compiled ``scan_frame`` (``edged.jit.bound``, ``calls``)."""
     e = 0
     for f in range(ends.shape[0] - 1):
         a = ends[f]
         row = out[f]
-        if not scan(b[a:ends[f + 1]], n_in, max_events, row):
+        if not scan_frame(b[a:ends[f + 1]], n_in, max_events, row):
             row[7] = 0
             continue
         n, t_at, ch_at = row[5], a + row[6], a + row[7]
@@ -317,7 +318,7 @@ def unpack_frame(buf: bytes, limits: Limits) -> Any:
 def decode_frame(buf: bytes, limits: Limits, check_events=check_events, scan_frames=None) -> Frame:
     """Decode and validate one ingest frame; raise ``FrameError`` naming the first problem.
     ``check_events``: this module's, or the same compiled. ``scan_frames`` (this module's,
-    compiled, with the compiled ``scan_frame`` bound): a frame of the common shape is taken
+    compiled): a frame of the common shape is taken
     from its bytes directly (``decode_frames``); every other frame is decoded and judged
     below, the reference (they agree: tested)."""
     if scan_frames is not None:

@@ -74,7 +74,7 @@ SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 
 check_events = kernel(protocol.check_events)  # the frame's event rule, compiled
 scan_frame = kernel(protocol.scan_frame)  # the common frame shape, checked on its bytes
-scan_frames = functools.partial(bound(protocol.scan_frames), scan_frame)  # many frames at once
+scan_frames = bound(protocol.scan_frames, scan_frame=scan_frame)  # many frames at once
 
 
 class SdFormatter(logging.Formatter):

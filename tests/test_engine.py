@@ -132,6 +132,35 @@ def test_kernel_cache_is_keyed_by_every_kernel_source(tmp_path):
     assert cache_dir() != first
 
 
+def test_bound_kernels_load_from_the_cache_in_a_new_process(tmp_path):
+    """The batch frame scan and the decision packer (``jit.bound``) compile once: a second
+    process takes them from the cache (a kernel among the arguments made every process
+    compile again, and sometimes fail to save)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from edged.protocol import Limits, decode_frames, encode_frame\n"
+            "from edged.service import scan_frames\n"
+            "from edged.publisher import pack_decisions\n"
+            "from edged import protocol\n"
+            "buf = encode_frame('a', 1, np.arange(5), np.arange(5) % 3, 9)\n"
+            "assert decode_frames([buf, buf], Limits(8), scan_frames)[1].until == 9\n"
+            "layout = protocol.decision_layout(1, ['x', 'y'], 2, 'm')\n"
+            "protocol.pack_decisions_with(pack_decisions, layout, ['a'], [0], np.array([4]), np.array([1]),"
+            " np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), [0.0], [0.0], 0.0)\n"
+            "print(sum(scan_frames.kernel.stats.cache_hits.values()),"
+            " sum(pack_decisions.kernel.stats.cache_hits.values()))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def hits() -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True, timeout=300).stdout.split()
+
+    assert hits() == ["0", "0"]
+    assert hits() == ["1", "1"]
+
+
 def test_old_kernel_caches_are_pruned(tmp_path):
     """Old build directories beyond the newest ``KEEP`` are deleted once a day old; this
     build's, recent ones and anything not named ``kernels-*`` stay."""
