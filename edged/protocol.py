@@ -404,7 +404,7 @@ class DecisionLayout(NamedTuple):
     const_ends: np.ndarray  # int64
     classes: np.ndarray  # uint8
     class_ends: np.ndarray  # int64
-    bound: int  # the most bytes one decision takes (``decision_bound``)
+    max_bytes: int  # the most bytes one decision takes (``decision_bound``)
 
 
 def decision_layout(epoch: int, labels: list[str], n_lzc: int, model: str) -> DecisionLayout:
@@ -492,7 +492,7 @@ def pack_decisions_with(pack, layout: DecisionLayout, streams: list[str], seqs: 
     """``encode_decisions`` in one ``pack`` call (``pack_decisions``, compiled) over arrays:
     ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one float32 row."""
     ids = [s.encode() for s in streams]
-    out = np.empty(len(ids) * layout.bound, np.uint8)
+    out = np.empty(len(ids) * layout.max_bytes, np.uint8)
     ends = np.empty(len(ids) + 1, np.int64)
     pack(layout.consts, layout.const_ends, np.frombuffer(b"".join(ids), np.uint8),
          np.array([0, *itertools.accumulate(map(len, ids))], np.int64), np.array(seqs, np.int64),
