@@ -12,9 +12,9 @@ Decision, two frames on PUB: ``stream.encode()`` then a msgpack map (``DECISION_
 types, string map keys only, the exact key whitelist, types, lengths, channel range and
 non-decreasing non-negative times. It raises ``FrameError(reason, detail)`` and touches
 no state, so a rejected frame changes nothing. The daemon first offers a batch of frames
-to ``scan_frames`` (``scan_frame`` on each, compiled, in one call: ``decode_frames``),
-which takes the common shape (binary events) straight from the bytes; a property test
-holds it to the reference decoding. Lateness (``t`` before the stream's clock) and
+to ``scan_frames`` (``scan_frame`` on each, compiled, in one call: ``scan``), which
+takes the common shape (binary events) straight from the bytes; a property test holds it
+to the reference decoding (``decode_frames``). Lateness (``t`` before the stream's clock) and
 stream capacity are judged by the service, which owns the clocks.
 
 Decisions are packed by ``encode_decisions`` (msgpack), the reference, or by
@@ -259,38 +259,60 @@ def scan_frames(b: np.ndarray, ends: np.ndarray, n_in: int, max_events: int,
             row[7] = 0
             continue
         n, t_at, ch_at = row[5], a + row[6], a + row[7]
-        t[e:e + n] = b[t_at:t_at + 8 * n].view(np.int64)  # (a little-endian host: decode_frames)
+        t[e:e + n] = b[t_at:t_at + 8 * n].view(np.int64)  # (a little-endian host: scan)
         ch[e:e + n] = b[ch_at:ch_at + 4 * n].view(np.int32)
         row[0] += a
         row[6], row[7] = e, 1
         e += n
 
 
-def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame | None]:
+class Scan(NamedTuple):
+    """Frames scanned together (``scan``): their bytes, ``scan_frames``' rows, the events
+    of those it took (int64, shared) and each frame's stream id (None for a frame not
+    taken: ``decode_frame`` judges it the reference way)."""
+
+    joined: bytes
+    rows: np.ndarray  # int64[frames, SCAN_FIELDS]
+    t: np.ndarray
+    ch: np.ndarray
+    ids: list[str | None]
+
+    def frame(self, f: int) -> Frame | None:
+        """Frame ``f``, or None if the scan did not take it."""
+        stream = self.ids[f]
+        if stream is None:
+            return None
+        _, _, seq, has_until, until, n, e, _ = self.rows[f].tolist()
+        return Frame(stream, seq, self.t[e:e + n], self.ch[e:e + n], until if has_until else None)
+
+
+def scan(bufs: list[bytes], limits: Limits, scan_frames) -> Scan:
     """The frames of ``bufs`` in the common shape (``scan_frame``), taken from their bytes
-    by one ``scan_frames`` call (compiled; its events then live in two shared int64
-    arrays); None for every other frame (``decode_frame`` judges it the reference way), and
-    for all on a big-endian host (the events are copied as native integers)."""
-    if not _LITTLE_ENDIAN:
-        return [None] * len(bufs)
+    by one ``scan_frames`` call (compiled); none on a big-endian host (the events are
+    copied as native integers)."""
     ends = [0, *itertools.accumulate(map(len, bufs))]
     joined = b"".join(bufs)
-    out = np.empty((len(bufs), SCAN_FIELDS), np.int64)
+    rows = np.zeros((len(bufs), SCAN_FIELDS), np.int64)
     t, ch = np.empty((2, len(joined) // 12), np.int64)  # (12 bytes per event)
-    scan_frames(np.frombuffer(joined, np.uint8), np.array(ends, np.int64), limits.n_in,
-                limits.max_events, out, t, ch)
-    frames: list[Frame | None] = []
-    for a, b, (s_at, s_len, seq, has_until, until, n, e, ok) in zip(ends, ends[1:], out.tolist()):
-        frame = None
+    if _LITTLE_ENDIAN:
+        scan_frames(np.frombuffer(joined, np.uint8), np.array(ends, np.int64), limits.n_in,
+                    limits.max_events, rows, t, ch)
+    ids: list[str | None] = []
+    for a, b, (s_at, s_len, *_, ok) in zip(ends, ends[1:], rows.tolist()):
+        stream = None
         if ok and b - a <= limits.max_bytes:
             try:
                 stream = joined[s_at:s_at + s_len].decode()
             except UnicodeDecodeError:
                 pass  # the reference path names the problem
-            else:
-                frame = Frame(stream, seq, t[e:e + n], ch[e:e + n], until if has_until else None)
-        frames.append(frame)
-    return frames
+        ids.append(stream)
+    return Scan(joined, rows, t, ch, ids)
+
+
+def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame | None]:
+    """``scan``'s frames: each of the common shape decoded, None for the others."""
+    s = scan(bufs, limits, scan_frames)
+    return [s.frame(f) for f in range(len(bufs))]
 
 
 def unpack_frame(buf: bytes, limits: Limits) -> Any:

@@ -55,7 +55,7 @@ from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import bound, kernel
 from edged.metrics import Metrics
-from edged.protocol import Frame, FrameError, Limits, decode_frame, decode_frames, encode_frame, ready_line
+from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_frame, ready_line, scan
 from edged.publisher import Publisher, pack_decisions
 from edged.sdnotify import Watchdog
 from edged.sockets import Sockets
@@ -169,6 +169,7 @@ class Service:
         self.streams = Streams(cfg.streams_max, cfg.streams_idle_timeout, cfg.limits_max_advance,
                                clocks=self.engine.now, reset=self.engine.reset,
                                on_size=self.metrics.streams_active.set)
+        self.batch = Batch(cfg.streams_max)
         self.limits = Limits(model.n_in, cfg.limits_max_events, cfg.ingest_max_frame_bytes)
         self.energy = EnergyModel.for_model(model.neuron, model.n_hidden, model.n_out,
                                             model.n_features, len(model.classes), model.window)
@@ -220,7 +221,9 @@ class Service:
         for binary in (False, True):  # compiles the checker for both array kinds
             frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
                                  scan_frames)
-        batch = Batch(0.0)
+        batch = Batch(1)  # slot 0
+        warm = scan([encode_frame("warm", 0, t, ch, end, True)], self.limits, scan_frames)
+        self.streams.admit_all(warm, [0.0], batch, lambda f: None, plain=False)  # compiles, admits none
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
             batch.add(0, lo, hi, frame.t[sel], frame.ch[sel], "warm", 0.0)
@@ -285,14 +288,15 @@ class Service:
         """Receive and handle up to ``budget`` queued frames without blocking.
 
         Frames are taken in batches: received until none is waiting, ``READOUT_WAIT``
-        after the first or ``BATCH_BYTES`` in all, decoded together (``decode``), admitted in order, then served:
+        after the first or ``BATCH_BYTES`` in all, admitted in order (``admit_all``), then served:
         one engine call advances them all, one readout call scores their decisions, which
         are published in order. So an idle daemon publishes each frame's decisions at
         once and a busy one pays the engine and onnxruntime calls once per batch."""
         n = 0
         recv, clock, cpu_clock = self.sockets.ingest.recv, self.clock, self.cpu_clock
         cpu0 = cpu_clock()
-        batch = Batch(cpu0)
+        batch = self.batch
+        batch.clear(cpu0)
         waiting = True
         while waiting and n < budget:
             bufs, times, size = [], [], 0
@@ -310,22 +314,30 @@ class Service:
                     break
             if not bufs:
                 break
-            for buf, frame, now in zip(bufs, self.decode(bufs), times):
-                self.admit(buf, now, batch, frame)
+            self.admit_all(bufs, times, batch)
             self.serve(batch)
             batch.clear(cpu_clock())
         self.tally.cpu += cpu_clock() - cpu0
         return n
 
-    def decode(self, bufs: list[bytes]) -> list[Frame | None]:
-        """The frames of the common shape among ``bufs``, decoded in one compiled call
-        (``edged.protocol.decode_frames``); None for the others (and for all, should that
-        call fail), which ``admit`` decodes one by one."""
+    def admit_all(self, bufs: list[bytes], times: list[float], batch: Batch) -> None:
+        """``admit`` each of ``bufs`` (received at ``times``) in order: those of the common
+        shape scanned in one compiled call (``edged.protocol.scan``), runs of plain ones
+        admitted in one more each (``Streams.admit_all``), the others one by one (all of
+        them over NATS: each has its origin checked, ``check_origin``)."""
         try:
-            return decode_frames(bufs, self.limits, scan_frames)
+            scanned = scan(bufs, self.limits, scan_frames)
         except Exception as e:  # noqa: BLE001 - the reference decoder takes over
             self.log.exception("internal error decoding %d frames together: %s", len(bufs), e)
-            return [None] * len(bufs)
+            for buf, now in zip(bufs, times):
+                self.admit(buf, now, batch)
+            return
+        frames, gaps, events = self.streams.admit_all(
+            scanned, times, batch, lambda f: self.admit(bufs[f], times[f], batch, scanned.frame(f)),
+            plain=self._origin is None)
+        self.tally.frames += frames
+        self.tally.seq_gaps += gaps
+        self.tally.events += events
 
     def admit(self, buf: bytes, received_at: float, batch: Batch, frame: Frame | None = None) -> None:
         """Validate one frame (``frame``: already decoded from ``buf``) against its stream
@@ -371,7 +383,7 @@ class Service:
             return 0
         self.metrics.batch_frames.observe(len(batch))
         tally.ops += d.ops
-        tally.steps += sum(batch.ends) - sum(batch.starts)
+        tally.steps += int(ends.sum() - starts.sum())
         rows = len(d.t)
         tally.decisions += rows
         first_rows = first.tolist()

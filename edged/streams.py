@@ -11,8 +11,8 @@ Event time, per stream (``edged.engine.Engine`` does the simulation)::
               they are simulated once a later frame has a later time or until passes L
 
 so the decisions equal one offline ``Engine.advance`` over the same events, whatever the
-frame boundaries. ``event_time`` is that table; held events sit at the clock, before the
-frame's own.
+frame boundaries. ``rule`` is that table (``event_time`` its Python face); held events sit
+at the clock, before the frame's own.
 
 Stream table (``Streams``): one row per engine slot, beside the engine's state. Rules:
 
@@ -24,6 +24,11 @@ Stream table (``Streams``): one row per engine slot, beside the engine's state. 
   held events, seqs); the same id later starts over as a new stream (clock 0, seq 0).
 * a rejected frame changes no row.
 
+``admit`` takes one decoded frame. ``admit_all`` takes the frames of a batch scanned
+together (``edged.protocol.scan``): runs of plain frames (a known stream, nothing held
+before or after, not late, within ``max_advance``: a real-time client's every frame) go
+through one compiled call each (``admit_frames``, the same ``rule`` compiled), any other
+frame through ``admit``; a property test holds the two to the same tables and batches.
 ``snapshot`` hands the checkpoint the active rows (``Rows``); ``restore`` takes them back.
 """
 
@@ -33,7 +38,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from edged.protocol import Frame, FrameError
+from edged.jit import bind, kernel
+from edged.protocol import Frame, FrameError, Scan
 
 EMPTY = np.empty(0, np.int64)
 
@@ -45,62 +51,132 @@ class Advance(NamedTuple):
     keep: int  # events simulated now, counting held ones first; the rest are held
 
 
-def event_time(clock: int, t: np.ndarray, until: int | None, n_held: int) -> Advance:
-    """The event-time rule for a frame with sorted times ``t`` on a stream at ``clock``
-    holding ``n_held`` events; raises ``FrameError("late")``."""
-    n = t.size
-    if n and t.item(0) < clock:
-        raise FrameError("late", f"event at step {t.item(0)} before the stream's clock {clock}")
-    last = t.item(-1) if n else clock
-    end = max(clock, last, clock if until is None else until)
+def rule(clock, t, until, n_held):
+    """The event-time table: ``(end, keep)`` for sorted times ``t`` on a stream at
+    ``clock`` holding ``n_held`` events; ``until`` -1 for none; ``keep`` -1 for a late
+    frame. Written for Numba: ``event_time`` runs it as it is, the compiled admission
+    (``admit_frames``) compiled."""
+    n = t.shape[0]
+    if n and t[0] < clock:
+        return clock, -1
+    last = t[n - 1] if n else clock
+    end = max(clock, last, until)
     if last < end:
-        return Advance(end, n_held + n)
+        return end, n_held + n
     if end == clock:  # everything sits at the clock: all of it stays held
-        return Advance(end, 0)
-    return Advance(end, n_held + int(np.searchsorted(t, end, "left")))
+        return end, 0
+    return end, n_held + np.searchsorted(t, end)
+
+
+def event_time(clock: int, t: np.ndarray, until: int | None, n_held: int) -> Advance:
+    """``rule`` for a frame (``until`` None for none); raises ``FrameError("late")``."""
+    end, keep = rule(clock, t, -1 if until is None else until, n_held)
+    if keep < 0:
+        raise FrameError("late", f"event at step {t.item(0)} before the stream's clock {clock}")
+    return Advance(int(end), int(keep))
 
 
 class Batch:
-    """Frames admitted since the last engine call, in arrival order."""
+    """Frames admitted since the last engine call, in arrival order: the engine's arrays
+    (``arrays``; grown as needed), each frame's stream and arrival time, and the clock of
+    each of ``slots`` slots after the frames already here (``clock``)."""
 
-    def __init__(self, cpu0: float):
+    def __init__(self, slots: int, cpu0: float = 0.0):
+        self.pending = np.zeros(slots, np.int64)  # a slot's clock after its frames here ...
+        self.stamp = np.zeros(slots, np.int64)  # ... if its stamp is this batch's id
+        self.id = 0
+        self._rows(16, 256)
         self.clear(cpu0)
+
+    def _rows(self, rows: int, events: int) -> None:
+        """Buffers for at least ``rows`` frames and ``events`` events, keeping those here."""
+        old = getattr(self, "buffers", None)
+        self.buffers = (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+                        np.zeros(rows + 1, np.int64), np.empty(events, np.int64),
+                        np.empty(events, np.int64), np.empty(rows, np.int64), self.pending, self.stamp)
+        if old is not None:
+            for a, b in zip(self.buffers[:7], old[:7]):
+                n = min(a.size, b.size)
+                a[:n] = b[:n]
+        (self.slots, self.starts, self.ends, self.offsets, self.t, self.ch, self.src,
+         *_) = self.buffers  # src: the index of each frame among those scanned together
+
+    def reserve(self, rows: int, events: int) -> None:
+        """Room for ``rows`` more frames holding ``events`` more events."""
+        if self.n + rows > self.slots.size or self.n_events + events > self.t.size:
+            self._rows(max(2 * self.slots.size, self.n + rows), max(2 * self.t.size, self.n_events + events))
 
     def clear(self, cpu0: float) -> None:
         """Empty the batch; a new one begins at CPU clock ``cpu0``."""
         self.cpu0 = cpu0  # CPU clock when the batch began (shared per decision)
-        self.slots: list[int] = []
-        self.offsets: list[int] = [0]
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.t: list[np.ndarray] = []
-        self.ch: list[np.ndarray] = []
+        self.n = self.n_events = 0
+        self.id += 1
         self.streams: list[str] = []
         self.received: list[float] = []
-        self.clock: dict[int, int] = {}  # slot -> its clock after the frames already here
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return self.n
+
+    def clock(self, slot: int, default: int) -> int:
+        """``slot``'s clock after the frames already here, ``default`` if it has none."""
+        return int(self.pending[slot]) if self.stamp[slot] == self.id else default
 
     def add(self, slot: int, start: int, end: int, t: np.ndarray, ch: np.ndarray,
             stream: str, received_at: float) -> None:
-        self.slots.append(slot)
-        self.offsets.append(self.offsets[-1] + t.size)
-        self.starts.append(start)
-        self.ends.append(end)
-        self.t.append(t)
-        self.ch.append(ch)
+        self.reserve(1, t.size)
+        i, e = self.n, self.n_events
+        self.slots[i], self.starts[i], self.ends[i] = slot, start, end
+        self.t[e:e + t.size] = t
+        self.ch[e:e + t.size] = ch
+        self.n, self.n_events = i + 1, e + t.size
+        self.offsets[i + 1] = self.n_events
         self.streams.append(stream)
         self.received.append(received_at)
-        self.clock[slot] = end
+        self.pending[slot], self.stamp[slot] = end, self.id
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """``(slots, starts, ends, offsets, t, ch)`` for ``Engine.advance_many``."""
-        one = len(self.t) == 1
-        t = self.t[0] if one else np.concatenate(self.t) if self.t else EMPTY
-        ch = self.ch[0] if one else np.concatenate(self.ch) if self.ch else EMPTY
-        return (np.array(self.slots, np.int64), np.array(self.starts, np.int64),
-                np.array(self.ends, np.int64), np.array(self.offsets, np.int64), t, ch)
+        """``(slots, starts, ends, offsets, t, ch)`` for ``Engine.advance_many`` (views,
+        valid until the batch is cleared)."""
+        n, e = self.n, self.n_events
+        return self.slots[:n], self.starts[:n], self.ends[:n], self.offsets[:n + 1], self.t[:e], self.ch[:e]
+
+
+rule_k = kernel(rule)
+
+
+@kernel
+def admit_frames(rows, t, ch, slot_of, times, f, clocks, next_seq, last_seen, held_n, max_advance,
+                 buffers, n, n_events, batch_id):
+    """``Streams.admit`` for scanned frames ``f, f + 1, ...`` (``edged.protocol.Scan``:
+    ``rows``, ``t``, ``ch``) of known streams (``slot_of``), arrived at ``times``, while
+    each is of the plain kind: no events held before or after, not late, within
+    ``max_advance``. Returns ``(the first frame not admitted, n, n_events, seq gaps,
+    events)``; that frame is for ``Streams.admit`` (which names its problem, if any)."""
+    slots, starts, ends, offsets, bt, bch, src, pending, stamp = buffers
+    gaps = events = 0
+    while f < rows.shape[0]:
+        slot = slot_of[f]
+        if slot < 0 or held_n[slot]:
+            break
+        clock = pending[slot] if stamp[slot] == batch_id else clocks[slot]
+        k, e = rows[f, 5], rows[f, 6]
+        end, keep = rule_k(clock, t[e:e + k], rows[f, 4] if rows[f, 3] else -1, 0)
+        if keep != k or end - clock > max_advance:
+            break
+        gaps += rows[f, 2] != next_seq[slot]
+        next_seq[slot] = rows[f, 2] + 1
+        last_seen[slot] = times[f]
+        events += k
+        if end > clock:
+            slots[n], starts[n], ends[n], src[n] = slot, clock, end, f
+            bt[n_events:n_events + k] = t[e:e + k]
+            bch[n_events:n_events + k] = ch[e:e + k]
+            n_events += k
+            offsets[n + 1] = n_events
+            n += 1
+            pending[slot], stamp[slot] = end, batch_id
+        f += 1
+    return f, n, n_events, gaps, events
 
 
 class Full(FrameError):
@@ -132,10 +208,14 @@ class Streams:
         self.clocks = np.zeros(n, np.int64) if clocks is None else clocks
         self.reset, self.on_size = reset, on_size
         self.slots: dict[str, int] = {}  # stream id -> slot
-        self.next_seq, self.out_seq, self.unbilled_ops = [0] * n, [0] * n, [0] * n
-        self.last_seen = [0.0] * n  # clock of the last accepted frame
+        self.next_seq = np.zeros(n, np.int64)
+        self.out_seq, self.unbilled_ops = [0] * n, [0] * n
+        self.last_seen = np.zeros(n)  # clock of the last accepted frame
         self.held_ch = [EMPTY] * n  # int64[] channels held at step clocks[slot]
+        self.held_n = np.zeros(n, np.int64)  # their number
         self.free = list(range(n - 1, -1, -1))
+        self.changes = 0  # streams opened or dropped so far
+        self._admit_frames = None
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -147,9 +227,7 @@ class Streams:
         ``Full``, changing nothing."""
         slot = self.slots.get(frame.stream, -1)
         if slot >= 0:
-            clock = batch.clock.get(slot)
-            if clock is None:
-                clock = int(self.clocks[slot])
+            clock = batch.clock(slot, int(self.clocks[slot]))
             held = self.held_ch[slot]
         else:
             clock, held = 0, EMPTY
@@ -162,7 +240,7 @@ class Streams:
                                      f"> limits.max_advance {self.max_advance}")
         if slot < 0:
             slot = self.open(frame.stream)
-        gap = frame.seq != self.next_seq[slot]
+        gap = frame.seq != int(self.next_seq[slot])
         self.next_seq[slot] = frame.seq + 1
         self.last_seen[slot] = now
         t, ch = frame.t, frame.ch
@@ -170,14 +248,51 @@ class Streams:
             t = np.concatenate([np.full(held.size, clock, np.int64), t])
             ch = np.concatenate([held, ch])
         keep = adv.keep
-        if keep < ch.size:
-            self.held_ch[slot] = ch[keep:].copy()
-            t, ch = t[:keep], ch[:keep]
-        else:
-            self.held_ch[slot] = EMPTY
+        self._hold(slot, ch[keep:].copy() if keep < ch.size else EMPTY)
         if adv.end > clock:
-            batch.add(slot, clock, adv.end, t, ch, frame.stream, now)
+            batch.add(slot, clock, adv.end, t[:keep], ch[:keep], frame.stream, now)
         return gap
+
+    def lookup(self, ids: list[str | None]) -> np.ndarray:
+        """The slot of each stream id, -1 for a new stream or None."""
+        get = self.slots.get
+        return np.array([-1 if s is None else get(s, -1) for s in ids], np.int64)
+
+    def admit_all(self, scanned: Scan, times: list[float], batch: Batch,
+                  one: Callable[[int], object], plain: bool = True) -> tuple[int, int, int]:
+        """Admit the frames of ``scanned`` (arrived at ``times``) in order: runs of plain
+        ones (a known stream, nothing held before or after, not late, within
+        ``max_advance``) in one compiled call each (``admit_frames``), any other frame ``f``
+        by ``one(f)`` (``admit`` and the caller's error handling); every frame by ``one`` if
+        not ``plain``. Returns the frames, seq gaps and events of the compiled runs."""
+        n, f = len(times), 0
+        slot_of = self.lookup(scanned.ids if plain else [None] * n)
+        arrived = np.array(times)
+        taken = gaps = events = 0
+        while True:
+            batch.reserve(n - f, scanned.t.size)
+            args = (scanned.rows, scanned.t, scanned.ch, slot_of, arrived, f, self.clocks, self.next_seq,
+                    self.last_seen, self.held_n, self.max_advance, batch.buffers, batch.n,
+                    batch.n_events, batch.id)
+            if self._admit_frames is None:
+                self._admit_frames = bind(admit_frames, *args)
+            n0 = batch.n
+            stop, batch.n, batch.n_events, g, e = self._admit_frames(*args)
+            for i in batch.src[n0:batch.n].tolist():
+                batch.streams.append(scanned.ids[i])
+                batch.received.append(times[i])
+            taken, gaps, events = taken + stop - f, gaps + g, events + e
+            if stop == n:
+                return taken, gaps, events
+            changes = self.changes
+            one(stop)
+            f = stop + 1
+            if plain and self.changes != changes:  # a stream opened or expired
+                slot_of[f:] = self.lookup(scanned.ids[f:])
+
+    def _hold(self, slot: int, ch: np.ndarray) -> None:
+        self.held_ch[slot] = ch
+        self.held_n[slot] = ch.size
 
     def open(self, stream: str) -> int:
         """A cold row for a new ``stream``; raises ``Full``."""
@@ -187,7 +302,8 @@ class Streams:
         self.reset(slot, stream)
         self.slots[stream] = slot
         self.next_seq[slot] = self.out_seq[slot] = self.unbilled_ops[slot] = 0
-        self.held_ch[slot] = EMPTY
+        self._hold(slot, EMPTY)
+        self.changes += 1
         self.on_size(len(self.slots))
         return slot
 
@@ -197,9 +313,10 @@ class Streams:
         idle = [s for s, slot in self.slots.items() if self.last_seen[slot] < cutoff]
         for stream in idle:
             slot = self.slots.pop(stream)
-            self.held_ch[slot] = EMPTY
+            self._hold(slot, EMPTY)
             self.free.append(slot)
         if idle:
+            self.changes += 1
             self.on_size(len(self.slots))
         return len(idle)
 
@@ -224,10 +341,10 @@ class Streams:
         ids = list(self.slots)
         rows = [self.slots[s] for s in ids]
 
-        def column(values: list[int]) -> np.ndarray:
+        def column(values) -> np.ndarray:
             return np.array([values[r] for r in rows], np.int64)
 
-        return Rows(ids, np.array(rows, np.int64), column(self.next_seq), column(self.out_seq),
+        return Rows(ids, np.array(rows, np.int64), self.next_seq[rows], column(self.out_seq),
                     column(self.unbilled_ops), [np.asarray(self.held_ch[r], np.int64) for r in rows])
 
     def restore(self, rows: Rows, now: float) -> int:
@@ -242,7 +359,8 @@ class Streams:
             self.out_seq[slot] = int(rows.out_seq[i])
             self.unbilled_ops[slot] = int(rows.unbilled_ops[i])
             self.last_seen[slot] = now
-            self.held_ch[slot] = rows.held_ch[i]
+            self._hold(slot, rows.held_ch[i])
+        self.changes += 1
         taken = set(self.slots.values())
         self.free[:] = [s for s in self.free if s not in taken]
         self.on_size(len(self.slots))

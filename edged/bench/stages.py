@@ -5,9 +5,8 @@ primed streams; ``--hops`` hops of real-time-shaped frames (one frame per stream
 ``--rate`` events/s per stream, each completing one decision) are queued on its ingest
 socket, then ``pump`` works them off, ``--batch`` frames per call. The total is measured
 as the better of two passes without stage timers; a third pass over as many fresh hops
-times each stage around the calls that do it: decode + admit (``Service.decode``,
-``Service.admit``), the engine (``Engine.advance_many``), the readout
-(``Readout.scores``), encode + publish (``Publisher.decisions``); ``recv + loop`` is the
+times each stage around the calls that do it: decode + admit (``Service.admit_all``),
+the engine (``Engine.advance_many``), the readout (``Readout.scores``), encode + publish (``Publisher.decisions``); ``recv + loop`` is the
 untimed total less the stages (the timers' own cost, reported, inflates the stages).
 Times are CPU seconds of the serving thread (``time.thread_time``), so other jobs on the
 machine inflate them less than wall time. The baseline, in the same process on the same
@@ -113,8 +112,7 @@ def run(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"{decisions} decisions for {len(frames)} frames")
         wall, cpu = min(runs, key=lambda r: r[1])
         buckets = {k: [0.0] for k in ("admit", "engine", "readout", "publish")}
-        svc.decode = _timed(svc.decode, buckets["admit"])
-        svc.admit = _timed(svc.admit, buckets["admit"])
+        svc.admit_all = _timed(svc.admit_all, buckets["admit"])
         svc.engine.advance_many = _timed(svc.engine.advance_many, buckets["engine"])
         svc.readout.scores = _timed(svc.readout.scores, buckets["readout"])
         svc.publisher.decisions = _timed(svc.publisher.decisions, buckets["publish"])
