@@ -13,9 +13,10 @@ its due time, every decision came back, and client p99 (decision arrival - frame
 is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
 ``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
 each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames`` (every
-worker's), scraped before and after. The bare echo (PULL -> PUB republishing each frame
-untouched, the floor of any Python ZeroMQ service) gets the same frames at the largest
-count kept.
+worker's), scraped before and after. Client CPU: the receiver (this process, its ZeroMQ
+I/O thread included) and the sender (its rusage, once reaped). The bare echo (PULL -> PUB
+republishing each frame untouched, the floor of any Python ZeroMQ service) gets the same
+frames at the largest count kept.
 
 With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
 process: ingest, routing, the publish proxy and their ZeroMQ I/O threads) is measured on
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -186,6 +188,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
     before = usage()  # (daemon tree CPU, router process CPU, serve-loop batches, frames in them)
+    client0 = time.process_time()  # this process, its ZeroMQ I/O thread included
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock, recv = time.perf_counter, sub.recv_multipart
@@ -216,7 +219,11 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
                 arrived[i] = now
             got += 1
     cpu, router_cpu, batches, batched = (b - a for a, b in zip(before, usage()))
+    client = time.process_time() - client0
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.join(60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # + the sender, reaped by the join
+    client += after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
     sent = np.load(result_path)
     tmp.cleanup()
     sub.close()
@@ -227,8 +234,8 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "late": int((sent - due > LATE_HOPS * hop_s).sum()),
             "p50": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
             "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
-            "cpu": cpu, "router_cpu": router_cpu, "seconds": len(frames) * hop_s / n, "checked": checked,
-            "mismatched": mismatched, "batch": batched / batches if batches else float("nan")}
+            "cpu": cpu, "router_cpu": router_cpu, "client_cpu": client,
+            "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched, "batch": batched / batches if batches else float("nan")}
 
 
 def _batched(metrics: str) -> tuple[float, float]:
@@ -305,7 +312,8 @@ def run(args: argparse.Namespace) -> dict:
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
                          f"{out['late']} sent late, {out['missing']} decisions missing, client p50 "
                          f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
-                         f"{out['cpu'] / out['seconds']:.2f} cores, {out['batch']:.1f} frames per batch -> "
+                         f"{out['cpu'] / out['seconds']:.2f} cores (client {out['client_cpu'] / out['seconds']:.2f}), "
+                         f"{out['batch']:.1f} frames per batch -> "
                          f"{'kept' if ok else 'NOT kept'}")
             if not ok:
                 break
@@ -348,6 +356,8 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
         rows.append(result(f"daemon CPU per frame-and-decision @{kept}",
                            at_kept["cpu"] / at_kept["frames"] * 1e6, "us"))
         rows.append(result(f"frames per serve-loop batch @{kept}", at_kept["batch"], "n"))
+        rows.append(result(f"client CPU per frame-and-decision @{kept}",
+                           at_kept["client_cpu"] / at_kept["frames"] * 1e6, "us"))
         if args.workers > 1:  # the routing hop: the router process against the workers
             router = at_kept["router_cpu"] / at_kept["frames"] * 1e6
             worker = (at_kept["cpu"] - at_kept["router_cpu"]) / at_kept["frames"] * 1e6
