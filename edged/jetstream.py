@@ -396,11 +396,11 @@ class Transport:
         delivered.subject = meta[_META.size:].decode()
         return delivered
 
-    def check_origin(self, buf: Delivered, frame) -> None:
-        """Reject (``stream``) a frame that arrived on another subject than its stream's."""
-        want = in_subject(frame.stream, self.count)
+    def check_origin(self, buf: Delivered, stream: str) -> None:
+        """Reject (``stream``) a frame of ``stream`` that arrived on another subject than its own."""
+        want = in_subject(stream, self.count)
         if buf.subject != want:
-            raise FrameError("stream", f"stream {frame.stream!r} arrived on {buf.subject}, "
+            raise FrameError("stream", f"stream {stream!r} arrived on {buf.subject}, "
                                        f"its subject is {want}")
 
     def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:

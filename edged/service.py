@@ -223,7 +223,7 @@ class Service:
                                  scan_frames)
         batch = Batch(1)  # slot 0
         warm = scan([encode_frame("warm", 0, t, ch, end, True)], self.limits, scan_frames)
-        self.streams.admit_all(warm, [0.0], batch, lambda f: None, plain=False)  # compiles, admits none
+        self.streams.admit_all(warm, [0.0], batch, lambda f: None, [None])  # compiles, admits none
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
             batch.add(0, lo, hi, frame.t[sel], frame.ch[sel], "warm", 0.0)
@@ -323,8 +323,8 @@ class Service:
     def admit_all(self, bufs: list[bytes], times: list[float], batch: Batch) -> None:
         """``admit`` each of ``bufs`` (received at ``times``) in order: those of the common
         shape scanned in one compiled call (``edged.protocol.scan``), runs of plain ones
-        admitted in one more each (``Streams.admit_all``), the others one by one (all of
-        them over NATS: each has its origin checked, ``check_origin``)."""
+        (over NATS, on their stream's subject: ``check_origin``) admitted in one more each
+        (``Streams.admit_all``), the others one by one."""
         try:
             scanned = scan(bufs, self.limits, scan_frames)
         except Exception as e:  # noqa: BLE001 - the reference decoder takes over
@@ -332,12 +332,21 @@ class Service:
             for buf, now in zip(bufs, times):
                 self.admit(buf, now, batch)
             return
+        ids = scanned.ids
+        if self._origin is not None:
+            ids = [s if s is not None and self._on_origin(buf, s) else None for buf, s in zip(bufs, ids)]
         frames, gaps, events = self.streams.admit_all(
-            scanned, times, batch, lambda f: self.admit(bufs[f], times[f], batch, scanned.frame(f)),
-            plain=self._origin is None)
+            scanned, times, batch, lambda f: self.admit(bufs[f], times[f], batch, scanned.frame(f)), ids)
         self.tally.frames += frames
         self.tally.seq_gaps += gaps
         self.tally.events += events
+
+    def _on_origin(self, buf, stream: str) -> bool:
+        try:
+            self._origin(buf, stream)
+        except FrameError:
+            return False  # (rejected by ``admit``, which says why)
+        return True
 
     def admit(self, buf: bytes, received_at: float, batch: Batch, frame: Frame | None = None) -> None:
         """Validate one frame (``frame``: already decoded from ``buf``) against its stream
@@ -348,7 +357,7 @@ class Service:
             if frame is None:
                 frame = decode_frame(buf, self.limits, check_events)
             if self._origin is not None:
-                self._origin(buf, frame)
+                self._origin(buf, frame.stream)
             self._admit(frame, received_at, batch)
         except FrameError as e:
             self.metrics.rejected.labels(e.reason).inc()

@@ -259,14 +259,16 @@ class Streams:
         return np.array([-1 if s is None else get(s, -1) for s in ids], np.int64)
 
     def admit_all(self, scanned: Scan, times: list[float], batch: Batch,
-                  one: Callable[[int], object], plain: bool = True) -> tuple[int, int, int]:
+                  one: Callable[[int], object], ids: list[str | None] | None = None) -> tuple[int, int, int]:
         """Admit the frames of ``scanned`` (arrived at ``times``) in order: runs of plain
         ones (a known stream, nothing held before or after, not late, within
         ``max_advance``) in one compiled call each (``admit_frames``), any other frame ``f``
-        by ``one(f)`` (``admit`` and the caller's error handling); every frame by ``one`` if
-        not ``plain``. Returns the frames, seq gaps and events of the compiled runs."""
+        by ``one(f)`` (``admit`` and the caller's error handling). ``ids``: the stream id of
+        each frame for the compiled path, None to send it to ``one`` (default: the scanned
+        ones). Returns the frames, seq gaps and events of the compiled runs."""
         n, f = len(times), 0
-        slot_of = self.lookup(scanned.ids if plain else [None] * n)
+        ids = scanned.ids if ids is None else ids
+        slot_of = self.lookup(ids)
         arrived = np.array(times)
         taken = gaps = events = 0
         while True:
@@ -287,8 +289,8 @@ class Streams:
             changes = self.changes
             one(stop)
             f = stop + 1
-            if plain and self.changes != changes:  # a stream opened or expired
-                slot_of[f:] = self.lookup(scanned.ids[f:])
+            if self.changes != changes:  # a stream opened or expired
+                slot_of[f:] = self.lookup(ids[f:])
 
     def _hold(self, slot: int, ch: np.ndarray) -> None:
         self.held_ch[slot] = ch

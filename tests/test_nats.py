@@ -325,16 +325,21 @@ def test_serve_checks_the_dedup_window_edged_out_has(tmp_path, nats_url, model_p
 
 
 def test_bad_frames_on_nats_rejected_with_reason_and_good_ones_served(nats_url, model_path):
+    from edged.jetstream import partition
     from edged.protocol import encode_frame
 
+    # another stream's subject in a's partition: read in order with a's frames
+    other = next(s for s in (f"x{i}" for i in range(1000)) if partition(s, 8) == partition("a", 8))
     proc, (_, _, metrics), _ = start_serve(model_path, "--ingest", nats_url, "--publish", nats_url,
-                                           metrics="127.0.0.1:0")
+                                           "--partition-count", "8", metrics="127.0.0.1:0")
     try:
         with Sender(nats_url) as tx, Subscriber(nats_url, streams=("a",), deliver="all") as rx:
             tx.send_frame(b"\xc1 not msgpack", "a")
-            tx.send_frame(encode_frame("a", 0, [1], [2], until=8), "x")  # on another stream's subject
             tx.send_frame(encode_frame("a", 0, [1], [99], until=8), "a")  # channel out of range
-            for k in range(FRAMES):
+            tx.send("a", [0], [1], until=HOP)
+            # a plain frame of a known stream, but on another stream's subject
+            tx.send_frame(encode_frame("a", 1, [HOP + 1], [2], until=2 * HOP), other)
+            for k in range(1, FRAMES):
                 tx.send("a", [k * HOP], [1], until=(k + 1) * HOP)
             seqs = [rx.recv(TIMEOUT).seq for _ in range(FRAMES - WINDOW // HOP + 1)]
             assert seqs == list(range(len(seqs)))
