@@ -14,6 +14,7 @@ from bisect import bisect_left
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
@@ -39,6 +40,7 @@ class LoopHistogram:
                  registry: CollectorRegistry):
         self.name, self.documentation = name, documentation
         self.bounds = [float(b) for b in buckets]
+        self._bounds = np.array(self.bounds)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
         self.total = 0.0
         registry.register(self)
@@ -46,6 +48,13 @@ class LoopHistogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_all(self, values: np.ndarray) -> None:
+        """``observe`` each of ``values`` (a float array)."""
+        per_bucket = np.bincount(np.searchsorted(self._bounds, values), minlength=len(self.counts))
+        for i in np.flatnonzero(per_bucket).tolist():
+            self.counts[i] += int(per_bucket[i])
+        self.total += float(values.sum())
 
     def describe(self):
         return [HistogramMetricFamily(self.name, self.documentation)]

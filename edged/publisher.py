@@ -35,29 +35,24 @@ class Publisher:
         self.heartbeats = 0
         self._next_heartbeat = 0.0
 
-    def decisions(self, batch, d, scores: np.ndarray, first: list[int], seq0: list[int],
-                  ops_per_decision: list[float], now: float, cpu_s: float) -> None:
+    def decisions(self, batch, d, scores: np.ndarray, first: np.ndarray, seq0: np.ndarray,
+                  ops_per_decision: np.ndarray, now: float, cpu_s: float) -> None:
         """Publish ``d`` (``Engine.advance_many``'s decisions for ``batch``, scored
         ``scores``): frame ``f``'s are rows ``first[f]:first[f + 1]``, numbered from
         ``seq0[f]``, each billed ``ops_per_decision[f]`` synaptic ops."""
-        streams, seqs, latency, energy_j, frame_latency = [], [], [], [], []
-        for f, stream in enumerate(batch.streams):
-            k = first[f + 1] - first[f]
-            if k:
-                lat = now - batch.received[f]
-                frame_latency.append(lat)
-                streams += [stream] * k
-                seqs += range(seq0[f], seq0[f] + k)
-                latency += [lat] * k
-                energy_j += [self.energy.decision(ops_per_decision[f], self.hop)] * k
+        made = np.diff(first)
+        frame = np.repeat(np.arange(made.size), made)  # each decision's frame
+        received = np.array(batch.received)
+        latency = now - received[frame]
+        seqs = (seq0[frame] + np.arange(frame.size) - first[frame]).tolist()
+        streams = [batch.streams[f] for f in frame.tolist()]
         payloads = protocol.pack_decisions_with(pack_decisions, self.layout, streams, seqs, d.t,
                                                 np.argmax(scores, axis=1), scores, d.lzc, latency,
-                                                energy_j, cpu_s)
+                                                self.energy.decision(ops_per_decision[frame], self.hop),
+                                                cpu_s)
         self.sockets.send_decisions(streams, seqs, payloads)
-        for observe, values in ((self.metrics.latency.observe, latency),
-                                (self.metrics.frame_seconds.observe, frame_latency)):
-            for lat in values:
-                observe(lat)
+        self.metrics.latency.observe_all(latency)
+        self.metrics.frame_seconds.observe_all(now - received[made > 0])
 
     def tick(self, now: float) -> None:
         """Send a heartbeat when one is due."""

@@ -395,12 +395,11 @@ class Service:
         tally.steps += int(ends.sum() - starts.sum())
         rows = len(d.t)
         tally.decisions += rows
-        first_rows = first.tolist()
-        seq0, ops_per = self.streams.decided(slots.tolist(), ops.tolist(), first_rows)
+        seq0, ops_per = self.streams.decided(slots, ops, first)
         if rows:
             scores = self.readout.scores(d.features)
             cpu = (self.cpu_clock() - batch.cpu0) / rows  # the batch's CPU, shared per decision
-            self.publisher.decisions(batch, d, scores, first_rows, seq0, ops_per, self.clock(), cpu)
+            self.publisher.decisions(batch, d, scores, first, seq0, ops_per, self.clock(), cpu)
         return rows
 
     def flush_metrics(self) -> None:

@@ -179,6 +179,23 @@ def admit_frames(rows, t, ch, slot_of, times, f, clocks, next_seq, last_seen, he
     return f, n, n_events, gaps, events
 
 
+@kernel
+def bill(slots, ops, first, out_seq, unbilled):
+    """``Streams.decided``: frame ``f`` adds ``ops[f]`` to its slot's unbilled ops; if it
+    made decisions (``first[f]:first[f + 1]``) they share them and take the next seqs."""
+    seq0 = np.zeros(slots.shape[0], np.int64)
+    per_decision = np.zeros(slots.shape[0])
+    for f in range(slots.shape[0]):
+        slot, k = slots[f], first[f + 1] - first[f]
+        unbilled[slot] += ops[f]
+        if k:
+            per_decision[f] = unbilled[slot] / k
+            unbilled[slot] = 0
+            seq0[f] = out_seq[slot]
+            out_seq[slot] += k
+    return seq0, per_decision
+
+
 class Full(FrameError):
     """A new stream found no free slot (reason "capacity"); nothing was changed."""
 
@@ -209,13 +226,14 @@ class Streams:
         self.reset, self.on_size = reset, on_size
         self.slots: dict[str, int] = {}  # stream id -> slot
         self.next_seq = np.zeros(n, np.int64)
-        self.out_seq, self.unbilled_ops = [0] * n, [0] * n
+        self.out_seq = np.zeros(n, np.int64)  # next decision seq
+        self.unbilled_ops = np.zeros(n, np.int64)  # synaptic ops since the last decision
         self.last_seen = np.zeros(n)  # clock of the last accepted frame
         self.held_ch = [EMPTY] * n  # int64[] channels held at step clocks[slot]
         self.held_n = np.zeros(n, np.int64)  # their number
         self.free = list(range(n - 1, -1, -1))
         self.changes = 0  # streams opened or dropped so far
-        self._admit_frames = None
+        self._admit_frames = self._bill = None
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -322,32 +340,23 @@ class Streams:
             self.on_size(len(self.slots))
         return len(idle)
 
-    def decided(self, slots: list[int], ops: list[int], first: list[int]) -> tuple[list[int], list[float]]:
+    def decided(self, slots, ops, first) -> tuple[np.ndarray, np.ndarray]:
         """Bill frame ``f`` (of ``slots[f]``, ``ops[f]`` synaptic ops, decisions
-        ``first[f]:first[f + 1]``). Returns per frame the seq of its first decision and the
-        ops per decision since the stream's last one (both 0 for a frame without any)."""
-        unbilled, out_seq = self.unbilled_ops, self.out_seq
-        seq0, per_decision = [0] * len(slots), [0.0] * len(slots)
-        for f, (slot, frame_ops) in enumerate(zip(slots, ops)):
-            k = first[f + 1] - first[f]
-            unbilled[slot] += frame_ops
-            if k:
-                per_decision[f] = unbilled[slot] / k
-                unbilled[slot] = 0
-                seq0[f] = out_seq[slot]
-                out_seq[slot] += k
-        return seq0, per_decision
+        ``first[f]:first[f + 1]``; int64 arrays) in one compiled call (``bill``). Returns
+        per frame the seq of its first decision and the ops per decision since the stream's
+        last one (both 0 for a frame without any)."""
+        args = (np.asarray(slots, np.int64), np.asarray(ops, np.int64), np.asarray(first, np.int64),
+                self.out_seq, self.unbilled_ops)
+        if self._bill is None:
+            self._bill = bind(bill, *args)
+        return self._bill(*args)
 
     def snapshot(self) -> Rows:
         """The active rows, for ``edged.checkpoint.snapshot``."""
         ids = list(self.slots)
-        rows = [self.slots[s] for s in ids]
-
-        def column(values) -> np.ndarray:
-            return np.array([values[r] for r in rows], np.int64)
-
-        return Rows(ids, np.array(rows, np.int64), self.next_seq[rows], column(self.out_seq),
-                    column(self.unbilled_ops), [np.asarray(self.held_ch[r], np.int64) for r in rows])
+        rows = np.array([self.slots[s] for s in ids], np.int64)
+        return Rows(ids, rows, self.next_seq[rows], self.out_seq[rows],
+                    self.unbilled_ops[rows], [np.asarray(self.held_ch[r], np.int64) for r in rows])
 
     def restore(self, rows: Rows, now: float) -> int:
         """Fill an empty table with ``rows`` (slots as given; their idle clocks start at

@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given, settings, strategies as hst
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,7 +28,7 @@ from conftest import small_model, start_serve, wait_for
 from edged.client import Sender, Subscriber
 from edged.config import Config
 from edged.engine import Engine
-from edged.metrics import serve_http
+from edged.metrics import LATENCY_BUCKETS, LoopHistogram, serve_http
 from edged.model import load, save
 from edged.readout import Readout
 from edged.service import Service
@@ -533,3 +534,16 @@ def test_a_batch_closes_at_batch_bytes(model, monkeypatch):
     finally:
         svc.close(0)
         ctx.term()
+
+
+@settings(max_examples=100, deadline=None)
+@given(hst.lists(hst.one_of(hst.sampled_from(LATENCY_BUCKETS), hst.floats(0, 1), hst.floats(1, 1e9)),
+                 max_size=50))
+def test_loop_histogram_observes_an_array_as_each_value(values):
+    """``observe_all`` (the publisher's, per batch) counts as ``observe`` per value does,
+    values on a bucket's bound included (Prometheus' ``le``)."""
+    one, all_ = (LoopHistogram(f"h{i}", "h", LATENCY_BUCKETS, CollectorRegistry()) for i in range(2))
+    for v in values:
+        one.observe(v)
+    all_.observe_all(np.array(values, np.float64))
+    assert all_.counts == one.counts and all_.total == pytest.approx(one.total)

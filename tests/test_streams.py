@@ -141,9 +141,10 @@ def test_table_bills_decisions_and_numbers_them_per_stream():
         st.open(s)
     # frames: a (no decision), b (2 decisions), a (1 decision)
     seq0, per = st.decided([0, 1, 0], [10, 8, 20], [0, 0, 2, 3])
-    assert seq0 == [0, 0, 0] and per == [0.0, 4.0, 30.0]
+    assert seq0.tolist() == [0, 0, 0] and per.tolist() == [0.0, 4.0, 30.0]
     seq0, per = st.decided([1], [3], [0, 1])
-    assert seq0 == [2] and per == [3.0] and st.out_seq == [1, 3] and st.unbilled_ops == [0, 0]
+    assert seq0.tolist() == [2] and per.tolist() == [3.0]
+    assert st.out_seq.tolist() == [1, 3] and st.unbilled_ops.tolist() == [0, 0]
 
 
 def test_table_snapshot_restores_into_a_fresh_table():
