@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from edged.jit import bound
 from edged.protocol import REASONS
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class LoopHistogram:
     """A Prometheus histogram observed by the serving loop alone: ``observe`` is one bisect
-    and a list increment (no lock, ~10x cheaper than ``prometheus_client.Histogram``);
+    and an increment (no lock, ~10x cheaper than ``prometheus_client.Histogram``);
     the scrape thread reads a snapshot. Exposed exactly like a client_python Histogram."""
 
     def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
@@ -41,7 +42,7 @@ class LoopHistogram:
         self.name, self.documentation = name, documentation
         self.bounds = [float(b) for b in buckets]
         self._bounds = np.array(self.bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.counts = np.zeros(len(self.bounds) + 1, np.int64)  # the last one is +Inf
         self.total = 0.0
         registry.register(self)
 
@@ -50,20 +51,29 @@ class LoopHistogram:
         self.total += value
 
     def observe_all(self, values: np.ndarray) -> None:
-        """``observe`` each of ``values`` (a float array)."""
-        per_bucket = np.bincount(np.searchsorted(self._bounds, values), minlength=len(self.counts))
-        for i in np.flatnonzero(per_bucket).tolist():
-            self.counts[i] += int(per_bucket[i])
-        self.total += float(values.sum())
+        """``observe`` each of ``values`` (float64), in one compiled call."""
+        self.total += _observe_all(self._bounds, values, self.counts)
 
     def describe(self):
         return [HistogramMetricFamily(self.name, self.documentation)]
 
     def collect(self):
-        counts, total = list(self.counts), self.total
+        counts, total = self.counts.tolist(), self.total
         les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
         yield HistogramMetricFamily(self.name, self.documentation,
                                     buckets=list(zip(les, accumulate(counts))), sum_value=total)
+
+
+def _count(bounds, values, counts):
+    """Count each value in the first bucket whose bound is >= it (the last: +Inf); return their sum."""
+    total = 0.0
+    for v in values:
+        counts[np.searchsorted(bounds, v)] += 1
+        total += v
+    return total
+
+
+_observe_all = bound(_count)
 
 
 def boundary_metrics(r: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
