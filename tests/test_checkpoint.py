@@ -291,7 +291,9 @@ def test_sigterm_drains_in_flight_frames_then_checkpoints(tmp_path):
     save(model_path, small_model(window=32, hop=8))
     model = load(model_path)
     state = tmp_path / "state"
-    proc, (ingest, publish, _), _ = start_serve(model_path, "--state-dir", str(state), "--drain-timeout", "20")
+    # PUB drops beyond its high-water mark by design: room for the whole burst of decisions
+    proc, (ingest, publish, _), _ = start_serve(model_path, "--state-dir", str(state), "--drain-timeout", "20",
+                                                "--publish-hwm", "100000")
     ctx = zmq.Context()
     n_frames, steps = 2000, 64
     try:
