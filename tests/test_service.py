@@ -547,3 +547,27 @@ def test_loop_histogram_observes_an_array_as_each_value(values):
         one.observe(v)
     all_.observe_all(np.array(values, np.float64))
     assert all_.counts.tolist() == one.counts.tolist() and all_.total == pytest.approx(one.total)
+
+
+def test_warm_compiles_every_compiled_call_of_the_serve_loop(tmp_path):
+    """``warm`` (before READY=1) leaves no compilation or cache load to the first frame:
+    in a fresh process, every compiled call the serve loop makes has its types after it."""
+    path = tmp_path / "m.npz"
+    save(path, small_model(window=64, hop=8))
+    code = ("import zmq\n"
+            "from prometheus_client import CollectorRegistry\n"
+            "from edged import engine, metrics, publisher, streams\n"
+            "from edged.config import Config\n"
+            "from edged.model import load\n"
+            "from edged.service import Service, scan_frames\n"
+            f"svc = Service(load({str(path)!r}), Config(metrics_listen='off'), context=zmq.Context(),"
+            " registry=CollectorRegistry())\n"
+            "svc.warm()\n"
+            "calls = {'scan_frames': scan_frames.kernel, 'admit_frames': streams.admit_frames,\n"
+            "         'advance_many': engine._advance_many, 'bill': streams.bill,\n"
+            "         'decision_rows': publisher.decision_rows.kernel,\n"
+            "         'pack_decisions': publisher.pack_decisions.kernel, 'count': metrics._observe_all.kernel}\n"
+            "print(sorted(name for name, k in calls.items() if not k.signatures))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "[]"
