@@ -38,7 +38,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from edged.jit import bind, kernel
+from edged.jit import bind, inline_kernel, kernel
 from edged.protocol import Frame, FrameError, Scan
 
 EMPTY = np.empty(0, np.int64)
@@ -124,15 +124,10 @@ class Batch:
     def add(self, slot: int, start: int, end: int, t: np.ndarray, ch: np.ndarray,
             stream: str, received_at: float) -> None:
         self.reserve(1, t.size)
-        i, e = self.n, self.n_events
-        self.slots[i], self.starts[i], self.ends[i] = slot, start, end
-        self.t[e:e + t.size] = t
-        self.ch[e:e + t.size] = ch
-        self.n, self.n_events = i + 1, e + t.size
-        self.offsets[i + 1] = self.n_events
+        self.n, self.n_events = append_row(self.buffers, self.n, self.n_events, slot, start, end, t, ch,
+                                           -1, self.id)
         self.streams.append(stream)
         self.received.append(received_at)
-        self.pending[slot], self.stamp[slot] = end, self.id
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """``(slots, starts, ends, offsets, t, ch)`` for ``Engine.advance_many`` (views,
@@ -141,7 +136,23 @@ class Batch:
         return self.slots[:n], self.starts[:n], self.ends[:n], self.offsets[:n + 1], self.t[:e], self.ch[:e]
 
 
+def append_row(buffers, n, n_events, slot, start, end, t, ch, src, batch_id):
+    """Row ``n`` of a batch's ``buffers`` (``Batch.buffers``, with room): ``slot`` advances
+    over ``[start, end)`` with events ``t``/``ch`` (copied from ``n_events`` on), the frame
+    ``src`` of those scanned together (-1: none); returns the new ``(n, n_events)``.
+    Written for Numba: ``Batch.add`` runs it as it is, ``admit_frames`` compiled."""
+    slots, starts, ends, offsets, bt, bch, srcs, pending, stamp = buffers
+    k = t.shape[0]
+    slots[n], starts[n], ends[n], srcs[n] = slot, start, end, src
+    bt[n_events:n_events + k] = t
+    bch[n_events:n_events + k] = ch
+    offsets[n + 1] = n_events + k
+    pending[slot], stamp[slot] = end, batch_id
+    return n + 1, n_events + k
+
+
 rule_k = kernel(rule)
+append_row_k = inline_kernel(append_row)
 
 
 @kernel
@@ -152,7 +163,7 @@ def admit_frames(rows, t, ch, slot_of, times, f, clocks, next_seq, last_seen, he
     each is of the plain kind: no events held before or after, not late, within
     ``max_advance``. Returns ``(the first frame not admitted, n, n_events, seq gaps,
     events)``; that frame is for ``Streams.admit`` (which names its problem, if any)."""
-    slots, starts, ends, offsets, bt, bch, src, pending, stamp = buffers
+    pending, stamp = buffers[7], buffers[8]
     gaps = events = 0
     while f < rows.shape[0]:
         slot = slot_of[f]
@@ -168,13 +179,8 @@ def admit_frames(rows, t, ch, slot_of, times, f, clocks, next_seq, last_seen, he
         last_seen[slot] = times[f]
         events += k
         if end > clock:
-            slots[n], starts[n], ends[n], src[n] = slot, clock, end, f
-            bt[n_events:n_events + k] = t[e:e + k]
-            bch[n_events:n_events + k] = ch[e:e + k]
-            n_events += k
-            offsets[n + 1] = n_events
-            n += 1
-            pending[slot], stamp[slot] = end, batch_id
+            n, n_events = append_row_k(buffers, n, n_events, slot, clock, end, t[e:e + k], ch[e:e + k], f,
+                                       batch_id)
         f += 1
     return f, n, n_events, gaps, events
 
