@@ -45,7 +45,7 @@ def cache_dir() -> str:
     here = Path(__file__).resolve().parent
     for path in sorted([*here.glob("*.py"), *here.parent.joinpath("trainer").glob("*.py")]):
         text = path.read_bytes()
-        if b"edged.jit import" in text or path.name in ("jit.py", "protocol.py"):
+        if b"edged.jit import" in text or path.name in ("jit.py", "bits.py", "protocol.py"):
             digest.update(path.name.encode() + b"\0" + text)
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edged")

@@ -77,10 +77,8 @@ import math
 from typing import Literal, NamedTuple
 
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from edged.bits import clz, lanes_le, popcount
 from edged.jit import inline_kernel, kernel
 
 __all__ = [
@@ -97,47 +95,6 @@ _GRAM = 16  # bits per gram
 _U16 = np.uint16(0xFFFF)
 _Z16 = np.uint16(0)
 MAX_WINDOW = 1 << 16  # bits per window (phrase starts are uint16)
-
-
-@intrinsic
-def _clz(typingctx, x):
-    """Count leading zeros of an unsigned integer (its bit width when zero), as int64."""
-    def codegen(context, builder, sig, args):
-        r = builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
-        return builder.zext(r, ir.IntType(64)) if x.bitwidth < 64 else r
-    return types.int64(x), codegen
-
-
-@intrinsic
-def _popcount(typingctx, x):
-    """Number of set bits of a uint64, as int64."""
-    def codegen(context, builder, sig, args):
-        return builder.ctpop(args[0])
-    return types.int64(types.uint64), codegen
-
-
-@intrinsic
-def _lanes_le(typingctx, a, start, h, lim):
-    """uint64 whose bit ``t`` is set where ``a[start + t] ^ h <= lim``, for ``t < 64``
-    (contiguous 1-D uint16 array, no bounds check): one vector compare to a bit mask."""
-    if not (isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
-            and a.layout == "C"):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
-        i16, lanes = ir.IntType(16), ir.VectorType(ir.IntType(16), 64)
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), lanes.as_pointer())
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
-
-        def splat(x):
-            x = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(x, i16)
-                                       if x.type.width > 16 else x, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(x, ir.Constant(lanes, ir.Undefined), zeros)
-
-        x = builder.xor(builder.load(ptr, align=2), splat(args[2]))
-        return builder.bitcast(builder.icmp_unsigned("<=", x, splat(args[3])), ir.IntType(64))
-    return types.uint64(a, start, h, lim), codegen
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -436,7 +393,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         cm[0] = m
                     keep = _U16
                 # (m = 0xFFFF from a j missing bit s + 1 or from one missed before: M = s)
-                M = min(s + _clz(m), cap)
+                M = min(s + clz(m), cap)
                 if M:  # the rightmost j matching M bits: in the last chunk whose min allows
                     us, h = np.uint64(s), L[up + np.uint64(s)]  # it (at M = s: any j left)
                     lim = np.uint16(0xFFFF >> (M - s))  # (int64: a shift by 16 is 0)
@@ -446,20 +403,20 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
                         hi = nch
                         while hi > 0:
                             lo = max(hi - 64, 0)
-                            cand = _lanes_le(cm, np.uint64(lo), _Z16, lim) & (
+                            cand = lanes_le(cm, np.uint64(lo), _Z16, lim) & (
                                 _U64 >> np.uint64(64 - (hi - lo)))
                             if cand:
-                                c_hi = lo + 64 - _clz(cand)
+                                c_hi = lo + 64 - clz(cand)
                                 c_lo = c_hi - 1
                                 break
                             hi = lo
                     for c in range(c_hi - 1, c_lo - 1, -1):
                         c0 = np.uint64(min(64 * c, max(p - 64, 0)))
-                        hits = _lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
+                        hits = lanes_le(L, us + c0, h, lim) & (_U64 >> np.uint64(64 - min(p, 64)))
                         if s:
-                            hits &= _lanes_le(bad, c0, _Z16, _Z16)  # (bad = 0: j left)
+                            hits &= lanes_le(bad, c0, _Z16, _Z16)  # (bad = 0: j left)
                         if hits:
-                            src = np.int64(c0) + 63 - _clz(hits)
+                            src = np.int64(c0) + 63 - clz(hits)
                             break
                     if src == p:
                         raise AssertionError("sliding LZ76: the longest match has no source")
@@ -562,7 +519,7 @@ def ones(st, stream, out):
             z = (x + i) & (R - 1)
             w = _bits_at(st.words[stream, n, z >> 6], st.words[stream, n, (z >> 6) + 1],
                          np.uint64(z & 63))
-            c += _popcount(w >> np.uint64(64 - min(64, size - i)))
+            c += popcount(w >> np.uint64(64 - min(64, size - i)))
         out[n] = c
 
 

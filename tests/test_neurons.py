@@ -80,6 +80,23 @@ def random_net(data, kind: str, reset: str) -> neurons.Net:
     return firing_net(kind, n_in, n_h, n_o, data.draw(st.integers(0, 2**32 - 1)), reset)
 
 
+@settings(max_examples=100, deadline=None)
+@given(n_pre=st.integers(1, 130), n_post=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
+       density=st.sampled_from([0.0, 0.05, 0.3, 1.0]))
+def test_spike_current_adds_the_rows_of_the_spiking_neurons_in_order(n_pre, n_post, seed, density):
+    """Exactly (float32, same order) the sum a loop over the neurons would give, whatever
+    the layer size against the kernel's 32-neuron masks."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(n_pre, n_post)).astype(np.float32)
+    spikes = (rng.random(n_pre) < density).astype(np.uint8)
+    current = np.full(n_post, np.nan, np.float32)
+    expected = np.zeros(n_post, np.float32)
+    for j in np.flatnonzero(spikes):
+        expected += w[j]
+    assert neurons.spike_current(w, spikes, current) == spikes.sum() * n_post
+    np.testing.assert_array_equal(current, expected)
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), kind=st.sampled_from(["lif", "meta"]), reset=st.sampled_from(["value", "subtract"]))
 def test_step_matches_numpy_reference(data, kind, reset):
