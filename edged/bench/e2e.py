@@ -121,7 +121,7 @@ def _scrape(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
         if line.startswith(("edged_frames_rejected_total{", "edged_events_total ", "edged_batch_frames_count",
-                            "edged_batch_frames_sum")):
+                            "edged_batch_frames_sum", "edged_decisions_total")):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out

@@ -12,8 +12,9 @@ A ladder of N: a count is kept up with when no frame was sent more than one hop 
 its due time, every decision came back, and client p99 (decision arrival - frame send)
 is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
 ``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
-each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames`` (every
-worker's), scraped before and after. Client CPU: the receiver (this process, its ZeroMQ
+each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames``, and
+the decisions it made and the frames it rejected (so a missing decision can be told
+apart from one lost on the way), from its ``/metrics`` (every worker's) before and after. Client CPU: the receiver (this process, its ZeroMQ
 I/O thread included) and the sender (its rusage, once reaped). The bare echo (PULL -> PUB
 republishing each frame untouched, the floor of any Python ZeroMQ service) gets the same
 frames at the largest count kept.
@@ -39,6 +40,7 @@ from pathlib import Path
 DEFAULT_LADDER = "100,200,400,600,800,1000,1300,1600,2000"
 LATE_HOPS = 1.0  # a frame sent more than this many hops after its due time is late
 SETTLE_S = 2.0  # wait this long after the last send for outstanding replies
+FLUSH_WAIT_S = 0.2  # and this long after the last reply (edged.service.FLUSH_S is 0.01)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -187,7 +189,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         raise RuntimeError("the sender process did not start")
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
-    before = usage()  # (daemon tree CPU, router process CPU, serve-loop batches, frames in them)
+    before = usage()  # (daemon tree CPU, router CPU, batches, frames in them, decisions, rejects)
     client0 = time.process_time()  # this process, its ZeroMQ I/O thread included
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
@@ -218,7 +220,8 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             if i < len(frames):
                 arrived[i] = now
             got += 1
-    cpu, router_cpu, batches, batched = (b - a for a, b in zip(before, usage()))
+    time.sleep(FLUSH_WAIT_S)  # the daemon's counters reach /metrics
+    cpu, router_cpu, batches, batched, decided, rejected = (b - a for a, b in zip(before, usage()))
     client = time.process_time() - client0
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.join(60)
@@ -235,16 +238,22 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "p50": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
             "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
             "cpu": cpu, "router_cpu": router_cpu, "client_cpu": client,
-            "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched, "batch": batched / batches if batches else float("nan")}
+            "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched,
+            "batch": batched / batches if batches else float("nan"),
+            "decided": int(decided), "rejected": int(rejected)}
 
 
-def _batched(metrics: str) -> tuple[float, float]:
-    """The daemon's serve-loop batches so far and the frames in them (every worker's)."""
+def _daemon_counts(metrics: str) -> tuple[float, float, float, float]:
+    """The daemon's serve-loop batches so far, the frames in them, its decisions and its
+    rejected frames (every worker's)."""
     from edged.bench.e2e import _scrape
 
     m = _scrape(metrics)
-    return (sum(v for k, v in m.items() if k.startswith("edged_batch_frames_count")),
-            sum(v for k, v in m.items() if k.startswith("edged_batch_frames_sum")))
+
+    def total(name: str) -> float:
+        return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))
+    return (total("edged_batch_frames_count"), total("edged_batch_frames_sum"),
+            total("edged_decisions_total"), total("edged_frames_rejected_total"))
 
 
 def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int = 1) -> None:
@@ -307,10 +316,11 @@ def run(args: argparse.Namespace) -> dict:
             _send_all(ctx, s_in, prime)
             _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
             out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
-                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid), *_batched(metrics)))
+                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid), *_daemon_counts(metrics)))
             ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
-                         f"{out['late']} sent late, {out['missing']} decisions missing, client p50 "
+                         f"{out['late']} sent late, {out['missing']} decisions missing (the daemon "
+                         f"made {out['decided']}, rejected {out['rejected']} frames), client p50 "
                          f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
                          f"{out['cpu'] / out['seconds']:.2f} cores (client {out['client_cpu'] / out['seconds']:.2f}), "
                          f"{out['batch']:.1f} frames per batch -> "
@@ -323,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
             echo_traffic = Traffic(model, args.rate, args.seed)
             echo_traffic.prime(kept)
             ref = _rung(ctx, e_in, e_out, echo_traffic.hops(kept, hops), kept, hop_s, True,
-                        lambda: (_tree_cpu(echo.pid), 0.0, 0.0, 0.0))
+                        lambda: (_tree_cpu(echo.pid), 0.0, 0.0, 0.0, 0.0, 0.0))
     finally:
         for proc in (serve, echo):
             proc.terminate()
