@@ -8,7 +8,8 @@ three decide identically. It holds, for ``streams`` slots, the neuron state
 
 ``advance(slot, t, ch, end)`` simulates steps ``[now, end)`` by ``edged.neurons.advance``
 (the one stepping rule, shared with ``edged.neurons.simulate``), the windows taking the
-zeros of a decayed stretch in bulk. ``advance_many`` does the
+output bits of the stepped steps in runs (``edged.lzc.push_many``, pushed before each
+decision) and the zeros of a decayed stretch in bulk. ``advance_many`` does the
 same for a batch of frames of any streams in one compiled (nogil) call; its events were
 validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
@@ -123,7 +124,10 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
     net, st, lz, t, ch = borrow((net, st, lz, t, ch))  # (held by the caller throughout)
     dec_t, dec_lz, dec_spikes = borrow((dec_t, dec_lz, dec_spikes))
-    bits = np.zeros(net.w_out.shape[1], np.uint8)
+    n_out = net.w_out.shape[1]
+    bits = np.zeros(n_out, np.uint8)
+    held = np.zeros(n_out, np.uint64)  # output bits not yet pushed to the windows, newest lowest
+    n_held = 0
     w = neurons.workspace(net)
     ops = 0
     k = 0
@@ -132,11 +136,20 @@ def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, de
         i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits, w)
         ops += o
         if not skipped:  # one stepped step
-            lzc.push(lz, slot, bits)
+            for j in range(n_out):
+                held[j] = (held[j] << np.uint64(1)) | np.uint64(bits[j])
+            n_held += 1
             now = nxt
-            if now % hop == 0 and now >= window:
+            decide = now % hop == 0 and now >= window
+            if decide or n_held == lzc.MAX_PUSH or now == end:
+                lzc.push_many(lz, slot, held, n_held)
+                n_held = 0
+            if decide:
                 _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
                 k += 1
+        if now < nxt and n_held:
+            lzc.push_many(lz, slot, held, n_held)
+            n_held = 0
         while now < nxt:  # a decayed stretch: its zeros in bulk, cut at decision boundaries
             boundary = max(window, (now // hop + 1) * hop)
             boundary = (boundary + hop - 1) // hop * hop

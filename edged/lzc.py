@@ -58,7 +58,8 @@ API
     value is not 0/1) and ``normalise(count, n) -> float``: the njit kernels.
     ``sliding_state(n_streams, n_neurons, window, hop=1) -> SlidingLZ`` (``max_phrases(n)``
     bounds the phrases of ``n`` bits and sizes the phrase lists), then the njit
-    functions ``push(st, stream, bits)``, ``push_zeros(st, stream, k)``,
+    functions ``push(st, stream, bits)``, ``push_many(st, stream, bits, k)`` (``k`` steps
+    at once, as bits of a uint64 per neuron), ``push_zeros(st, stream, k)``,
     ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
     From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
@@ -83,7 +84,8 @@ from edged.jit import inline_kernel, kernel
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise", "MAX_WINDOW",
-    "SlidingLZ", "sliding_state", "push", "push_zeros", "counts", "ones", "reset", "max_phrases",
+    "SlidingLZ", "sliding_state", "push", "push_many", "MAX_PUSH", "push_zeros", "counts", "ones",
+    "reset", "max_phrases",
     "window_len", "window_bits",
 ]
 
@@ -95,6 +97,7 @@ _GRAM = 16  # bits per gram
 _U16 = np.uint16(0xFFFF)
 _Z16 = np.uint16(0)
 MAX_WINDOW = 1 << 16  # bits per window (phrase starts are uint16)
+MAX_PUSH = 48  # steps per push_many: a gram's 16 bits stay in the ring (>= 64 slots) meanwhile
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -436,22 +439,33 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
 
 
 @_inline
-def _put(words, grams, stream, b, bits):
-    """Position ``b`` of ``stream`` takes ``bits``; the gram that completes is written."""
+def _put(words, grams, stream, b, bits, k, nonzero):
+    """Positions ``b .. b + k - 1`` (``1 <= k <= MAX_PUSH``) of ``stream`` take the ``k`` low bits
+    of ``bits[n]``, the oldest most significant (``nonzero``: ``k = 1`` and any nonzero value
+    is a 1); the grams they complete are written (before the 16th bit, gram 0, rewritten
+    later)."""
     R = grams.shape[2]
     h = R // 64
     x = b & (R - 1)
     w = x >> 6
-    m = np.uint64(1) << np.uint64(63 - (x & 63))
-    y = max(b - (_GRAM - 1), 0) & (R - 1)  # (before the 16th bit, a gram rewritten later)
-    wy = y >> 6
-    oy = np.uint64(y & 63)
+    w2 = w + 1 if w + 1 < h else 0  # (word h repeats word 0)
+    o = np.uint64(x & 63)
+    uk = np.uint64(k)
+    field = (_U64 << (np.uint64(64) - uk)) >> o
+    spill = o + uk > np.uint64(64)
+    rest = _U64 >> ((o + uk - np.uint64(64)) if spill else _Z64)  # w2's bits kept
+    lo = max(b - (_GRAM - 1), 0)
+    hi = max(b + k - (_GRAM - 1), lo + 1)
     for n in range(bits.size):
-        v = (words[stream, n, w] & ~m) | (m if bits[n] != 0 else _Z64)
-        words[stream, n, w] = v
+        v = (np.uint64(bits[n] != 0) if nonzero else np.uint64(bits[n])) << (np.uint64(64) - uk)
+        words[stream, n, w] = (words[stream, n, w] & ~field) | (v >> o)
+        if spill:
+            words[stream, n, w2] = (words[stream, n, w2] & rest) | (v << (np.uint64(64) - o))
         words[stream, n, h] = words[stream, n, 0]
-        grams[stream, n, y] = np.uint16(
-            _bits_at(words[stream, n, wy], words[stream, n, wy + 1], oy) >> np.uint64(64 - _GRAM))
+        for y in range(lo, hi):
+            z = y & (R - 1)
+            grams[stream, n, z] = np.uint16(_bits_at(words[stream, n, z >> 6], words[stream, n, (z >> 6) + 1],
+                                                     np.uint64(z & 63)) >> np.uint64(64 - _GRAM))
 
 
 @kernel
@@ -461,8 +475,21 @@ def push(st, stream, bits):
     # No more raising paths here: with a third, Numba counts references to every array of
     # ``st`` on each call.
     b = st.steps[stream]
-    _put(st.words, st.grams, stream, b, bits)
+    _put(st.words, st.grams, stream, b, bits, 1, True)
     st.steps[stream] = b + 1
+
+
+@kernel
+def push_many(st, stream, bits, k):
+    """Append ``k`` steps (``1 <= k <= MAX_PUSH``) to ``stream``: neuron ``n``'s bits are the
+    ``k`` low bits of ``bits[n]`` (uint64), the oldest most significant. The same state as
+    ``k`` calls of ``push``."""
+    if not 1 <= k <= MAX_PUSH:
+        raise ValueError("push_many: k must be in [1, MAX_PUSH = 48]")
+    _check(st, stream, bits.size)
+    b = st.steps[stream]
+    _put(st.words, st.grams, stream, b, bits, k, False)
+    st.steps[stream] = b + k
 
 
 @kernel
@@ -475,9 +502,9 @@ def push_zeros(st, stream, k):
     W = _window(st, stream)
     N = st.count.shape[1]
     if k < W:
-        zeros = np.zeros(N, np.uint8)
-        for i in range(k):
-            _put(st.words, st.grams, stream, b + i, zeros)
+        zeros = np.zeros(N, np.uint64)
+        for i in range(0, k, MAX_PUSH):
+            _put(st.words, st.grams, stream, b + i, zeros, min(MAX_PUSH, k - i), False)
         st.steps[stream] = b + k
         return
     # The window becomes all zeros: phrase 0 is one bit, its own source; phrase 1 copies it

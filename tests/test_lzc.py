@@ -494,6 +494,27 @@ def test_push_zeros_edge_cases():
         lzc.push_zeros(state, 0, -1)
 
 
+@settings(max_examples=100, deadline=None)
+@given(window=st.sampled_from([1, 16, 64, 65, 100, 1024]), seed=st.integers(0, 2**32 - 1),
+       pushes=st.lists(st.integers(1, lzc.MAX_PUSH), min_size=1, max_size=40))
+def test_push_many_is_k_pushes(window, seed, pushes):
+    """The same state, bit for bit, as pushing the steps one at a time, whatever bits lie
+    above the ``k`` taken (the engine keeps shifting one word per neuron)."""
+    rng = np.random.default_rng(seed)
+    one, many = lzc.sliding_state(1, 3, window), lzc.sliding_state(1, 3, window)
+    held = rng.integers(0, 2**63, 3).astype(np.uint64)  # stale bits above the k new ones
+    for k in pushes:
+        block = (rng.random((k, 3)) < rng.random()).astype(np.uint8)
+        for column in block:
+            lzc.push(one, 0, column)
+            held = (held << np.uint64(1)) | column.astype(np.uint64)
+        lzc.push_many(many, 0, held, k)
+        for name, x, y in zip(one._fields, one, many):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    with pytest.raises(ValueError):
+        lzc.push_many(many, 0, held, lzc.MAX_PUSH + 1)
+
+
 def test_engine_rejects_bad_arguments():
     state = lzc.sliding_state(2, 3, 8)
     with pytest.raises(ValueError):
