@@ -41,6 +41,7 @@ DEFAULT_LADDER = "100,200,400,600,800,1000,1300,1600,2000"
 LATE_HOPS = 1.0  # a frame sent more than this many hops after its due time is late
 SETTLE_S = 2.0  # wait this long after the last send for outstanding replies
 FLUSH_WAIT_S = 0.2  # and this long after the last reply (edged.service.FLUSH_S is 0.01)
+SENDER_LINGER_S = 10.0  # the sender's close waits this long for frames still queued
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,7 +92,7 @@ def _sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
         frames = pickle.load(f)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
-    push.linger = 0
+    push.linger = int(SENDER_LINGER_S * 1000)  # frames still queued at the end go out first
     push.sndhwm = 1 << 20
     push.connect(endpoint)
     sent = np.zeros(len(frames))
