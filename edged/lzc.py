@@ -464,8 +464,8 @@ def _put(words, grams, stream, b, bits, k, nonzero):
         words[stream, n, h] = words[stream, n, 0]
         for y in range(lo, hi):
             z = y & (R - 1)
-            grams[stream, n, z] = np.uint16(_bits_at(words[stream, n, z >> 6], words[stream, n, (z >> 6) + 1],
-                                                     np.uint64(z & 63)) >> np.uint64(64 - _GRAM))
+            g = _bits_at(words[stream, n, z >> 6], words[stream, n, (z >> 6) + 1], np.uint64(z & 63))
+            grams[stream, n, z] = np.uint16(g >> np.uint64(64 - _GRAM))
 
 
 @kernel

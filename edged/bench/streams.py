@@ -12,12 +12,12 @@ A ladder of N: a count is kept up with when no frame was sent more than one hop 
 its due time, every decision came back, and client p99 (decision arrival - frame send)
 is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
 ``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
-each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames``, and
-the decisions it made and the frames it rejected (so a missing decision can be told
-apart from one lost on the way), from its ``/metrics`` (every worker's) before and after. Client CPU: the receiver (this process, its ZeroMQ
-I/O thread included) and the sender (its rusage, once reaped). The bare echo (PULL -> PUB
-republishing each frame untouched, the floor of any Python ZeroMQ service) gets the same
-frames at the largest count kept.
+each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames``, and the
+decisions it made and the frames it rejected (so a missing decision can be told apart
+from one lost on the way), from its ``/metrics`` (every worker's) before and after.
+Client CPU: the receiver (this process, its ZeroMQ I/O thread included) and the sender
+(its rusage, once reaped). The bare echo (PULL -> PUB republishing each frame untouched,
+the floor of any Python ZeroMQ service) gets the same frames at the largest count kept.
 
 With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
 process: ingest, routing, the publish proxy and their ZeroMQ I/O threads) is measured on
@@ -317,7 +317,8 @@ def run(args: argparse.Namespace) -> dict:
             _send_all(ctx, s_in, prime)
             _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
             out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
-                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid), *_daemon_counts(metrics)))
+                        lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid),
+                                 *_daemon_counts(metrics)))
             ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
                          f"{out['late']} sent late, {out['missing']} decisions missing (the daemon "
