@@ -99,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
             "crc32 of their id (each worker has --max-streams slots; 1 = no router)", "--workers",
             check=_positive),
     Setting("service", "drain_timeout", float, 2.0,
-            "seconds to finish queued frames after SIGTERM/SIGINT", "--drain-timeout",
+            "at most this many seconds to finish the frames queued or arriving after SIGTERM/SIGINT",
+            "--drain-timeout",
             check=lambda x: x >= 0),
     Setting("service", "state_dir", str, "",
             "directory for checkpoints of every stream's state: written on SIGTERM and every "

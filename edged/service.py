@@ -59,7 +59,7 @@ from edged.metrics import LoopHistogram, Metrics
 from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_frame, ready_line, scan
 from edged.publisher import Publisher, decision_rows, pack_decisions
 from edged.sdnotify import Watchdog
-from edged.sockets import Sockets
+from edged.sockets import QUIET_S, Sockets
 from edged.state import StateDir
 from edged.streams import EMPTY, Batch, Full, Streams
 
@@ -267,14 +267,15 @@ class Service:
         self.drained = self.drain()
 
     def drain(self) -> int:
-        """Handle frames already queued, up to ``service.drain_timeout`` seconds."""
+        """Handle frames queued or still arriving, until none has come for ``QUIET_S``
+        (the rest of a burst in flight is in), up to ``service.drain_timeout`` seconds."""
         deadline = self.clock() + self.cfg.service_drain_timeout
         n = 0
         while self.clock() < deadline and len(self.stop_requests) < 2:  # a 2nd signal: stop now
             got = self.pump(BATCH)
             self.watchdog.ping(self.clock())
             n += got
-            if got < BATCH:
+            if got < BATCH and not self.sockets.wake.poll(QUIET_S * 1000):
                 break
         self.rejects.flush(float("inf"))
         self.flush_metrics()

@@ -9,7 +9,8 @@ on PUB only, so decisions already queued leave.
 
 The service sees a transport through this class's methods; ``edged.jetstream.Transport``
 is the other one (NATS). ``wake`` is the socket whose readability means frames are
-queued; ``send_decisions`` sends each decision as two frames (topic = stream id, payload)
+queued (a drain waits ``QUIET_S`` on it for frames still in flight);
+``send_decisions`` sends each decision as two frames (topic = stream id, payload)
 without blocking (PUB drops); over ZeroMQ there is no resume point and nothing to confirm.
 """
 
@@ -22,6 +23,8 @@ import zmq
 from edged import security
 from edged.config import Config
 from edged.protocol import HEARTBEAT_TOPIC, FrameError
+
+QUIET_S = 0.1  # a stop's drain ends once nothing arrived for this long: frames in flight are in
 
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
 

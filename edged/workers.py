@@ -61,6 +61,7 @@ import zmq
 
 from edged.config import Config
 from edged.protocol import FrameError, Limits, unpack_frame
+from edged.sockets import QUIET_S  # (and the publish proxy stops once quiet this long)
 
 POLL_MS = 100
 BATCH = 256  # frames routed per wake-up before housekeeping runs
@@ -71,7 +72,6 @@ WORKER_TIMEOUT = 10.0  # a ready worker silent this long is killed and restarted
 START_TIMEOUT = 120.0  # a restarted worker not ready this long is too (the unit's TimeoutStartSec)
 RESTART_BACKOFF_S = 10.0  # a worker dying sooner after its start is restarted after a delay
 STOP_WAIT_S = 15.0  # beyond the drain timeout: the workers' checkpoint and close
-QUIET_S = 0.1  # the publish proxy stops once it forwarded nothing for this long
 STOP = b"\xc1edged-stop"  # 0xc1 is never valid msgpack: no source frame can equal it
 
 
