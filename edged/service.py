@@ -147,6 +147,7 @@ class Service:
     ``watchdog`` (default: no-ops)."""
 
     PUBLISH_KIND = zmq.PUB  # (a worker of ``--workers``: XPUB, to see its proxy subscribe)
+    DRAIN_QUIET_S = QUIET_S  # a stop's drain waits this long for frames still in flight
 
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
                  clock: Callable[[], float] = time.perf_counter,
@@ -267,15 +268,16 @@ class Service:
         self.drained = self.drain()
 
     def drain(self) -> int:
-        """Handle frames queued or still arriving, until none has come for ``QUIET_S``
-        (the rest of a burst in flight is in), up to ``service.drain_timeout`` seconds."""
+        """Handle frames queued or still arriving, until none has come for
+        ``DRAIN_QUIET_S`` (the rest of a burst in flight is in), up to
+        ``service.drain_timeout`` seconds."""
         deadline = self.clock() + self.cfg.service_drain_timeout
         n = 0
         while self.clock() < deadline and len(self.stop_requests) < 2:  # a 2nd signal: stop now
             got = self.pump(BATCH)
             self.watchdog.ping(self.clock())
             n += got
-            if got < BATCH and not self.sockets.wake.poll(QUIET_S * 1000):
+            if got < BATCH and not self.sockets.wake.poll(self.DRAIN_QUIET_S * 1000):
                 break
         self.rejects.flush(float("inf"))
         self.flush_metrics()

@@ -155,10 +155,12 @@ def worker_main(values: dict[str, Any], shard: tuple[int, int], conn) -> None:
     from edged.service import Service, main, setup_logging
 
     class Worker(Service):
-        """A service that stops at ``STOP``: the router sends it after the last frame. It
-        publishes on XPUB, to see the proxy's subscription (``Link.ready``)."""
+        """A service that stops at ``STOP``: the router sends it after the last frame, so
+        its drain waits for nothing more. It publishes on XPUB, to see the proxy's
+        subscription (``Link.ready``)."""
 
         PUBLISH_KIND = zmq.XPUB
+        DRAIN_QUIET_S = 0.0  # its input ends at STOP: nothing is in flight behind it
 
         def admit(self, buf, received_at, batch, frame=None):
             if buf == STOP:
