@@ -25,6 +25,7 @@ from edged.config import Config
 from edged.engine import Engine
 from edged.model import load, save
 from edged.service import Service
+from edged.sockets import QUIET_S
 from edged.streams import Streams
 from test_service import assert_same, events, frames, wait_for
 
@@ -282,6 +283,49 @@ def test_kill_9_during_checkpoint_never_leaves_a_torn_one(model, tmp_path, round
                 assert (a == v).all(), name
         versions.add(v)
     assert len(versions) > 1  # the kills landed at different points
+
+
+def test_sigterm_drain_takes_frames_until_ingest_is_quiet(tmp_path):
+    """After SIGTERM the drain goes on while frames keep arriving less than ``QUIET_S``
+    apart (a client's burst still in flight), not only those queued when it began: here
+    chunks 10 ms apart, sent from before the signal until well after the loop notices it."""
+    model_path = tmp_path / "m.npz"
+    save(model_path, small_model(window=32, hop=8))
+    model = load(model_path)
+    proc, (ingest, publish, _), _ = start_serve(model_path, "--drain-timeout", "20",
+                                                "--publish-hwm", "100000")
+    ctx = zmq.Context()
+    chunks, per_chunk, steps, pause = 40, 20, 64, 0.01  # 20 chunks, ~0.2 s, after the signal
+    assert pause < QUIET_S / 5  # (room for a slow scheduler on a busy machine)
+    try:
+        with Sender(ingest, context=ctx, linger=5.0) as tx, Subscriber(publish, context=ctx) as rx:
+            for i in range(400):  # slow joiner
+                tx.send("probe", [], [], until=32 + 8 * i)
+                if rx.recv(0.05) is not None:
+                    break
+            rng = np.random.default_rng(2)
+            i = 0
+            for c in range(chunks):
+                if c == chunks // 2:
+                    proc.send_signal(signal.SIGTERM)
+                for _ in range(per_chunk):
+                    t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
+                    tx.send("w", t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
+                    i += 1
+                time.sleep(pause)
+            want = (i * steps - model.window) // model.hop + 1
+            got = []
+            while len(got) < want:
+                d = rx.recv(TIMEOUT)
+                assert d is not None, f"{len(got)} of {want} decisions"
+                got += [d] if d.stream == "w" else []
+        assert [d.seq for d in got] == list(range(want))
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ctx.term()
 
 
 def test_sigterm_drains_in_flight_frames_then_checkpoints(tmp_path):
