@@ -91,6 +91,16 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition", interval
 READY_S = 240.0  # a cold start compiles every kernel: ~60-75 s on a loaded 2-core box
 
 
+def join(tx, rx, model, stream: str = "probe") -> None:
+    """Past the slow joiner: advance a probe stream of ``model`` until one of its decisions
+    comes back on ``rx``."""
+    for i in range(400):
+        tx.send(stream, [], [], until=model.window + i * model.hop)
+        if rx.recv(0.05) is not None:
+            return
+    raise AssertionError("no decision came back: the subscription never became live")
+
+
 def start_serve(model_path, *extra: str, metrics: str = "off"):
     """Start ``edged serve`` on random loopback ports (``extra`` flags override them) and
     wait for its ready line: ``(proc, (ingest, publish, metrics), stderr lines so far)``."""

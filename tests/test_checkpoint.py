@@ -18,7 +18,7 @@ import pytest
 import zmq
 from prometheus_client import CollectorRegistry
 
-from conftest import small_model, start_serve
+from conftest import join, small_model, start_serve
 from edged import checkpoint as ckpt
 from edged.client import Sender, Subscriber
 from edged.config import Config
@@ -285,40 +285,53 @@ def test_kill_9_during_checkpoint_never_leaves_a_torn_one(model, tmp_path, round
     assert len(versions) > 1  # the kills landed at different points
 
 
+def _drain_daemon(tmp_path, *extra: str):
+    """A daemon of a small model with room for a whole burst at its stop: a long drain
+    timeout, and a publish HWM PUB will not drop beyond (it drops by design)."""
+    model_path = tmp_path / "m.npz"
+    save(model_path, small_model(window=32, hop=8))
+    proc, (ingest, publish, _), _ = start_serve(model_path, *extra, "--drain-timeout", "20",
+                                                "--publish-hwm", "100000")
+    return load(model_path), proc, ingest, publish
+
+
+def _send_frame(tx, rng, model, i: int, steps: int) -> None:
+    """Frame ``i`` of stream ``w``: 20 events over steps ``[i * steps, (i + 1) * steps)``."""
+    t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
+    tx.send("w", t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
+
+
+def _decisions_of_w(rx, got: list, want: int) -> list:
+    """``got`` and stream ``w``'s decisions after them until there are ``want``."""
+    while len(got) < want:
+        d = rx.recv(TIMEOUT)
+        assert d is not None, f"{len(got)} of {want} decisions"
+        got += [d] if d.stream == "w" else []
+    return got
+
+
 def test_sigterm_drain_takes_frames_until_ingest_is_quiet(tmp_path):
     """After SIGTERM the drain goes on while frames keep arriving less than ``QUIET_S``
     apart (a client's burst still in flight), not only those queued when it began: here
     chunks 10 ms apart, sent from before the signal until well after the loop notices it."""
-    model_path = tmp_path / "m.npz"
-    save(model_path, small_model(window=32, hop=8))
-    model = load(model_path)
-    proc, (ingest, publish, _), _ = start_serve(model_path, "--drain-timeout", "20",
-                                                "--publish-hwm", "100000")
+    model, proc, ingest, publish = _drain_daemon(tmp_path)
     ctx = zmq.Context()
     chunks, per_chunk, steps, pause = 40, 20, 64, 0.01  # 20 chunks, ~0.2 s, after the signal
     assert pause < QUIET_S / 5  # (room for a slow scheduler on a busy machine)
     try:
         with Sender(ingest, context=ctx, linger=5.0) as tx, Subscriber(publish, context=ctx) as rx:
-            for i in range(400):  # slow joiner
-                tx.send("probe", [], [], until=32 + 8 * i)
-                if rx.recv(0.05) is not None:
-                    break
+            join(tx, rx, model)
             rng = np.random.default_rng(2)
             i = 0
             for c in range(chunks):
                 if c == chunks // 2:
                     proc.send_signal(signal.SIGTERM)
                 for _ in range(per_chunk):
-                    t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
-                    tx.send("w", t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
+                    _send_frame(tx, rng, model, i, steps)
                     i += 1
                 time.sleep(pause)
             want = (i * steps - model.window) // model.hop + 1
-            got = []
-            while len(got) < want:
-                d = rx.recv(TIMEOUT)
-                assert d is not None, f"{len(got)} of {want} decisions"
-                got += [d] if d.stream == "w" else []
+            got = _decisions_of_w(rx, [], want)
         assert [d.seq for d in got] == list(range(want))
         assert proc.wait(timeout=TIMEOUT) == 0
     finally:
@@ -331,36 +344,20 @@ def test_sigterm_drain_takes_frames_until_ingest_is_quiet(tmp_path):
 def test_sigterm_drains_in_flight_frames_then_checkpoints(tmp_path):
     """RELIABILITY 12: N frames sent, SIGTERM at the first decision: all N are handled,
     their decisions published, exit 0, a loadable checkpoint; a restart resumes."""
-    model_path = tmp_path / "m.npz"
-    save(model_path, small_model(window=32, hop=8))
-    model = load(model_path)
     state = tmp_path / "state"
-    # PUB drops beyond its high-water mark by design: room for the whole burst of decisions
-    proc, (ingest, publish, _), _ = start_serve(model_path, "--state-dir", str(state), "--drain-timeout", "20",
-                                                "--publish-hwm", "100000")
+    model, proc, ingest, publish = _drain_daemon(tmp_path, "--state-dir", str(state))
     ctx = zmq.Context()
     n_frames, steps = 2000, 64
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            for i in range(400):  # slow joiner
-                tx.send("probe", [], [], until=32 + 8 * i)
-                if rx.recv(0.05) is not None:
-                    break
+            join(tx, rx, model)
             rng = np.random.default_rng(1)
             for i in range(n_frames):
-                t = np.sort(rng.integers(i * steps, (i + 1) * steps, 20))
-                tx.send("w", t, rng.integers(0, model.n_in, 20), until=(i + 1) * steps)
-            got = []
-            while not got:
-                d = rx.recv(TIMEOUT)
-                assert d is not None
-                got += [d] if d.stream == "w" else []
+                _send_frame(tx, rng, model, i, steps)
+            got = _decisions_of_w(rx, [], 1)
             proc.send_signal(signal.SIGTERM)
             want = (n_frames * steps - model.window) // model.hop + 1
-            while len(got) < want:
-                d = rx.recv(TIMEOUT)
-                assert d is not None, f"{len(got)} of {want} decisions"
-                got += [d] if d.stream == "w" else []
+            got = _decisions_of_w(rx, got, want)
         assert [d.seq for d in got] == list(range(want))
         assert proc.wait(timeout=TIMEOUT) == 0
         rest = proc.stderr.read()

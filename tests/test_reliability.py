@@ -20,7 +20,7 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model, start_serve
+from conftest import join, small_model, start_serve
 from edged.client import PoissonSource, Sender, Subscriber
 from edged.model import load, save
 from test_service import Served, wait_for
@@ -275,10 +275,7 @@ def soak(tmp_path, seconds: float):
     samples = []
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            for i in range(400):  # slow joiner
-                tx.send("probe", [], [], until=32 + 8 * i)
-                if rx.recv(0.05) is not None:
-                    break
+            join(tx, rx, model)
             while rx.recv(0.05) is not None:
                 pass
             source = PoissonSource(4, 4000.0, model.n_in, 1e-3, seed=3, prefix="soak")
