@@ -91,14 +91,24 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition", interval
 READY_S = 240.0  # a cold start compiles every kernel: ~60-75 s on a loaded 2-core box
 
 
-def join(tx, rx, model, stream: str = "probe") -> None:
-    """Past the slow joiner: advance a probe stream of ``model`` until one of its decisions
-    comes back on ``rx``."""
-    for i in range(400):
-        tx.send(stream, [], [], until=model.window + i * model.hop)
-        if rx.recv(0.05) is not None:
-            return
-    raise AssertionError("no decision came back: the subscription never became live")
+def join(tx, rx, model, *streams: str, drain: bool = False):
+    """Past the slow joiner: advance probe ``streams`` (default ``"probe"``; one per worker
+    with ``--workers``) of ``model`` (its ``window`` and ``hop``) until each has a decision
+    back on ``rx``; ``drain``: then read until none comes for 0.05 s. Returns the first."""
+    waiting, first = set(streams or ("probe",)), None
+    for k in range(400):
+        for s in sorted(waiting):
+            tx.send(s, [], [], until=model.window + k * model.hop)
+        d = rx.recv(0.05)
+        while d is not None:
+            first = first or d
+            waiting.discard(d.stream)
+            d = rx.recv(0)
+        if not waiting:
+            while drain and rx.recv(0.05) is not None:
+                pass
+            return first
+    raise AssertionError(f"no decision from {sorted(waiting)}: the subscription never became live")
 
 
 def start_serve(model_path, *extra: str, metrics: str = "off"):

@@ -49,14 +49,7 @@ class Daemon:
         if tx is not None:
             self.tx.seq = dict(tx.seq)  # the source keeps counting across the restart
         self.rx = Subscriber(self.endpoints["publish"], context=ctx)
-        for i in range(400):  # slow joiner: a probe stream of its own per incarnation
-            self.tx.send(probe, [], [], until=model.window + i * model.hop)
-            if self.rx.recv(0.05) is not None:
-                break
-        else:
-            raise AssertionError("subscription never became live")
-        while self.rx.recv(0.05) is not None:
-            pass
+        join(self.tx, self.rx, model, probe, drain=True)  # a probe stream per incarnation
 
     def value(self, name, **labels):
         return self.registry.get_sample_value(name, labels) or 0.0

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edged.bench.e2e import nats_available, start_nats
 from edged.client import Sender, Subscriber
 from edged.model import load, save
-from tests.conftest import small_model, start_serve, wait_for
+from tests.conftest import join, small_model, start_serve, wait_for
 
 pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
 TIMEOUT = 30.0
@@ -74,10 +74,7 @@ def reference(model_path):
     ctx = zmq.Context()
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            for k in range(1 << 20):  # slow joiner: a probe stream until a decision comes back
-                tx.send("~probe", [], [], until=WINDOW + k * HOP)
-                if rx.recv(0.02) is not None:
-                    break
+            join(tx, rx, load(model_path), "~probe")
             for s, t, ch, until in workload():
                 tx.send(s, t, ch, until=until)
             got = collect(rx, EXPECTED)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import zmq
 
-from conftest import ROOT, small_model, start_serve
+from conftest import ROOT, join, small_model, start_serve
 from edged.model import load, save
 
 TIMEOUT = 60
@@ -43,10 +43,7 @@ def test_run_decisions_equal_the_daemons(tmp_path):
     ctx = zmq.Context()
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            for i in range(400):  # slow joiner: wait until decisions reach us
-                tx.send("probe", [], [], until=64 + 8 * i)
-                if rx.recv(0.05) is not None:
-                    break
+            join(tx, rx, load(model_path))
             sent = edged("send", "--connect", ingest, "--file", str(spikes), "--stream", "rec",
                          "--rate", "0")
             assert sent.returncode == 0, sent.stderr

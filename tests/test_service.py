@@ -24,7 +24,7 @@ from hypothesis import given, settings, strategies as hst
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import small_model, start_serve, wait_for
+from conftest import join, small_model, start_serve, wait_for
 from edged.client import Sender, Subscriber
 from edged.config import Config
 from edged.engine import Engine
@@ -56,18 +56,7 @@ class Served:
         self.tx = Sender(self.endpoints["ingest"], context=self.ctx, linger=0)
         self.rx = Subscriber(self.endpoints["publish"], context=self.ctx)
         self.decisions: dict[str, list] = {}
-        self._subscribe()
-
-    def _subscribe(self) -> None:
-        """Slow joiner: probe until a decision arrives, so nothing later is missed."""
-        for i in range(400):
-            self.tx.send(PROBE, [], [], until=(i + 1) * self.model.hop + self.model.window)
-            if self.rx.recv(0.05) is not None:
-                break
-        else:
-            raise AssertionError("subscription never became live")
-        while self.rx.recv(0.05) is not None:
-            pass
+        join(self.tx, self.rx, self.model, PROBE, drain=True)  # nothing later is missed
 
     def value(self, name: str, **labels) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0

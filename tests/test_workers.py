@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 import conftest
-from conftest import _pending_lines, small_model, start_serve
+from conftest import _pending_lines, join, small_model, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged import checkpoint as ckpt
@@ -149,19 +149,6 @@ def probes(n: int) -> list[str]:
     return list(out.values())
 
 
-def join(tx: Sender, rx: Subscriber, n: int, window: int, hop: int) -> None:
-    """Past the slow joiner on every worker: a probe stream per worker decides."""
-    waiting = set(probes(n))
-    for k in range(400):
-        for p in waiting:
-            tx.send(p, [], [], until=window + k * hop)
-        d = rx.recv(0.05)
-        while d is not None:
-            waiting.discard(d.stream)
-            d = rx.recv(0)
-        if not waiting:
-            return
-    raise AssertionError(f"no decision from probes {waiting}")
 
 
 def traffic(model, seed: int, segments: int):
@@ -246,7 +233,7 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
                                                           metrics="127.0.0.1:0")
         try:
             with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-                join(tx, rx, n, model.window, model.hop)
+                join(tx, rx, model, *probes(n))
                 raw = ctx.socket(zmq.PUSH)
                 raw.connect(ingest)
                 raw.send(b"\xc1 not msgpack")  # the router rejects it; the others go on
@@ -298,7 +285,7 @@ def test_state_dir_reshards_2_to_1_to_2(model_path, tmp_path):
         try:
             layouts.append(sorted(os.listdir(state)) if state.exists() else [])
             with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-                join(tx, rx, n, model.window, model.hop)
+                join(tx, rx, model, *probes(n))
                 send_segment(tx, events, seg)
                 want = {s: sum(d["t"] <= (seg + 1) * STEPS for d in ref[s]) - len(got[s]) for s in STREAMS}
                 for s, ds in collect(rx, want).items():
@@ -344,7 +331,7 @@ def test_kill_9_worker_is_restarted_and_resumes_from_its_checkpoint(model_path, 
     ctx = zmq.Context()
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            join(tx, rx, 2, model.window, model.hop)
+            join(tx, rx, model, *probes(2))
             send_segment(tx, events, 0)
             first = collect(rx, {s: sum(d["t"] <= STEPS for d in ref[s]) for s in STREAMS})
             done = time.time()
@@ -359,7 +346,7 @@ def test_kill_9_worker_is_restarted_and_resumes_from_its_checkpoint(model_path, 
                 m := scrape(metrics), "edged_worker_restarts_total", worker=w) == 1
                 and metric(m, "edged_worker_up", worker=w) == 1), None), what="the worker restarted")
             assert victim not in worker_pids(proc.pid)
-            join(tx, rx, 2, model.window, model.hop)
+            join(tx, rx, model, *probes(2))
             send_segment(tx, events, 1)
             second = collect(rx, {s: len(ref[s]) - len(first[s]) for s in STREAMS})
         assert metric(before, "edged_worker_restarts_total", worker=k) == 0
@@ -384,7 +371,7 @@ def test_sigterm_serves_every_frame_already_received(model_path):
     n_frames, steps = 400, 64
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            join(tx, rx, 2, model.window, model.hop)
+            join(tx, rx, model, *probes(2))
             rng = np.random.default_rng(1)
             for i in range(n_frames):
                 for s in STREAMS[:4]:
@@ -446,7 +433,7 @@ def test_a_stuck_worker_does_not_keep_the_stop_marker_from_the_others(model_path
     try:
         with Sender(ingest, context=ctx, linger=0, hwm=4, timeout=0.2) as tx, \
                 Subscriber(publish, context=ctx) as rx:
-            join(tx, rx, 2, model.window, model.hop)
+            join(tx, rx, model, *probes(2))
             os.kill(pids[0], signal.SIGSTOP)
             for k in range(model.window // model.hop):  # the free worker's frames go first ...
                 tx.send(free, [k * model.hop], [1], until=(k + 1) * model.hop)
@@ -484,7 +471,7 @@ def test_sigterm_while_a_worker_waits_to_restart_serves_the_frames_queued_for_it
     ctx = zmq.Context()
     try:
         with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
-            join(tx, rx, 2, model.window, model.hop)
+            join(tx, rx, model, *probes(2))
             path.write_bytes(b"not a model")
             os.kill(pids[0], signal.SIGKILL)
 
