@@ -28,3 +28,5 @@ def test_bench_lzc_json():
     assert any(n == "sliding H=1 d=0.5" for n in names)
     assert any(n == "sliding H=16 periodic" for n in names)
     assert any("recount every hop H=16" in n for n in names)
+    longer = {r["name"]: r for r in out["results"] if r["name"].startswith("sliding H=64")}
+    assert longer["sliding H=64 d=0.3 per step"]["baseline"] == "sliding H=16 d=0.3 per step"

@@ -7,8 +7,9 @@ flipped). One-shot rows time ``edged.lzc.lz76`` on 1024-bit windows against antr
 neurons through a full W = 1024 window and read ``counts`` every H steps: at H = 16 in us
 per decision (16 steps pushed in one run, as the engine does, and one read) against the
 same loop recounting every window with ``lz76_jit``; at H = 1 in us per step against the
-Kaspar-Schuster loop recounting every window. Every reported number is checked for
-exactness first.
+Kaspar-Schuster loop recounting every window; at H = 32 and 64 (d = 0.3) in us per step
+against H = 16 (a read's cost in part does not grow with the steps pushed since the last).
+Every reported number is checked for exactness first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ NEURONS = 10
 DENSITIES = (0.5, 0.3, 0.05)
 SLIDING = (("d=0.05", 0.05), ("d=0.3", 0.3), ("d=0.5", 0.5), ("d=0.65", 0.65), ("periodic", None))
 HOP = 16
+LONGER_HOPS = (32, 64)  # per step against H = HOP: what a read costs whatever was pushed
 N_INPUTS = 256  # distinct one-shot inputs per density, each timed call goes through all
 # (with a few, the CPU learns their branches and the one-shot rows read ~20 % cheap)
 STEPS = 2048   # timed sliding steps after the window is full
@@ -166,8 +168,10 @@ def run(args: argparse.Namespace) -> dict:
 
         return timed(drive), timed(recount)
 
+    per_step = {}
     for label, d in SLIDING:  # per decision: HOP steps and one read
         ours, theirs = sliding(train(d), HOP)
+        per_step[label] = ours
         base = (f"recount every hop H={HOP} {label}", theirs * HOP)
         results.append(result(*base, "us"))
         results.append(result(f"sliding H={HOP} {label}", ours * HOP, "us", base))
@@ -175,12 +179,18 @@ def run(args: argparse.Namespace) -> dict:
     base = ("KS recount every step H=1 d=0.5", ks_us[0.5] * NEURONS)
     results.append(result(*base, "us"))
     results.append(result("sliding H=1 d=0.5", ours, "us", base))
+    base = (f"sliding H={HOP} d=0.3 per step", per_step["d=0.3"])  # a read's cost spread
+    results.append(result(*base, "us"))  # over longer hops
+    for hop in LONGER_HOPS:
+        ours, _ = sliding(train(0.3), hop)
+        results.append(result(f"sliding H={hop} d=0.3 per step", ours, "us", base))
     state = lzc.sliding_state(1, NEURONS, WINDOW, HOP)
     results.append(result("sliding state", sum(a.nbytes for a in state) / 1024, "KiB"))
     notes.append(f"sliding rows, {NEURONS} neurons, W={WINDOW}: H={HOP} in us per decision "
                  f"({HOP} steps pushed in one run + one read of the counts) against the same "
                  f"loop recounting each window with lz76_jit; H=1 in us per step against the "
-                 f"derived cost of the KS loop recounting every window (KS us x neurons)")
+                 f"derived cost of the KS loop recounting every window (KS us x neurons); "
+                 f"H={'/'.join(map(str, LONGER_HOPS))} per step against H={HOP} per step")
     notes.append(f"sliding state: KiB per stream of {NEURONS} neurons")
     return {
         "bench": "lzc",
