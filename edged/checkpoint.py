@@ -7,12 +7,15 @@ stream table hands over (``edged.streams.Rows``) with the engine rows of their s
 ``apply`` hands them back. One row per active stream, in the order of ``header["streams"]``:
 
 ================  ==========================================================
-``header``        format, version, model_sha256, epoch of the writer, written_at
+``header``        format, version (2; a version 1 file, which also stored
+                  ``lz.grams``, still loads), model_sha256, epoch of the writer, written_at
                   (Unix s), streams (ids), shapes (per-stream shape of each member);
                   optional transport (the ingest resume point, e.g. NATS
                   ``{kind, partition_count, offsets}``; files without it still load)
 ``neuron.<layer>.<var>``  ``engine.state`` rows (``float32[k, n]``)
-``lz.<field>``    ``engine.lz`` (``edged.lzc.SlidingLZ``) rows
+``lz.<field>``    ``engine.lz`` (``edged.lzc.SlidingLZ``) rows but the grams, which
+                  ``apply`` rebuilds from the words (``edged.lzc.rebuild``): two
+                  thirds of the LZ state, derived
 ``now``           stream clocks (steps completed), ``int64[k]``
 ``next_seq``      next expected frame seq, ``int64[k]``
 ``out_seq``       next decision seq, ``int64[k]``
@@ -46,11 +49,14 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from edged import lzc
 from edged.rng import stream_key
 from edged.streams import Rows
 
 FORMAT = "edged-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1 also stored lz.grams
+DERIVED = "lz.grams"  # not stored: rebuilt from lz.words (``apply``)
 NAME = "checkpoint.npz"
 HEADER_MAX = 64 << 20
 STREAM_FIELDS = ("next_seq", "out_seq", "unbilled_ops", "held_len")
@@ -75,10 +81,10 @@ class Restored(NamedTuple):
 
 
 def engine_arrays(engine) -> dict[str, np.ndarray]:
-    """The engine's per-stream arrays by member name (rows = slots)."""
+    """The engine's per-stream arrays a checkpoint stores, by member name (rows = slots)."""
     out = {f"neuron.{layer}.{var}": x for layer, ls in zip(engine.state._fields, engine.state)
            for var, x in zip(ls._fields, ls)}
-    out |= {f"lz.{name}": x for name, x in zip(engine.lz._fields, engine.lz)}
+    out |= {f"lz.{name}": x for name, x in zip(engine.lz._fields, engine.lz) if f"lz.{name}" != DERIVED}
     out["now"] = engine.now
     return out
 
@@ -157,7 +163,8 @@ def read(path: str, engine, capacity: int, model_sha256: str) -> Restored:
         with zipfile.ZipFile(path) as zf:
             sizes = {i.filename.removesuffix(".npy"): i.file_size for i in zf.infolist()}
         want = set(expect) | {"header", "held_ch"}
-        if set(sizes) != want:
+        legacy = DERIVED in sizes  # (version 1: not read)
+        if set(sizes) - {DERIVED} != want:
             extra, missing = sorted(set(sizes) - want), sorted(want - set(sizes))
             raise CheckpointError("corrupt", f"members differ: extra {extra}, missing {missing}")
         if sizes["header"] > HEADER_MAX:
@@ -168,6 +175,9 @@ def read(path: str, engine, capacity: int, model_sha256: str) -> Restored:
                 raise CheckpointError("corrupt", "header is not uint8[]")
             header = json.loads(raw.tobytes().decode())
             _check_header(header, model_sha256, capacity)
+            if legacy != (header["version"] == 1):
+                raise CheckpointError("corrupt", f"version {header['version']} "
+                                                 f"{'with' if legacy else 'without'} member {DERIVED}")
             k = len(header["streams"])
             for name, x in expect.items():
                 limit = k * int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize + 4096
@@ -198,8 +208,9 @@ def read(path: str, engine, capacity: int, model_sha256: str) -> Restored:
 def _check_header(h, model_sha256: str, capacity: int) -> None:
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise CheckpointError("corrupt", "not an edged checkpoint")
-    if h.get("version") != VERSION:
-        raise CheckpointError("mismatch", f"checkpoint version {h.get('version')!r}, expected {VERSION}")
+    if h.get("version") not in READS:
+        raise CheckpointError("mismatch", f"checkpoint version {h.get('version')!r}, "
+                                          f"expected one of {', '.join(map(str, READS))}")
     if h.get("model_sha256") != model_sha256:
         raise CheckpointError("mismatch", f"written for model sha256 {h.get('model_sha256')}, "
                                           f"serving {model_sha256}")
@@ -251,6 +262,7 @@ def apply(restored: Restored, engine) -> Rows:
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
     for i, stream in enumerate(restored.streams):
         engine.keys[i] = stream_key(stream)
+        lzc.rebuild(engine.lz, i)
     held = [a["held_ch"][offsets[i]:offsets[i + 1]].copy() for i in range(k)]
     return Rows(list(restored.streams), np.arange(k, dtype=np.int64), a["next_seq"], a["out_seq"],
                 a["unbilled_ops"], held)

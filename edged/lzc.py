@@ -40,9 +40,10 @@ Sliding window (``SlidingLZ``)
     order (the last 15 from the words, zeros past ``b'``) as below, the minima kept per
     chunk of 64 sources: the rightmost source lies in the last chunk whose minimum allows
     ``M`` bits. ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
-    a read costs about the fresh searches of the bits pushed since the last one. State
-    per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams, 0.7 KiB of phrase
-    list (~2.9 KiB).
+    a read costs a part that does not grow with the bits pushed since the last one (the
+    head, the still-copying last phrase, the copy of the grams) plus the fresh searches of
+    those bits. State per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams
+    (derived from the bits: ``rebuild``), 0.7 KiB of phrase list (~2.9 KiB).
 
 One-shot (``lz76_jit``, under ``lz76`` and ``lzc``)
     The ``n`` bits are read once into the words of a fresh one-stream, one-neuron state
@@ -61,9 +62,11 @@ API
     functions ``push(st, stream, bits)``, ``push_many(st, stream, bits, k)`` (``k`` steps
     at once, as bits of a uint64 per neuron), ``push_zeros(st, stream, k)``,
     ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
-    ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
-    From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
-    state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
+    ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``,
+    ``rebuild(st, stream)`` (the grams from the words). From njit code pass ``stream`` as a
+    variable (a literal compiles a second copy). The state is plain arrays:
+    ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``; the grams can be left out
+    and rebuilt (``rebuild``), as checkpoints do.
 
 Matching is done on 16-bit grams ``G[i] = s[i:i+16]`` (first bit most significant, zeros
 past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 16 and the longest match
@@ -567,6 +570,25 @@ def window_bits(st, stream, neuron):
     return out
 
 
+@inline_kernel
+def _fill_grams(w, g, n_words):
+    """The grams of the first ``n_words`` words' slots of one bit ring ``w`` into ``g``."""
+    for k in range(n_words):
+        w0, w1 = w[k], w[k + 1]
+        y = g[64 * k:64 * k + 64]
+        for t in range(np.uint64(64)):
+            y[t] = np.uint16(_bits_at(w0, w1, t) >> np.uint64(64 - _GRAM))
+
+
+@kernel
+def rebuild(st, stream):
+    """Recompute every gram of ``stream`` from its bit words (a checkpoint stores only the
+    words: ``edged.checkpoint``). Complete grams come out as pushed; the last 15, not yet
+    complete, are never read as such (``_reparse`` takes them from the words)."""
+    for n in range(st.words.shape[1]):
+        _fill_grams(st.words[stream, n], st.grams[stream, n], st.grams.shape[2] // 64)
+
+
 @kernel
 def reset(st, stream):
     """Empty every window of ``stream`` (e.g. when a new source takes the slot)."""
@@ -606,12 +628,8 @@ def lz76_jit(bits):
         w[k] = v
     if seen > 1:
         return -1
-    for k in range((n + 63) >> 6):  # the grams of a word's 64 slots (zeros past n)
-        w0, w1 = w[k], w[k + 1]
-        y = g[64 * k:64 * k + 64]
-        for t in range(np.uint64(64)):
-            y[t] = np.uint16(_bits_at(w0, w1, t) >> np.uint64(64 - _GRAM))
     w[w.size - 1] = w[0]
+    _fill_grams(w, g, (n + 63) >> 6)
     steps[0] = n
     _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0)
     return count[0, 0]

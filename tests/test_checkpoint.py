@@ -98,10 +98,25 @@ def ctx():
     c.term()
 
 
-def test_warm_restart_equals_uninterrupted_run(any_model, tmp_path, ctx):
+def as_version_1(path: str, engine, slots: dict[str, int]) -> None:
+    """Rewrite the checkpoint at ``path`` as version 1 wrote it: the LZ grams stored too."""
+    members = dict(np.load(path, allow_pickle=False))
+    header = json.loads(members["header"].tobytes())
+    assert "lz.grams" not in members and header["version"] == 2  # derived: not stored
+    members["lz.grams"] = engine.lz.grams[[slots[s] for s in header["streams"]]]
+    stray = ckpt.write(os.path.dirname(path), members, "stray.npz")
+    with pytest.raises(ckpt.CheckpointError, match="version 2 with member lz.grams"):
+        ckpt.read(stray, engine, engine.streams, header["model_sha256"])
+    os.unlink(stray)
+    members["header"] = np.frombuffer(json.dumps(header | {"version": 1}).encode(), np.uint8)
+    ckpt.write(os.path.dirname(path), members)
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_warm_restart_equals_uninterrupted_run(any_model, tmp_path, ctx, version):
     """Stop mid-stream (events held at the cut, unfinished windows), restart from the
-    checkpoint: each stream continues exactly (escape noise too); decision seq continues;
-    epoch is new."""
+    checkpoint (``version`` 1 also stored the LZ grams; 2 rebuilds them): each stream
+    continues exactly (escape noise too); decision seq continues; epoch is new."""
     model = any_model
     end = 800
     data = {name: events(seed, 700, end - 3, model.n_in) for name, seed in (("a", 21), ("b", 22))}
@@ -117,6 +132,8 @@ def test_warm_restart_equals_uninterrupted_run(any_model, tmp_path, ctx):
     before = {name: first.collect(name, st.out_seq[st.slots[name]]) for name in cuts}
     first.stop()
     assert (tmp_path / ckpt.NAME).exists()
+    if version == 1:
+        as_version_1(str(tmp_path / ckpt.NAME), first.svc.engine, first.svc.streams.slots)
 
     second = Daemon(model, tmp_path, ctx, tx=first.tx, probe="~q")
     try:

@@ -335,9 +335,10 @@ def adversarial(rng, n: int) -> np.ndarray:
     return x
 
 
-def run_hops(window, n_neurons, spikes, hops, hop=16):
+def run_hops(window, n_neurons, spikes, hops, hop=16, lose=None):
     """Push ``spikes`` (steps x neurons) and compare ``counts`` with the reference after
-    each read interval in ``hops`` (cycled)."""
+    each read interval in ``hops`` (cycled). ``lose`` (a Generator): after each read the
+    grams are overwritten at random and rebuilt from the words, as a checkpoint restores."""
     state = lzc.sliding_state(1, n_neurons, window, hop)
     out = np.zeros(n_neurons, np.int64)
     t, i = 0, 0
@@ -349,6 +350,9 @@ def run_hops(window, n_neurons, spikes, hops, hop=16):
         lzc.counts(state, 0, out)
         w = spikes[max(0, t - window):t]
         assert out.tolist() == [lz76_ks(w[:, n].copy()) for n in range(n_neurons)], (t, h)
+        if lose is not None:
+            state.grams[0] = lose.integers(0, 1 << 16, state.grams[0].shape)
+            lzc.rebuild(state, 0)
 
 
 @pytest.mark.parametrize("kind, d", [
@@ -371,6 +375,17 @@ def test_resync_equals_recount_at_any_read_intervals(window, seed, hops, kind, d
     n = 3 * window + 500
     make = (lambda: adversarial(rng, n)) if kind == "adversarial" else (lambda: trains(rng, n, kind, d))
     run_hops(window, 2, np.stack([make(), make()], axis=1), hops)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=st.sampled_from([1, 15, 16, 17, 63, 64, 65, 100, 1024]), seed=st.integers(0, 2**32 - 1),
+       hops=st.lists(st.integers(1, 400), min_size=1, max_size=4),
+       kind=st.sampled_from(["random", "periodic", "runs", "adversarial"]), d=st.floats(0.0, 1.0))
+def test_grams_rebuilt_from_the_words_continue_exactly(window, seed, hops, kind, d):
+    rng = np.random.default_rng(seed)
+    n = 2 * window + 300
+    make = (lambda: adversarial(rng, n)) if kind == "adversarial" else (lambda: trains(rng, n, kind, d))
+    run_hops(window, 2, np.stack([make(), make()], axis=1), hops, lose=rng)
 
 
 def test_state_size_per_neuron():
