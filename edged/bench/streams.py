@@ -324,7 +324,8 @@ def run(args: argparse.Namespace) -> dict:
                          f"{out['late']} sent late, {out['missing']} decisions missing (the daemon "
                          f"made {out['decided']}, rejected {out['rejected']} frames), client p50 "
                          f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
-                         f"{out['cpu'] / out['seconds']:.2f} cores (client {out['client_cpu'] / out['seconds']:.2f}), "
+                         f"{out['cpu'] / out['seconds']:.2f} cores = {out['cpu'] / out['frames'] * 1e6:.1f} us "
+                         f"per frame-and-decision (client {out['client_cpu'] / out['seconds']:.2f} cores), "
                          f"{out['batch']:.1f} frames per batch -> "
                          f"{'kept' if ok else 'NOT kept'}")
             if not ok:
