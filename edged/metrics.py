@@ -158,6 +158,8 @@ class Metrics:
                                         "Seconds the last checkpoint took (snapshot + write)", registry=r)
         self.checkpoint_streams = Gauge("edged_checkpoint_streams", "Streams in the last checkpoint",
                                         registry=r)
+        self.checkpoint_size = Gauge("edged_checkpoint_size_bytes", "Size of the last checkpoint file",
+                                     registry=r)
         self.nats_frames_lost = Counter(
             "edged_nats_frames_lost_total",
             "NATS: input frames that left the JetStream log (retention) before edged read them",

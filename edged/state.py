@@ -151,7 +151,8 @@ class StateDir:
         try:
             confirmed.result(CONFIRM_S)  # raises the transport's OSError, or TimeoutError
             t0 = time.perf_counter()
-            ckpt.write(self.dir, members, ckpt.file_name(*self.shard))
+            path = ckpt.write(self.dir, members, ckpt.file_name(*self.shard))
+            size = os.path.getsize(path)
         except Exception as e:  # noqa: BLE001 - no failure may end the writer thread silently
             self.metrics.checkpoint_writes.labels("error").inc()
             self.log.error("checkpoint to %s failed: %s (the previous one is kept)", self.dir, e,
@@ -162,4 +163,5 @@ class StateDir:
         m.checkpoint_last_success.set(self.wall())
         m.checkpoint_seconds.set(seconds + time.perf_counter() - t0)  # not the wait
         m.checkpoint_streams.set(streams)
+        m.checkpoint_size.set(size)
         return True
