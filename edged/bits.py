@@ -1,11 +1,13 @@
 """Bit-level LLVM intrinsics the kernels share: leading and trailing zero counts, popcount,
-and vector compares that turn 32 or 64 array lanes into one bit mask (bit ``t`` for lane
-``t``). They take no bounds checks: the caller keeps every lane it reads inside its array."""
+vector compares that turn 32 or 64 array lanes into one bit mask (bit ``t`` for lane
+``t``), and a cache prefetch hint. They take no bounds checks: the caller keeps every lane
+it reads inside its array."""
 
 from __future__ import annotations
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 
@@ -80,3 +82,21 @@ def lanes_le(typingctx, a, start, h, lim):
                         splat(args[2]))
         return builder.bitcast(builder.icmp_unsigned("<=", x, splat(args[3])), ir.IntType(64))
     return types.uint64(a, start, h, lim), codegen
+
+
+@intrinsic
+def prefetch(typingctx, a, start):
+    """Hint the CPU to bring the cache line of element ``start`` of the C-contiguous array
+    ``a`` (flat index) into its L2 cache for reading; no effect on results."""
+    if not (isinstance(a, types.Array) and a.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(a, types.intp), codegen

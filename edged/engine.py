@@ -26,7 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from edged import lzc, neurons
-from edged.jit import bind, borrow, kernel
+from edged.bits import prefetch
+from edged.jit import bind, borrow, inline_kernel, kernel
 from edged.readout import scale
 from edged.rng import stream_key
 
@@ -40,10 +41,26 @@ class Decisions(NamedTuple):
     ops: int  # synaptic operations (accumulates) spent
 
 
+class Work(NamedTuple):
+    """Work space of the stepping loop (``workspace``), reused by every frame of a call."""
+
+    neurons: neurons.Work
+    lz: np.ndarray  # lzc.workspace
+    bits: np.ndarray  # uint8[n_out]: one step's output spikes
+    held: np.ndarray  # uint64[n_out]: output bits not yet pushed to the windows, newest lowest
+
+
+@inline_kernel
+def workspace(net, lz):
+    n_out = net.w_out.shape[1]
+    return Work(neurons.workspace(net), lzc.workspace(lz), np.zeros(n_out, np.uint8),
+                np.zeros(n_out, np.uint64))
+
+
 @kernel
-def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes):
+def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes, work):
     dec_t[k] = now
-    lzc.counts(lz, slot, dec_lz[k])
+    lzc.read(lz, slot, dec_lz[k], work)
     lzc.ones(lz, slot, dec_spikes[k])
 
 
@@ -77,7 +94,8 @@ def _advance(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz
     is out of range."""
     if not _valid(t, ch, now, end, net.w_in.shape[0]):
         return -1
-    return _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes)
+    return _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes,
+                workspace(net, lz))
 
 
 @kernel
@@ -85,6 +103,27 @@ def decisions_between(start, end, hop, window):
     """Decisions a stream at clock ``start`` makes advancing to ``end``."""
     lo = max(window, start + 1)
     return 0 if lo > end else end // hop - (lo - 1) // hop
+
+
+@inline_kernel
+def _prefetch_row(a, row):
+    """Prefetch row ``row`` (along the first axis) of the C-contiguous array ``a``."""
+    n = a.size // a.shape[0]
+    for i in range(0, n, max(64 // a.itemsize, 1)):
+        prefetch(a, row * n + i)
+
+
+@inline_kernel
+def _prefetch_stream(st, lz, slot):
+    """Prefetch the neuron state and LZ windows of ``slot``: the next frame's stream, cold
+    in cache (frames come round the streams), loads while this frame is worked on."""
+    for layer in st:
+        for x in layer:
+            _prefetch_row(x, slot)
+    _prefetch_row(lz.words, slot)
+    _prefetch_row(lz.grams, slot)
+    _prefetch_row(lz.starts, slot)
+    _prefetch_row(lz.srcs, slot)
 
 
 @kernel
@@ -105,14 +144,17 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
     dec_lz = np.empty((rows, n_out), np.int64)
     dec_spikes = np.empty((rows, n_out), np.int64)
     ops = np.empty(n_frames, np.int64)
+    work = workspace(net, lz)
     for f in range(n_frames):
         slot = slots[f]
         if clock[slot] != starts[f]:
             raise AssertionError("advance_many: a frame does not start at its stream's clock")
         a, b = offsets[f], offsets[f + 1]
         k0, k1 = first[f], first[f + 1]
+        if f + 1 < n_frames:
+            _prefetch_stream(st, lz, slots[f + 1])
         ops[f] = _run(net, st, lz, slot, keys[slot], t[a:b], ch[a:b], starts[f], ends[f], hop, window,
-                      dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1])
+                      dec_t[k0:k1], dec_lz[k0:k1], dec_spikes[k0:k1], work)
         clock[slot] = ends[f]
     complexity = np.empty((rows, n_out), np.float32)
     feats = np.empty((rows, n_out * codes.shape[0]), np.float32)
@@ -121,17 +163,17 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
 
 
 @kernel
-def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
+def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes, work):
     net, st, lz, t, ch = borrow((net, st, lz, t, ch))  # (held by the caller throughout)
-    dec_t, dec_lz, dec_spikes = borrow((dec_t, dec_lz, dec_spikes))
+    dec_t, dec_lz, dec_spikes, work = borrow((dec_t, dec_lz, dec_spikes, work))
     n_out = net.w_out.shape[1]
-    bits = np.zeros(n_out, np.uint8)
-    held = np.zeros(n_out, np.uint64)  # output bits not yet pushed to the windows, newest lowest
+    w, bits, held = work.neurons, work.bits, work.held
     n_held = 0
-    w = neurons.workspace(net)
     ops = 0
     k = 0
     i = 0
+    # the next decision boundary after ``now``: a multiple of hop, >= window
+    due = max((window + hop - 1) // hop * hop, (now // hop + 1) * hop)
     while now < end:
         i, nxt, skipped, o = neurons.advance(net, st, slot, key, t, ch, i, now, end, bits, w)
         ops += o
@@ -140,25 +182,24 @@ def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, de
                 held[j] = (held[j] << np.uint64(1)) | np.uint64(bits[j])
             n_held += 1
             now = nxt
-            decide = now % hop == 0 and now >= window
-            if decide or n_held == lzc.MAX_PUSH or now == end:
+            if now == due or n_held == lzc.MAX_PUSH or now == end:
                 lzc.push_many(lz, slot, held, n_held)
                 n_held = 0
-            if decide:
-                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+            if now == due:
+                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes, work.lz)
                 k += 1
+                due += hop
         if now < nxt and n_held:
             lzc.push_many(lz, slot, held, n_held)
             n_held = 0
         while now < nxt:  # a decayed stretch: its zeros in bulk, cut at decision boundaries
-            boundary = max(window, (now // hop + 1) * hop)
-            boundary = (boundary + hop - 1) // hop * hop
-            stop = min(nxt, boundary)
+            stop = min(nxt, due)
             lzc.push_zeros(lz, slot, stop - now)
             now = stop
-            if now == boundary:
-                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes)
+            if now == due:
+                _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes, work.lz)
                 k += 1
+                due += hop
     return ops
 
 

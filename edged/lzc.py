@@ -61,7 +61,8 @@ API
     bounds the phrases of ``n`` bits and sizes the phrase lists), then the njit
     functions ``push(st, stream, bits)``, ``push_many(st, stream, bits, k)`` (``k`` steps
     at once, as bits of a uint64 per neuron), ``push_zeros(st, stream, k)``,
-    ``counts(st, stream, out)``, ``ones(st, stream, out)`` (spikes per window),
+    ``counts(st, stream, out)`` (or ``read(st, stream, out, work)`` in a ``workspace(st)``
+    reused across reads), ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``,
     ``rebuild(st, stream)`` (the grams from the words). From njit code pass ``stream`` as a
     variable (a literal compiles a second copy). The state is plain arrays:
@@ -87,8 +88,8 @@ from edged.jit import inline_kernel, kernel
 
 __all__ = [
     "lz76", "lz76_jit", "lz78", "lzc", "normalise", "MAX_WINDOW",
-    "SlidingLZ", "sliding_state", "push", "push_many", "MAX_PUSH", "push_zeros", "counts", "ones",
-    "reset", "max_phrases",
+    "SlidingLZ", "sliding_state", "push", "push_many", "MAX_PUSH", "push_zeros", "counts", "read",
+    "workspace", "ones", "reset", "max_phrases",
     "window_len", "window_bits",
 ]
 
@@ -278,7 +279,7 @@ def _bits_at(w0, w1, o):
 
 
 @kernel
-def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, window, stream):
+def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, window, stream, work):
     """Make ``stream``'s rows of ``count``/``last``/``starts``/``srcs`` describe its window
     ``[a2, b2)``, ``b2 = steps``, ``a2 = max(0, b2 - W)``, instead of ``[a, b)``, ``b =
     parsed``: the old phrases are taken over where they stay valid, the others cut afresh by
@@ -289,7 +290,7 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     ``L[x]`` is the gram of ``a2 + x``. Loops index it unsigned (no index fix-up, so LLVM
     vectorises them), 64 sources ``j`` at a time (``cm``: their minima), the last chunk
     ending at ``p`` (or masked to ``j < p``). Past the first level, ``bad[j] != 0`` marks
-    the ``j`` that missed a bit so far."""
+    the ``j`` that missed a bit so far. ``work``: a ``workspace`` of the state."""
     words, grams, starts, srcs = words3[stream], grams3[stream], starts3[stream], srcs3[stream]
     count, last = count2[stream], last2[stream]
     b, b2, W = parsed[stream], steps[stream], window[stream]
@@ -301,11 +302,12 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     a2 = max(0, b2 - W)
     size = max(b2 - a2, 0)
     P = starts.shape[1]
-    new_starts = np.empty(P, np.uint16)
-    new_srcs = np.empty(P, np.uint16)
-    L = np.empty(R + 64, np.uint16)  # (a source scan reads 64 from any j < size)
-    bad = np.empty(R + 64, np.uint16)
-    cm = np.empty(R // 64 + 64, np.uint16)  # (a compare reads 64 from any chunk)
+    if work.size != _work_size(R, P):
+        raise ValueError("sliding LZ76: work space of another state")
+    new_starts, new_srcs = work[:P], work[P:2 * P]
+    L = work[2 * P:2 * P + R + 64]  # (a source scan reads 64 from any j < size)
+    bad = work[2 * P + R + 64:2 * P + 2 * R + 128]
+    cm = work[2 * P + 2 * R + 128:]  # R // 64 + 64 (a compare reads 64 from any chunk)
     thr = a2 - a  # an old source (from a) is still in the window if >= thr
     sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
     n_ring = max(size - (_GRAM - 1), 0)  # grams complete in the ring; the rest from words
@@ -525,15 +527,33 @@ def push_zeros(st, stream, k):
     st.steps[stream] = st.parsed[stream] = b
 
 
+@_inline
+def _work_size(R, P):
+    return 2 * P + 2 * (R + 64) + R // 64 + 64
+
+
+@_inline
+def workspace(st):
+    """Work space for the reads of ``st`` (``read``), to reuse across reads."""
+    return np.empty(_work_size(st.grams.shape[2], st.starts.shape[2]), np.uint16)
+
+
 @kernel
-def counts(st, stream, out):
-    """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``."""
+def read(st, stream, out, work):
+    """Write the LZ76 count of each neuron's current window of ``stream`` into ``out``,
+    re-cutting in ``work`` (``workspace(st)``)."""
     _check(st, stream, out.size)
     if st.parsed[stream] != st.steps[stream]:
         _reparse(st.words, st.grams, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
-                 st.window, stream)
+                 st.window, stream, work)
     for n in range(out.size):
         out[n] = st.count[stream, n]
+
+
+@kernel
+def counts(st, stream, out):
+    """``read`` in a work space of its own."""
+    read(st, stream, out, workspace(st))
 
 
 @kernel
@@ -631,5 +651,6 @@ def lz76_jit(bits):
     w[w.size - 1] = w[0]
     _fill_grams(w, g, (n + 63) >> 6)
     steps[0] = n
-    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0)
+    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0,
+             np.empty(_work_size(grams.shape[2], starts.shape[2]), np.uint16))
     return count[0, 0]

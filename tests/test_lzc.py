@@ -536,6 +536,24 @@ def test_engine_rejects_bad_arguments():
     assert state.steps.tolist() == [0, 0]
 
 
+def test_reads_share_one_work_space():
+    """``read`` in one ``workspace`` for every stream counts as ``counts`` does, and a work
+    space sized for another state is refused."""
+    rng = np.random.default_rng(8)
+    state = lzc.sliding_state(3, 2, 100)
+    work, out = lzc.workspace(state), np.zeros(2, np.int64)
+    for _ in range(30):
+        s = int(rng.integers(3))
+        for _ in range(int(rng.integers(1, 40))):
+            lzc.push(state, s, (rng.random(2) < 0.3).astype(np.uint8))
+        lzc.read(state, s, out, work)
+        bits = [lzc.window_bits(state, s, n) for n in range(2)]
+        assert out.tolist() == [lz76_ks(b) for b in bits]
+    lzc.push(state, 0, np.ones(2, np.uint8))
+    with pytest.raises(ValueError, match="work space"):
+        lzc.read(state, 0, out, lzc.workspace(lzc.sliding_state(1, 2, 1000)))
+
+
 def test_window_of_one_bit():
     state = lzc.sliding_state(1, 1, 1)
     out = np.zeros(1, np.int64)

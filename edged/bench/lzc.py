@@ -76,6 +76,7 @@ def _drivers():
     @numba.njit
     def drive(st, stream, spikes, hop, out):  # the daemon's per-stream loop, in miniature:
         held = np.zeros(out.size, np.uint64)  # the steps' bits pushed in runs, as the engine does
+        work = lzc.workspace(st)  # (one work space for all reads, as the engine has)
         k = 0
         for t in range(spikes.shape[0]):
             for n in range(out.size):
@@ -85,7 +86,7 @@ def _drivers():
                 lzc.push_many(st, stream, held, k)
                 k = 0
             if (t + 1) % hop == 0:
-                lzc.counts(st, stream, out)
+                lzc.read(st, stream, out, work)
 
     @numba.njit
     def recount(st, stream, spikes, hop, out):  # the same loop, recounting each window
