@@ -67,12 +67,13 @@ import struct
 import threading
 import time
 import zlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import zmq
 
 from edged.config import ConfigError, dedup_rule, parse_partitions
-from edged.protocol import MAX_STREAM_BYTES, FrameError
+from edged.protocol import MAX_STREAM_BYTES, FrameError, Packed
+from edged.sockets import Received, receive_each
 
 IN_PREFIX, OUT_PREFIX, HEARTBEAT_SUBJECT = "edged.in", "edged.out", "edged.heartbeat"
 OUT_STREAM = "EDGED_OUT"
@@ -396,6 +397,14 @@ class Transport:
         delivered.subject = meta[_META.size:].decode()
         return delivered
 
+    def warm(self) -> None:
+        """Nothing compiled here."""
+
+    def receive(self, budget: int, wait_s: float, close_bytes: int,
+                clock: Callable[[], float] = time.perf_counter) -> Received:
+        """Up to ``budget`` queued frames as ``Delivered`` (``edged.sockets.receive_each``)."""
+        return receive_each(self.recv, clock, budget, wait_s, close_bytes, keep=True)
+
     def check_origin(self, buf: Delivered, stream: str) -> None:
         """Reject (``stream``) a frame of ``stream`` that arrived on another subject than its own."""
         want = in_subject(stream, self.count)
@@ -403,9 +412,9 @@ class Transport:
             raise FrameError("stream", f"stream {stream!r} arrived on {buf.subject}, "
                                        f"its subject is {want}")
 
-    def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
+    def send_decisions(self, streams: list[str], seqs: list[int], packed: Packed) -> None:
         self.loop.soon(self._enqueue, [(out_subject(s), p, msg_id(s, q))
-                                       for s, q, p in zip(streams, seqs, payloads)])
+                                       for s, q, p in zip(streams, seqs, packed.payloads())])
 
     def send_heartbeat(self, payload: bytes) -> None:
         self.loop.soon(self._beat, payload)

@@ -286,13 +286,16 @@ class Scan(NamedTuple):
         return Frame(stream, seq, self.t[e:e + n], self.ch[e:e + n], until if has_until else None)
 
 
-def scan(bufs: list[bytes], limits: Limits, scan_frames) -> Scan:
-    """The frames of ``bufs`` in the common shape (``scan_frame``), taken from their bytes
-    by one ``scan_frames`` call (compiled); none on a big-endian host (the events are
-    copied as native integers)."""
-    ends = [0, *itertools.accumulate(map(len, bufs))]
-    joined = b"".join(bufs)
-    rows = np.zeros((len(bufs), SCAN_FIELDS), np.int64)
+def joined(bufs: list[bytes]) -> tuple[bytes, list[int]]:
+    """``bufs`` back to back, and where each ends: buffer ``f`` is ``[ends[f]:ends[f + 1]]``."""
+    return b"".join(bufs), [0, *itertools.accumulate(map(len, bufs))]
+
+
+def scan(joined: bytes, ends: list[int], limits: Limits, scan_frames) -> Scan:
+    """The frames ``joined[ends[f]:ends[f + 1]]`` in the common shape (``scan_frame``), taken
+    from their bytes by one ``scan_frames`` call (compiled); none on a big-endian host (the
+    events are copied as native integers)."""
+    rows = np.zeros((len(ends) - 1, SCAN_FIELDS), np.int64)
     t, ch = np.empty((2, len(joined) // 12), np.int64)  # (12 bytes per event)
     if _LITTLE_ENDIAN:
         scan_frames(np.frombuffer(joined, np.uint8), np.array(ends, np.int64), limits.n_in,
@@ -311,7 +314,7 @@ def scan(bufs: list[bytes], limits: Limits, scan_frames) -> Scan:
 
 def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame | None]:
     """``scan``'s frames: each of the common shape decoded, None for the others."""
-    s = scan(bufs, limits, scan_frames)
+    s = scan(*joined(bufs), limits, scan_frames)
     return [s.frame(f) for f in range(len(bufs))]
 
 
@@ -508,22 +511,42 @@ def pack_decisions(consts, const_ends, streams, stream_ends, seqs, t, classes, p
         out_ends[k + 1] = at
 
 
+class Packed(NamedTuple):
+    """Decisions packed back to back (``pack_decisions_with``): decision ``k``'s topic (its
+    stream id, UTF-8) is ``ids[id_ends[k]:id_ends[k + 1]]``, its payload ``out[ends[k]:ends[k +
+    1]]``; all uint8 and int64 arrays."""
+
+    ids: np.ndarray
+    id_ends: np.ndarray
+    out: np.ndarray
+    ends: np.ndarray
+
+    @classmethod
+    def of(cls, streams: list[str], payloads: list[bytes]) -> "Packed":
+        ids, id_ends = joined([s.encode() for s in streams])
+        out, ends = joined(payloads)
+        return cls(np.frombuffer(ids, np.uint8), np.array(id_ends, np.int64),
+                   np.frombuffer(out, np.uint8), np.array(ends, np.int64))
+
+    def payloads(self) -> list[bytes]:
+        buf, bounds = self.out[:self.ends[-1]].tobytes(), self.ends.tolist()
+        return [buf[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def pack_decisions_with(pack, layout: DecisionLayout, streams: list[str], seqs: list[int],
                         t: np.ndarray, classes: np.ndarray, scores: np.ndarray, lzc: np.ndarray,
-                        latency_s: list[float], energy_j: list[float], cpu_s: float) -> list[bytes]:
+                        latency_s: list[float], energy_j: list[float], cpu_s: float) -> Packed:
     """``encode_decisions`` in one ``pack`` call (``pack_decisions``, compiled) over arrays:
     ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one float32 row."""
-    ids = [s.encode() for s in streams]
-    out = np.empty(len(ids) * layout.max_bytes, np.uint8)
-    ends = np.empty(len(ids) + 1, np.int64)
-    pack(layout.consts, layout.const_ends, np.frombuffer(b"".join(ids), np.uint8),
-         np.array([0, *itertools.accumulate(map(len, ids))], np.int64), np.array(seqs, np.int64),
+    ids, id_ends = joined([s.encode() for s in streams])
+    ids, id_ends = np.frombuffer(ids, np.uint8), np.array(id_ends, np.int64)
+    out = np.empty(len(streams) * layout.max_bytes, np.uint8)
+    ends = np.empty(len(streams) + 1, np.int64)
+    pack(layout.consts, layout.const_ends, ids, id_ends, np.array(seqs, np.int64),
          np.ascontiguousarray(t, np.int64), np.ascontiguousarray(classes, np.int64), layout.classes,
          layout.class_ends, np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(lzc, np.float32),
          np.array(latency_s, np.float64), np.array(energy_j, np.float64), float(cpu_s), out, ends)
-    buf = out[:ends[-1]].tobytes()
-    bounds = ends.tolist()
-    return [buf[a:b] for a, b in zip(bounds, bounds[1:])]
+    return Packed(ids, id_ends, out, ends)
 
 
 def encode_decision(stream: str, epoch: int, seq: int, t: int, label: str, class_id: int,

@@ -65,11 +65,11 @@ class Publisher:
         frame, seqs, latency, frame_latency = decision_rows(first, seq0, np.array(batch.received), now)
         seqs = seqs.tolist()
         streams = [batch.streams[f] for f in frame.tolist()]
-        payloads = protocol.pack_decisions_with(pack_decisions, self.layout, streams, seqs, d.t,
-                                                np.argmax(scores, axis=1), scores, d.lzc, latency,
-                                                self.energy.decision(ops_per_decision[frame], self.hop),
-                                                cpu_s)
-        self.sockets.send_decisions(streams, seqs, payloads)
+        packed = protocol.pack_decisions_with(pack_decisions, self.layout, streams, seqs, d.t,
+                                              np.argmax(scores, axis=1), scores, d.lzc, latency,
+                                              self.energy.decision(ops_per_decision[frame], self.hop),
+                                              cpu_s)
+        self.sockets.send_decisions(streams, seqs, packed)
         self.metrics.latency.observe_all(latency)
         self.metrics.frame_seconds.observe_all(frame_latency)
 

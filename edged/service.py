@@ -8,8 +8,8 @@ events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.state`` (restore and checkpoints in ``--state-dir``).
 
-Each wake-up receives the queued frames, decodes those of the common shape in one
-compiled call, admits them one by one, then advances all admitted frames in one
+Each wake-up receives the queued frames (``Sockets.receive``, one compiled call per batch),
+decodes those of the common shape in one compiled call, admits them, then advances all admitted frames in one
 compiled engine call (``Engine.advance_many``),
 scores all their decisions in one readout call and publishes them in order. The
 decisions equal one offline ``engine.advance`` over the same events, whatever the frame
@@ -56,10 +56,10 @@ from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import bound, kernel
 from edged.metrics import LoopHistogram, Metrics
-from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_frame, ready_line, scan
+from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_frame, joined, ready_line, scan
 from edged.publisher import Publisher, decision_rows, pack_decisions
 from edged.sdnotify import Watchdog
-from edged.sockets import QUIET_S, Sockets
+from edged.sockets import QUIET_S, Received, Sockets
 from edged.state import StateDir
 from edged.streams import EMPTY, Batch, Full, Streams
 
@@ -224,7 +224,7 @@ class Service:
             frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
                                  scan_frames)
         batch = Batch(1)  # slot 0
-        warm = scan([encode_frame("warm", 0, t, ch, end, True)], self.limits, scan_frames)
+        warm = scan(*joined([encode_frame("warm", 0, t, ch, end, True)]), self.limits, scan_frames)
         self.streams.admit_all(warm, [0.0], batch, lambda f: None, [None])  # compiles, admits none
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)
@@ -238,6 +238,7 @@ class Service:
         scores = self.readout.scores(d.features)
         protocol.pack_decisions_with(pack_decisions, self.publisher.layout, ["warm"], [0], d.t[:1],
                                      np.argmax(scores[:1], axis=1), scores[:1], d.lzc[:1], [0.0], [0.0], 0.0)
+        self.sockets.warm()
         seq0, _ = Streams(1).decided(batch.arrays()[0], ops, first)  # billing, on a scratch table
         latency = decision_rows(first, seq0, np.zeros(len(batch)), 0.0)[2]
         LoopHistogram("warm", "warm", (1.0,), CollectorRegistry()).observe_all(latency)
@@ -300,50 +301,41 @@ class Service:
         are published in order. So an idle daemon publishes each frame's decisions at
         once and a busy one pays the engine and onnxruntime calls once per batch."""
         n = 0
-        recv, clock, cpu_clock = self.sockets.ingest.recv, self.clock, self.cpu_clock
+        cpu_clock = self.cpu_clock
         cpu0 = cpu_clock()
         batch = self.batch
         batch.clear(cpu0)
-        waiting = True
-        while waiting and n < budget:
-            bufs, times, size = [], [], 0
-            while n < budget:
-                try:
-                    buf = recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    waiting = False
-                    break
-                bufs.append(buf)
-                times.append(clock())
-                n += 1
-                size += len(buf)
-                if times[-1] - times[0] >= READOUT_WAIT or size >= BATCH_BYTES:
-                    break
-            if not bufs:
+        while n < budget:
+            got = self.sockets.receive(budget - n, READOUT_WAIT, BATCH_BYTES, self.clock)
+            if not got.times:
                 break
-            self.admit_all(bufs, times, batch)
+            n += len(got.times)
+            self.admit_all(got, batch)
             self.serve(batch)
             batch.clear(cpu_clock())
+            if not got.more:
+                break
         self.tally.cpu += cpu_clock() - cpu0
         return n
 
-    def admit_all(self, bufs: list[bytes], times: list[float], batch: Batch) -> None:
-        """``admit`` each of ``bufs`` (received at ``times``) in order: those of the common
-        shape scanned in one compiled call (``edged.protocol.scan``), runs of plain ones
-        (over NATS, on their stream's subject: ``check_origin``) admitted in one more each
+    def admit_all(self, got: Received, batch: Batch) -> None:
+        """``admit`` each frame of ``got`` in order: those of the common shape scanned in
+        one compiled call (``edged.protocol.scan``), runs of plain ones (over NATS, on their
+        stream's subject: ``check_origin``) admitted in one more each
         (``Streams.admit_all``), the others one by one."""
+        times = got.times
         try:
-            scanned = scan(bufs, self.limits, scan_frames)
+            scanned = scan(got.joined, got.ends, self.limits, scan_frames)
         except Exception as e:  # noqa: BLE001 - the reference decoder takes over
-            self.log.exception("internal error decoding %d frames together: %s", len(bufs), e)
-            for buf, now in zip(bufs, times):
-                self.admit(buf, now, batch)
+            self.log.exception("internal error decoding %d frames together: %s", len(times), e)
+            for f, now in enumerate(times):
+                self.admit(got.buf(f), now, batch)
             return
         ids = scanned.ids
         if self._origin is not None:
-            ids = [s if s is not None and self._on_origin(buf, s) else None for buf, s in zip(bufs, ids)]
+            ids = [s if s is not None and self._on_origin(got.buf(f), s) else None for f, s in enumerate(ids)]
         frames, gaps, events = self.streams.admit_all(
-            scanned, times, batch, lambda f: self.admit(bufs[f], times[f], batch, scanned.frame(f)), ids)
+            scanned, times, batch, lambda f: self.admit(got.buf(f), times[f], batch, scanned.frame(f)), ids)
         self.tally.frames += frames
         self.tally.seq_gaps += gaps
         self.tally.events += events

@@ -10,23 +10,61 @@ on PUB only, so decisions already queued leave.
 The service sees a transport through this class's methods; ``edged.jetstream.Transport``
 is the other one (NATS). ``wake`` is the socket whose readability means frames are
 queued (a drain waits ``QUIET_S`` on it for frames still in flight);
-``send_decisions`` sends each decision as two frames (topic = stream id, payload)
-without blocking (PUB drops); over ZeroMQ there is no resume point and nothing to confirm.
+``receive`` takes a batch of queued frames and ``send_decisions`` sends each decision as
+two frames (topic = stream id, payload) without blocking (PUB drops), both in one
+compiled call (``edged.zmqjit``) where libzmq is reachable from compiled code, else one
+pyzmq call per message; over ZeroMQ there is no resume point and nothing to confirm.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from typing import Callable, NamedTuple
 
+import numpy as np
 import zmq
 
 from edged import security
 from edged.config import Config
-from edged.protocol import HEARTBEAT_TOPIC, FrameError
+from edged.protocol import HEARTBEAT_TOPIC, FrameError, Packed, joined
 
 QUIET_S = 0.1  # a stop's drain ends once nothing arrived for this long: frames in flight are in
 
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
+
+
+class Received(NamedTuple):
+    """A batch of frames (``receive``): frame ``f`` is ``joined[ends[f]:ends[f + 1]]``,
+    received at ``times[f]``; ``more``: the batch closed on a limit, so more may be queued."""
+
+    joined: bytes
+    ends: list[int]
+    times: list[float]
+    bufs: list | None  # the frames as the transport gave them, where they carry more (NATS)
+    more: bool
+
+    def buf(self, f: int):
+        """Frame ``f`` as received."""
+        return self.joined[self.ends[f]:self.ends[f + 1]] if self.bufs is None else self.bufs[f]
+
+
+def receive_each(recv: Callable, clock: Callable[[], float], budget: int, wait_s: float,
+                 close_bytes: int, keep: bool = False) -> Received:
+    """Up to ``budget`` frames by one non-blocking ``recv`` each, until none is waiting,
+    ``wait_s`` after the first or ``close_bytes`` in all (``keep``: the frames as ``bufs``)."""
+    bufs, times, size = [], [], 0
+    while len(bufs) < budget:
+        try:
+            buf = recv(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        bufs.append(buf)
+        times.append(clock())
+        size += len(buf)
+        if times[-1] - times[0] >= wait_s or size >= close_bytes:
+            return Received(*joined(bufs), times, bufs if keep else None, True)
+    return Received(*joined(bufs), times, bufs if keep else None, len(bufs) == budget)
 
 
 class Sockets:
@@ -34,13 +72,15 @@ class Sockets:
     publishes on ``publish_kind=zmq.XPUB``); the metrics are injected."""
 
     def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None,
-                 publish_kind: int = zmq.PUB):
+                 publish_kind: int = zmq.PUB, compiled: bool | None = None):
         self.ctx, self.cfg, self.metrics, self.curve = ctx, cfg, metrics, curve
         self.publish_kind = publish_kind
         self.ingest = self.publish = None
         self.monitor = self.publish_monitor = None  # PAIR sockets of the socket monitors
         self.auth = None  # the ZAP authenticator thread (CURVE only)
         self.endpoints: dict[str, str] = {}
+        self._compiled = compiled  # batches by edged.zmqjit (else pyzmq per message); None:
+        self._buf = self._ends = self._times = None  # where it is available. receive's buffers
 
     def bind(self) -> dict[str, str]:
         """Open ingest and publish; return the endpoints actually bound."""
@@ -76,6 +116,15 @@ class Sockets:
         return self.endpoints
 
     @property
+    def compiled(self) -> bool:
+        """Whether batches go through ``edged.zmqjit`` (imported on first use: Numba)."""
+        if self._compiled is None:
+            from edged import zmqjit
+
+            self._compiled = zmqjit.AVAILABLE
+        return self._compiled
+
+    @property
     def ingest_kind(self) -> str:
         return self.cfg.ingest_socket
 
@@ -96,9 +145,46 @@ class Sockets:
         done.set_result(None)
         return None, done
 
-    def send_decisions(self, streams: list[str], seqs: list[int], payloads: list[bytes]) -> None:
+    def receive(self, budget: int, wait_s: float, close_bytes: int,
+                clock: Callable[[], float] = time.perf_counter) -> Received:
+        """Up to ``budget`` queued frames, without blocking, until none is waiting,
+        ``wait_s`` after the first or ``close_bytes`` in all, each stamped by ``clock``
+        when received (``edged.zmqjit`` for ``time.perf_counter``)."""
+        if not (self.compiled and clock is time.perf_counter):
+            return receive_each(self.ingest.recv, clock, budget, wait_s, close_bytes)
+        from edged import zmqjit
+
+        room = close_bytes + self.cfg.ingest_max_frame_bytes
+        if self._buf is None or self._buf.size < room or self._ends.size < budget + 1:
+            self._buf = np.empty(room, np.uint8)
+            self._ends, self._times = np.empty(budget + 1, np.int64), np.empty(budget)
+        n, err = zmqjit.recv(self.ingest.underlying, self._buf, self._ends, self._times, budget,
+                             wait_s, close_bytes)
+        if err not in (0, zmqjit.EAGAIN):
+            raise zmq.ZMQError(err)
+        ends = self._ends[:n + 1].tolist()
+        return Received(self._buf[:ends[-1]].tobytes(), ends, self._times[:n].tolist(), None,
+                        err == 0)
+
+    def warm(self) -> None:
+        """Compile (or load) the batch calls: a receive of no frame, a send of none (no
+        socket is touched: bound or not)."""
+        if self.compiled:
+            from edged import zmqjit
+
+            zmqjit.recv(0, np.empty(1, np.uint8), np.zeros(1, np.int64), np.empty(1), 0, 0.0, 0)
+            zmqjit.send(0, *Packed.of([], []))
+
+    def send_decisions(self, streams: list[str], seqs: list[int], packed: Packed) -> None:
+        if self.compiled:
+            from edged import zmqjit
+
+            _, err = zmqjit.send(self.publish.underlying, *packed)
+            if err:
+                raise zmq.ZMQError(err)
+            return
         send = self.publish.send
-        for stream, payload in zip(streams, payloads):
+        for stream, payload in zip(streams, packed.payloads()):
             try:
                 send(stream.encode(), _MORE)
                 send(payload, zmq.NOBLOCK)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edged.bench.e2e import nats_available, start_nats
 from edged.client import Sender, Subscriber
 from edged.model import load, save
+from edged.protocol import Packed
 from tests.conftest import join, small_model, start_serve, wait_for
 
 pytestmark = pytest.mark.skipif(nats_available() is not None, reason=str(nats_available()))
@@ -862,7 +863,8 @@ def test_a_publish_that_raises_holds_no_ack_slot_and_no_other_stream(tmp_path, m
         t.js.publish_async = counted
         t.start({})
         big = b"x" * (t.nc.max_payload + 1)
-        t.send_decisions(["big", *"aaaaa"], [0, *range(5)], [big, *[b"d"] * 5])
+        streams = ["big", *"aaaaa"]
+        t.send_decisions(streams, [0, *range(5)], Packed.of(streams, [big, *[b"d"] * 5]))
 
         async def state():
             await asyncio.sleep(0)  # the done callbacks of cancelled futures run first

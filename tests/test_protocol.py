@@ -169,7 +169,7 @@ def test_decisions_encode_in_bulk_to_the_documented_map():
 def test_decisions_packed_compiled_are_the_bytes_of_encode_decisions(data):
     """``pack_decisions`` (compiled, as the publisher runs it) writes exactly what
     ``encode_decisions`` packs, for any ids, ints, labels and floats (nan and inf too)."""
-    from edged.protocol import decision_layout, pack_decisions_with
+    from edged.protocol import Packed, decision_layout, pack_decisions_with
     from edged.publisher import pack_decisions
 
     labels = data.draw(st.lists(st.text(max_size=40), min_size=1, max_size=5))
@@ -191,8 +191,11 @@ def test_decisions_packed_compiled_are_the_bytes_of_encode_decisions(data):
     got = pack_decisions_with(pack_decisions, decision_layout(epoch, labels, n_lzc, model), ids, seqs,
                               np.array(t, np.int64), np.array(classes, np.int64), scores, lzc, latency,
                               energy, cpu_s)
-    assert got == encode_decisions(ids, epoch, seqs, t, [labels[c] for c in classes], classes,
-                                   scores.tolist(), lzc.tolist(), latency, energy, cpu_s, model)
+    want = encode_decisions(ids, epoch, seqs, t, [labels[c] for c in classes], classes,
+                            scores.tolist(), lzc.tolist(), latency, energy, cpu_s, model)
+    assert got.payloads() == want
+    topics = Packed.of(ids, want)  # each decision's topic: its stream id
+    assert (got.ids.tobytes(), got.id_ends.tolist()) == (topics.ids.tobytes(), topics.id_ends.tolist())
 
 
 def _numpy_check_events(t: np.ndarray, ch: np.ndarray, n_in: int) -> int:

@@ -545,7 +545,7 @@ def test_warm_compiles_every_compiled_call_of_the_serve_loop(tmp_path):
     save(path, small_model(window=64, hop=8))
     code = ("import zmq\n"
             "from prometheus_client import CollectorRegistry\n"
-            "from edged import engine, metrics, publisher, streams\n"
+            "from edged import engine, metrics, publisher, streams, zmqjit\n"
             "from edged.config import Config\n"
             "from edged.model import load\n"
             "from edged.service import Service, scan_frames\n"
@@ -555,7 +555,8 @@ def test_warm_compiles_every_compiled_call_of_the_serve_loop(tmp_path):
             "calls = {'scan_frames': scan_frames.kernel, 'admit_frames': streams.admit_frames,\n"
             "         'advance_many': engine._advance_many, 'bill': streams.bill,\n"
             "         'decision_rows': publisher.decision_rows.kernel,\n"
-            "         'pack_decisions': publisher.pack_decisions.kernel, 'count': metrics._observe_all.kernel}\n"
+            "         'pack_decisions': publisher.pack_decisions.kernel, 'count': metrics._observe_all.kernel,\n"
+            "         'recv': zmqjit.recv, 'send': zmqjit.send}\n"
             "print(sorted(name for name, k in calls.items() if not k.signatures))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

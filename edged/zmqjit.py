@@ -1,0 +1,132 @@
+"""ZeroMQ's C API from compiled code: a batch of frames received, a batch of decisions sent,
+without a Python call per message (a pyzmq ``recv`` or ``send`` costs ~0.5 µs of Python).
+
+pyzmq loads libzmq as a shared library (its wheels bundle one). ``AVAILABLE`` is True
+once that library was found in this process's memory map and its symbols made visible to
+Numba, whose kernels here call ``zmq_recv``, ``zmq_send`` and ``zmq_errno`` directly;
+where it is not (not Linux, a libzmq linked statically into pyzmq, ``time.perf_counter``
+not ``CLOCK_MONOTONIC``) ``edged.sockets`` uses pyzmq's calls instead, to the same effect.
+A socket is passed as its address (``zmq.Socket.underlying``) and, like any ZeroMQ
+socket, used by one thread at a time.
+
+``recv(sock, buf, ends, times, budget, wait_s, close_bytes)`` receives without blocking
+until ``budget`` frames, ``wait_s`` seconds after the first or ``close_bytes`` in all:
+frame ``f`` is ``buf[ends[f]:ends[f + 1]]``, received at ``times[f]`` (``CLOCK_MONOTONIC``
+seconds, i.e. ``time.perf_counter``). ``buf`` must hold ``close_bytes`` plus the largest
+frame (``ZMQ_MAXMSGSIZE``); a longer one would be truncated and raises. ``send(sock,
+ids, id_ends, out, ends)`` sends message ``k`` as two frames, ``ids[id_ends[k]:id_ends[k +
+1]]`` (the topic) and ``out[ends[k]:ends[k + 1]]``, without blocking (a PUB drops what
+exceeds its high-water mark). Both return ``(count, errno)``: errno 0 when a limit
+stopped them, ``EAGAIN`` when nothing more was waiting (``recv``), else the error that
+stopped them (``EINTR`` is retried).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from edged.jit import kernel
+
+_DONTWAIT, _SNDMORE = 1, 2  # zmq.h
+_CLOCK_MONOTONIC = 1  # linux/time.h
+EAGAIN, EINTR = errno.EAGAIN, errno.EINTR
+
+
+def _load() -> bool:
+    """Make the libzmq pyzmq uses, and ``clock_gettime``, visible to compiled code."""
+    import zmq  # noqa: F401 - loads libzmq
+
+    if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        return False
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libzmq" in line}
+    except OSError:
+        return False
+    if len(paths) != 1:
+        return False
+    llvm.load_library_permanently(paths.pop())
+    return all(llvm.address_of_symbol(s) for s in ("zmq_recv", "zmq_send", "zmq_errno",
+                                                   "clock_gettime"))
+
+
+AVAILABLE = _load()
+
+_zmq_recv = types.ExternalFunction("zmq_recv", types.intc(types.voidptr, types.voidptr,
+                                                          types.size_t, types.intc))
+_zmq_send = types.ExternalFunction("zmq_send", types.intc(types.voidptr, types.voidptr,
+                                                          types.size_t, types.intc))
+_zmq_errno = types.ExternalFunction("zmq_errno", types.intc())
+_clock_gettime = types.ExternalFunction("clock_gettime", types.intc(types.intc, types.voidptr))
+
+
+@intrinsic
+def _at(typingctx, a, i):
+    """The address of ``a[i]`` (a C-contiguous 1-D array) as a ``void *``."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+        return builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+    return types.voidptr(a, types.intp), codegen
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An integer address as a ``void *``."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+    return types.voidptr(address), codegen
+
+
+@kernel
+def recv(sock, buf, ends, times, budget, wait_s, close_bytes):
+    s = _pointer(sock)
+    ts = np.zeros(2, np.int64)
+    n = 0
+    pos = ends[0] = 0
+    while n < budget:
+        room = buf.size - pos
+        r = _zmq_recv(s, _at(buf, pos), room, _DONTWAIT)
+        if r < 0:
+            e = _zmq_errno()
+            if e == EINTR:
+                continue
+            return n, e
+        _clock_gettime(_CLOCK_MONOTONIC, _at(ts, 0))
+        if r > room:
+            raise ValueError("zmqjit.recv: a frame larger than the buffer's room")
+        times[n] = ts[0] + 1e-9 * ts[1]
+        pos += r
+        n += 1
+        ends[n] = pos
+        if times[n - 1] - times[0] >= wait_s or pos >= close_bytes:
+            break
+    return n, 0
+
+
+@kernel
+def _send_part(s, at, size, flags):
+    """``zmq_send`` retried on EINTR: 0, or the errno of its failure."""
+    while _zmq_send(s, at, size, flags) < 0:
+        e = _zmq_errno()
+        if e != EINTR:
+            return e
+    return 0
+
+
+@kernel
+def send(sock, ids, id_ends, out, ends):
+    s = _pointer(sock)
+    for k in range(ends.size - 1):
+        e = _send_part(s, _at(ids, id_ends[k]), id_ends[k + 1] - id_ends[k], _SNDMORE | _DONTWAIT)
+        if e == 0:
+            e = _send_part(s, _at(out, ends[k]), ends[k + 1] - ends[k], _DONTWAIT)
+        if e != 0 and e != EAGAIN:
+            return k, e
+    return ends.size - 1, 0
