@@ -8,9 +8,9 @@ events), ``edged.engine`` (the
 simulation), ``edged.readout`` (scores), ``edged.publisher`` (decisions and heartbeats)
 and ``edged.state`` (restore and checkpoints in ``--state-dir``).
 
-Each wake-up receives the queued frames (``Sockets.receive``, one compiled call per batch),
-decodes those of the common shape in one compiled call, admits them, then advances all admitted frames in one
-compiled engine call (``Engine.advance_many``),
+Each wake-up receives the queued frames (``Sockets.receive``, one compiled call per
+batch), decodes those of the common shape in one compiled call, admits them, then
+advances all admitted frames in one compiled engine call (``Engine.advance_many``),
 scores all their decisions in one readout call and publishes them in order. The
 decisions equal one offline ``engine.advance`` over the same events, whatever the frame
 and batch boundaries. A decision happens at each step boundary ``b`` with
