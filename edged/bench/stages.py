@@ -10,8 +10,9 @@ the engine (``Engine.advance_many``), the readout (``Readout.scores``), encode +
 untimed total less the stages (the timers' own cost, reported, inflates the stages).
 Times are CPU seconds of the serving thread (``time.thread_time``), so other jobs on the
 machine inflate them less than wall time. The baseline, in the same process on the same
-kind of sockets, is the bare loop a ZeroMQ service cannot avoid: receive each of the same
-frames and publish one two-part message for it.
+kind of sockets, is the bare loop of a Python ZeroMQ service: receive each of the same
+frames and publish one two-part message for it, a pyzmq call per message (the serve
+loop makes one compiled call per batch each way instead: ``edged.zmqjit``).
 """
 
 from __future__ import annotations
