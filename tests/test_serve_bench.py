@@ -78,7 +78,7 @@ def test_bench_stages(tmp_path):
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {row["name"]: row for row in json.loads(r.stdout)["results"]}
-    for stage in ("decode + admit", "engine (advance_many)", "readout (one call per batch)",
-                  "encode + publish", "bare recv + publish"):
+    for stage in ("receive (one call per batch)", "decode + admit", "engine (advance_many)",
+                  "readout (one call per batch)", "encode + publish", "bare recv + publish"):
         assert rows[stage]["value"] > 0, stage
     assert rows["serve loop total"]["baseline"] == "bare recv + publish"

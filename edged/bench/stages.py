@@ -5,9 +5,10 @@ primed streams; ``--hops`` hops of real-time-shaped frames (one frame per stream
 ``--rate`` events/s per stream, each completing one decision) are queued on its ingest
 socket, then ``pump`` works them off, ``--batch`` frames per call. The total is measured
 as the better of two passes without stage timers; a third pass over as many fresh hops
-times each stage around the calls that do it: decode + admit (``Service.admit_all``),
-the engine (``Engine.advance_many``), the readout (``Readout.scores``), encode + publish (``Publisher.decisions``); ``recv + loop`` is the
-untimed total less the stages (the timers' own cost, reported, inflates the stages).
+times each stage around the calls that do it: receive (``Sockets.receive``), decode +
+admit (``Service.admit_all``), the engine (``Engine.advance_many``), the readout
+(``Readout.scores``), encode + publish (``Publisher.decisions``); ``loop`` is the untimed
+total less the stages (the timers' own cost, reported, inflates the stages).
 Times are CPU seconds of the serving thread (``time.thread_time``), so other jobs on the
 machine inflate them less than wall time. The baseline, in the same process on the same
 kind of sockets, is the bare loop of a Python ZeroMQ service: receive each of the same
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> dict:
             if decisions != len(frames):
                 raise RuntimeError(f"{decisions} decisions for {len(frames)} frames")
         wall, cpu = min(runs, key=lambda r: r[1])
-        buckets = {k: [0.0] for k in ("admit", "engine", "readout", "publish")}
+        buckets = {k: [0.0] for k in ("receive", "admit", "engine", "readout", "publish")}
+        svc.sockets.receive = _timed(svc.sockets.receive, buckets["receive"])
         svc.admit_all = _timed(svc.admit_all, buckets["admit"])
         svc.engine.advance_many = _timed(svc.engine.advance_many, buckets["engine"])
         svc.readout.scores = _timed(svc.readout.scores, buckets["readout"])
@@ -154,7 +156,8 @@ def run(args: argparse.Namespace) -> dict:
 
     k = len(frames)
     per = {name: b[0] / k * 1e6 for name, b in buckets.items()}
-    rows = [result("recv + loop", max(0.0, cpu / k * 1e6 - sum(per.values())), "us"),
+    rows = [result("receive (one call per batch)", per["receive"], "us"),
+            result("loop", max(0.0, cpu / k * 1e6 - sum(per.values())), "us"),
             result("decode + admit", per["admit"], "us"),
             result("engine (advance_many)", per["engine"], "us"),
             result("readout (one call per batch)", per["readout"], "us"),
