@@ -5,7 +5,8 @@ pyzmq loads libzmq as a shared library (its wheels bundle one). ``AVAILABLE`` is
 once that library was found in this process's memory map and its symbols made visible to
 Numba, whose kernels here call ``zmq_recv``, ``zmq_send`` and ``zmq_errno`` directly;
 where it is not (not Linux, a libzmq linked statically into pyzmq, ``time.perf_counter``
-not ``CLOCK_MONOTONIC``) ``edged.sockets`` uses pyzmq's calls instead, to the same effect.
+not ``CLOCK_MONOTONIC``), or with ``EDGED_ZMQJIT=0`` in the environment (to compare),
+``edged.sockets`` uses pyzmq's calls instead, to the same effect.
 A socket is passed as its address (``zmq.Socket.underlying``) and, like any ZeroMQ
 socket, used by one thread at a time.
 
@@ -24,6 +25,7 @@ stopped them (``EINTR`` is retried).
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 import llvmlite.binding as llvm
@@ -57,7 +59,7 @@ def _load() -> bool:
                                                    "clock_gettime"))
 
 
-AVAILABLE = _load()
+AVAILABLE = os.environ.get("EDGED_ZMQJIT", "1") != "0" and _load()
 
 _zmq_recv = types.ExternalFunction("zmq_recv", types.intc(types.voidptr, types.voidptr,
                                                           types.size_t, types.intc))

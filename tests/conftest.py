@@ -111,16 +111,17 @@ def join(tx, rx, model, *streams: str, drain: bool = False):
     raise AssertionError(f"no decision from {sorted(waiting)}: the subscription never became live")
 
 
-def start_serve(model_path, *extra: str, metrics: str = "off"):
-    """Start ``edged serve`` on random loopback ports (``extra`` flags override them) and
-    wait for its ready line: ``(proc, (ingest, publish, metrics), stderr lines so far)``."""
+def start_serve(model_path, *extra: str, metrics: str = "off", env: dict | None = None):
+    """Start ``edged serve`` on random loopback ports (``extra`` flags override them; ``env``
+    adds to the environment) and wait for its ready line: ``(proc, (ingest, publish,
+    metrics), stderr lines so far)``."""
     from edged.client import wait_ready
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged.cli", "serve", "--model", str(model_path),
          "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--metrics", metrics,
          *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), cwd=ROOT)
     try:
         ready = wait_ready(proc, READY_S)
     except RuntimeError as e:

@@ -222,15 +222,16 @@ def model_path(tmp_path):
 
 
 def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
-    """Same frames into --workers 1 and --workers 2: the same decisions bit for bit; each
-    stream keeps one worker's epoch; garbage is counted by the router; one /metrics."""
+    """Same frames into --workers 1 and --workers 2 (its workers receiving and publishing by
+    ``edged.zmqjit`` and, ``EDGED_ZMQJIT=0``, by pyzmq): the same decisions bit for bit;
+    each stream keeps one worker's epoch; garbage is counted by the router; one /metrics."""
     model = load(model_path)
     events = traffic(model, seed=5, segments=2)
     want = {s: len(r) for s, r in reference(model, events, 2).items()}
     runs, ctx = {}, zmq.Context()
-    for n in (1, 2):
+    for n, jit in ((1, "1"), (2, "1"), (2, "0")):
         proc, (ingest, publish, metrics), _ = start_serve(model_path, "--workers", str(n),
-                                                          metrics="127.0.0.1:0")
+                                                          metrics="127.0.0.1:0", env={"EDGED_ZMQJIT": jit})
         try:
             with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
                 join(tx, rx, model, *probes(n))
@@ -241,7 +242,7 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
                 raw.close(linger=5000)
                 for seg in range(2):
                     send_segment(tx, events, seg)
-                runs[n] = collect(rx, want)
+                runs[n, jit] = collect(rx, want)
             samples = wait_for(lambda: (m := scrape(metrics)) and sum(
                 v for (name, _), v in m.items() if name == "edged_decisions_total") >= sum(want.values())
                 and sum(v for (name, _), v in m.items() if name == "edged_frames_rejected_total") == 2
@@ -256,7 +257,7 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
                     assert metric(samples, "edged_router_frames_total", worker=w) > 0
                 assert metric(samples, "edged_ready", worker="router") == 1
                 assert metric(samples, "edged_workers", worker="router") == 2
-                epochs = {s: {d.epoch for d in runs[2][s]} for s in STREAMS}
+                epochs = {s: {d.epoch for d in runs[2, jit][s]} for s in STREAMS}
                 assert all(len(e) == 1 for e in epochs.values())
                 by_shard = {shard_of(s.encode(), 2): epochs[s] for s in STREAMS}
                 assert len(by_shard) == 2 and by_shard[0] != by_shard[1]
@@ -264,9 +265,10 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
         finally:
             kill(proc)
     ctx.term()
-    for s in STREAMS:
-        assert [values(d) for d in runs[2][s]] == [values(d) for d in runs[1][s]], s
-        assert [d.energy_j for d in runs[2][s]] == [d.energy_j for d in runs[1][s]], s
+    for run in ((2, "1"), (2, "0")):
+        for s in STREAMS:
+            assert [values(d) for d in runs[run][s]] == [values(d) for d in runs[1, "1"][s]], (run, s)
+            assert [d.energy_j for d in runs[run][s]] == [d.energy_j for d in runs[1, "1"][s]], (run, s)
 
 
 def test_state_dir_reshards_2_to_1_to_2(model_path, tmp_path):
