@@ -533,9 +533,14 @@ def _work_size(R, P):
 
 
 @_inline
+def _work(grams, starts):
+    return np.empty(_work_size(grams.shape[2], starts.shape[2]), np.uint16)
+
+
+@_inline
 def workspace(st):
     """Work space for the reads of ``st`` (``read``), to reuse across reads."""
-    return np.empty(_work_size(st.grams.shape[2], st.starts.shape[2]), np.uint16)
+    return _work(st.grams, st.starts)
 
 
 @kernel
@@ -651,6 +656,5 @@ def lz76_jit(bits):
     w[w.size - 1] = w[0]
     _fill_grams(w, g, (n + 63) >> 6)
     steps[0] = n
-    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0,
-             np.empty(_work_size(grams.shape[2], starts.shape[2]), np.uint16))
+    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0, _work(grams, starts))
     return count[0, 0]
