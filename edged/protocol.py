@@ -286,7 +286,7 @@ class Scan(NamedTuple):
         return Frame(stream, seq, self.t[e:e + n], self.ch[e:e + n], until if has_until else None)
 
 
-def joined(bufs: list[bytes]) -> tuple[bytes, list[int]]:
+def concat(bufs: list[bytes]) -> tuple[bytes, list[int]]:
     """``bufs`` back to back, and where each ends: buffer ``f`` is ``[ends[f]:ends[f + 1]]``."""
     return b"".join(bufs), [0, *itertools.accumulate(map(len, bufs))]
 
@@ -314,7 +314,7 @@ def scan(joined: bytes, ends: list[int], limits: Limits, scan_frames) -> Scan:
 
 def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame | None]:
     """``scan``'s frames: each of the common shape decoded, None for the others."""
-    s = scan(*joined(bufs), limits, scan_frames)
+    s = scan(*concat(bufs), limits, scan_frames)
     return [s.frame(f) for f in range(len(bufs))]
 
 
@@ -523,8 +523,8 @@ class Packed(NamedTuple):
 
     @classmethod
     def of(cls, streams: list[str], payloads: list[bytes]) -> "Packed":
-        ids, id_ends = joined([s.encode() for s in streams])
-        out, ends = joined(payloads)
+        ids, id_ends = concat([s.encode() for s in streams])
+        out, ends = concat(payloads)
         return cls(np.frombuffer(ids, np.uint8), np.array(id_ends, np.int64),
                    np.frombuffer(out, np.uint8), np.array(ends, np.int64))
 
@@ -538,7 +538,7 @@ def pack_decisions_with(pack, layout: DecisionLayout, streams: list[str], seqs: 
                         latency_s: list[float], energy_j: list[float], cpu_s: float) -> Packed:
     """``encode_decisions`` in one ``pack`` call (``pack_decisions``, compiled) over arrays:
     ``t`` and ``classes`` one int per decision, ``scores`` and ``lzc`` one float32 row."""
-    ids, id_ends = joined([s.encode() for s in streams])
+    ids, id_ends = concat([s.encode() for s in streams])
     ids, id_ends = np.frombuffer(ids, np.uint8), np.array(id_ends, np.int64)
     out = np.empty(len(streams) * layout.max_bytes, np.uint8)
     ends = np.empty(len(streams) + 1, np.int64)

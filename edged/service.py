@@ -56,7 +56,7 @@ from edged.config import Config, uses_nats
 from edged.energy import EnergyModel
 from edged.jit import bound, kernel
 from edged.metrics import LoopHistogram, Metrics
-from edged.protocol import Frame, FrameError, Limits, decode_frame, encode_frame, joined, ready_line, scan
+from edged.protocol import Frame, FrameError, Limits, concat, decode_frame, encode_frame, ready_line, scan
 from edged.publisher import Publisher, decision_rows, pack_decisions
 from edged.sdnotify import Watchdog
 from edged.sockets import QUIET_S, Received, Sockets
@@ -224,7 +224,7 @@ class Service:
             frame = decode_frame(encode_frame("warm", 0, t, ch, end, binary), self.limits, check_events,
                                  scan_frames)
         batch = Batch(1)  # slot 0
-        warm = scan(*joined([encode_frame("warm", 0, t, ch, end, True)]), self.limits, scan_frames)
+        warm = scan(*concat([encode_frame("warm", 0, t, ch, end, True)]), self.limits, scan_frames)
         self.streams.admit_all(warm, [0.0], batch, lambda f: None, [None])  # compiles, admits none
         for lo, hi in ((0, end // 2), (end // 2, end)):  # a split run and a closed-form gap
             sel = (frame.t >= lo) & (frame.t < hi)

@@ -27,7 +27,7 @@ import zmq
 
 from edged import security
 from edged.config import Config
-from edged.protocol import HEARTBEAT_TOPIC, FrameError, Packed, joined
+from edged.protocol import HEARTBEAT_TOPIC, FrameError, Packed, concat
 
 QUIET_S = 0.1  # a stop's drain ends once nothing arrived for this long: frames in flight are in
 
@@ -63,8 +63,8 @@ def receive_each(recv: Callable, clock: Callable[[], float], budget: int, wait_s
         times.append(clock())
         size += len(buf)
         if times[-1] - times[0] >= wait_s or size >= close_bytes:
-            return Received(*joined(bufs), times, bufs if keep else None, True)
-    return Received(*joined(bufs), times, bufs if keep else None, len(bufs) == budget)
+            return Received(*concat(bufs), times, bufs if keep else None, True)
+    return Received(*concat(bufs), times, bufs if keep else None, len(bufs) == budget)
 
 
 class Sockets:

@@ -196,7 +196,7 @@ def test_admit_all_equals_admitting_one_by_one(ops, per_pump):
     and the rejects exactly as ``admit`` frame by frame from the reference decoder does,
     across new streams, gaps, late frames, held events, expiry on a full table, the
     ``max_advance`` limit and frames the scan does not take."""
-    from edged.protocol import Limits, decode_frame, joined, scan
+    from edged.protocol import Limits, concat, decode_frame, scan
     from edged.service import scan_frames
 
     limits = Limits(4)
@@ -230,7 +230,7 @@ def test_admit_all_equals_admitting_one_by_one(ops, per_pump):
             chunk = bufs[k:k + per_pump]
             times = [0.3 * (k + i) for i in range(len(chunk))]
             if together:
-                scanned = scan(*joined(chunk), limits, scan_frames)
+                scanned = scan(*concat(chunk), limits, scan_frames)
                 got = st_.admit_all(scanned, times, b, lambda f: one(chunk[f], times[f], scanned.frame(f)))
                 count[:] = [c + g for c, g in zip(count, got)]
             else:
