@@ -46,6 +46,8 @@ def test_bench_streams_ladder(tmp_path):
     assert kept in (4, 8), out["notes"]
     assert rows[f"daemon CPU per stream @{kept:g}"]["value"] > 0
     assert rows[f"frames per serve-loop batch @{kept:g}"]["value"] >= 1  # from the daemon's /metrics
+    daemon_cores = rows[f"daemon CPU per stream @{kept:g}"]["value"] * kept / 1e3
+    assert 0 <= rows[f"busiest serving thread @{kept:g}"]["value"] <= daemon_cores + 0.05  # (10 ms ticks)
     assert rows[f"edged client latency p99 @{kept:g}"]["baseline"] == f"echo client latency p99 @{kept:g}"
     assert any(n.startswith("4 streams: ") and "0 sent late, 0 decisions missing" in n
                for n in out["notes"]), out["notes"]
@@ -67,6 +69,7 @@ def test_bench_streams_workers_reports_the_routing_hop(tmp_path):
     router, worker = rows["router CPU per frame @4"]["value"], rows["worker CPU per frame-and-decision @4"]["value"]
     assert router > 0 and worker > 0
     assert rows["frames per serve-loop batch @4"]["value"] >= 1  # both workers' edged_batch_frames
+    assert rows["busiest serving thread @4"]["value"] >= 0  # the workers' main threads were found
     assert rows["router / worker CPU per frame @4"]["value"] == pytest.approx(100 * router / worker)
 
 

@@ -12,7 +12,8 @@ A ladder of N: a count is kept up with when no frame was sent more than one hop 
 its due time, every decision came back, and client p99 (decision arrival - frame send)
 is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
 ``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
-each rung; frames per serve-loop batch from the daemon's ``edged_batch_frames``, and the
+each rung, and the busiest serving thread's (the main thread of the daemon, or of each
+worker: one core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the daemon's ``edged_batch_frames``, and the
 decisions it made and the frames it rejected (so a missing decision can be told apart
 from one lost on the way), from its ``/metrics`` (every worker's) before and after.
 Client CPU: the receiver (this process, its ZeroMQ I/O thread included) and the sender
@@ -79,6 +80,23 @@ def _tree_cpu(pid: int) -> float:
         total += cpu.get(p, 0.0)
         todo += [c for c, pp in parent.items() if pp == p]
     return total
+
+
+def _serving_threads(pid: int, workers: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each serving thread: the main thread of ``pid`` (one
+    process) or of each of its child processes (``--workers``)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    if workers > 1:
+        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    out = {}
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/task/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a worker ended meanwhile
+            continue
+        out[p] = (int(fields[11]) + int(fields[12])) / tck
+    return out
 
 
 def _sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
@@ -157,7 +175,7 @@ class Traffic:
 
 
 def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: float,
-          echo: bool, usage) -> dict:
+          echo: bool, usage, serving=dict) -> dict:
     """Send ``frames`` (hop-major over ``n`` streams) on schedule from a child process;
     receive and match the replies here; return the rung's measurements."""
     import multiprocessing
@@ -191,6 +209,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
     ours.send(start)
     before = usage()  # (daemon tree CPU, router CPU, batches, frames in them, decisions, rejects)
+    threads = serving()  # {pid: CPU seconds of its serving thread}
     client0 = time.process_time()  # this process, its ZeroMQ I/O thread included
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
@@ -223,6 +242,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             got += 1
     time.sleep(FLUSH_WAIT_S)  # the daemon's counters reach /metrics
     cpu, router_cpu, batches, batched, decided, rejected = (b - a for a, b in zip(before, usage()))
+    busiest = max((c - threads[p] for p, c in serving().items() if p in threads), default=float("nan"))
     client = time.process_time() - client0
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.join(60)
@@ -240,7 +260,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "p99": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
             "cpu": cpu, "router_cpu": router_cpu, "client_cpu": client,
             "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched,
-            "batch": batched / batches if batches else float("nan"),
+            "batch": batched / batches if batches else float("nan"), "serving_cpu": busiest,
             "decided": int(decided), "rejected": int(rejected)}
 
 
@@ -318,14 +338,17 @@ def run(args: argparse.Namespace) -> dict:
             _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
             out = _rung(ctx, s_in, s_out, traffic.hops(n, hops), n, hop_s, False,
                         lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid),
-                                 *_daemon_counts(metrics)))
+                                 *_daemon_counts(metrics)),
+                        lambda: _serving_threads(serve.pid, args.workers))
             ok = out["late"] == 0 and out["missing"] == 0 and out["p99"] < hop_s and not out["mismatched"]
             notes.append(f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
                          f"{out['late']} sent late, {out['missing']} decisions missing (the daemon "
                          f"made {out['decided']}, rejected {out['rejected']} frames), client p50 "
                          f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
                          f"{out['cpu'] / out['seconds']:.2f} cores = {out['cpu'] / out['frames'] * 1e6:.1f} us "
-                         f"per frame-and-decision (client {out['client_cpu'] / out['seconds']:.2f} cores), "
+                         f"per frame-and-decision, busiest serving thread "
+                         f"{out['serving_cpu'] / out['seconds']:.2f} cores (client "
+                         f"{out['client_cpu'] / out['seconds']:.2f} cores), "
                          f"{out['batch']:.1f} frames per batch -> "
                          f"{'kept' if ok else 'NOT kept'}")
             if not ok:
@@ -369,6 +392,8 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
         rows.append(result(f"daemon CPU per frame-and-decision @{kept}",
                            at_kept["cpu"] / at_kept["frames"] * 1e6, "us"))
         rows.append(result(f"frames per serve-loop batch @{kept}", at_kept["batch"], "n"))
+        rows.append(result(f"busiest serving thread @{kept}", at_kept["serving_cpu"] / at_kept["seconds"],
+                           "cores"))
         rows.append(result(f"client CPU per frame-and-decision @{kept}",
                            at_kept["client_cpu"] / at_kept["frames"] * 1e6, "us"))
         if args.workers > 1:  # the routing hop: the router process against the workers
