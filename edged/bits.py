@@ -1,7 +1,7 @@
 """Bit-level LLVM intrinsics the kernels share: leading and trailing zero counts, popcount,
 vector compares that turn 32 or 64 array lanes into one bit mask (bit ``t`` for lane
-``t``), and a cache prefetch hint. They take no bounds checks: the caller keeps every lane
-it reads inside its array."""
+``t``), a cache prefetch hint and an element's address (for C functions). They take no
+bounds checks: the caller keeps every lane it reads inside its array."""
 
 from __future__ import annotations
 
@@ -41,9 +41,15 @@ def _is(a, dtype):
             and a.layout == "C")
 
 
-def _lanes(context, builder, ary_type, ary, start, lanes):
+def _pointer(context, builder, ary_type, ary, start, to):
+    """The address of element ``start`` (flat) of the C-contiguous array ``ary``, as a
+    pointer to ``to``."""
     ary = context.make_array(ary_type)(context, builder, value=ary)
-    ptr = builder.bitcast(builder.gep(ary.data, [start]), lanes.as_pointer())
+    return builder.bitcast(builder.gep(ary.data, [start]), to.as_pointer())
+
+
+def _lanes(context, builder, ary_type, ary, start, lanes):
+    ptr = _pointer(context, builder, ary_type, ary, start, lanes)
     return builder.load(ptr, align=lanes.element.width // 8)
 
 
@@ -92,11 +98,22 @@ def prefetch(typingctx, a, start):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], i8)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            ir.VoidType(), [i8.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0")
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.none(a, types.intp), codegen
+
+
+@intrinsic
+def address(typingctx, a, start):
+    """The address of element ``start`` (flat) of the C-contiguous array ``a``, as a
+    ``void *`` (for a C function called from compiled code)."""
+    if not (isinstance(a, types.Array) and a.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _pointer(context, builder, sig.args[0], args[0], args[1], ir.IntType(8))
+    return types.voidptr(a, types.intp), codegen

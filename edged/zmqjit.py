@@ -34,6 +34,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from edged.bits import address
 from edged.jit import kernel
 
 _DONTWAIT, _SNDMORE = 1, 2  # zmq.h
@@ -70,20 +71,11 @@ _clock_gettime = types.ExternalFunction("clock_gettime", types.intc(types.intc, 
 
 
 @intrinsic
-def _at(typingctx, a, i):
-    """The address of ``a[i]`` (a C-contiguous 1-D array) as a ``void *``."""
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
-        return builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
-    return types.voidptr(a, types.intp), codegen
-
-
-@intrinsic
-def _pointer(typingctx, address):
-    """An integer address as a ``void *``."""
+def _pointer(typingctx, x):
+    """An integer address ``x`` as a ``void *``."""
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-    return types.voidptr(address), codegen
+    return types.voidptr(x), codegen
 
 
 @kernel
@@ -94,13 +86,13 @@ def recv(sock, buf, ends, times, budget, wait_s, close_bytes):
     pos = ends[0] = 0
     while n < budget:
         room = buf.size - pos
-        r = _zmq_recv(s, _at(buf, pos), room, _DONTWAIT)
+        r = _zmq_recv(s, address(buf, pos), room, _DONTWAIT)
         if r < 0:
             e = _zmq_errno()
             if e == EINTR:
                 continue
             return n, e
-        _clock_gettime(_CLOCK_MONOTONIC, _at(ts, 0))
+        _clock_gettime(_CLOCK_MONOTONIC, address(ts, 0))
         if r > room:
             raise ValueError("zmqjit.recv: a frame larger than the buffer's room")
         times[n] = ts[0] + 1e-9 * ts[1]
@@ -126,9 +118,10 @@ def _send_part(s, at, size, flags):
 def send(sock, ids, id_ends, out, ends):
     s = _pointer(sock)
     for k in range(ends.size - 1):
-        e = _send_part(s, _at(ids, id_ends[k]), id_ends[k + 1] - id_ends[k], _SNDMORE | _DONTWAIT)
+        e = _send_part(s, address(ids, id_ends[k]), id_ends[k + 1] - id_ends[k],
+                       _SNDMORE | _DONTWAIT)
         if e == 0:
-            e = _send_part(s, _at(out, ends[k]), ends[k + 1] - ends[k], _DONTWAIT)
+            e = _send_part(s, address(out, ends[k]), ends[k + 1] - ends[k], _DONTWAIT)
         if e != 0 and e != EAGAIN:
             return k, e
     return ends.size - 1, 0

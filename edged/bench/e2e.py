@@ -103,8 +103,10 @@ def _start_serve(model: str, max_streams: int, *extra: str, ingest: str = "tcp:/
     return proc, ready["ingest"], ready["publish"], ready["metrics"]
 
 
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _proc_cpu(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of its thread ``thread``."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

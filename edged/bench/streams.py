@@ -85,17 +85,17 @@ def _tree_cpu(pid: int) -> float:
 def _serving_threads(pid: int, workers: int) -> dict[int, float]:
     """CPU seconds (user + system) of each serving thread: the main thread of ``pid`` (one
     process) or of each of its child processes (``--workers``)."""
-    tck = os.sysconf("SC_CLK_TCK")
+    from edged.bench.e2e import _proc_cpu
+
     pids = [pid]
     if workers > 1:
         pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     out = {}
     for p in pids:
         try:
-            fields = Path(f"/proc/{p}/task/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            out[p] = _proc_cpu(p, thread=p)
         except OSError:  # a worker ended meanwhile
             continue
-        out[p] = (int(fields[11]) + int(fields[12])) / tck
     return out
 
 
