@@ -215,7 +215,7 @@ class RouterMetrics:
             for m in (self.up, self.restarts, self.routed):
                 m.labels(str(i))
         self.cpu = Counter("edged_router_cpu_seconds_total",
-                           "CPU seconds of the router thread spent reading and passing on frames",
+                           "CPU seconds of the router thread routing frames and publishing decisions",
                            registry=r)
 
 

@@ -146,7 +146,7 @@ class Service:
     metrics ``registry``, the monotonic ``clock``, the ``log`` and the systemd ``notify`` /
     ``watchdog`` (default: no-ops)."""
 
-    PUBLISH_KIND = zmq.PUB  # (a worker of ``--workers``: XPUB, to see its proxy subscribe)
+    SOCKETS = Sockets  # (a worker of ``--workers``: ``edged.link.LinkSockets``)
     DRAIN_QUIET_S = QUIET_S  # a stop's drain waits this long for frames still in flight
 
     def __init__(self, model, cfg: Config, *, context: zmq.Context, registry,
@@ -187,8 +187,7 @@ class Service:
             largest = protocol.decision_bound([str(c) for c in model.classes], model.n_out, model.sha256)
             self.sockets = Transport(context, cfg, self.metrics, self.log, decision_bytes=largest)
         else:
-            self.sockets = Sockets(context, cfg, self.metrics, curve,  # curve: edged.security.ServerKeys
-                                   publish_kind=self.PUBLISH_KIND)
+            self.sockets = self.SOCKETS(context, cfg, self.metrics, curve)  # curve: edged.security.ServerKeys
         self._origin = getattr(self.sockets, "check_origin", None)  # NATS: frame on its subject?
         self.state = StateDir(cfg, self.engine, self.streams, self.sockets, self.metrics, self.log,
                               model_sha256=model.sha256, epoch=self.epoch, shard=shard, clock=clock,

@@ -68,13 +68,12 @@ def receive_each(recv: Callable, clock: Callable[[], float], budget: int, wait_s
 
 
 class Sockets:
-    """Ingest and publish for one ``Service`` or the ``edged.workers`` supervisor (a worker
-    publishes on ``publish_kind=zmq.XPUB``); the metrics are injected."""
+    """Ingest and publish for one ``Service`` or the ``edged.workers`` supervisor; the
+    metrics are injected."""
 
     def __init__(self, ctx: zmq.Context, cfg: Config, metrics, curve: security.ServerKeys | None = None,
-                 publish_kind: int = zmq.PUB, compiled: bool | None = None):
+                 compiled: bool | None = None):
         self.ctx, self.cfg, self.metrics, self.curve = ctx, cfg, metrics, curve
-        self.publish_kind = publish_kind
         self.ingest = self.publish = None
         self.monitor = self.publish_monitor = None  # PAIR sockets of the socket monitors
         self.auth = None  # the ZAP authenticator thread (CURVE only)
@@ -89,7 +88,7 @@ class Sockets:
         if curve is not None:
             self.auth = security.start_authenticator(self.ctx, curve)  # before any bind
             monitor_events |= security.HANDSHAKE_FAILED
-        self.publish = self.ctx.socket(self.publish_kind)
+        self.publish = self.ctx.socket(zmq.PUB)
         self.publish.linger = 0
         self.publish.sndhwm = cfg.publish_hwm
         if curve is not None:

@@ -49,7 +49,7 @@ class StateDir:
         """Load the streams this service owns into the (empty) stream table; return the
         result counted in ``edged_checkpoint_restore_total``: ``ok``, ``none``, or a cold
         start on ``mismatch`` / ``corrupt`` (one warning line per refused file says why)."""
-        from edged.workers import shard_of
+        from edged.link import shard_of
 
         if not self.dir:
             return "none"

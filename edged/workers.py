@@ -2,27 +2,27 @@
 
 The process systemd starts is the supervisor (``main``); it spawns N workers, each an
 ``edged.service.main`` run with a ``Link``, on private ``ipc://`` endpoints in a 0700
-temporary directory::
+temporary directory (``edged.link``: the bundles and how a frame's worker is found)::
 
     sources -> ingest (PULL|SUB, public) -> router -> PUSH ipc w<i>.in -> worker i (PULL)
-    worker i XPUB ipc w<i>.out -> XSUB -> zmq.proxy -> PUB publish (public) -> subscribers
+    worker i PUSH -> ipc out -> PULL router -> PUB publish (public) -> subscribers
 
-* Routing: a frame goes to worker ``shard_of(stream id) = crc32(UTF-8 bytes) % N``. The
-  router unpacks the msgpack map only to read ``stream`` (``stream_key``, msgpack's C
-  unpacker under the same limits as ``edged.protocol.decode_frame``) and passes the bytes
-  on untouched; the worker validates everything, as a single process does. One stream is
-  one worker over one FIFO pipe, so per-stream order and the decisions are those of
+* Routing: the router receives a batch of frames as one process does (``Sockets.receive``,
+  one compiled call), reads each frame's stream id on its bytes and sends worker
+  ``shard_of(id) = crc32(UTF-8 id) % N`` its frames as one bundle, one ZeroMQ message, with
+  their receive times (so latency counts from the public socket). The bytes go on
+  untouched; the worker validates everything, as a single process does. One stream is one
+  worker over one FIFO pipe, so per-stream order and the decisions are those of
   ``--workers 1``. A frame with no stream id to route on (not msgpack, not a map, no
   string ``stream``) is rejected by the router, counted under ``worker="router"``.
-* Back-pressure: a send to a worker whose queue (``--ingest-hwm``) is full waits; the
-  router then stops reading ingest (PULL pushes back on every source) and goes on
-  supervising.
-* Publish: decisions pass through ``zmq.proxy`` (C, in a thread, no GIL); the public PUB
-  filters for the subscribers. The proxy's XSUB subscribes to everything, and a (re)started
-  worker serves nothing before that subscription reached its XPUB (``Link.ready``): a
-  PUB drops what it sends before its first subscriber, and a restarted worker would
-  otherwise decide the frames queued for it before the XSUB had reconnected. Each worker
-  has its own epoch; a stream's decisions always carry its worker's.
+* Back-pressure: a bundle for a worker whose queue (``edged.link.link_hwm`` bundles, about
+  ``--ingest-hwm`` frames) is full waits; the router then stops reading ingest (PULL pushes
+  back on every source) and goes on publishing and supervising.
+* Publish: each worker sends a batch's decisions to the router as one bundle, which the
+  router publishes on the public PUB one decision per message, as one process does (one
+  compiled call); heartbeats pass as they are, each worker's with its own epoch (a
+  stream's decisions always carry its worker's). The workers connect to the router, so
+  what a worker sends before the connection is up waits in its queue instead of being lost.
 * Supervision: workers ping over their pipe from their loop (``LinkWatchdog``); the
   supervisor pings systemd's watchdog from its own loop. A worker that exits or stays
   silent for ``WORKER_TIMEOUT`` (or a restarted one not ready within ``START_TIMEOUT``)
@@ -33,9 +33,9 @@ temporary directory::
 * Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, start at once a worker waiting to be
   restarted (it serves what was routed to it), route what ingest has queued until it is
   quiet for ``QUIET_S`` (at most ``--drain-timeout``), send each worker ``STOP`` behind
-  it as soon as its queue has room (everything received is served), wait while
-  the workers drain, publish, checkpoint and exit, then let the proxy run until the
-  publish side is quiet. A second signal is passed on: workers stop without checkpoint.
+  it as soon as its queue has room (everything received is served), publish while the
+  workers drain, publish, checkpoint and exit, then until the workers' side is quiet for
+  ``QUIET_S``. A second signal is passed on: workers stop without checkpoint.
 * Checkpoints: one file per shard (``edged.checkpoint``). Once every worker is ready (each
   wrote its own file if it restored from another layout), the supervisor deletes the
   files of other layouts.
@@ -51,28 +51,25 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-import zlib
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
 import zmq
 
+from edged import link
 from edged.config import Config
-from edged.protocol import FrameError, Limits, unpack_frame
-from edged.sockets import QUIET_S  # (and the publish proxy stops once quiet this long)
+from edged.link import STOP
+from edged.protocol import Limits
+from edged.sockets import QUIET_S  # (and the stop publishes until the workers are quiet this long)
 
 POLL_MS = 100
-BATCH = 256  # frames routed per wake-up before housekeeping runs
 CHECK_S = 0.05  # supervision (pipes, deaths, restarts, metrics) runs at most this often
 PING_S = 1.0  # worker -> supervisor liveness ping interval
-SUBSCRIBED_S = 30.0  # a starting worker waits this long at most for the proxy's subscription
 WORKER_TIMEOUT = 10.0  # a ready worker silent this long is killed and restarted
 START_TIMEOUT = 120.0  # a restarted worker not ready this long is too (the unit's TimeoutStartSec)
 RESTART_BACKOFF_S = 10.0  # a worker dying sooner after its start is restarted after a delay
 STOP_WAIT_S = 15.0  # beyond the drain timeout: the workers' checkpoint and close
-STOP = b"\xc1edged-stop"  # 0xc1 is never valid msgpack: no source frame can equal it
 
 
 class StartError(Exception):
@@ -81,23 +78,6 @@ class StartError(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
-
-
-def shard_of(stream: bytes, n: int) -> int:
-    """The worker of a stream id (its UTF-8 bytes) among ``n``: stable across processes,
-    restarts and machines (never Python's salted ``hash``)."""
-    return zlib.crc32(stream) % n
-
-
-def stream_key(buf: bytes, limits: Limits) -> bytes:
-    """The UTF-8 stream id of a raw ingest frame, for routing; raises ``FrameError``."""
-    msg = unpack_frame(buf, limits)
-    if not isinstance(msg, dict):
-        raise FrameError("schema", f"frame is a msgpack {type(msg).__name__}, not a map")
-    stream = msg.get("stream")
-    if not isinstance(stream, str):
-        raise FrameError("stream" if "stream" in msg else "schema", "no string stream id to route on")
-    return stream.encode()
 
 
 # -- the worker side -----------------------------------------------------------------------
@@ -131,11 +111,6 @@ class Link:
 
     def ready(self, svc, endpoints: dict[str, str], seconds: float, restored: str) -> None:
         self.watchdog.stop = svc.request_stop
-        if svc.sockets.publish.poll(int(SUBSCRIBED_S * 1000)):  # the proxy's XSUB: everything
-            svc.sockets.publish.recv()
-        else:
-            svc.log.warning("no subscription from the publish proxy within %.0fs: serving anyway",
-                            SUBSCRIBED_S)
         self.conn.send(("ready", {"pid": os.getpid(), "epoch": svc.epoch, "warm_s": seconds,
                                   "metrics": endpoints.get("metrics"), "restored": restored,
                                   "streams": len(svc.streams)}))
@@ -150,23 +125,21 @@ def worker_main(values: dict[str, Any], shard: tuple[int, int], conn) -> None:
     """A worker process (multiprocessing spawn target): ``edged.service.main`` on the
     private endpoints in ``values``; a start-up failure is reported on ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches the whole group
+    from edged.link import LinkSockets
     from edged.model import ModelError
     from edged.security import SecurityError
     from edged.service import Service, main, setup_logging
 
     class Worker(Service):
-        """A service that stops at ``STOP``: the router sends it after the last frame, so
-        its drain waits for nothing more. It publishes on XPUB, to see the proxy's
-        subscription (``Link.ready``)."""
+        """A service on the router's link (``edged.link``) that stops at ``STOP``: the router
+        sends it after the last frame, so its drain waits for nothing more."""
 
-        PUBLISH_KIND = zmq.XPUB
+        SOCKETS = LinkSockets
         DRAIN_QUIET_S = 0.0  # its input ends at STOP: nothing is in flight behind it
 
-        def admit(self, buf, received_at, batch, frame=None):
-            if buf == STOP:
-                self.request_stop(signal.SIGTERM)
-                return
-            super().admit(buf, received_at, batch, frame)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.sockets.on_stop = lambda: self.request_stop(signal.SIGTERM)
 
     cfg = Config(**values)
     log = _Prefix(setup_logging(cfg.log_level), {"worker": shard[0]})
@@ -202,48 +175,6 @@ class Slot:
     start_at: float | None = None  # a restart is due at this time
 
 
-class Proxy:
-    """``zmq.proxy_steerable(xsub, xpub)`` in a thread; ``stop`` waits for quiet first."""
-
-    def __init__(self, ctx: zmq.Context, xsub: zmq.Socket, xpub: zmq.Socket):
-        self.control = ctx.socket(zmq.PAIR)
-        self.control.linger = 0
-        self.control.rcvtimeo = 1000  # a proxy that is gone does not answer
-        address = f"inproc://edged-proxy-{id(self)}"
-        self.control.bind(address)
-        self.peer = ctx.socket(zmq.PAIR)
-        self.peer.linger = 0
-        self.peer.connect(address)
-        self.thread = threading.Thread(target=zmq.proxy_steerable, args=(xsub, xpub, None, self.peer),
-                                       name="edged-publish-proxy", daemon=True)
-        self.thread.start()
-
-    def forwarded(self) -> int | None:
-        """Message parts received from the workers so far (the proxy's STATISTICS); None
-        when the proxy does not answer within a second (its thread has ended)."""
-        self.control.send(b"STATISTICS")
-        try:
-            return int.from_bytes(self.control.recv_multipart()[0], "little")
-        except zmq.Again:
-            return None
-
-    def stop(self, clock: Callable[[], float], timeout: float = 2.0) -> None:
-        deadline, last, quiet_since = clock() + timeout, -1, clock()
-        while clock() < deadline:
-            n = self.forwarded()
-            if n is None:
-                break
-            if n != last:
-                last, quiet_since = n, clock()
-            elif clock() - quiet_since >= QUIET_S:
-                break
-            time.sleep(QUIET_S / 4)
-        self.control.send(b"TERMINATE")
-        self.thread.join(timeout)
-        self.peer.close()
-        self.control.close()
-
-
 class Supervisor:
     """The router and supervisor of ``cfg.service_workers`` workers (module docstring).
     Inject the ZeroMQ ``context``, its own metrics ``registry``, the ``log``, the systemd
@@ -267,9 +198,8 @@ class Supervisor:
         self.dir = tempfile.mkdtemp(prefix="edged-")  # 0700: only this user reaches the workers
         self.slots = [Slot() for _ in range(self.n)]
         self.pushes: list[zmq.Socket] = []
-        self.xsub = self.proxy = None
-        self.pending: tuple[int, bytes] | None = None  # a frame waiting for a full worker
-        self.routed = [0] * self.n
+        self.decisions: zmq.Socket | None = None  # the workers' decision bundles
+        self.relay: link.Relay | None = None
         self.cpu = 0.0
         self._next_check = 0.0
         env = os.environ if env is None else env
@@ -279,14 +209,15 @@ class Supervisor:
 
         self.mp = multiprocessing.get_context("spawn")
 
-    def endpoint(self, i: int, side: str) -> str:
-        return f"ipc://{self.dir}/w{i}.{side}"
+    def endpoint(self, *name) -> str:
+        """``endpoint(i, "in")``: worker ``i``'s ingest; ``endpoint("out")``: the decisions'."""
+        return f"ipc://{self.dir}/" + (f"w{name[0]}.{name[1]}" if len(name) == 2 else name[0])
 
     def worker_config(self, i: int) -> dict[str, Any]:
         """Worker ``i``'s settings: private endpoints, no CURVE, metrics on a free port."""
         cfg = dataclasses.replace(
             self.cfg, ingest_endpoint=self.endpoint(i, "in"), ingest_socket="pull", ingest_bind=True,
-            publish_endpoint=self.endpoint(i, "out"), security_secret_key="", security_client_keys="",
+            publish_endpoint=self.endpoint("out"), security_secret_key="", security_client_keys="",
             metrics_listen="off" if self.cfg.metrics_listen in ("", "off") else "127.0.0.1:0",
             service_workers=1)
         return dataclasses.asdict(cfg)
@@ -294,21 +225,23 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
-        """Bind the public ingest and publish, connect to the workers' endpoints (an XSUB
-        subscribed to everything) and start the publish proxy; return the public endpoints."""
+        """Bind the public ingest and publish and the workers' decision endpoint, connect to
+        the workers' ingest; return the public endpoints."""
         endpoints = self.sockets.bind()
-        self.xsub = self.ctx.socket(zmq.XSUB)
-        self.xsub.linger = 0
-        self.xsub.rcvhwm = self.cfg.publish_hwm
-        self.xsub.send(b"\x01")  # subscribe to everything: sent to every worker on connection
+        self.decisions = self.ctx.socket(zmq.PULL)
+        self.decisions.linger = 0
+        self.decisions.bind(self.endpoint("out"))
         for i in range(self.n):
-            self.xsub.connect(self.endpoint(i, "out"))
             push = self.ctx.socket(zmq.PUSH)
             push.linger = 0
-            push.sndhwm = self.cfg.ingest_hwm
+            push.sndhwm = link.link_hwm(self.cfg.ingest_hwm)
             push.connect(self.endpoint(i, "in"))
             self.pushes.append(push)
-        self.proxy = Proxy(self.ctx, self.xsub, self.sockets.publish)
+        from edged.service import BATCH_BYTES, READOUT_WAIT
+
+        monitors = [m for m in (self.sockets.monitor, self.sockets.publish_monitor) if m is not None]
+        self.relay = link.Relay(self.sockets.ingest, self.decisions, self.sockets.publish, self.pushes,
+                                monitors, self.limits, self.sockets.compiled, READOUT_WAIT, BATCH_BYTES)
         return endpoints
 
     def spawn(self, i: int) -> None:
@@ -323,10 +256,11 @@ class Supervisor:
         self.log.info("worker %d of %d started: pid %d", i, self.n, proc.pid)
 
     def start(self) -> float:
-        """Spawn every worker and wait until all are ready (or a stop is requested); return
+        """Spawn every worker, warm the router's kernels and wait until all are ready (or a stop is requested); return
         the longest warm-up. Raises ``StartError`` if one fails first."""
         for i in range(self.n):
             self.spawn(i)
+        self.relay.warm()  # the router's compiled calls, while the workers warm theirs
         while not all(s.ready for s in self.slots):
             if self.stop_requests:
                 return 0.0
@@ -376,55 +310,23 @@ class Supervisor:
         self.stop_requests.append(signum)
 
     def run(self) -> None:
-        """Route and supervise until a stop is requested."""
-        poller = self.sockets.poller()
-        ingest = self.sockets.ingest
+        """Route, publish and supervise until a stop is requested."""
         while not self.stop_requests:
-            if self.pending is not None:
-                self.send_pending()
-                ready = dict(poller.poll(0))
-            else:
-                ready = dict(poller.poll(POLL_MS))
-                if ingest in ready:
-                    self.route(BATCH)
-            for refused in self.sockets.monitor_events(ready):
-                self.rejects.reject(refused, self.clock())
+            self.relay_for(CHECK_S)
             self.tick(self.clock())
 
-    def route(self, budget: int) -> int:
-        """Pass up to ``budget`` queued frames to their workers without blocking; stop at a
-        worker whose queue is full (the frame waits in ``pending``). Returns frames read."""
-        recv, pushes, limits, n, routed = self.sockets.ingest.recv, self.pushes, self.limits, self.n, self.routed
+    def relay_for(self, seconds: float, take: bool = True) -> None:
+        """Route (``take``) and publish for ``seconds`` (``edged.link.Relay``), counting the
+        frames it rejects and the monitors' events."""
         cpu0 = time.thread_time()
-        got = 0
-        while got < budget:
-            try:
-                buf = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            got += 1
-            try:
-                w = zlib.crc32(stream_key(buf, limits)) % n  # shard_of, inlined
-            except FrameError as e:
-                self.metrics.rejected.labels(e.reason).inc()
-                self.rejects.reject(e, self.clock())
-                continue
-            try:
-                pushes[w].send(buf, zmq.NOBLOCK)
-            except zmq.Again:
-                self.pending = (w, buf)
-                break
-            routed[w] += 1
+        status, rejected = self.relay.run(time.perf_counter() + seconds, take)
         self.cpu += time.thread_time() - cpu0
-        return got
-
-    def send_pending(self) -> None:
-        """Pass on the frame waiting for a full worker if it has room within ``POLL_MS``."""
-        w, buf = self.pending
-        if self.pushes[w].poll(POLL_MS, zmq.POLLOUT):
-            self.pushes[w].send(buf, zmq.NOBLOCK)
-            self.routed[w] += 1
-            self.pending = None
+        for at, e in rejected:
+            self.metrics.rejected.labels(e.reason).inc()
+            self.rejects.reject(e, at)
+        if status == link.MONITOR:
+            for refused in self.sockets.monitor_events(dict.fromkeys(self.relay.monitors, zmq.POLLIN)):
+                self.rejects.reject(refused, self.clock())
 
     def tick(self, now: float) -> None:
         """Watchdog; and every ``CHECK_S``: worker pipes, deaths, silences, restarts due,
@@ -441,10 +343,10 @@ class Supervisor:
 
     def flush_metrics(self) -> None:
         m = self.metrics
-        for i, k in enumerate(self.routed):
+        for i, k in enumerate(self.relay.routed.tolist()):
             if k:
                 m.routed.labels(str(i)).inc(k)
-        self.routed = [0] * self.n
+        self.relay.routed[:] = 0
         m.cpu.inc(self.cpu)
         self.cpu = 0.0
 
@@ -510,30 +412,33 @@ class Supervisor:
             if slot.start_at is not None:  # dead, waiting to restart: it serves what waits for it
                 self.log.info("worker %d: starting it at once to serve the frames queued for it", i)
                 self.spawn(i)
-        drained, deadline = 0, self.clock() + self.cfg.service_drain_timeout
+        deadline = self.clock() + self.cfg.service_drain_timeout
+        stats = self.relay.stats
+        received, last = int(stats[0]), self.clock()
         while self.clock() < deadline and len(self.stop_requests) < 2:  # what ingest holds
             self.watchdog.ping(self.clock())
-            if self.pending is not None:
-                self.send_pending()
-            else:
-                got = self.route(BATCH)
-                drained += got
-                if got < BATCH and self.pending is None and not self.sockets.ingest.poll(QUIET_S * 1000):
-                    break  # ingest quiet for QUIET_S: the rest of a burst in flight is in
-        if self.pending is not None:  # past the drain timeout: dropped, as a single process would
-            self.log.warning("worker %d's queue stayed full: 1 frame for it dropped at the stop",
-                             self.pending[0])
-            self.pending = None
-        self.log.info("routed %d frames still queued at the stop", drained)
+            seen = int(stats[0])
+            self.relay_for(min(QUIET_S / 4, max(deadline - self.clock(), 0.0)))
+            if stats[0] > seen:
+                last = self.clock()
+            elif not self.relay.pending.any() and self.clock() - last >= QUIET_S:
+                break  # ingest quiet for QUIET_S: the rest of a burst in flight is in
+        for w, frames in self.relay.waiting().items():  # past the drain timeout: dropped, as one process would
+            self.log.warning("worker %d's queue stayed full: %d frames for it dropped at the stop", w, frames)
+        self.relay.pending[:] = 0
+        self.log.info("routed %d frames still queued at the stop", int(stats[0]) - received)
         deadline = self.clock() + self.cfg.service_drain_timeout + STOP_WAIT_S
-        unsent = zmq.Poller()  # STOP behind every routed frame, to each worker as it has room
-        for push in self.pushes:
-            unsent.register(push, zmq.POLLOUT)
-        while unsent.sockets and self.clock() < deadline and len(self.stop_requests) < 2:
+        unsent = list(self.pushes)  # STOP behind every routed frame, to each worker as it has room
+        while unsent and self.clock() < deadline and len(self.stop_requests) < 2:
             self.watchdog.ping(self.clock())
-            for push, _ in unsent.poll(POLL_MS):
-                push.send(STOP, zmq.NOBLOCK)
-                unsent.unregister(push)
+            for push in list(unsent):
+                try:
+                    push.send(STOP, zmq.NOBLOCK)
+                    unsent.remove(push)
+                except zmq.Again:
+                    pass
+            if unsent:
+                self.relay_for(POLL_MS / 1000, take=False)  # publishing meanwhile
         forwarded = False
         while self.clock() < deadline:
             self.watchdog.ping(self.clock())
@@ -542,10 +447,9 @@ class Supervisor:
                 for s in self.slots:
                     if s.proc is not None and s.proc.is_alive():
                         os.kill(s.proc.pid, signal.SIGTERM)
-            alive = [s.proc for s in self.slots if s.proc is not None and s.proc.is_alive()]
-            if not alive:
+            if not any(s.proc is not None and s.proc.is_alive() for s in self.slots):
                 break
-            wait([p.sentinel for p in alive], POLL_MS / 1000)
+            self.relay_for(POLL_MS / 2000, take=False)
         worst = 0
         for i, s in enumerate(self.slots):
             if s.proc is None:
@@ -555,8 +459,12 @@ class Supervisor:
                 s.proc.kill()
             s.proc.join()
             worst = max(worst, abs(s.proc.exitcode or 0))
-        self.proxy.stop(self.clock)
-        self.proxy = None
+        deadline = self.clock() + STOP_WAIT_S
+        while self.clock() < deadline:  # the last decisions, until quiet
+            published = int(stats[1])
+            self.relay_for(QUIET_S, take=False)
+            if stats[1] == published:
+                break
         self.flush_metrics()
         self.rejects.flush(float("inf"))
         return worst
@@ -567,12 +475,9 @@ class Supervisor:
             if s.proc is not None and s.proc.is_alive():
                 s.proc.kill()
                 s.proc.join()
-        if self.proxy is not None:
-            self.proxy.stop(self.clock, timeout=0.5)
-        for push in self.pushes:
-            push.close(linger=0)
-        if self.xsub is not None:
-            self.xsub.close(linger=0)
+        for sock in [*self.pushes, self.decisions]:
+            if sock is not None:
+                sock.close(linger=0)
         self.sockets.close(linger_s)
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -20,6 +20,11 @@ ids, id_ends, out, ends)`` sends message ``k`` as two frames, ``ids[id_ends[k]:i
 exceeds its high-water mark). Both return ``(count, errno)``: errno 0 when a limit
 stopped them, ``EAGAIN`` when nothing more was waiting (``recv``), else the error that
 stopped them (``EINTR`` is retried).
+
+For the ``--workers`` router (``edged.link.relay``): ``poll(items, count, timeout_ms)``
+(``zmq_poll`` over ``count`` items set by ``poll_item``, read back by ``revents``),
+``recv_one(sock, buf)`` and ``send_one(sock, buf, a, e)``, one single-part message
+without blocking.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from edged.bits import address
 from edged.jit import kernel
 
 _DONTWAIT, _SNDMORE = 1, 2  # zmq.h
+POLLIN, POLLOUT = 1, 2  # zmq.h
 _CLOCK_MONOTONIC = 1  # linux/time.h
 EAGAIN, EINTR = errno.EAGAIN, errno.EINTR
 
@@ -56,7 +62,7 @@ def _load() -> bool:
     if len(paths) != 1:
         return False
     llvm.load_library_permanently(paths.pop())
-    return all(llvm.address_of_symbol(s) for s in ("zmq_recv", "zmq_send", "zmq_errno",
+    return all(llvm.address_of_symbol(s) for s in ("zmq_recv", "zmq_send", "zmq_poll", "zmq_errno",
                                                    "clock_gettime"))
 
 
@@ -66,6 +72,7 @@ _zmq_recv = types.ExternalFunction("zmq_recv", types.intc(types.voidptr, types.v
                                                           types.size_t, types.intc))
 _zmq_send = types.ExternalFunction("zmq_send", types.intc(types.voidptr, types.voidptr,
                                                           types.size_t, types.intc))
+_zmq_poll = types.ExternalFunction("zmq_poll", types.intc(types.voidptr, types.intc, types.int64))
 _zmq_errno = types.ExternalFunction("zmq_errno", types.intc())
 _clock_gettime = types.ExternalFunction("clock_gettime", types.intc(types.intc, types.voidptr))
 
@@ -92,10 +99,9 @@ def recv(sock, buf, ends, times, budget, wait_s, close_bytes):
             if e == EINTR:
                 continue
             return n, e
-        _clock_gettime(_CLOCK_MONOTONIC, address(ts, 0))
         if r > room:
             raise ValueError("zmqjit.recv: a frame larger than the buffer's room")
-        times[n] = ts[0] + 1e-9 * ts[1]
+        times[n] = now(ts)
         pos += r
         n += 1
         ends[n] = pos
@@ -125,3 +131,52 @@ def send(sock, ids, id_ends, out, ends):
         if e != 0 and e != EAGAIN:
             return k, e
     return ends.size - 1, 0
+
+
+@kernel
+def poll_item(items, k, sock, events):
+    """Set item ``k`` of ``items`` (int64[2 * count]: a ``zmq_pollitem_t`` is ``{void *socket;
+    int fd; short events; short revents;}``, 16 bytes) to poll ``sock`` for ``events``."""
+    items[2 * k] = sock
+    items[2 * k + 1] = np.int64(events) << 32
+
+
+@kernel
+def revents(items, k):
+    return (items[2 * k + 1] >> 48) & 0xFFFF
+
+
+@kernel
+def poll(items, count, timeout_ms):
+    """``(ready items, 0)``, or ``(-1, errno)`` (``EINTR`` included: a signal is for Python)."""
+    r = _zmq_poll(address(items, 0), count, timeout_ms)
+    return (r, 0) if r >= 0 else (-1, _zmq_errno())
+
+
+@kernel
+def now(ts):
+    """``time.perf_counter()`` (``ts``: int64[2] scratch)."""
+    _clock_gettime(_CLOCK_MONOTONIC, address(ts, 0))
+    return ts[0] + 1e-9 * ts[1]
+
+
+@kernel
+def recv_one(sock, buf):
+    """One message into ``buf`` without blocking: ``(size, 0)`` or ``(-1, errno)``; a
+    message longer than ``buf`` raises."""
+    s = _pointer(sock)
+    while True:
+        r = _zmq_recv(s, address(buf, 0), buf.size, _DONTWAIT)
+        if r >= 0:
+            if r > buf.size:
+                raise ValueError("zmqjit.recv_one: a message larger than the buffer")
+            return r, 0
+        e = _zmq_errno()
+        if e != EINTR:
+            return -1, e
+
+
+@kernel
+def send_one(sock, buf, a, e):
+    """``buf[a:e]`` as one message without blocking: 0, or the errno of its failure."""
+    return _send_part(_pointer(sock), address(buf, a), e - a, _DONTWAIT)

@@ -27,7 +27,7 @@ from edged.client import Sender, Subscriber
 from edged.model import load, save
 from edged.offline import decisions as offline_decisions
 from edged.protocol import FrameError, Limits, encode_frame
-from edged.workers import shard_of, stream_key
+from edged.link import shard_of, stream_key
 
 TIMEOUT = 30.0
 STREAMS = [f"w{i}" for i in range(8)]
@@ -62,27 +62,6 @@ def test_stream_key_rejects_what_it_cannot_route(buf, reason):
     with pytest.raises(FrameError) as e:
         stream_key(buf, LIMITS)
     assert e.value.reason == reason
-
-
-def test_the_proxy_stop_does_not_wait_on_a_proxy_that_is_gone(monkeypatch):
-    """A proxy thread that has ended (a socket error) does not answer STATISTICS: the
-    stop gives up on it after a second instead of waiting for ever."""
-    from edged import workers
-
-    monkeypatch.setattr(zmq, "proxy_steerable", lambda *sockets: None)  # ends at once
-    ctx = zmq.Context()
-    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
-    proxy = workers.Proxy(ctx, xsub, xpub)
-    try:
-        proxy.thread.join(5)
-        t0 = time.monotonic()
-        assert proxy.forwarded() is None
-        proxy.stop(time.monotonic, timeout=30)
-        assert time.monotonic() - t0 < 5
-    finally:
-        for s in (xsub, xpub, proxy.control, proxy.peer):
-            s.close(0)
-        ctx.term()
 
 
 def test_a_restarted_worker_that_never_gets_ready_is_killed():

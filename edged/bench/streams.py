@@ -21,7 +21,7 @@ Client CPU: the receiver (this process, its ZeroMQ I/O thread included) and the 
 the floor of any Python ZeroMQ service) gets the same frames at the largest count kept.
 
 With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
-process: ingest, routing, the publish proxy and their ZeroMQ I/O threads) is measured on
+process: ingest, routing, publishing and their ZeroMQ I/O threads) is measured on
 its own, and its CPU per frame is reported against the workers' (the routing hop's cost).
 
 The client shares the machine with the daemon (and with whatever else runs there): the
@@ -282,7 +282,7 @@ def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int 
     import zmq
 
     from edged.protocol import encode_frame
-    from edged.workers import shard_of
+    from edged.link import shard_of
 
     probes: dict[int, str] = {}
     for k in range(1000 * workers):
@@ -349,8 +349,10 @@ def run(args: argparse.Namespace) -> dict:
                          f"per frame-and-decision, busiest serving thread "
                          f"{out['serving_cpu'] / out['seconds']:.2f} cores (client "
                          f"{out['client_cpu'] / out['seconds']:.2f} cores), "
-                         f"{out['batch']:.1f} frames per batch -> "
-                         f"{'kept' if ok else 'NOT kept'}")
+                         f"{out['batch']:.1f} frames per batch"
+                         + (f", router {out['router_cpu'] / out['frames'] * 1e6:.1f} us per frame"
+                            if args.workers > 1 else "")
+                         + f" -> {'kept' if ok else 'NOT kept'}")
             if not ok:
                 break
             kept, at_kept = n, out
@@ -419,7 +421,7 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
     notes.append(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.workers > 1:
         notes.append(f"edged serve --workers {args.workers}: daemon CPU = router + workers; router = "
-                     "the parent process (ingest, routing, publish proxy, ZeroMQ I/O threads)")
+                     "the parent process (ingest, routing, publishing, ZeroMQ I/O threads)")
     return {"bench": "streams", "params": {"rate": args.rate, "ladder": args.ladder,
                                            "duration": args.duration, "quick": args.quick,
                                            "workers": args.workers},
