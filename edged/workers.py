@@ -7,10 +7,10 @@ temporary directory (``edged.link``: the bundles and how a frame's worker is fou
     sources -> ingest (PULL|SUB, public) -> router -> PUSH ipc w<i>.in -> worker i (PULL)
     worker i PUSH -> ipc out -> PULL router -> PUB publish (public) -> subscribers
 
-* Routing: the router receives a batch of frames as one process does (``Sockets.receive``,
-  one compiled call), reads each frame's stream id on its bytes and sends worker
-  ``shard_of(id) = crc32(UTF-8 id) % N`` its frames as one bundle, one ZeroMQ message, with
-  their receive times (so latency counts from the public socket). The bytes go on
+* Routing: the router's loop (``edged.link.Relay``, compiled between housekeeping)
+  receives a batch of frames as one process does, reads each frame's stream id on its
+  bytes and sends worker ``shard_of(id) = crc32(UTF-8 id) % N`` its frames as one bundle,
+  one ZeroMQ message, with their receive times (so latency counts from the public socket). The bytes go on
   untouched; the worker validates everything, as a single process does. One stream is one
   worker over one FIFO pipe, so per-stream order and the decisions are those of
   ``--workers 1``. A frame with no stream id to route on (not msgpack, not a map, no
@@ -256,8 +256,9 @@ class Supervisor:
         self.log.info("worker %d of %d started: pid %d", i, self.n, proc.pid)
 
     def start(self) -> float:
-        """Spawn every worker, warm the router's kernels and wait until all are ready (or a stop is requested); return
-        the longest warm-up. Raises ``StartError`` if one fails first."""
+        """Spawn every worker, warm the router's kernels and wait until all are ready (or a
+        stop is requested); return the longest warm-up. Raises ``StartError`` if one fails
+        first."""
         for i in range(self.n):
             self.spawn(i)
         self.relay.warm()  # the router's compiled calls, while the workers warm theirs
