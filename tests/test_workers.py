@@ -26,7 +26,7 @@ from edged import checkpoint as ckpt
 from edged.client import Sender, Subscriber
 from edged.model import load, save
 from edged.offline import decisions as offline_decisions
-from edged.protocol import FrameError, Limits, encode_frame
+from edged.protocol import FrameError, Limits, decode_decision, encode_frame
 from edged.link import shard_of, stream_key
 
 TIMEOUT = 30.0
@@ -248,6 +248,43 @@ def test_two_workers_decide_exactly_as_one(model_path, tmp_path):
         for s in STREAMS:
             assert [values(d) for d in runs[run][s]] == [values(d) for d in runs[1, "1"][s]], (run, s)
             assert [d.energy_j for d in runs[run][s]] == [d.energy_j for d in runs[1, "1"][s]], (run, s)
+
+
+def test_a_frame_whose_decisions_fill_several_bundles_loses_none(model_path):
+    """One frame advancing its stream by 6,000 hops: its worker sends the decisions (more
+    than ``edged.link.DECISION_BYTES``) in several bundles, and every one is published, in
+    order, as the offline run decides them."""
+    from edged.link import DECISION_BYTES
+
+    model = load(model_path)
+    steps = model.window + 6000 * model.hop
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.integers(0, steps, 4000))
+    ch = rng.integers(0, model.n_in, t.size)
+    want = offline_decisions(model, t, ch, steps, "long")
+    proc, (ingest, publish, _), _ = start_serve(model_path, "--workers", "2", "--publish-hwm", "100000")
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.SUB)
+    raw.rcvhwm = 100000
+    raw.subscribe(b"long")
+    raw.connect(publish)
+    try:
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, model, *probes(2))  # (raw connected before rx: live as well)
+            tx.send("long", t, ch, until=steps)
+            got, size = [], 0
+            while len(got) < len(want):
+                assert raw.poll(TIMEOUT * 1000), f"{len(got)} of {len(want)} decisions"
+                topic, payload = raw.recv_multipart()
+                got.append(decode_decision(payload))
+                size += 16 + len(topic) + len(payload)  # its bytes in a decision bundle
+        assert size > DECISION_BYTES  # the frame's decisions did not fit one bundle
+        assert [values(d) for d in got] == [values(d) for d in want]
+        stop(proc)
+    finally:
+        raw.close(linger=0)
+        kill(proc)
+        ctx.term()
 
 
 def test_state_dir_reshards_2_to_1_to_2(model_path, tmp_path):
