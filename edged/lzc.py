@@ -39,7 +39,11 @@ Sliding window (``SlidingLZ``)
     old start again, the new tail) is searched afresh, exactly, on the window's grams in
     order (the last 15 from the words, zeros past ``b'``) as below, the minima kept per
     chunk of 64 sources: the rightmost source lies in the last chunk whose minimum allows
-    ``M`` bits. ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
+    ``M`` bits. The still-copying last phrase is not searched when its old source still
+    copies it to the new end (checked on the grams): no match can be longer than the rest
+    of the window, so it is still the last phrase, still copying (that source, kept for the
+    next read's check, need not be the rightmost: a still-copying phrase is never taken
+    over). ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
     a read costs a part that does not grow with the bits pushed since the last one (the
     head, the still-copying last phrase, the copy of the grams) plus the fresh searches of
     those bits. State per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams
@@ -326,6 +330,10 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
             L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _GRAM))
         n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
         closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
+        # its start and source: if that source still copies it to the new end (cap / 16
+        # gram compares), M = cap without a search (the module docstring)
+        open_q = last[n] if closed < n_old else -1
+        open_j = a + np.int64(srcs[n, n_old - 1]) if closed < n_old else -1
         k = 0
         q = a2
         i = 0
@@ -357,7 +365,20 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
             p = q - a2
             cap = b2 - q
             M, src = 0, p
-            if p > 0:
+            searched = False
+            if q == open_q and a2 <= open_j < q:
+                j = open_j - a2
+                copies = True
+                for o in range(0, cap, _GRAM):
+                    x = np.uint16(L[np.uint64(j + o)] ^ L[np.uint64(p + o)])
+                    if cap - o < _GRAM:
+                        x &= np.uint16(~(0xFFFF >> (cap - o)) & 0xFFFF)
+                    if x:
+                        copies = False
+                        break
+                if copies:
+                    M, src, searched = cap, j, True
+            if p > 0 and not searched:
                 up, p16 = np.uint64(p), np.uint16(p)
                 nch = (p + 63) >> 6  # chunks of 64 sources j, from 64 c, the last ending at p
                 g = L[up]
