@@ -70,6 +70,12 @@ def prune(current: str, now: float | None = None) -> list[str]:
     return gone
 
 
+def cached(directory: str | None = None) -> bool:
+    """Whether this build's cache (``directory``, default Numba's) holds a compiled kernel:
+    False on the first start after an install or upgrade, which compiles them all."""
+    return any(Path(directory or numba.config.CACHE_DIR).glob("*/*.nbi"))
+
+
 numba.config.CACHE_DIR = cache_dir()
 prune(numba.config.CACHE_DIR)  # read when each kernel below is decorated
 kernel = numba.njit(cache=True, nogil=True)

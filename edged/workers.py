@@ -258,8 +258,17 @@ class Supervisor:
     def start(self) -> float:
         """Spawn every worker, warm the router's kernels and wait until all are ready (or a
         stop is requested); return the longest warm-up. Raises ``StartError`` if one fails
-        first."""
-        for i in range(self.n):
+        first. With no kernel cached yet (``edged.jit.cached``: the first start after an
+        install or upgrade) worker 0 compiles them alone and the others start once it is
+        ready, loading them: N workers compiling at once would take N times the memory (each
+        keeps LLVM's) and, past the cores, N times as long."""
+        from edged.jit import cached
+
+        compiled = cached()
+        if not compiled and self.n > 1:
+            self.log.info("no compiled kernels cached yet: worker 0 compiles them, the others start "
+                          "once it is ready")
+        for i in range(self.n if compiled else 1):
             self.spawn(i)
         self.relay.warm()  # the router's compiled calls, while the workers warm theirs
         while not all(s.ready for s in self.slots):
@@ -267,6 +276,8 @@ class Supervisor:
                 return 0.0
             self.watchdog.ping(self.clock())
             for i, slot in enumerate(self.slots):
+                if slot.proc is None:
+                    continue
                 self._read(i, slot)
                 if not slot.ready and not slot.proc.is_alive():
                     slot.proc.join()
@@ -275,7 +286,12 @@ class Supervisor:
                     code, message = slot.info.get("failed", (code if code and code > 0 else 1,
                                                              f"exit code {code}"))
                     raise StartError(code, f"worker {i}: {message}")
-            wait([s.conn for s in self.slots] + [s.proc.sentinel for s in self.slots], POLL_MS / 1000)
+            if self.slots[0].ready:
+                for i, slot in enumerate(self.slots):
+                    if slot.proc is None:
+                        self.spawn(i)
+            started = [s for s in self.slots if s.proc is not None]
+            wait([s.conn for s in started] + [s.proc.sentinel for s in started], POLL_MS / 1000)
         for i in range(self.n):
             self.metrics.up.labels(str(i)).set(1)
         self.metrics.ready.set(1)
@@ -409,6 +425,8 @@ class Supervisor:
         self.notify(f"STOPPING=1\nSTATUS=draining {self.n} workers")
         now = self.clock()
         for i, slot in enumerate(self.slots):
+            if slot.proc is None:  # not started (a stop during the start): nothing routed to it
+                continue
             self._supervise(i, slot, now)  # notices a worker that died since the last check
             if slot.start_at is not None:  # dead, waiting to restart: it serves what waits for it
                 self.log.info("worker %d: starting it at once to serve the frames queued for it", i)
@@ -429,7 +447,8 @@ class Supervisor:
         self.relay.pending[:] = 0
         self.log.info("routed %d frames still queued at the stop", int(stats[0]) - received)
         deadline = self.clock() + self.cfg.service_drain_timeout + STOP_WAIT_S
-        unsent = list(self.pushes)  # STOP behind every routed frame, to each worker as it has room
+        unsent = [push for push, slot in zip(self.pushes, self.slots) if slot.proc is not None]
+        # (STOP behind every routed frame, to each worker as it has room)
         while unsent and self.clock() < deadline and len(self.stop_requests) < 2:
             self.watchdog.ping(self.clock())
             for push in list(unsent):

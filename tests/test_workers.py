@@ -287,6 +287,29 @@ def test_a_frame_whose_decisions_fill_several_bundles_loses_none(model_path):
         ctx.term()
 
 
+def test_a_cold_kernel_cache_is_compiled_by_one_worker_before_the_others_start(model_path, tmp_path):
+    """First start after an install or upgrade (an empty Numba cache): worker 0 compiles the
+    kernels alone, worker 1 starts once it is ready and loads them; both then serve."""
+    from edged.jit import cached
+
+    cache = tmp_path / "cache"
+    assert not cached(str(cache))
+    proc, (ingest, publish, _), lines = start_serve(model_path, "--workers", "2",
+                                                    env={"NUMBA_CACHE_DIR": str(cache)})
+    ctx = zmq.Context()
+    try:
+        log = "".join(lines)
+        assert "no compiled kernels cached yet" in log, log[-3000:]
+        assert log.index("worker 0 ready") < log.index("worker 1 of 2 started"), log[-3000:]
+        assert cached(str(next(cache.glob("kernels-*"))))
+        with Sender(ingest, context=ctx, linger=0) as tx, Subscriber(publish, context=ctx) as rx:
+            join(tx, rx, load(model_path), *probes(2))  # both workers decide
+        stop(proc)
+    finally:
+        kill(proc)
+        ctx.term()
+
+
 def test_state_dir_reshards_2_to_1_to_2(model_path, tmp_path):
     """A state dir written by 2 workers restores into 1, and back into 2; the decisions of
     the three runs together equal one uninterrupted offline run."""
