@@ -3,10 +3,11 @@ without a Python call per message (a pyzmq ``recv`` or ``send`` costs ~0.5 µs o
 
 pyzmq loads libzmq as a shared library (its wheels bundle one). ``AVAILABLE`` is True
 once that library was found in this process's memory map and its symbols made visible to
-Numba, whose kernels here call ``zmq_recv``, ``zmq_send`` and ``zmq_errno`` directly;
-where it is not (not Linux, a libzmq linked statically into pyzmq, ``time.perf_counter``
-not ``CLOCK_MONOTONIC``), or with ``EDGED_ZMQJIT=0`` in the environment (to compare),
-``edged.sockets`` uses pyzmq's calls instead, to the same effect.
+Numba, whose kernels here call ``zmq_recv``, ``zmq_send``, ``zmq_poll`` and ``zmq_errno``
+directly; where it is not (not Linux, a libzmq linked statically into pyzmq,
+``time.perf_counter`` not ``CLOCK_MONOTONIC``, a big-endian host: ``poll_item`` lays the
+poll items out little-endian), or with ``EDGED_ZMQJIT=0`` in the environment (to compare),
+``edged.sockets`` and ``edged.link`` use pyzmq's calls instead, to the same effect.
 A socket is passed as its address (``zmq.Socket.underlying``) and, like any ZeroMQ
 socket, used by one thread at a time.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
 
 import llvmlite.binding as llvm
@@ -66,7 +68,7 @@ def _load() -> bool:
                                                    "clock_gettime"))
 
 
-AVAILABLE = os.environ.get("EDGED_ZMQJIT", "1") != "0" and _load()
+AVAILABLE = os.environ.get("EDGED_ZMQJIT", "1") != "0" and sys.byteorder == "little" and _load()
 
 _zmq_recv = types.ExternalFunction("zmq_recv", types.intc(types.voidptr, types.voidptr,
                                                           types.size_t, types.intc))
