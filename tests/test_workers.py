@@ -179,6 +179,12 @@ def values(d) -> tuple:
 
 def stop(proc) -> str:
     proc.send_signal(signal.SIGTERM)
+    return exited(proc)
+
+
+def exited(proc) -> str:
+    """Wait for exit 0 after a SIGTERM (a second one would stop the workers without their
+    checkpoints); return the rest of stderr."""
     assert proc.wait(timeout=TIMEOUT * 2) == 0
     rest = proc.stderr.read()
     proc.stderr.close()
@@ -488,7 +494,7 @@ def test_a_stuck_worker_does_not_keep_the_stop_marker_from_the_others(model_path
             while d is not None and d.stream != free:
                 d = rx.recv(TIMEOUT)
             assert d is not None and d.seq == 0  # worker 1 served its frames
-        rest = stop(proc)
+        rest = exited(proc)
         assert "worker 0 (pid" in rest and "did not stop in time" in rest, rest[-3000:]
         assert "worker 1 (pid" not in rest, rest[-3000:]
         assert (state / ckpt.file_name(1, 2)).stat().st_mtime >= signalled  # its stop checkpoint
@@ -533,7 +539,7 @@ def test_sigterm_while_a_worker_waits_to_restart_serves_the_frames_queued_for_it
             while d is not None and d.stream != stream:
                 d = rx.recv(TIMEOUT)
             assert d is not None and d.seq == 0
-        stop(proc)
+        exited(proc)
         assert (state / ckpt.file_name(0, 2)).stat().st_mtime >= signalled  # its stop checkpoint
     finally:
         kill(proc)
