@@ -480,12 +480,15 @@ class Relay:
         return {w: int(bundle_frames(self.bbuf, self.seg[w])) for w in np.flatnonzero(self.pending).tolist()}
 
     def warm(self) -> None:
-        """Compile (or load) the kernels: a relay already past its deadline, and the steps it
-        calls on a scratch batch (no socket is touched)."""
+        """Compile (or load) the kernels: a relay already past its deadline, a dispatch of no
+        frame (``run``'s after a resolve), and the steps they call on a scratch batch (no
+        socket is touched)."""
         from edged.protocol import encode_frame
 
         if self.compiled:
             self.run(0.0)
+            dispatch(self.socks, self.n, self.fbuf, self.fends[:1], self.ftimes, self.shard, self.bbuf,
+                     self.seg, self.pending, self.routed)  # (no frame: nothing sent)
         frame = encode_frame("warm", 0, [0], [0], binary=True)
         b = np.frombuffer(frame + b"\xc1", np.uint8)
         ends, shard = np.array([0, len(frame), len(frame) + 1]), np.zeros(2, np.int64)
