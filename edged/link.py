@@ -40,7 +40,7 @@ import zmq
 from edged import zmqjit
 from edged.jit import kernel
 from edged.protocol import FRAME_KEYS, HEARTBEAT_TOPIC, FrameError, Limits, Packed, unpack_frame
-from edged.sockets import Received, Sockets, receive_each
+from edged.sockets import Received, Sockets, receive_each, send_packed
 from edged.zmqjit import EAGAIN, EINTR, POLLIN, POLLOUT, poll, poll_item, recv_one, revents, send_one
 
 STOP = b"\xc1edged-stop"  # 0xc1 is never valid msgpack
@@ -443,7 +443,7 @@ class Relay:
                         m = np.frombuffer(self.decisions.recv(zmq.NOBLOCK), np.uint8)
                     except zmq.Again:
                         break
-                    publish_pyzmq(self.publish, *unpack_decisions(m, m.size))
+                    send_packed(self.publish, Packed(*unpack_decisions(m, m.size)), False)
                     self.stats[1] += 1
             for w, push in enumerate(self.pushes):
                 if self.pending[w] and push in ready:
@@ -497,18 +497,6 @@ class Relay:
              np.zeros(self.n + 1, np.int64))
         m = np.frombuffer(decision_bundles(Packed.of(["w"], [b"x"]))[0], np.uint8).copy()
         unpack_decisions(m, m.size)
-
-
-def publish_pyzmq(sock: zmq.Socket, ids: np.ndarray, id_ends: np.ndarray, out: np.ndarray,
-                  ends: np.ndarray) -> None:
-    """``edged.zmqjit.send`` by pyzmq: each decision as two frames, without blocking."""
-    bounds, id_bounds = ends.tolist(), id_ends.tolist()
-    for k in range(len(bounds) - 1):
-        try:
-            sock.send(ids[id_bounds[k]:id_bounds[k + 1]], zmq.SNDMORE | zmq.NOBLOCK)
-            sock.send(out[bounds[k]:bounds[k + 1]], zmq.NOBLOCK)
-        except zmq.Again:  # PUB drops rather than blocks
-            pass
 
 
 class LinkSockets(Sockets):

@@ -67,6 +67,27 @@ def receive_each(recv: Callable, clock: Callable[[], float], budget: int, wait_s
     return Received(*concat(bufs), times, bufs if keep else None, len(bufs) == budget)
 
 
+def send_packed(sock: zmq.Socket, packed: Packed, compiled: bool) -> None:
+    """Each decision of ``packed`` as two frames (topic, payload) without blocking, by one
+    ``edged.zmqjit.send`` (``compiled``) or one pyzmq call per frame; what a full queue
+    refuses is dropped (PUB drops anyway)."""
+    if compiled:
+        from edged import zmqjit
+
+        _, err = zmqjit.send(sock.underlying, *packed)
+        if err:
+            raise zmq.ZMQError(err)
+        return
+    ids, id_ends, out, ends = packed
+    id_bounds, bounds = id_ends.tolist(), ends.tolist()
+    for k in range(len(bounds) - 1):
+        try:
+            sock.send(ids[id_bounds[k]:id_bounds[k + 1]], _MORE)
+            sock.send(out[bounds[k]:bounds[k + 1]], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+
 class Sockets:
     """Ingest and publish for one ``Service`` or the ``edged.workers`` supervisor; the
     metrics are injected."""
@@ -175,20 +196,7 @@ class Sockets:
             zmqjit.send(0, *Packed.of([], []))
 
     def send_decisions(self, streams: list[str], seqs: list[int], packed: Packed) -> None:
-        if self.compiled:
-            from edged import zmqjit
-
-            _, err = zmqjit.send(self.publish.underlying, *packed)
-            if err:
-                raise zmq.ZMQError(err)
-            return
-        send = self.publish.send
-        for stream, payload in zip(streams, packed.payloads()):
-            try:
-                send(stream.encode(), _MORE)
-                send(payload, zmq.NOBLOCK)
-            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
-                pass
+        send_packed(self.publish, packed, self.compiled)
 
     def send_heartbeat(self, payload: bytes) -> None:
         try:

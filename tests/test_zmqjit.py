@@ -135,3 +135,27 @@ def test_sockets_receive_cut_the_same_batches_either_way(compiled):
         push.close()
         sockets.close(0)
         ctx.term()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_sockets_send_the_same_decisions_either_way(compiled):
+    """``Sockets.send_decisions`` by ``edged.zmqjit`` and by pyzmq: each decision as its
+    topic and payload, in order."""
+    cfg = Config(ingest_endpoint="inproc://ingest", publish_endpoint="inproc://publish", metrics_listen="off")
+    ctx = zmq.Context()
+    sockets = Sockets(ctx, cfg, metrics=None, compiled=compiled)
+    sockets.bind()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"")
+    sub.connect("inproc://publish")
+    try:
+        streams = ["a", "bé", "c" * 40]
+        payloads = [b"", b"xyz", bytes(range(256))]
+        sockets.send_decisions(streams, [0, 1, 2], Packed.of(streams, payloads))
+        got = [sub.recv_multipart() for _ in streams]
+        assert got == [[s.encode(), p] for s, p in zip(streams, payloads)]
+    finally:
+        sub.close()
+        sockets.close(0)
+        ctx.term()
