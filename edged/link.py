@@ -351,6 +351,9 @@ def decision_bundles(packed: Packed, cap: int = DECISION_BYTES) -> list[bytes]:
     """``packed`` as decision bundles of at most ``cap`` bytes each."""
     ids, id_ends, out, ends = packed
     k = len(ends) - 1
+    if 0 < k and 24 + 16 * k + id_ends[-1] - id_ends[0] + ends[-1] - ends[0] <= cap:  # usually one
+        head = np.concatenate(([k], id_ends - id_ends[0], ends - ends[0])).astype(np.int64)
+        return [b"".join([head, ids[id_ends[0]:id_ends[-1]], out[ends[0]:ends[-1]]])]
     cost = 16 + np.diff(id_ends) + np.diff(ends)  # bytes per decision with its two header words
     total = np.concatenate(([0], np.cumsum(cost)))
     pieces, a = [], 0

@@ -10,8 +10,9 @@ temporary directory (``edged.link``: the bundles and how a frame's worker is fou
 * Routing: the router's loop (``edged.link.Relay``, compiled between housekeeping)
   receives a batch of frames as one process does, reads each frame's stream id on its
   bytes and sends worker ``shard_of(id) = crc32(UTF-8 id) % N`` its frames as one bundle,
-  one ZeroMQ message, with their receive times (so latency counts from the public socket). The bytes go on
-  untouched; the worker validates everything, as a single process does. One stream is one
+  one ZeroMQ message, with their receive times (so latency counts from the public
+  socket). The bytes go on untouched; the worker validates everything, as a single
+  process does. One stream is one
   worker over one FIFO pipe, so per-stream order and the decisions are those of
   ``--workers 1``. A frame with no stream id to route on (not msgpack, not a map, no
   string ``stream``) is rejected by the router, counted under ``worker="router"``.
@@ -209,14 +210,15 @@ class Supervisor:
 
         self.mp = multiprocessing.get_context("spawn")
 
-    def endpoint(self, *name) -> str:
-        """``endpoint(i, "in")``: worker ``i``'s ingest; ``endpoint("out")``: the decisions'."""
-        return f"ipc://{self.dir}/" + (f"w{name[0]}.{name[1]}" if len(name) == 2 else name[0])
+    def endpoint(self, name: str) -> str:
+        """The private endpoint ``name``: ``w<i>.in``, worker ``i``'s ingest; ``out``, the
+        workers' decisions."""
+        return f"ipc://{self.dir}/{name}"
 
     def worker_config(self, i: int) -> dict[str, Any]:
         """Worker ``i``'s settings: private endpoints, no CURVE, metrics on a free port."""
         cfg = dataclasses.replace(
-            self.cfg, ingest_endpoint=self.endpoint(i, "in"), ingest_socket="pull", ingest_bind=True,
+            self.cfg, ingest_endpoint=self.endpoint(f"w{i}.in"), ingest_socket="pull", ingest_bind=True,
             publish_endpoint=self.endpoint("out"), security_secret_key="", security_client_keys="",
             metrics_listen="off" if self.cfg.metrics_listen in ("", "off") else "127.0.0.1:0",
             service_workers=1)
@@ -235,7 +237,7 @@ class Supervisor:
             push = self.ctx.socket(zmq.PUSH)
             push.linger = 0
             push.sndhwm = link.link_hwm(self.cfg.ingest_hwm)
-            push.connect(self.endpoint(i, "in"))
+            push.connect(self.endpoint(f"w{i}.in"))
             self.pushes.append(push)
         from edged.service import BATCH_BYTES, READOUT_WAIT
 
