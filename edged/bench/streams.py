@@ -8,17 +8,18 @@ decision (streams are primed to ``window - hop`` steps first). A sender process 
 the frames (PUSH) while this process receives the decisions (SUB) and matches them per
 stream: the k-th decision on stream s answers its k-th frame.
 
-A ladder of N: a count is kept up with when no frame was sent more than one hop after
-its due time, every decision came back, and client p99 (decision arrival - frame send)
-is below one hop. The first count not kept up with ends the ladder. Daemon CPU is
-``utime + stime`` of the ``edged serve`` process and its children, from ``/proc``, over
-each rung, and the busiest serving thread's (the main thread of the daemon, or of each
-worker: one core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the daemon's ``edged_batch_frames``, and the
-decisions it made and the frames it rejected (so a missing decision can be told apart
-from one lost on the way), from its ``/metrics`` (every worker's) before and after.
-Client CPU: the receiver (this process, its ZeroMQ I/O thread included) and the sender
-(its rusage, once reaped). The bare echo (PULL -> PUB republishing each frame untouched,
-the floor of any Python ZeroMQ service) gets the same frames at the largest count kept.
+A ladder of N: a count is kept up with when no frame was sent more than one hop after its
+due time, every decision came back, and client p99 (decision arrival - frame send) is
+below one hop. The first count not kept up with ends the ladder. Daemon CPU is ``utime +
+stime`` of the ``edged serve`` process and its children, from ``/proc``, over each rung,
+and the busiest serving thread's (the main thread of the daemon, or of each worker: one
+core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the
+daemon's ``edged_batch_frames``, and the decisions it made and the frames it rejected (so
+a missing decision can be told apart from one lost on the way), from its ``/metrics``
+(every worker's) before and after. Client CPU: the receiver (this process) and the sender,
+each over the rung with its ZeroMQ I/O thread; their loops are compiled
+(``edged.bench.pace``). The bare echo (PULL -> PUB republishing each frame untouched, the
+floor of any Python ZeroMQ service) gets the same frames at the largest count kept.
 
 With ``--workers N`` the daemon is ``edged serve --workers N``: the router (the parent
 process: ingest, routing, publishing and their ZeroMQ I/O threads) is measured on
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +42,6 @@ DEFAULT_LADDER = "100,200,400,600,800,1000,1300,1600,2000"
 LATE_HOPS = 1.0  # a frame sent more than this many hops after its due time is late
 SETTLE_S = 2.0  # wait this long after the last send for outstanding replies
 FLUSH_WAIT_S = 0.2  # and this long after the last reply (edged.service.FLUSH_S is 0.01)
-SENDER_LINGER_S = 10.0  # the sender's close waits this long for frames still queued
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,37 +98,6 @@ def _serving_threads(pid: int, workers: int) -> dict[int, float]:
     return out
 
 
-def _sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
-            result_path: str) -> None:
-    """Child process: load the frames in ``frames_path``, report ready on ``conn``, take
-    the start time from it, send on schedule; save the send times."""
-    import numpy as np
-    import zmq
-
-    with open(frames_path, "rb") as f:
-        frames = pickle.load(f)
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.linger = int(SENDER_LINGER_S * 1000)  # frames still queued at the end go out first
-    push.sndhwm = 1 << 20
-    push.connect(endpoint)
-    sent = np.zeros(len(frames))
-    conn.send("ready")
-    start = conn.recv()
-    gap = hop_s / n_streams
-    clock, send = time.perf_counter, push.send
-    for i, frame in enumerate(frames):
-        due = start + i * gap  # frame i = hop i // N of stream i % N
-        wait = due - clock()
-        if wait > 1e-3:
-            time.sleep(wait)  # never spin: the cores are shared with the daemon
-        send(frame)
-        sent[i] = clock()
-    np.save(result_path, sent)
-    push.close()
-    ctx.term()
-
-
 # -- traffic ----------------------------------------------------------------------------------
 
 class Traffic:
@@ -184,6 +152,9 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     import numpy as np
     import zmq
 
+    from edged import zmqjit
+    from edged.bench import pace
+
     sub = ctx.socket(zmq.SUB)
     sub.linger = 0
     sub.rcvhwm = 1 << 22
@@ -194,16 +165,26 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     result_path = os.path.join(tmp.name, "sent.npy")
     with open(frames_path, "wb") as f:
         pickle.dump(frames, f)
-    topics = {f"s{s}".encode(): s for s in range(n)}
     arrived = np.full(len(frames), np.nan)
-    per_stream = [0] * n
-    got = checked = 0
-    mismatched = 0
+    per_stream = np.zeros(n, np.int64)
+    tally = np.zeros(2, np.int64)  # replies, spot checks kept
+    spot_of = np.zeros(len(frames) // 64 + 1, np.int64)
+    spot_ends = np.zeros(spot_of.size + 1, np.int64)
+    spots = np.zeros(1 << 22, np.uint8)
+    part = np.zeros(pace.PART_BYTES, np.uint8)
+    items = np.zeros(2, np.int64)
+    if zmqjit.AVAILABLE:
+        zmqjit.poll_item(items, 0, sub.underlying, zmqjit.POLLIN)
+        collect, sock = pace.collect, sub.underlying
+    else:
+        collect, sock = pace.collect_pyzmq, sub
+    collect(sock, items, part, 0.0, n, echo, per_stream, arrived[:0], tally, spots, spot_ends,
+            spot_of)  # compiled (or loaded) before the clock starts
     mp = multiprocessing.get_context("spawn")
     ours, theirs = mp.Pipe()
-    proc = mp.Process(target=_sender, args=(ingest, frames_path, n, hop_s, theirs, result_path))
+    proc = mp.Process(target=pace.sender, args=(ingest, frames_path, n, hop_s, theirs, result_path))
     proc.start()
-    if not ours.poll(60) or ours.recv() != "ready":  # also covers the SUB's slow join
+    if not ours.poll(120) or ours.recv() != "ready":  # also covers the SUB's slow join
         proc.kill()
         raise RuntimeError("the sender process did not start")
     start = time.perf_counter() + 0.3  # the PUSH connects meanwhile
@@ -213,44 +194,27 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     client0 = time.process_time()  # this process, its ZeroMQ I/O thread included
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
-    clock, recv = time.perf_counter, sub.recv_multipart
-    while got < len(frames) and clock() < deadline:
-        if not sub.poll(50):
-            if clock() > send_end + SETTLE_S and not proc.is_alive():
-                break
-            continue
-        while True:
-            try:
-                topic, payload = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            now = clock()
-            if echo:
-                i = got  # PUSH -> PULL -> PUB keeps the order of the frames
-            else:
-                s = topics.get(topic)
-                if s is None:
-                    continue
-                i = per_stream[s] * n + s
-                per_stream[s] += 1
-                if got % 64 == 0:  # spot-check the matching against the decision itself
-                    msg = msgpack.unpackb(payload)
-                    checked += 1
-                    mismatched += msg["stream"] != f"s{s}"
-            if i < len(frames):
-                arrived[i] = now
-            got += 1
+    clock = time.perf_counter
+    while tally[0] < len(frames) and clock() < deadline:
+        err = collect(sock, items, part, min(deadline, clock() + 0.05), n, echo, per_stream,
+                      arrived, tally, spots, spot_ends, spot_of)
+        if err not in (0, zmqjit.EINTR):
+            raise zmq.ZMQError(err)
+        if clock() > send_end + SETTLE_S and not proc.is_alive():
+            break
     time.sleep(FLUSH_WAIT_S)  # the daemon's counters reach /metrics
     cpu, router_cpu, batches, batched, decided, rejected = (b - a for a, b in zip(before, usage()))
     busiest = max((c - threads[p] for p, c in serving().items() if p in threads), default=float("nan"))
     client = time.process_time() - client0
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.join(60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # + the sender, reaped by the join
-    client += after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
     sent = np.load(result_path)
+    client += sent[-1]  # + the sender's, over its sending
+    sent = sent[:-1]
     tmp.cleanup()
     sub.close()
+    checked = int(tally[1])
+    mismatched = sum(msgpack.unpackb(spots[spot_ends[k]:spot_ends[k + 1]])["stream"] != f"s{spot_of[k]}"
+                     for k in range(checked))
     due = start + np.arange(len(frames)) * hop_s / n
     lat = arrived - sent
     ok = ~np.isnan(lat)
