@@ -505,7 +505,8 @@ class Relay:
 class LinkSockets(Sockets):
     """A worker's transport: frame bundles in (PULL, bound), decision bundles out (PUSH,
     connected to the router: queued until the connection is up, so none is lost at a
-    start). ``on_stop`` is called when ``STOP`` arrives."""
+    start; one that finds the router's queue full is dropped and its decisions counted,
+    ``edged_decisions_undelivered_total``). ``on_stop`` is called when ``STOP`` arrives."""
 
     on_stop: Callable[[], object] | None = None
 
@@ -552,10 +553,17 @@ class LinkSockets(Sockets):
 
     def send_decisions(self, streams: list[str], seqs: list[int], packed: Packed) -> None:
         for piece in decision_bundles(packed):
-            try:
-                self.publish.send(piece, zmq.NOBLOCK)
-            except zmq.Again:  # the router is gone or stuck: dropped, as PUB would
-                pass
+            if not self._send(piece) and self.metrics is not None:
+                self.metrics.decisions_undelivered.inc(int(np.frombuffer(piece, np.int64, 1)[0]))
 
     def send_heartbeat(self, payload: bytes) -> None:
-        self.send_decisions([], [], Packed.of([HEARTBEAT_TOPIC.decode()], [payload]))
+        self._send(decision_bundles(Packed.of([HEARTBEAT_TOPIC.decode()], [payload]))[0])
+
+    def _send(self, piece: bytes) -> bool:
+        """``piece`` to the router without blocking; False if its queue is full (the router
+        stuck or gone): dropped, as PUB would, but counted."""
+        try:
+            self.publish.send(piece, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True

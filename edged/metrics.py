@@ -116,6 +116,9 @@ class Metrics:
                                 "Ingest frames whose seq was not the stream's previous seq + 1",
                                 registry=r)
         self.decisions = Counter("edged_decisions_total", "Decisions published", registry=r)
+        self.decisions_undelivered = Counter(
+            "edged_decisions_undelivered_total",
+            "--workers: decisions a worker dropped, its queue to the router full", registry=r)
         self.streams_active = Gauge("edged_streams_active", "Streams holding state", registry=r)
         self.streams_capacity = Gauge("edged_streams_capacity", "Most concurrent streams (--max-streams)",
                                       registry=r)

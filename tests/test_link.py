@@ -227,3 +227,40 @@ def test_decision_bundles_are_cut_to_their_cap_and_keep_every_decision():
     assert out == list(zip(streams, payloads))
     with pytest.raises(ValueError, match="does not fit"):
         decision_bundles(Packed.of(["s"], [b"x" * 2000]), cap=1000)
+
+
+def test_a_worker_counts_the_decisions_it_could_not_hand_to_a_stuck_router(tmp_path):
+    """The router's queue full (it does not read): bundles are dropped, not waited for, and
+    their decisions counted; every decision is either delivered or counted."""
+    from prometheus_client import CollectorRegistry
+
+    from edged.metrics import Metrics
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.PULL)
+    router.rcvhwm = 1
+    router.bind(f"ipc://{tmp_path}/out")
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    cfg = Config(ingest_endpoint=f"ipc://{tmp_path}/w0.in", publish_endpoint=f"ipc://{tmp_path}/out",
+                 publish_hwm=1)
+    worker = LinkSockets(ctx, cfg, metrics=metrics)
+    worker.bind()
+    try:
+        sent = 0
+        for k in range(5000):  # bounded; each send returns at once
+            worker.send_decisions([], [], Packed.of([f"s{k}"] * 3, [b"d"] * 3))
+            worker.send_heartbeat(b"h")  # dropped too, but not a decision
+            sent += 3
+        dropped = registry.get_sample_value("edged_decisions_undelivered_total")
+        assert dropped > 0
+        delivered = 0
+        while router.poll(500):
+            m = np.frombuffer(router.recv(), np.uint8)
+            topics, _, _, _ = link.unpack_decisions(m, m.size)
+            delivered += 0 if bytes(topics) == link.HEARTBEAT_TOPIC else int(m[:8].view(np.int64)[0])
+        assert delivered + dropped == sent
+    finally:
+        worker.close(0)
+        router.close(0)
+        ctx.term()
