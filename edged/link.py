@@ -24,8 +24,9 @@ unpacker under the service's limits), which routes it or names what is wrong.
 worker queues a bundle waits for, publishes the decision bundles one decision per message
 (as one process does), and cuts each batch of frames into one bundle per worker; it
 returns to Python for housekeeping, a monitor event, or a batch with a frame only the
-reference can route. Compiled (``edged.zmqjit``) where libzmq is reachable, else the same
-steps by pyzmq.
+reference can route. ``LinkSockets`` is a worker's side: its receive joins the queued
+bundles into one batch (``take_bundles``). Both compiled (``edged.zmqjit``) where libzmq is
+reachable, else the same steps by pyzmq.
 """
 
 from __future__ import annotations
@@ -282,6 +283,38 @@ def unpack_decisions(m, size):
     return m[base:base + id_ends[k]], id_ends, m[base + id_ends[k]:size], ends
 
 
+_STOP = np.frombuffer(STOP, np.uint8).copy()
+
+
+@kernel
+def take_bundles(sock, m, buf, ends, times, budget, close_bytes):
+    """A worker's receive: the frame bundles queued on ``sock``, each received into ``m``
+    and its frames appended to ``buf`` (frame ``f`` is ``buf[ends[f]:ends[f + 1]]``, routed
+    at ``times[f]``), until ``budget`` frames or ``close_bytes`` (a bundle is never split:
+    room for one more beyond either is needed), none is waiting, or ``STOP``. Returns
+    ``(frames, stopped, errno)``."""
+    n = 0
+    ends[0] = 0
+    while n < budget and ends[n] < close_bytes:
+        size, e = recv_one(sock, m)
+        if size < 0:
+            return n, False, 0 if e == EAGAIN else e
+        if size == _STOP.size and np.all(m[:size] == _STOP):  # nothing follows
+            return n, True, 0
+        c = m[:8].view(np.int64)[0]
+        words = m[:8 * (c + 2)].view(np.int64)  # [c] [ends: c + 1]
+        stamps = m[8 * (c + 2):8 * (2 * c + 2)].view(np.float64)
+        base, pos = 8 * (2 * c + 2), ends[n]
+        if n + c >= ends.size or pos + words[c + 1] > buf.size:
+            raise ValueError("link.take_bundles: a bundle beyond the room left")
+        buf[pos:pos + words[c + 1]] = m[base:base + words[c + 1]]
+        for f in range(c):
+            ends[n + f + 1] = pos + words[f + 2]
+            times[n + f] = stamps[f]
+        n += c
+    return n, False, 0
+
+
 @kernel
 def relay(socks, n_workers, items, fbuf, fends, ftimes, shard, bbuf, seg, pending, dbuf, routed,
           stats, max_bytes, max_events, budget, wait_s, close_bytes, until, take):
@@ -526,7 +559,22 @@ class LinkSockets(Sockets):
     def receive(self, budget: int, wait_s: float, close_bytes: int,
                 clock: Callable[[], float] = time.perf_counter) -> Received:
         """The bundles queued, joined, until ``budget`` frames or ``close_bytes`` (a bundle
-        is never split); the times are the router's."""
+        is never split); the times are the router's. By ``take_bundles`` where compiled."""
+        if self.compiled:
+            room = close_bytes + self.cfg.ingest_max_frame_bytes
+            if self._buf is None or self._buf.size < 2 * room or self._ends.size < budget + BUNDLE + 1:
+                self._m = np.empty(2 * room + 8 * (2 * BUNDLE + 2), np.uint8)  # one bundle
+                self._buf = np.empty(2 * room, np.uint8)
+                self._ends, self._times = np.empty(budget + BUNDLE + 1, np.int64), np.empty(budget + BUNDLE)
+            n, stopped, err = take_bundles(self.ingest.underlying, self._m, self._buf, self._ends,
+                                           self._times, budget, close_bytes)
+            if err:
+                raise zmq.ZMQError(err)
+            if stopped and self.on_stop is not None:
+                self.on_stop()
+            ends = self._ends[:n + 1].tolist()
+            return Received(self._buf[:ends[-1]].tobytes(), ends, self._times[:n].tolist(), None,
+                            n >= budget or ends[-1] >= close_bytes)
         datas, ends, times, size = [], [0], [], 0
         more = False
         while len(times) < budget and size < close_bytes:
@@ -549,7 +597,10 @@ class LinkSockets(Sockets):
         return Received(b"".join(datas), ends, times, None, more)
 
     def warm(self) -> None:
-        """Nothing compiled to warm: the link's calls are pyzmq's."""
+        """Compile (or load) ``take_bundles``: a receive of no frame (no socket is touched)."""
+        if self.compiled:
+            take_bundles(0, np.empty(1, np.uint8), np.empty(1, np.uint8), np.zeros(1, np.int64),
+                         np.empty(1), 0, 0)
 
     def send_decisions(self, streams: list[str], seqs: list[int], packed: Packed) -> None:
         for piece in decision_bundles(packed):

@@ -90,7 +90,8 @@ def test_locate_agrees_with_the_reference_wherever_it_answers():
 
 class Link:
     """A router's sockets and a ``Relay`` over them, ``n`` workers' ``LinkSockets``, a source
-    (PUSH to the router's ingest) and a subscriber to its PUB, on loopback and ipc."""
+    (PUSH to the router's ingest) and a subscriber to its PUB, on loopback and ipc; the
+    relay and the workers' receive compiled or by pyzmq."""
 
     def __init__(self, tmp_path, n: int, compiled: bool):
         self.ctx = ctx = zmq.Context()
@@ -104,8 +105,9 @@ class Link:
         self.workers, self.pushes = [], []
         for w in range(n):
             cfg = Config(ingest_endpoint=f"ipc://{tmp_path}/w{w}.in", publish_endpoint=f"ipc://{tmp_path}/out")
-            sock = LinkSockets(ctx, cfg, metrics=None)
+            sock = LinkSockets(ctx, cfg, metrics=None, compiled=compiled)
             sock.bind()
+            sock.warm()
             self.workers.append(sock)
             push = ctx.socket(zmq.PUSH)
             push.connect(cfg.ingest_endpoint)
@@ -192,8 +194,9 @@ def test_decisions_and_heartbeats_come_out_one_per_message(tmp_path, compiled):
         ln.close()
 
 
-def test_a_worker_stops_at_the_marker_after_the_frames_before_it(tmp_path):
-    ln = Link(tmp_path, 1, bool(COMPILED[-1]))
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_a_worker_stops_at_the_marker_after_the_frames_before_it(tmp_path, compiled):
+    ln = Link(tmp_path, 1, compiled)
     stopped = []
     ln.workers[0].on_stop = lambda: stopped.append(True)
     try:
