@@ -61,7 +61,7 @@ def sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
     """Child process: load the frames in ``frames_path``, report ready on ``conn``, take
     the start time from it, send on schedule (in compiled calls where ``edged.zmqjit`` is
     available: the client's own CPU should not be what limits the count); save the send
-    times and, last, the CPU seconds it took to send them."""
+    times and the CPU seconds it took to send them (``result_path``, an ``.npz``)."""
     with open(frames_path, "rb") as f:
         buf, ends = _flat(pickle.load(f))
     ctx = zmq.Context()
@@ -88,7 +88,7 @@ def sender(endpoint: str, frames_path: str, n_streams: int, hop_s: float, conn,
             raise zmq.ZMQError(err)
     push.close()
     ctx.term()  # (waits for the frames still queued)
-    np.save(result_path, np.append(sent, time.process_time() - cpu0))
+    np.savez(result_path, sent=sent, cpu=time.process_time() - cpu0)
 
 
 @kernel

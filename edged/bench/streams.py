@@ -162,7 +162,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     sub.connect(publish)
     tmp = tempfile.TemporaryDirectory(prefix="edged-streams-")
     frames_path = os.path.join(tmp.name, "frames.pkl")
-    result_path = os.path.join(tmp.name, "sent.npy")
+    result_path = os.path.join(tmp.name, "sent.npz")
     with open(frames_path, "wb") as f:
         pickle.dump(frames, f)
     arrived = np.full(len(frames), np.nan)
@@ -207,9 +207,9 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     busiest = max((c - threads[p] for p, c in serving().items() if p in threads), default=float("nan"))
     client = time.process_time() - client0
     proc.join(60)
-    sent = np.load(result_path)
-    client += sent[-1]  # + the sender's, over its sending
-    sent = sent[:-1]
+    with np.load(result_path) as result:
+        sent = result["sent"]
+        client += float(result["cpu"])  # + the sender's, over its sending
     tmp.cleanup()
     sub.close()
     checked = int(tally[1])
