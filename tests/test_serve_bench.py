@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,8 @@ def test_bench_streams_ladder(tmp_path):
     assert rows[f"edged client latency p99 @{kept:g}"]["baseline"] == f"echo client latency p99 @{kept:g}"
     assert any(n.startswith("4 streams: ") and "0 sent late, 0 decisions missing" in n
                for n in out["notes"]), out["notes"]
+    steal = [float(m) for n in out["notes"] for m in re.findall(r"CPU steal ([\d.]+) %", n)]
+    assert len(steal) >= 1 and all(0 <= x <= 100 for x in steal), out["notes"]
 
 
 def test_bench_streams_workers_reports_the_routing_hop(tmp_path):

@@ -16,7 +16,9 @@ and the busiest serving thread's (the main thread of the daemon, or of each work
 core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the
 daemon's ``edged_batch_frames``, and the decisions it made and the frames it rejected (so
 a missing decision can be told apart from one lost on the way), from its ``/metrics``
-(every worker's) before and after. Client CPU: the receiver (this process) and the sender,
+(every worker's) before and after, and the CPU time the hypervisor stole from the
+machine's CPUs over the rung (``/proc/stat``: other guests' load, which can fail a rung on
+p99 whatever edged does). Client CPU: the receiver (this process) and the sender,
 each over the rung with its ZeroMQ I/O thread; their loops are compiled
 (``edged.bench.pace``). The bare echo (PULL -> PUB republishing each frame untouched, the
 floor of any Python ZeroMQ service) gets the same frames at the largest count kept.
@@ -79,6 +81,17 @@ def _tree_cpu(pid: int) -> float:
         total += cpu.get(p, 0.0)
         todo += [c for c, pp in parent.items() if pp == p]
     return total
+
+
+def _steal() -> float:
+    """CPU seconds stolen from this machine's CPUs so far (by the hypervisor, for other
+    guests; ``/proc/stat``), nan where unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def _serving_threads(pid: int, workers: int) -> dict[int, float]:
@@ -192,6 +205,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     before = usage()  # (daemon tree CPU, router CPU, batches, frames in them, decisions, rejects)
     threads = serving()  # {pid: CPU seconds of its serving thread}
     client0 = time.process_time()  # this process, its ZeroMQ I/O thread included
+    steal0, wall0 = _steal(), time.perf_counter()
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock = time.perf_counter
@@ -206,6 +220,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     cpu, router_cpu, batches, batched, decided, rejected = (b - a for a, b in zip(before, usage()))
     busiest = max((c - threads[p] for p, c in serving().items() if p in threads), default=float("nan"))
     client = time.process_time() - client0
+    steal = (_steal() - steal0) / ((time.perf_counter() - wall0) * (os.cpu_count() or 1))
     proc.join(60)
     with np.load(result_path) as result:
         sent = result["sent"]
@@ -225,7 +240,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "cpu": cpu, "router_cpu": router_cpu, "client_cpu": client,
             "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched,
             "batch": batched / batches if batches else float("nan"), "serving_cpu": busiest,
-            "decided": int(decided), "rejected": int(rejected)}
+            "decided": int(decided), "rejected": int(rejected), "steal": steal}
 
 
 def _daemon_counts(metrics: str) -> tuple[float, float, float, float]:
@@ -313,7 +328,7 @@ def run(args: argparse.Namespace) -> dict:
                          f"per frame-and-decision, busiest serving thread "
                          f"{out['serving_cpu'] / out['seconds']:.2f} cores (client "
                          f"{out['client_cpu'] / out['seconds']:.2f} cores), "
-                         f"{out['batch']:.1f} frames per batch"
+                         f"{out['batch']:.1f} frames per batch, CPU steal {100 * out['steal']:.1f} %"
                          + (f", router {out['router_cpu'] / out['frames'] * 1e6:.1f} us per frame"
                             if args.workers > 1 else "")
                          + f" -> {'kept' if ok else 'NOT kept'}")
