@@ -612,7 +612,7 @@ class LinkSockets(Sockets):
 
     def _send(self, piece: bytes) -> bool:
         """``piece`` to the router without blocking; False if its queue is full (the router
-        stuck or gone): dropped, as PUB would, but counted."""
+        stuck or gone): the piece is dropped, as PUB would drop it."""
         try:
             self.publish.send(piece, zmq.NOBLOCK)
         except zmq.Again:
