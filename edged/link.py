@@ -572,9 +572,8 @@ class LinkSockets(Sockets):
                 raise zmq.ZMQError(err)
             if stopped and self.on_stop is not None:
                 self.on_stop()
-            ends = self._ends[:n + 1].tolist()
-            return Received(self._buf[:ends[-1]].tobytes(), ends, self._times[:n].tolist(), None,
-                            n >= budget or ends[-1] >= close_bytes)
+            return Received.of(self._buf, self._ends, self._times, n,
+                               n >= budget or self._ends[n] >= close_bytes)
         datas, ends, times, size = [], [0], [], 0
         more = False
         while len(times) < budget and size < close_bytes:

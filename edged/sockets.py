@@ -44,6 +44,12 @@ class Received(NamedTuple):
     bufs: list | None  # the frames as the transport gave them, where they carry more (NATS)
     more: bool
 
+    @classmethod
+    def of(cls, buf: np.ndarray, ends: np.ndarray, times: np.ndarray, n: int, more: bool) -> "Received":
+        """The first ``n`` frames of a compiled receive's buffers (``ends``: ``n + 1`` used)."""
+        bounds = ends[:n + 1].tolist()
+        return cls(buf[:bounds[-1]].tobytes(), bounds, times[:n].tolist(), None, more)
+
     def buf(self, f: int):
         """Frame ``f`` as received."""
         return self.joined[self.ends[f]:self.ends[f + 1]] if self.bufs is None else self.bufs[f]
@@ -182,9 +188,7 @@ class Sockets:
                              wait_s, close_bytes)
         if err not in (0, zmqjit.EAGAIN):
             raise zmq.ZMQError(err)
-        ends = self._ends[:n + 1].tolist()
-        return Received(self._buf[:ends[-1]].tobytes(), ends, self._times[:n].tolist(), None,
-                        err == 0)
+        return Received.of(self._buf, self._ends, self._times, n, err == 0)
 
     def warm(self) -> None:
         """Compile (or load) the batch calls: a receive of no frame, a send of none (no

@@ -7,7 +7,8 @@ Numba, whose kernels here call ``zmq_recv``, ``zmq_send``, ``zmq_poll`` and ``zm
 directly; where it is not (not Linux, a libzmq linked statically into pyzmq,
 ``time.perf_counter`` not ``CLOCK_MONOTONIC``, a big-endian host: ``poll_item`` lays the
 poll items out little-endian), or with ``EDGED_ZMQJIT=0`` in the environment (to compare),
-``edged.sockets`` and ``edged.link`` use pyzmq's calls instead, to the same effect.
+``edged.sockets``, ``edged.link`` and ``edged.bench.pace`` use pyzmq's calls instead, to
+the same effect.
 A socket is passed as its address (``zmq.Socket.underlying``) and, like any ZeroMQ
 socket, used by one thread at a time.
 

@@ -82,25 +82,13 @@ def test_collect_matches_each_reply_to_its_frame(ctx, compiled, echo):
         pub.send_multipart([b"edged.heartbeat", b"\x80"])
         pub.send_multipart([b"s9", b"\x80"])  # a stream past n: not ours
         pub.send_multipart([f"s{s}".encode(), msgpack.packb({"stream": f"s{s}"})])
-    arrived = np.full(n * hops, np.nan)
-    per_stream = np.zeros(n, np.int64)
-    tally = np.zeros(2, np.int64)
-    spot_of = np.zeros(8, np.int64)
-    spot_ends = np.zeros(9, np.int64)
-    spots = np.zeros(1 << 12, np.uint8)
-    items = np.zeros(2, np.int64)
-    if compiled:
-        zmqjit.poll_item(items, 0, sub.underlying, zmqjit.POLLIN)
-        collect, sock = pace.collect, sub.underlying
-    else:
-        collect, sock = pace.collect_pyzmq, sub
-    part = np.zeros(pace.PART_BYTES, np.uint8)
+    r = pace.Replies(sub, n, n * hops, echo, compiled)
     t0 = time.perf_counter()
     for _ in range(100):  # bounded: 100 x 50 ms
-        assert collect(sock, items, part, time.perf_counter() + 0.05, n, echo, per_stream, arrived,
-                       tally, spots, spot_ends, spot_of) == 0
-        if tally[0] == arrived.size:
+        r.collect(time.perf_counter() + 0.05)
+        if r.count == n * hops:
             break
+    arrived, per_stream, tally = r.arrived, r.per_stream, r.tally
     assert tally[0] == n * hops
     assert np.all(arrived >= t0)
     if echo:  # every message is the next reply, heartbeats included
@@ -109,5 +97,5 @@ def test_collect_matches_each_reply_to_its_frame(ctx, compiled, echo):
     assert per_stream.tolist() == [3, 3]
     # the k-th decision of s answers frame k * n + s: in arrival order, frames 1, 0, 2, 3, 5, 4
     assert np.argsort(arrived, kind="stable").tolist() == [1, 0, 2, 3, 5, 4]
-    assert tally[1] == 1 and spot_of[0] == order[0]
-    assert msgpack.unpackb(spots[spot_ends[0]:spot_ends[1]]) == {"stream": f"s{order[0]}"}
+    assert tally[1] == 1 and r.spot_of[0] == order[0]
+    assert msgpack.unpackb(r.spots[r.spot_ends[0]:r.spot_ends[1]]) == {"stream": f"s{order[0]}"}

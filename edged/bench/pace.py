@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import time
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -19,6 +20,7 @@ from edged.zmqjit import EAGAIN
 SEND_AHEAD_S = 1e-3  # a frame due within this goes out now (the sender sleeps longer waits only)
 SENDER_LINGER_S = 10.0  # the sender's close waits this long for frames still queued
 PART_BYTES = 1 << 20  # a reply's part at most (a decision is ~0.3 KiB, an echoed frame a few)
+SPOT_BYTES = 1 << 22  # the payloads kept for the spot check, at most
 
 
 def _flat(frames: list[bytes]):
@@ -175,3 +177,55 @@ def collect_pyzmq(sock, items, part, until, n, echo, per_stream, arrived, tally,
             _answer(s, t, np.frombuffer(payload, np.uint8), len(payload), n, echo, per_stream, arrived,
                     tally, spots, spot_ends, spot_of)
     return 0
+
+
+class Replies:
+    """The receiving side of a rung over ``sub`` (subscribed to every topic): the replies to
+    ``frames`` frames of ``n`` streams (``echo``: one per frame, in frame order), by
+    ``collect`` (compiled) or ``collect_pyzmq``. ``arrived[f]``: when frame ``f``'s came."""
+
+    def __init__(self, sub: zmq.Socket, n: int, frames: int, echo: bool,
+                 compiled: bool = zmqjit.AVAILABLE):
+        self.n, self.echo = n, echo
+        self.arrived = np.full(frames, np.nan)
+        self.per_stream = np.zeros(n, np.int64)
+        self.tally = np.zeros(2, np.int64)  # replies, spot checks kept
+        self.spot_of = np.zeros(frames // 64 + 1, np.int64)
+        self.spot_ends = np.zeros(self.spot_of.size + 1, np.int64)
+        self.spots = np.zeros(SPOT_BYTES, np.uint8)
+        self._part = np.zeros(PART_BYTES, np.uint8)
+        self._items = np.zeros(2, np.int64)
+        if compiled:
+            zmqjit.poll_item(self._items, 0, sub.underlying, zmqjit.POLLIN)
+            self._collect, self._sock = collect, sub.underlying
+        else:
+            self._collect, self._sock = collect_pyzmq, sub
+        self._call(0.0, self.arrived[:0])  # compiled (or loaded) before any clock starts
+
+    def _call(self, until: float, arrived: np.ndarray) -> int:
+        return self._collect(self._sock, self._items, self._part, until, self.n, self.echo,
+                             self.per_stream, arrived, self.tally, self.spots, self.spot_ends,
+                             self.spot_of)
+
+    @property
+    def count(self) -> int:
+        """Replies so far."""
+        return int(self.tally[0])
+
+    def collect(self, until: float) -> None:
+        """Replies until ``until`` (``perf_counter`` seconds) or all are in; a socket error
+        raises ``zmq.ZMQError`` (a signal returns early)."""
+        err = self._call(until, self.arrived)
+        if err not in (0, zmqjit.EINTR):
+            raise zmq.ZMQError(err)
+
+    def spot(self, k: int) -> tuple[int, dict]:
+        """Spot check ``k``: the stream it was matched to and the decision it was."""
+        return int(self.spot_of[k]), msgpack.unpackb(self.spots[self.spot_ends[k]:self.spot_ends[k + 1]])
+
+    def mismatched(self) -> tuple[int, int]:
+        """(spot checks, those whose decision names another stream than it was matched to)."""
+        checked = int(self.tally[1])
+        spots = [self.spot(k) for k in range(checked)]
+        return checked, sum(msg["stream"] != f"s{s}" for s, msg in spots)
+

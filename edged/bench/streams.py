@@ -161,11 +161,9 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     receive and match the replies here; return the rung's measurements."""
     import multiprocessing
 
-    import msgpack
     import numpy as np
     import zmq
 
-    from edged import zmqjit
     from edged.bench import pace
 
     sub = ctx.socket(zmq.SUB)
@@ -178,21 +176,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     result_path = os.path.join(tmp.name, "sent.npz")
     with open(frames_path, "wb") as f:
         pickle.dump(frames, f)
-    arrived = np.full(len(frames), np.nan)
-    per_stream = np.zeros(n, np.int64)
-    tally = np.zeros(2, np.int64)  # replies, spot checks kept
-    spot_of = np.zeros(len(frames) // 64 + 1, np.int64)
-    spot_ends = np.zeros(spot_of.size + 1, np.int64)
-    spots = np.zeros(1 << 22, np.uint8)
-    part = np.zeros(pace.PART_BYTES, np.uint8)
-    items = np.zeros(2, np.int64)
-    if zmqjit.AVAILABLE:
-        zmqjit.poll_item(items, 0, sub.underlying, zmqjit.POLLIN)
-        collect, sock = pace.collect, sub.underlying
-    else:
-        collect, sock = pace.collect_pyzmq, sub
-    collect(sock, items, part, 0.0, n, echo, per_stream, arrived[:0], tally, spots, spot_ends,
-            spot_of)  # compiled (or loaded) before the clock starts
+    replies = pace.Replies(sub, n, len(frames), echo)
     mp = multiprocessing.get_context("spawn")
     ours, theirs = mp.Pipe()
     proc = mp.Process(target=pace.sender, args=(ingest, frames_path, n, hop_s, theirs, result_path))
@@ -209,11 +193,8 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
     send_end = start + len(frames) * hop_s / n
     deadline = send_end + SETTLE_S + 30.0  # bounded even if the sender is slow to start
     clock = time.perf_counter
-    while tally[0] < len(frames) and clock() < deadline:
-        err = collect(sock, items, part, min(deadline, clock() + 0.05), n, echo, per_stream,
-                      arrived, tally, spots, spot_ends, spot_of)
-        if err not in (0, zmqjit.EINTR):
-            raise zmq.ZMQError(err)
+    while replies.count < len(frames) and clock() < deadline:
+        replies.collect(min(deadline, clock() + 0.05))
         if clock() > send_end + SETTLE_S and not proc.is_alive():
             break
     time.sleep(FLUSH_WAIT_S)  # the daemon's counters reach /metrics
@@ -227,11 +208,9 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         client += float(result["cpu"])  # + the sender's, over its sending
     tmp.cleanup()
     sub.close()
-    checked = int(tally[1])
-    mismatched = sum(msgpack.unpackb(spots[spot_ends[k]:spot_ends[k + 1]])["stream"] != f"s{spot_of[k]}"
-                     for k in range(checked))
+    checked, mismatched = replies.mismatched()
     due = start + np.arange(len(frames)) * hop_s / n
-    lat = arrived - sent
+    lat = replies.arrived - sent
     ok = ~np.isnan(lat)
     return {"frames": len(frames), "missing": int((~ok).sum()),
             "late": int((sent - due > LATE_HOPS * hop_s).sum()),
