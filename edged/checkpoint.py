@@ -13,9 +13,7 @@ stream table hands over (``edged.streams.Rows``) with the engine rows of their s
                   optional transport (the ingest resume point, e.g. NATS
                   ``{kind, partition_count, offsets}``; files without it still load)
 ``neuron.<layer>.<var>``  ``engine.state`` rows (``float32[k, n]``)
-``lz.<field>``    ``engine.lz`` (``edged.lzc.SlidingLZ``) rows but the grams, which
-                  ``apply`` rebuilds from the words (``edged.lzc.rebuild``): two
-                  thirds of the LZ state, derived
+``lz.<field>``    ``engine.lz`` (``edged.lzc.SlidingLZ``) rows
 ``now``           stream clocks (steps completed), ``int64[k]``
 ``next_seq``      next expected frame seq, ``int64[k]``
 ``out_seq``       next decision seq, ``int64[k]``
@@ -49,14 +47,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from edged import lzc
 from edged.rng import stream_key
 from edged.streams import Rows
 
 FORMAT = "edged-checkpoint"
 VERSION = 2
-READS = (1, 2)  # version 1 also stored lz.grams
-DERIVED = "lz.grams"  # not stored: rebuilt from lz.words (``apply``)
+READS = (1, 2)
+LEGACY = "lz.grams"  # version 1 also stored this (derived from lz.words), ignored
 NAME = "checkpoint.npz"
 HEADER_MAX = 64 << 20
 STREAM_FIELDS = ("next_seq", "out_seq", "unbilled_ops", "held_len")
@@ -84,7 +81,7 @@ def engine_arrays(engine) -> dict[str, np.ndarray]:
     """The engine's per-stream arrays a checkpoint stores, by member name (rows = slots)."""
     out = {f"neuron.{layer}.{var}": x for layer, ls in zip(engine.state._fields, engine.state)
            for var, x in zip(ls._fields, ls)}
-    out |= {f"lz.{name}": x for name, x in zip(engine.lz._fields, engine.lz) if f"lz.{name}" != DERIVED}
+    out |= {f"lz.{name}": x for name, x in zip(engine.lz._fields, engine.lz)}
     out["now"] = engine.now
     return out
 
@@ -163,8 +160,8 @@ def read(path: str, engine, capacity: int, model_sha256: str) -> Restored:
         with zipfile.ZipFile(path) as zf:
             sizes = {i.filename.removesuffix(".npy"): i.file_size for i in zf.infolist()}
         want = set(expect) | {"header", "held_ch"}
-        legacy = DERIVED in sizes  # (version 1: not read)
-        if set(sizes) - {DERIVED} != want:
+        legacy = LEGACY in sizes  # (version 1: not read)
+        if set(sizes) - {LEGACY} != want:
             extra, missing = sorted(set(sizes) - want), sorted(want - set(sizes))
             raise CheckpointError("corrupt", f"members differ: extra {extra}, missing {missing}")
         if sizes["header"] > HEADER_MAX:
@@ -177,7 +174,7 @@ def read(path: str, engine, capacity: int, model_sha256: str) -> Restored:
             _check_header(header, model_sha256, capacity)
             if legacy != (header["version"] == 1):
                 raise CheckpointError("corrupt", f"version {header['version']} "
-                                                 f"{'with' if legacy else 'without'} member {DERIVED}")
+                                                 f"{'with' if legacy else 'without'} member {LEGACY}")
             k = len(header["streams"])
             for name, x in expect.items():
                 limit = k * int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize + 4096
@@ -262,7 +259,6 @@ def apply(restored: Restored, engine) -> Rows:
     offsets = np.concatenate([[0], np.cumsum(a["held_len"])])
     for i, stream in enumerate(restored.streams):
         engine.keys[i] = stream_key(stream)
-        lzc.rebuild(engine.lz, i)
     held = [a["held_ch"][offsets[i]:offsets[i + 1]].copy() for i in range(k)]
     return Rows(list(restored.streams), np.arange(k, dtype=np.int64), a["next_seq"], a["out_seq"],
                 a["unbilled_ops"], held)

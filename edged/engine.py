@@ -121,7 +121,6 @@ def _prefetch_stream(st, lz, slot):
         for x in layer:
             _prefetch_row(x, slot)
     _prefetch_row(lz.words, slot)
-    _prefetch_row(lz.grams, slot)
     _prefetch_row(lz.starts, slot)
     _prefetch_row(lz.srcs, slot)
 

@@ -25,9 +25,8 @@ Sliding window (``SlidingLZ``)
     ``a = max(0, b - W)``, so ``counts`` always equals ``lz76`` of the window recomputed
     from scratch (until ``W`` steps are pushed the window is the whole history;
     ``window_len`` gives its length for ``normalise``). ``push`` writes the bit into a
-    ring of 64-bit words and the gram it completes (of ``b - 15``) into a ring of 16-bit
-    grams. The state keeps the phrase starts and rightmost sources (largest ``j`` with
-    ``lcp(j, p) >= M(p)``; ``p`` itself if ``M(p) = 0``) of the window last read
+    ring of 64-bit words. The state keeps the phrase starts and rightmost sources (largest
+    ``j`` with ``lcp(j, p) >= M(p)``; ``p`` itself if ``M(p) = 0``) of the window last read
     (``parsed``). ``counts`` re-cuts the window ``[a', b')`` left to right from ``a'``,
     taking over an old phrase whenever the cut meets its start ``q`` (``q >= a'``) and it
     is not the still-copying last one and its rightmost source ``j`` is ``>= a'``: the
@@ -37,24 +36,25 @@ Sliding window (``SlidingLZ``)
     are copied in bulk; every other phrase (the head of the window, phrases whose every
     longest match started in the dropped bits and those after them until the cut meets an
     old start again, the new tail) is searched afresh, exactly, on the window's grams in
-    order (the last 15 from the words, zeros past ``b'``) as below, the minima kept per
-    chunk of 64 sources: the rightmost source lies in the last chunk whose minimum allows
-    ``M`` bits. The still-copying last phrase is not searched when its old source still
+    order (made from the words at each read, zeros past ``b'``) as below, the minima kept
+    per chunk of 64 sources: the rightmost source lies in the last chunk whose minimum
+    allows ``M`` bits. The still-copying last phrase is not searched when its old source still
     copies it to the new end (checked on the grams): no match can be longer than the rest
     of the window, so it is still the last phrase, still copying (that source, kept for the
     next read's check, need not be the rightmost: a still-copying phrase is never taken
     over). ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
     a read costs a part that does not grow with the bits pushed since the last one (the
-    head, the still-copying last phrase, the copy of the grams) plus the fresh searches of
-    those bits. State per (stream, neuron) at W = 1024: 136 B of bits, 2 KiB of grams
-    (derived from the bits: ``rebuild``), 0.7 KiB of phrase list (~2.9 KiB).
+    head, the still-copying last phrase, making the window's grams) plus the fresh searches
+    of those bits. State per (stream, neuron) at W = 1024: 136 B of bits and 0.7 KiB of
+    phrase list (no grams: at hundreds of streams making them from 17 words costs less
+    than copying a ring of them, 2 KiB, from beyond the cache).
 
 One-shot (``lz76_jit``, under ``lz76`` and ``lzc``)
     The ``n`` bits are read once into the words of a fresh one-stream, one-neuron state
-    with ``W = n`` and its grams filled from the words (all pushed, none parsed), so the
-    sliding parse searches every phrase afresh. Positions are uint16, so windows and LZ76
-    inputs hold at most ``MAX_WINDOW = 65536`` bits; a longer input is refused with a
-    ValueError (from ``lz76_jit`` too). LZ78 has no such limit.
+    with ``W = n`` (all pushed, none parsed), so the sliding parse searches every phrase
+    afresh. Positions are uint16, so windows and LZ76 inputs hold at most ``MAX_WINDOW =
+    65536`` bits; a longer input is refused with a ValueError (from ``lz76_jit`` too). LZ78
+    has no such limit.
 
 API
     ``lz76(bits) -> int``, ``lz78(bits) -> int``, ``lzc(bits, variant) -> float``: Python
@@ -67,11 +67,10 @@ API
     at once, as bits of a uint64 per neuron), ``push_zeros(st, stream, k)``,
     ``counts(st, stream, out)`` (or ``read(st, stream, out, work)`` in a ``workspace(st)``
     reused across reads), ``ones(st, stream, out)`` (spikes per window),
-    ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``,
-    ``rebuild(st, stream)`` (the grams from the words). From njit code pass ``stream`` as a
+    ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
+    From njit code pass ``stream`` as a
     variable (a literal compiles a second copy). The state is plain arrays:
-    ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``; the grams can be left out
-    and rebuilt (``rebuild``), as checkpoints do.
+    ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
 Matching is done on 16-bit grams ``G[i] = s[i:i+16]`` (first bit most significant, zeros
 past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 16 and the longest match
@@ -105,7 +104,7 @@ _GRAM = 16  # bits per gram
 _U16 = np.uint16(0xFFFF)
 _Z16 = np.uint16(0)
 MAX_WINDOW = 1 << 16  # bits per window (phrase starts are uint16)
-MAX_PUSH = 48  # steps per push_many: a gram's 16 bits stay in the ring (>= 64 slots) meanwhile
+MAX_PUSH = 48  # steps per push_many (the low bits of a uint64; the ring has >= 64 slots)
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -192,16 +191,14 @@ def lzc(bits, variant: Variant = "lz76") -> float:
 
 
 class SlidingLZ(NamedTuple):
-    """Sliding LZ76 state for S streams x N neurons, window W: rings of R slots (the power
-    of two >= max(W, 64)), slot ``i % R`` describing the position ``i`` (the bit pushed at
-    step ``i``), and the phrase list (P = ``max_phrases(W)`` entries) of the window last read."""
+    """Sliding LZ76 state for S streams x N neurons, window W: a bit ring of R slots (the
+    power of two >= max(W, 64)), slot ``i % R`` holding the bit pushed at step ``i``, and
+    the phrase list (P = ``max_phrases(W)`` entries) of the window last read."""
 
     steps: np.ndarray   # int64 (S,): bits pushed per stream; window is [steps - W, steps)
     window: np.ndarray  # int64 (S,): W
     words: np.ndarray   # uint64 (S, N, R/64 + 1): slot x is bit 63 - x % 64 of word x // 64;
                         # word R/64 repeats word 0 (64 bits from any slot are two words)
-    grams: np.ndarray   # uint16 (S, N, R): slot x holds the 16 bits from position x, first
-                        # most significant; written when position x + 15 is pushed
     parsed: np.ndarray  # int64 (S,): end of the window the phrase lists describe
     count: np.ndarray   # int64 (S, N): its LZ76 phrase count
     last: np.ndarray    # int64 (S, N): start of its still-copying last phrase; its end if none
@@ -231,7 +228,6 @@ def _empty(n_streams, n_neurons, window):
     return (np.zeros(n_streams, np.int64),
             np.full(n_streams, window, np.int64),
             np.zeros((n_streams, n_neurons, ring // 64 + 1), np.uint64),
-            np.zeros((n_streams, n_neurons, ring), np.uint16),
             np.zeros(n_streams, np.int64),
             np.zeros((n_streams, n_neurons), np.int64),
             np.zeros((n_streams, n_neurons), np.int64),
@@ -255,9 +251,15 @@ _inline = inline_kernel
 
 
 @_inline
+def _ring(words):
+    """R, the slots of the bit rings ``words`` (each one's last word repeats its first)."""
+    return 64 * (words.shape[-1] - 1)
+
+
+@_inline
 def _window(st, stream):
     W = st.window[stream]
-    if not 1 <= W <= st.grams.shape[2]:  # a checkpoint's value bounds the ring
+    if not 1 <= W <= _ring(st.words):  # a checkpoint's value bounds the ring
         raise ValueError("sliding LZ76: window does not fit the bit ring")
     return W
 
@@ -283,7 +285,7 @@ def _bits_at(w0, w1, o):
 
 
 @kernel
-def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, window, stream, work):
+def _reparse(words3, starts3, srcs3, count2, last2, parsed, steps, window, stream, work):
     """Make ``stream``'s rows of ``count``/``last``/``starts``/``srcs`` describe its window
     ``[a2, b2)``, ``b2 = steps``, ``a2 = max(0, b2 - W)``, instead of ``[a, b)``, ``b =
     parsed``: the old phrases are taken over where they stay valid, the others cut afresh by
@@ -291,14 +293,15 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
 
     One kernel without array-passing helpers or slices in its loops: either costs reference
     counts (a call each), as much as a search. Positions are relative to ``a2`` here:
-    ``L[x]`` is the gram of ``a2 + x``. Loops index it unsigned (no index fix-up, so LLVM
+    ``L[x]`` is the gram of ``a2 + x``, made from ``V``, the window's bits as words from
+    its first (zeros past ``b2``). Loops index it unsigned (no index fix-up, so LLVM
     vectorises them), 64 sources ``j`` at a time (``cm``: their minima), the last chunk
     ending at ``p`` (or masked to ``j < p``). Past the first level, ``bad[j] != 0`` marks
     the ``j`` that missed a bit so far. ``work``: a ``workspace`` of the state."""
-    words, grams, starts, srcs = words3[stream], grams3[stream], starts3[stream], srcs3[stream]
+    words, starts, srcs = words3[stream], starts3[stream], srcs3[stream]
     count, last = count2[stream], last2[stream]
     b, b2, W = parsed[stream], steps[stream], window[stream]
-    R = grams.shape[1]
+    R = _ring(words)
     if not 1 <= W <= R:  # a checkpoint's value bounds the ring
         raise ValueError("sliding LZ76: window does not fit the bit ring")
     mask = R - 1
@@ -308,26 +311,28 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
     P = starts.shape[1]
     if work.size != _work_size(R, P):
         raise ValueError("sliding LZ76: work space of another state")
-    new_starts, new_srcs = work[:P], work[P:2 * P]
-    L = work[2 * P:2 * P + R + 64]  # (a source scan reads 64 from any j < size)
-    bad = work[2 * P + R + 64:2 * P + 2 * R + 128]
-    cm = work[2 * P + 2 * R + 128:]  # R // 64 + 64 (a compare reads 64 from any chunk)
+    nv = 4 * (R // 64 + 1)  # V: R / 64 + 1 uint64, first in ``work`` (8-byte aligned)
+    V = work[:nv].view(np.uint64)
+    new_starts, new_srcs = work[nv:nv + P], work[nv + P:nv + 2 * P]
+    off = nv + 2 * P
+    L = work[off:off + R + 64]  # (a source scan reads 64 from any j < size)
+    bad = work[off + R + 64:off + 2 * R + 128]
+    cm = work[off + 2 * R + 128:]  # R // 64 + 64 (a compare reads 64 from any chunk)
     thr = a2 - a  # an old source (from a) is still in the window if >= thr
     sub = np.uint16(thr & 0xFFFF)  # (what a run taken over has >= thr: no wrap)
-    n_ring = max(size - (_GRAM - 1), 0)  # grams complete in the ring; the rest from words
-    x0 = a2 & mask
-    n_wrap = min(n_ring, R - x0)
-    ux0, uw = np.uint64(x0), np.uint64(n_wrap)
-    xe = (a2 + n_ring) & mask  # the grams past the ring's, from the words
+    n_words = (size + 63) >> 6
+    w0, o0 = (a2 & mask) >> 6, np.uint64(a2 & 63)  # the window's first bit
     for n in range(count.shape[0]):
-        for t in range(np.uint64(n_wrap)):
-            L[t] = grams[n, ux0 + t]
-        for t in range(np.uint64(n_ring - n_wrap)):
-            L[uw + t] = grams[n, t]
-        v = _bits_at(words[n, xe >> 6], words[n, (xe >> 6) + 1], np.uint64(xe & 63))
-        v &= ~(_U64 >> np.uint64(size - n_ring))  # zeros past b2
-        for i in range(size - n_ring):
-            L[n_ring + i] = np.uint16((v << np.uint64(i)) >> np.uint64(64 - _GRAM))
+        for k in range(n_words):
+            w = (w0 + k) & (R // 64 - 1)
+            V[k] = _bits_at(words[n, w], words[n, w + 1], o0)
+        if size & 63:
+            V[n_words - 1] &= ~(_U64 >> np.uint64(size & 63))
+        V[n_words] = _Z64
+        for k in range(np.uint64(n_words)):
+            v0, v1 = V[k], V[k + np.uint64(1)]
+            for t in range(np.uint64(64)):
+                L[np.uint64(64) * k + t] = np.uint16(_bits_at(v0, v1, t) >> np.uint64(64 - _GRAM))
         n_old = min(max(count[n], 0), P)  # bounded even for a hostile checkpoint
         closed = n_old - 1 if last[n] != b else n_old  # the still-copying one is not taken over
         # its start and source: if that source still copies it to the new end (cap / 16
@@ -465,12 +470,11 @@ def _reparse(words3, grams3, starts3, srcs3, count2, last2, parsed, steps, windo
 
 
 @_inline
-def _put(words, grams, stream, b, bits, k, nonzero):
+def _put(words, stream, b, bits, k, nonzero):
     """Positions ``b .. b + k - 1`` (``1 <= k <= MAX_PUSH``) of ``stream`` take the ``k`` low bits
     of ``bits[n]``, the oldest most significant (``nonzero``: ``k = 1`` and any nonzero value
-    is a 1); the grams they complete are written (before the 16th bit, gram 0, rewritten
-    later)."""
-    R = grams.shape[2]
+    is a 1)."""
+    R = _ring(words)
     h = R // 64
     x = b & (R - 1)
     w = x >> 6
@@ -480,18 +484,12 @@ def _put(words, grams, stream, b, bits, k, nonzero):
     field = (_U64 << (np.uint64(64) - uk)) >> o
     spill = o + uk > np.uint64(64)
     rest = _U64 >> ((o + uk - np.uint64(64)) if spill else _Z64)  # w2's bits kept
-    lo = max(b - (_GRAM - 1), 0)
-    hi = max(b + k - (_GRAM - 1), lo + 1)
     for n in range(bits.size):
         v = (np.uint64(bits[n] != 0) if nonzero else np.uint64(bits[n])) << (np.uint64(64) - uk)
         words[stream, n, w] = (words[stream, n, w] & ~field) | (v >> o)
         if spill:
             words[stream, n, w2] = (words[stream, n, w2] & rest) | (v << (np.uint64(64) - o))
         words[stream, n, h] = words[stream, n, 0]
-        for y in range(lo, hi):
-            z = y & (R - 1)
-            g = _bits_at(words[stream, n, z >> 6], words[stream, n, (z >> 6) + 1], np.uint64(z & 63))
-            grams[stream, n, z] = np.uint16(g >> np.uint64(64 - _GRAM))
 
 
 @kernel
@@ -501,7 +499,7 @@ def push(st, stream, bits):
     # No more raising paths here: with a third, Numba counts references to every array of
     # ``st`` on each call.
     b = st.steps[stream]
-    _put(st.words, st.grams, stream, b, bits, 1, True)
+    _put(st.words, stream, b, bits, 1, True)
     st.steps[stream] = b + 1
 
 
@@ -514,7 +512,7 @@ def push_many(st, stream, bits, k):
         raise ValueError("push_many: k must be in [1, MAX_PUSH = 48]")
     _check(st, stream, bits.size)
     b = st.steps[stream]
-    _put(st.words, st.grams, stream, b, bits, k, False)
+    _put(st.words, stream, b, bits, k, False)
     st.steps[stream] = b + k
 
 
@@ -530,14 +528,13 @@ def push_zeros(st, stream, k):
     if k < W:
         zeros = np.zeros(N, np.uint64)
         for i in range(0, k, MAX_PUSH):
-            _put(st.words, st.grams, stream, b + i, zeros, min(MAX_PUSH, k - i), False)
+            _put(st.words, stream, b + i, zeros, min(MAX_PUSH, k - i), False)
         st.steps[stream] = b + k
         return
     # The window becomes all zeros: phrase 0 is one bit, its own source; phrase 1 copies it
     # to the end.
     b += k
     st.words[stream] = 0
-    st.grams[stream] = 0
     for n in range(N):
         st.starts[stream, n, 0] = 0
         st.srcs[stream, n, 0] = 0
@@ -550,18 +547,18 @@ def push_zeros(st, stream, k):
 
 @_inline
 def _work_size(R, P):
-    return 2 * P + 2 * (R + 64) + R // 64 + 64
+    return 4 * (R // 64 + 1) + 2 * P + 2 * (R + 64) + R // 64 + 64
 
 
 @_inline
-def _work(grams, starts):
-    return np.empty(_work_size(grams.shape[2], starts.shape[2]), np.uint16)
+def _work(words, starts):
+    return np.empty(_work_size(_ring(words), starts.shape[2]), np.uint16)
 
 
 @_inline
 def workspace(st):
     """Work space for the reads of ``st`` (``read``), to reuse across reads."""
-    return _work(st.grams, st.starts)
+    return _work(st.words, st.starts)
 
 
 @kernel
@@ -570,7 +567,7 @@ def read(st, stream, out, work):
     re-cutting in ``work`` (``workspace(st)``)."""
     _check(st, stream, out.size)
     if st.parsed[stream] != st.steps[stream]:
-        _reparse(st.words, st.grams, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
+        _reparse(st.words, st.starts, st.srcs, st.count, st.last, st.parsed, st.steps,
                  st.window, stream, work)
     for n in range(out.size):
         out[n] = st.count[stream, n]
@@ -586,7 +583,7 @@ def counts(st, stream, out):
 def ones(st, stream, out):
     """Write the number of ones (spikes) in each neuron's current window into ``out``."""
     _check(st, stream, out.size)
-    R = st.grams.shape[2]
+    R = _ring(st.words)
     size = min(st.steps[stream], st.window[stream], R)  # (no raising: see push)
     x = (st.steps[stream] - size) & (R - 1)
     for n in range(out.size):
@@ -610,29 +607,10 @@ def window_bits(st, stream, neuron):
     """Copy of the current window of one (stream, neuron), oldest bit first."""
     out = np.empty(window_len(st, stream), np.uint8)
     a = st.steps[stream] - out.size
-    R = st.grams.shape[2]
+    R = _ring(st.words)
     for i in range(out.size):
         out[i] = _bit(st.words[stream, neuron], (a + i) & (R - 1))
     return out
-
-
-@inline_kernel
-def _fill_grams(w, g, n_words):
-    """The grams of the first ``n_words`` words' slots of one bit ring ``w`` into ``g``."""
-    for k in range(n_words):
-        w0, w1 = w[k], w[k + 1]
-        y = g[64 * k:64 * k + 64]
-        for t in range(np.uint64(64)):
-            y[t] = np.uint16(_bits_at(w0, w1, t) >> np.uint64(64 - _GRAM))
-
-
-@kernel
-def rebuild(st, stream):
-    """Recompute every gram of ``stream`` from its bit words (a checkpoint stores only the
-    words: ``edged.checkpoint``). Complete grams come out as pushed; the last 15, not yet
-    complete, are never read as such (``_reparse`` takes them from the words)."""
-    for n in range(st.words.shape[1]):
-        _fill_grams(st.words[stream, n], st.grams[stream, n], st.grams.shape[2] // 64)
 
 
 @kernel
@@ -640,7 +618,6 @@ def reset(st, stream):
     """Empty every window of ``stream`` (e.g. when a new source takes the slot)."""
     st.steps[stream] = 0
     st.words[stream] = 0
-    st.grams[stream] = 0
     st.parsed[stream] = 0
     st.count[stream] = 0
     st.last[stream] = 0
@@ -661,8 +638,8 @@ def lz76_jit(bits):
         raise ValueError("lz76: more than MAX_WINDOW = 65536 bits")
     if n == 0:
         return 0
-    steps, window, words, grams, parsed, count, last, starts, srcs = _empty(1, 1, n)
-    w, g = words[0, 0], grams[0, 0]
+    steps, window, words, parsed, count, last, starts, srcs = _empty(1, 1, n)
+    w = words[0, 0]
     seen = _Z64  # every value or-ed: > 1 if one is not 0/1
     for k in range((n + 63) >> 6):
         x = bits[64 * k:64 * k + 64]
@@ -675,7 +652,6 @@ def lz76_jit(bits):
     if seen > 1:
         return -1
     w[w.size - 1] = w[0]
-    _fill_grams(w, g, (n + 63) >> 6)
     steps[0] = n
-    _reparse(words, grams, starts, srcs, count, last, parsed, steps, window, 0, _work(grams, starts))
+    _reparse(words, starts, srcs, count, last, parsed, steps, window, 0, _work(words, starts))
     return count[0, 0]
