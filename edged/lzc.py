@@ -38,11 +38,11 @@ Sliding window (``SlidingLZ``)
     old start again, the new tail) is searched afresh, exactly, on the window's grams in
     order (made from the words at each read, zeros past ``b'``) as below, the minima kept
     per chunk of 64 sources: the rightmost source lies in the last chunk whose minimum
-    allows ``M`` bits. The still-copying last phrase is not searched when its old source still
-    copies it to the new end (checked on the grams): no match can be longer than the rest
-    of the window, so it is still the last phrase, still copying (that source, kept for the
-    next read's check, need not be the rightmost: a still-copying phrase is never taken
-    over). ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
+    allows ``M`` bits. The still-copying last phrase is not searched when its old source
+    still copies it to the new end (checked on the grams): no match can be longer than the
+    rest of the window, so it is still the last phrase, still copying (that source, kept
+    for the next read's check, need not be the rightmost: a still-copying phrase is never
+    taken over). ``push_zeros(k >= W)`` writes the all-zero parse directly. Any hop works;
     a read costs a part that does not grow with the bits pushed since the last one (the
     head, the still-copying last phrase, making the window's grams) plus the fresh searches
     of those bits. State per (stream, neuron) at W = 1024: 136 B of bits and 0.7 KiB of
@@ -68,9 +68,8 @@ API
     ``counts(st, stream, out)`` (or ``read(st, stream, out, work)`` in a ``workspace(st)``
     reused across reads), ``ones(st, stream, out)`` (spikes per window),
     ``window_len(st, stream)``, ``window_bits(st, stream, neuron)``, ``reset(st, stream)``.
-    From njit code pass ``stream`` as a
-    variable (a literal compiles a second copy). The state is plain arrays:
-    ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
+    From njit code pass ``stream`` as a variable (a literal compiles a second copy). The
+    state is plain arrays: ``np.savez(f, **st._asdict())``, ``SlidingLZ(**np.load(f))``.
 
 Matching is done on 16-bit grams ``G[i] = s[i:i+16]`` (first bit most significant, zeros
 past the known end), so ``lcp(j, p) = clz(G[j] ^ G[p])`` up to 16 and the longest match
