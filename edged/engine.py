@@ -57,7 +57,7 @@ def workspace(net, lz):
                 np.zeros(n_out, np.uint64))
 
 
-@kernel
+@inline_kernel
 def _decide(lz, slot, now, k, dec_t, dec_lz, dec_spikes, work):
     dec_t[k] = now
     lzc.read(lz, slot, dec_lz[k], work)
