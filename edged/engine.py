@@ -11,7 +11,8 @@ three decide identically. It holds, for ``streams`` slots, the neuron state
 output bits of the stepped steps in runs (``edged.lzc.push_many``, pushed before each
 decision) and the zeros of a decayed stretch in bulk. ``advance_many`` does the
 same for a batch of frames of any streams in one compiled (nogil) call; its events were
-validated where they entered (``edged.protocol.decode_frame``), ``advance`` validates.
+validated where they entered (``edged.protocol.decode_frame``). ``advance`` validates,
+then runs its frame through ``advance_many``.
 A decision falls at every boundary ``b`` (steps completed) with ``b % hop == 0`` and
 ``b >= window``; it covers steps ``[b - window, b)`` and carries, per output neuron, the
 LZ76 phrase count and the spike count of the window, its normalised LZ complexity, and
@@ -88,17 +89,6 @@ def _valid(t, ch, now, end, n_in):
 
 
 @kernel
-def _advance(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes):
-    """Simulate ``[now, end)`` for ``slot``; fill decisions; return synaptic ops, or -1
-    (nothing changed) when the events are not sorted within ``[now, end)`` or a channel
-    is out of range."""
-    if not _valid(t, ch, now, end, net.w_in.shape[0]):
-        return -1
-    return _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes,
-                workspace(net, lz))
-
-
-@kernel
 def decisions_between(start, end, hop, window):
     """Decisions a stream at clock ``start`` makes advancing to ``end``."""
     lo = max(window, start + 1)
@@ -161,7 +151,7 @@ def _advance_many(net, st, lz, clock, keys, slots, starts, ends, offsets, t, ch,
     return first, ops, ops.sum(), dec_t, dec_lz, dec_spikes, complexity, feats
 
 
-@kernel
+@inline_kernel
 def _run(net, st, lz, slot, key, t, ch, now, end, hop, window, dec_t, dec_lz, dec_spikes, work):
     net, st, lz, t, ch = borrow((net, st, lz, t, ch))  # (held by the caller throughout)
     dec_t, dec_lz, dec_spikes, work = borrow((dec_t, dec_lz, dec_spikes, work))
@@ -216,7 +206,7 @@ class Engine:
         self.lz = lzc.sliding_state(streams, net.w_out.shape[1], window, hop)
         self.now = np.zeros(streams, np.int64)
         self.keys = np.zeros(streams, np.uint64)
-        self._advance = self._advance_many = None
+        self._advance_many = None
 
     @classmethod
     def for_model(cls, model, streams: int = 1) -> "Engine":
@@ -251,27 +241,17 @@ class Engine:
         now = int(self.now[slot])
         if t.shape != ch.shape or t.ndim != 1:
             raise ValueError("t and ch must be 1-D arrays of equal length")
-        k = self.boundaries(slot, end)
-        n_out = self.net.w_out.shape[1]
-        dec_t = np.empty(k, np.int64)
-        dec_lz = np.empty((k, n_out), np.int64)
-        dec_spikes = np.empty((k, n_out), np.int64)
         if end <= now:
-            ops = 0
-        else:
-            args = (self.net, self.state, self.lz, slot, self.keys[slot], t, ch, now, end,
-                    self.hop, self.window, dec_t, dec_lz, dec_spikes)
-            if self._advance is None:
-                self._advance = bind(_advance, *args)
-            ops = self._advance(*args)
-            if ops < 0:
-                raise ValueError(f"events must be sorted within [{now}, {end}) "
-                                 f"with channels in [0, {self.n_in})")
-            self.now[slot] = end
-        complexity = np.empty((k, n_out), np.float32)
-        feats = np.empty((k, n_out * len(self.features)), np.float32)
-        _features(dec_lz, dec_spikes, self._codes, self._scales, complexity, feats)
-        return Decisions(dec_t, dec_lz, dec_spikes, complexity, feats, int(ops))
+            n_out = self.net.w_out.shape[1]
+            return Decisions(np.empty(0, np.int64), np.empty((0, n_out), np.int64),
+                             np.empty((0, n_out), np.int64), np.empty((0, n_out), np.float32),
+                             np.empty((0, n_out * len(self.features)), np.float32), 0)
+        if not _valid(t, ch, now, end, self.n_in):
+            raise ValueError(f"events must be sorted within [{now}, {end}) "
+                             f"with channels in [0, {self.n_in})")
+        one = (np.array([slot], np.int64), np.array([now], np.int64), np.array([end], np.int64),
+               np.array([0, t.size], np.int64))
+        return self.advance_many(*one, t, ch)[0]
 
     def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                      offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
