@@ -229,10 +229,6 @@ class Engine:
         self.now[slot] = 0
         self.keys[slot] = stream_key(stream_id)
 
-    def boundaries(self, slot: int, end: int) -> int:
-        """Number of decisions ``advance(slot, ..., end)`` will make."""
-        return decisions_between(int(self.now[slot]), end, self.hop, self.window)
-
     def advance(self, slot: int, t: np.ndarray, ch: np.ndarray, end: int) -> Decisions:
         """Simulate ``slot`` over ``[now, end)`` with events ``(t, ch)`` sorted by ``t``,
         ``now <= t < end``, ``0 <= ch < n_in``; raise ``ValueError`` otherwise."""
@@ -241,22 +237,19 @@ class Engine:
         now = int(self.now[slot])
         if t.shape != ch.shape or t.ndim != 1:
             raise ValueError("t and ch must be 1-D arrays of equal length")
-        if end <= now:
-            n_out = self.net.w_out.shape[1]
-            return Decisions(np.empty(0, np.int64), np.empty((0, n_out), np.int64),
-                             np.empty((0, n_out), np.int64), np.empty((0, n_out), np.float32),
-                             np.empty((0, n_out * len(self.features)), np.float32), 0)
+        if end <= now:  # nothing to simulate: an empty frame (its events ignored)
+            t, ch, end = t[:0], ch[:0], now
         if not _valid(t, ch, now, end, self.n_in):
             raise ValueError(f"events must be sorted within [{now}, {end}) "
                              f"with channels in [0, {self.n_in})")
-        one = (np.array([slot], np.int64), np.array([now], np.int64), np.array([end], np.int64),
-               np.array([0, t.size], np.int64))
-        return self.advance_many(*one, t, ch)[0]
+        frame = (np.array([slot], np.int64), np.array([now], np.int64), np.array([end], np.int64),
+                 np.array([0, t.size], np.int64))
+        return self.advance_many(*frame, t, ch)[0]
 
     def advance_many(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                      offsets: np.ndarray, t: np.ndarray, ch: np.ndarray) -> tuple[Decisions, np.ndarray, np.ndarray]:
         """``advance`` for many frames in one compiled call: frame ``f`` advances
-        ``slots[f]`` from its clock ``starts[f]`` to ``ends[f] > starts[f]`` with events
+        ``slots[f]`` from its clock ``starts[f]`` to ``ends[f] >= starts[f]`` with events
         ``t/ch[offsets[f]:offsets[f + 1]]`` (int64, already valid: sorted within its
         range, channels in ``[0, n_in)``). A slot may recur; frames run in order. Returns
         the decisions of all frames in frame order, the row where each frame's decisions
