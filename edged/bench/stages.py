@@ -1,7 +1,8 @@
 """``edged bench stages``: where the serve loop's time goes, per frame-and-decision.
 
 One ``Service`` runs in this process on loopback sockets (random ports) with ``--streams``
-primed streams; ``--hops`` hops of real-time-shaped frames (one frame per stream per hop,
+streams, primed and then fed a window's worth of hops (their LZ windows full of traffic, as
+a running daemon's); ``--hops`` hops of real-time-shaped frames (one frame per stream per hop,
 ``--rate`` events/s per stream, each completing one decision) are queued on its ingest
 socket, then ``pump`` works them off, ``--batch`` frames per call. The total is measured
 as the better of two passes without stage timers; a third pass over as many fresh hops
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
 
     try:
         work_off(traffic.prime(n))
-        work_off(traffic.hops(n, 1))  # every stream has decided once: all paths compiled
+        # a window of traffic: every path compiled, the LZ windows free of the primer's zeros
+        work_off(traffic.hops(n, -(-model.window // model.hop)))
         drain_sub()
         runs = []
         for _ in range(2):  # the better of two untimed passes (the first may still warm caches)
