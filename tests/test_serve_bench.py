@@ -54,6 +54,8 @@ def test_bench_streams_ladder(tmp_path):
                for n in out["notes"]), out["notes"]
     steal = [float(m) for n in out["notes"] for m in re.findall(r"CPU steal ([\d.]+) %", n)]
     assert len(steal) >= 1 and all(0 <= x <= 100 for x in steal), out["notes"]
+    for when in ("before", "after"):  # the engine timed in the benchmark process
+        assert rows[f"host speed {when} the ladder: engine per frame"]["value"] > 0
 
 
 def test_bench_streams_workers_reports_the_routing_hop(tmp_path):

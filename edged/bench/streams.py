@@ -28,7 +28,10 @@ process: ingest, routing, publishing and their ZeroMQ I/O threads) is measured o
 its own, and its CPU per frame is reported against the workers' (the routing hop's cost).
 
 The client shares the machine with the daemon (and with whatever else runs there): the
-sender and the receiver are two Python processes on the same cores.
+sender and the receiver are two Python processes on the same cores. Shared machines also
+run edged's code at speeds that move by the hour (up to ~2x on the machines measured), so
+before and after the ladder this process times the engine alone on the same traffic
+(``host_speed``): a count kept is read against the speed of the hour.
 """
 
 from __future__ import annotations
@@ -136,23 +139,61 @@ class Traffic:
             self.seq.append(1)
         return out
 
-    def hops(self, n: int, k: int) -> list[bytes]:
-        """``k`` hops of streams ``0..n-1``, in send order (hop-major)."""
+    def hop(self, n: int):
+        """One hop of streams ``0..n-1`` as ``Engine.advance_many`` takes it: ``(slots,
+        starts, ends, offsets, t, ch)``."""
         import numpy as np
 
+        m = self.model
+        starts = np.array(self.clock[:n], np.int64)
+        counts = np.zeros(n, np.int64)
+        t, ch = [], []
+        for s in range(n):
+            counts[s] = self.rng.poisson(self.per_hop)
+            t.append(np.sort(self.rng.integers(starts[s], starts[s] + m.hop, counts[s])))
+            ch.append(self.rng.integers(0, m.n_in, counts[s]))
+            self.clock[s] += m.hop
+            self.seq[s] += 1
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return (np.arange(n, dtype=np.int64), starts, starts + m.hop, offsets,
+                np.concatenate(t).astype(np.int64), np.concatenate(ch).astype(np.int64))
+
+    def hops(self, n: int, k: int) -> list[bytes]:
+        """``k`` hops of streams ``0..n-1``, in send order (hop-major), as frames."""
         from edged.protocol import encode_frame
 
-        m, out = self.model, []
+        out = []
         for _ in range(k):
+            slots, starts, ends, offsets, t, ch = self.hop(n)
             for s in range(n):
-                t0 = self.clock[s]
-                e = self.rng.poisson(self.per_hop)
-                t = np.sort(self.rng.integers(t0, t0 + m.hop, e))
-                ch = self.rng.integers(0, m.n_in, e)
-                out.append(encode_frame(f"s{s}", self.seq[s], t, ch, until=t0 + m.hop))
-                self.clock[s] = t0 + m.hop
-                self.seq[s] += 1
+                a, b = offsets[s], offsets[s + 1]
+                out.append(encode_frame(f"s{s}", self.seq[s] - 1, t[a:b], ch[a:b], until=ends[s]))
         return out
+
+
+def host_speed(model, rate: float, seed: int, n: int = 200, timed: int = 16) -> float:
+    """CPU us per frame-and-decision of ``Engine.advance_many`` in this process on ``n``
+    streams of this traffic, after a window's worth of hops: how fast the machine runs
+    edged's engine at the moment (it varies by the hour on shared machines), to read a
+    ladder against."""
+    from edged.engine import Engine
+
+    import numpy as np
+
+    engine, traffic = Engine.for_model(model, n), Traffic(model, rate, seed)
+    traffic.prime(n)  # the streams' clocks at window - hop, the engine's brought there
+    none = np.zeros(0, np.int64)
+    engine.advance_many(np.arange(n, dtype=np.int64), np.zeros(n, np.int64),
+                        np.array(traffic.clock, np.int64), np.zeros(n + 1, np.int64), none, none)
+    for _ in range(-(-model.window // model.hop)):
+        engine.advance_many(*traffic.hop(n))
+    cpu = 0.0
+    for _ in range(timed):
+        frames = traffic.hop(n)
+        t0 = time.thread_time()
+        engine.advance_many(*frames)
+        cpu += time.thread_time() - t0
+    return cpu / (timed * n) * 1e6
 
 
 def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: float,
@@ -284,6 +325,7 @@ def run(args: argparse.Namespace) -> dict:
     ctx = zmq.Context()
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    speed = [host_speed(model, args.rate, args.seed)]  # (compiles the kernels if the cache is cold)
     capacity = ladder[-1] + (len(ladder) + 8) * args.workers  # + the probes (each worker may hold all)
     serve, s_in, s_out, metrics = _start_serve(args.model, capacity, "--workers", str(args.workers))
     echo, e_in, e_out = _start_echo()
@@ -326,7 +368,8 @@ def run(args: argparse.Namespace) -> dict:
         for proc in (serve, echo):
             proc.wait(30)
         ctx.term()
-    return _report(args, model, kept, at_kept, ref, notes, hop_s, rss)
+    speed.append(host_speed(model, args.rate, args.seed))
+    return _report(args, model, kept, at_kept, ref, notes, hop_s, rss, speed)
 
 
 def _send_all(ctx, endpoint: str, frames: list[bytes]) -> None:
@@ -341,7 +384,7 @@ def _send_all(ctx, endpoint: str, frames: list[bytes]) -> None:
     push.close()
 
 
-def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
+def _report(args, model, kept, at_kept, ref, notes, hop_s, rss, speed) -> dict:
     from edged.bench import result
 
     rows = [result("largest stream count kept up with", kept, "n")]
@@ -372,11 +415,16 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss) -> dict:
                                (f"echo client latency {q} @{kept}", ref[q] * 1e6)))
         notes.append(f"echo @{kept}: {ref['late']} sent late, {ref['missing']} replies missing")
     rows.append(result("daemon RSS after the ladder", rss / 2**20, "MiB"))
+    for when, us in zip(("before", "after"), speed):
+        rows.append(result(f"host speed {when} the ladder: engine per frame", us, "us"))
     notes.append(f"model {args.model}: {model.n_in} channels, window {model.window}, hop {model.hop} "
                  f"x dt {model.dt * 1e3:g} ms = {hop_s * 1e3:g} ms per frame; {args.rate:g} events/s "
                  f"per stream; the client (a sender and a receiver process) runs on the same "
                  f"{os.cpu_count()} CPUs; ratio = echo / edged")
     notes.append(f"load average {os.getloadavg()[0]:.1f} at the end")
+    notes.append("host speed: Engine.advance_many in the benchmark process, the daemon idle, "
+                 "CPU us per frame-and-decision on 200 streams of the same traffic (edged bench "
+                 "stages' engine row measures the same)")
     if args.workers > 1:
         notes.append(f"edged serve --workers {args.workers}: daemon CPU = router + workers; router = "
                      "the parent process (ingest, routing, publishing, ZeroMQ I/O threads)")
