@@ -297,19 +297,25 @@ def scan(joined: bytes, ends: list[int], limits: Limits, scan_frames) -> Scan:
     events are copied as native integers)."""
     rows = np.zeros((len(ends) - 1, SCAN_FIELDS), np.int64)
     t, ch = np.empty((2, len(joined) // 12), np.int64)  # (12 bytes per event)
+    bounds = np.array(ends, np.int64)
     if _LITTLE_ENDIAN:
-        scan_frames(np.frombuffer(joined, np.uint8), np.array(ends, np.int64), limits.n_in,
-                    limits.max_events, rows, t, ch)
-    ids: list[str | None] = []
-    for a, b, (s_at, s_len, *_, ok) in zip(ends, ends[1:], rows.tolist()):
-        stream = None
-        if ok and b - a <= limits.max_bytes:
-            try:
-                stream = joined[s_at:s_at + s_len].decode()
-            except UnicodeDecodeError:
-                pass  # the reference path names the problem
-        ids.append(stream)
+        scan_frames(np.frombuffer(joined, np.uint8), bounds, limits.n_in, limits.max_events, rows,
+                    t, ch)
+    taken = (rows[:, 7] != 0) & (np.diff(bounds) <= limits.max_bytes)
+    spans = list(zip(rows[:, 0].tolist(), rows[:, 1].tolist(), taken.tolist()))
+    try:
+        ids = [joined[a:a + k].decode() if ok else None for a, k, ok in spans]
+    except UnicodeDecodeError:  # one at a time: the reference path names the problem
+        ids = [_utf8(joined[a:a + k]) if ok else None for a, k, ok in spans]
     return Scan(joined, rows, t, ch, ids)
+
+
+def _utf8(b: bytes) -> str | None:
+    """``b`` decoded, None if it is not UTF-8."""
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_frames(bufs: list[bytes], limits: Limits, scan_frames) -> list[Frame | None]:

@@ -304,9 +304,9 @@ class Streams:
                 self._admit_frames = bind(admit_frames, *args)
             n0 = batch.n
             stop, batch.n, batch.n_events, g, e = self._admit_frames(*args)
-            for i in batch.src[n0:batch.n].tolist():
-                batch.streams.append(scanned.ids[i])
-                batch.received.append(times[i])
+            src = batch.src[n0:batch.n].tolist()
+            batch.streams += [scanned.ids[i] for i in src]
+            batch.received += [times[i] for i in src]
             taken, gaps, events = taken + stop - f, gaps + g, events + e
             if stop == n:
                 return taken, gaps, events

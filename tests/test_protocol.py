@@ -298,6 +298,17 @@ def test_frames_decoded_together_decode_as_one_by_one(bufs):
             assert (frame.stream, frame.seq, frame.t.tolist(), frame.ch.tolist(), frame.until) == outcome(buf)
 
 
+def test_a_stream_id_that_is_not_utf8_leaves_the_others_of_its_batch_scanned():
+    from edged.protocol import decode_frames
+    from edged.service import scan_frames
+
+    good = encode_frame("sensor-α", 3, [1, 2], [0, 1], until=4)
+    bad = good.replace("sensor-α".encode(), b"sensor-\xff\xfe")
+    frames = decode_frames([good, bad, good], LIMITS, scan_frames)
+    assert [f and f.stream for f in frames] == ["sensor-α", None, "sensor-α"]
+    assert outcome(bad) == ("rejected", "decode") == outcome(bad, scan_frames)
+
+
 def test_scan_frame_takes_the_frames_clients_send():
     from edged.protocol import SCAN_FIELDS, decode_frames, scan_frame as plain
     from edged.service import scan_frame, scan_frames
