@@ -1,6 +1,7 @@
 """Bit-level LLVM intrinsics the kernels share: leading and trailing zero counts, popcount,
 vector compares that turn 32 or 64 array lanes into one bit mask (bit ``t`` for lane
-``t``), a cache prefetch hint and an element's address (for C functions). They take no
+``t``), a vector add of float32 lanes, a cache prefetch hint and an element's address (for
+C functions). They take no
 bounds checks: the caller keeps every lane it reads inside its array."""
 
 from __future__ import annotations
@@ -88,6 +89,27 @@ def lanes_le(typingctx, a, start, h, lim):
                         splat(args[2]))
         return builder.bitcast(builder.icmp_unsigned("<=", x, splat(args[3])), ir.IntType(64))
     return types.uint64(a, start, h, lim), codegen
+
+
+LANES = 8  # float32 lanes of ``add_lanes`` (one AVX2 register)
+
+
+@intrinsic
+def add_lanes(typingctx, dst, d0, src, s0):
+    """``dst[d0:d0 + LANES] += src[s0:s0 + LANES]`` (flat indices of C-contiguous float32
+    arrays) as one vector add: the same float32 sums, lane by lane, without the overlap
+    checks and remainder loop a loop of runtime length compiles to."""
+    if not all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
+               for a in (dst, src)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lanes = ir.VectorType(ir.FloatType(), LANES)
+        at = _pointer(context, builder, sig.args[0], args[0], args[1], lanes)
+        x = builder.load(_pointer(context, builder, sig.args[2], args[2], args[3], lanes), align=4)
+        builder.store(builder.fadd(builder.load(at, align=4), x), at, align=4)
+        return context.get_dummy_value()
+    return types.none(dst, d0, src, s0), codegen
 
 
 @intrinsic

@@ -59,7 +59,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from edged.bits import ctz, nonzero32
+from edged.bits import LANES, add_lanes, ctz, nonzero32
 from edged.intrinsics import NeuronKind, check_intrinsics, complete
 from edged.jit import borrow, inline_kernel, kernel
 from edged.rng import uniform
@@ -85,6 +85,7 @@ class Net(NamedTuple):
 
     w_in: np.ndarray  # float32[n_in, n_hidden]
     w_out: np.ndarray  # float32[n_hidden, n_out]
+    w_out_lanes: np.ndarray  # w_out, rows zero-padded to a multiple of LANES floats
     hidden: Layer
     out: Layer
     subtract_reset: bool
@@ -125,7 +126,9 @@ def net(kind: NeuronKind, w_in: np.ndarray, w_out: np.ndarray, hidden: dict, out
         raise ValueError(f"weight shapes {w_in.shape} and {w_out.shape} do not chain")
     h, o = layer(kind, hidden, dt), layer(kind, out, dt)
     noisy = bool(np.any(h.delta_u > 0) or np.any(o.delta_u > 0))
-    return Net(w_in, w_out, h, o, reset == "subtract", np.uint64(seed), noisy)
+    lanes = np.zeros((w_out.shape[0], -(-w_out.shape[1] // LANES) * LANES), np.float32)
+    lanes[:, :w_out.shape[1]] = w_out
+    return Net(w_in, w_out, lanes, h, o, reset == "subtract", np.uint64(seed), noisy)
 
 
 def zero_state(n: Net, streams: int) -> State:
@@ -166,7 +169,8 @@ def exp_nonpos(x: np.ndarray, out: np.ndarray) -> None:
 def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_reset: bool,
                spikes: np.ndarray, scratch: np.ndarray, noisy: bool, seed, key, layer: int,
                t: int) -> int:
-    """Advance one layer of stream ``s`` by one step; write ``spikes``; return their count.
+    """Advance one layer of stream ``s`` by one step under ``current`` (its first ``n``
+    values, ``n`` the layer's size); write ``spikes``; return their count.
     ``scratch`` is float32 work space of at least twice the layer's size. ``noisy``
     (``Net.noisy``): some neuron may have ``delta_u > 0``; without it the firing test is
     the deterministic one throughout, a loop that vectorises. ``seed``, ``key``, ``layer``
@@ -219,14 +223,15 @@ def layer_step(c: Layer, st: LayerState, s: int, current: np.ndarray, subtract_r
 class Work(NamedTuple):
     """Work space of one stepping loop (``workspace``), reused by every step."""
 
-    f32: np.ndarray  # float32[3 * (n_hidden + n_out)]: currents and layer scratch
+    f32: np.ndarray  # float32: the currents (the output's padded as ``w_out_lanes``), scratch
     hidden_spikes: np.ndarray  # uint8[n_hidden]
 
 
 @inline_kernel
 def workspace(n: Net) -> Work:
     n_hidden, n_out = n.w_out.shape
-    return Work(np.empty(3 * (n_hidden + n_out), np.float32), np.empty(n_hidden, np.uint8))
+    size = n_hidden + n.w_out_lanes.shape[1] + 2 * max(n_hidden, n_out)
+    return Work(np.empty(size, np.float32), np.empty(n_hidden, np.uint8))
 
 
 @inline_kernel
@@ -251,13 +256,14 @@ def step_into(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
               hidden_spikes: np.ndarray, out_spikes: np.ndarray, w: Work) -> int:
     """``step_layers`` in the work space ``w`` (``workspace``) of a stepping loop."""
     n_hidden, n_out = n.w_out.shape
+    lanes = n.w_out_lanes.shape[1]
     current = w.f32[:n_hidden]
-    out_current = w.f32[n_hidden:n_hidden + n_out]
-    scratch = w.f32[n_hidden + n_out:]
+    out_current = w.f32[n_hidden:n_hidden + lanes]  # (its first n_out drive the output layer)
+    scratch = w.f32[n_hidden + lanes:]
     ops = input_current(n.w_in, channels, current)
     layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch,
                n.noisy, n.seed, key, 0, t)
-    ops += spike_current(n.w_out, hidden_spikes, out_current)
+    ops += n_out * spike_current(n.w_out_lanes, hidden_spikes, out_current)
     layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch,
                n.noisy, n.seed, key, 1, t)
     return ops
@@ -278,11 +284,14 @@ def input_current(w_in: np.ndarray, channels: np.ndarray, current: np.ndarray) -
 @inline_kernel
 def spike_current(w: np.ndarray, spikes: np.ndarray, current: np.ndarray) -> int:
     """``current`` = the sum of the rows of ``w`` whose neuron spiked (uint8 ``spikes``), in
-    neuron order; returns the ops. The spikes are read 32 at a time as a bit mask and only
-    the set bits visited: a branch per neuron mispredicts at sparse, irregular spiking."""
+    neuron order; returns how many spiked. ``w``'s rows and ``current`` are as wide, a
+    multiple of ``LANES`` (``Net.w_out_lanes``): a row is added as whole vectors. The spikes
+    are read 32 at a time as a bit mask and only the set bits visited: a branch per neuron
+    mispredicts at sparse, irregular spiking."""
     current[:] = 0
     n = 0
     size = spikes.shape[0]
+    width = current.shape[0]
     for c in range(0, size, 32):
         if c + 32 <= size:
             fired = nonzero32(spikes, c)
@@ -291,12 +300,12 @@ def spike_current(w: np.ndarray, spikes: np.ndarray, current: np.ndarray) -> int
             for t in range(size - c):
                 fired |= np.uint64(spikes[c + t] != 0) << np.uint64(t)
         while fired:
-            row = w[c + ctz(fired)]
+            row = (c + ctz(fired)) * width
             fired &= fired - np.uint64(1)
-            for k in range(current.shape[0]):
-                current[k] += row[k]
+            for k in range(0, width, LANES):
+                add_lanes(current, k, w, row + k)
             n += 1
-    return n * current.shape[0]
+    return n
 
 
 @kernel

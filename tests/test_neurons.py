@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from edged import neurons
+from edged.bits import LANES
 from edged.bench.kernels import numpy_step
 from edged.intrinsics import INTRINSICS
 
@@ -87,14 +88,25 @@ def test_spike_current_adds_the_rows_of_the_spiking_neurons_in_order(n_pre, n_po
     """Exactly (float32, same order) the sum a loop over the neurons would give, whatever
     the layer size against the kernel's 32-neuron masks."""
     rng = np.random.default_rng(seed)
-    w = rng.normal(size=(n_pre, n_post)).astype(np.float32)
+    width = -(-n_post // LANES) * LANES  # (rows padded as in Net.w_out_lanes)
+    w = np.zeros((n_pre, width), np.float32)
+    w[:, :n_post] = rng.normal(size=(n_pre, n_post))
     spikes = (rng.random(n_pre) < density).astype(np.uint8)
-    current = np.full(n_post, np.nan, np.float32)
-    expected = np.zeros(n_post, np.float32)
+    current = np.full(width, np.nan, np.float32)
+    expected = np.zeros(width, np.float32)
     for j in np.flatnonzero(spikes):
         expected += w[j]
-    assert neurons.spike_current(w, spikes, current) == spikes.sum() * n_post
+    assert neurons.spike_current(w, spikes, current) == spikes.sum()
     np.testing.assert_array_equal(current, expected)
+
+
+def test_the_output_weights_are_padded_to_whole_vectors():
+    """``Net.w_out_lanes``: ``w_out`` with zero columns up to a multiple of ``LANES``."""
+    for n_out in (1, 6, 8, 9):
+        n = firing_net("meta", 2, 3, n_out, seed=n_out)
+        assert n.w_out_lanes.shape == (3, -(-n_out // LANES) * LANES)
+        np.testing.assert_array_equal(n.w_out_lanes[:, :n_out], n.w_out)
+        assert not n.w_out_lanes[:, n_out:].any()
 
 
 @settings(max_examples=60, deadline=None)
