@@ -301,7 +301,7 @@ def scan(joined: bytes, ends: list[int], limits: Limits, scan_frames) -> Scan:
     if _LITTLE_ENDIAN:
         scan_frames(np.frombuffer(joined, np.uint8), bounds, limits.n_in, limits.max_events, rows,
                     t, ch)
-    taken = (rows[:, 7] != 0) & (np.diff(bounds) <= limits.max_bytes)
+    taken = (rows[:, 7] != 0) & (bounds[1:] - bounds[:-1] <= limits.max_bytes)
     spans = list(zip(rows[:, 0].tolist(), rows[:, 1].tolist(), taken.tolist()))
     try:
         ids = [joined[a:a + k].decode() if ok else None for a, k, ok in spans]
