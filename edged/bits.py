@@ -1,8 +1,8 @@
 """Bit-level LLVM intrinsics the kernels share: leading and trailing zero counts, popcount,
 vector compares that turn 32 or 64 array lanes into one bit mask (bit ``t`` for lane
 ``t``), a vector add of float32 lanes, a cache prefetch hint and an element's address (for
-C functions). They take no
-bounds checks: the caller keeps every lane it reads inside its array."""
+C functions). They take no bounds checks: the caller keeps every lane it reads inside its
+array."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     k = len(frames)
     per = {name: b[0] / k * 1e6 for name, b in buckets.items()}
     rows = [result("receive (one call per batch)", per["receive"], "us"),
-            result("loop", (timed_cpu / k * 1e6 - sum(per.values())), "us"),
+            result("loop", timed_cpu / k * 1e6 - sum(per.values()), "us"),
             result("decode + admit", per["admit"], "us"),
             result("engine (advance_many)", per["engine"], "us"),
             result("readout (one call per batch)", per["readout"], "us"),

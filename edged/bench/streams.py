@@ -176,9 +176,9 @@ def host_speed(model, rate: float, seed: int, n: int = 200, timed: int = 16) -> 
     streams of this traffic, after a window's worth of hops: how fast the machine runs
     edged's engine at the moment (it varies by the hour on shared machines), to read a
     ladder against."""
-    from edged.engine import Engine
-
     import numpy as np
+
+    from edged.engine import Engine
 
     engine, traffic = Engine.for_model(model, n), Traffic(model, rate, seed)
     traffic.prime(n)  # the streams' clocks at window - hop, the engine's brought there
