@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         work_off(traffic.prime(n))
         # a window of traffic: every path compiled, the LZ windows free of the primer's zeros
-        work_off(traffic.hops(n, -(-model.window // model.hop)))
+        work_off(traffic.hops(n, traffic.window_hops))
         drain_sub()
         runs = []
         for _ in range(2):  # the better of two untimed passes (the first may still warm caches)

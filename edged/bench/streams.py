@@ -47,6 +47,7 @@ DEFAULT_LADDER = "100,200,400,600,800,1000,1300,1600,2000"
 LATE_HOPS = 1.0  # a frame sent more than this many hops after its due time is late
 SETTLE_S = 2.0  # wait this long after the last send for outstanding replies
 FLUSH_WAIT_S = 0.2  # and this long after the last reply (edged.service.FLUSH_S is 0.01)
+HOST_STREAMS = 200  # streams of the host-speed measure (``host_speed``)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,6 +140,11 @@ class Traffic:
             self.seq.append(1)
         return out
 
+    @property
+    def window_hops(self) -> int:
+        """Hops that fill a stream's LZ window with traffic (after priming, its zeros)."""
+        return -(-self.model.window // self.model.hop)
+
     def hop(self, n: int):
         """One hop of streams ``0..n-1`` as ``Engine.advance_many`` takes it: ``(slots,
         starts, ends, offsets, t, ch)``."""
@@ -171,7 +177,7 @@ class Traffic:
         return out
 
 
-def host_speed(model, rate: float, seed: int, n: int = 200, timed: int = 16) -> float:
+def host_speed(model, rate: float, seed: int, n: int = HOST_STREAMS, timed: int = 16) -> float:
     """CPU us per frame-and-decision of ``Engine.advance_many`` in this process on ``n``
     streams of this traffic, after a window's worth of hops: how fast the machine runs
     edged's engine at the moment (it varies by the hour on shared machines), to read a
@@ -185,7 +191,7 @@ def host_speed(model, rate: float, seed: int, n: int = 200, timed: int = 16) -> 
     none = np.zeros(0, np.int64)
     engine.advance_many(np.arange(n, dtype=np.int64), np.zeros(n, np.int64),
                         np.array(traffic.clock, np.int64), np.zeros(n + 1, np.int64), none, none)
-    for _ in range(-(-model.window // model.hop)):
+    for _ in range(traffic.window_hops):
         engine.advance_many(*traffic.hop(n))
     cpu = 0.0
     for _ in range(timed):
@@ -423,8 +429,8 @@ def _report(args, model, kept, at_kept, ref, notes, hop_s, rss, speed) -> dict:
                  f"{os.cpu_count()} CPUs; ratio = echo / edged")
     notes.append(f"load average {os.getloadavg()[0]:.1f} at the end")
     notes.append("host speed: Engine.advance_many in the benchmark process, the daemon idle, "
-                 "CPU us per frame-and-decision on 200 streams of the same traffic (edged bench "
-                 "stages' engine row measures the same)")
+                 f"CPU us per frame-and-decision on {HOST_STREAMS} streams of the same traffic "
+                 "(edged bench stages' engine row measures the same)")
     if args.workers > 1:
         notes.append(f"edged serve --workers {args.workers}: daemon CPU = router + workers; router = "
                      "the parent process (ingest, routing, publishing, ZeroMQ I/O threads)")
