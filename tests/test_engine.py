@@ -220,3 +220,26 @@ def test_borrowed_arrays_share_memory_and_count_no_references():
     assert (sys.getrefcount(a), sys.getrefcount(b)) == refs
     assert after.alloc - allocs.alloc == after.free - allocs.free
     assert after.mi_alloc - allocs.mi_alloc == after.mi_free - allocs.mi_free
+
+
+def test_kernels_prefer_512_bit_vectors_where_the_host_has_them_unless_numba_is_told():
+    """``wide_features`` drops LLVM's 256-bit preference only on AVX-512BW hosts; a new
+    process takes it, or the features ``$NUMBA_CPU_FEATURES`` names."""
+    import subprocess
+    import sys
+
+    from edged.jit import wide_features
+
+    assert wide_features("+avx2,+avx512f,+avx512bw") == "+avx2,+avx512f,+avx512bw,-prefer-256-bit"
+    assert wide_features("+avx2,+avx512f,-avx512bw") is None
+    assert wide_features("+neon") is None
+    code = "import edged.jit, numba; print(numba.config.CPU_FEATURES)"
+
+    def features(**env) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"} | env
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True, timeout=120).stdout.strip()
+
+    import llvmlite.binding as llvm
+    assert features() == str(wide_features(llvm.get_host_cpu_features().flatten()))
+    assert features(NUMBA_CPU_FEATURES="+avx2") == "+avx2"
