@@ -33,8 +33,9 @@ def test_bench_e2e_quick(tmp_path):
 
 
 def test_bench_streams_ladder(tmp_path):
-    """Two rungs of real-time streams (40 ms frames): the first is kept up with, every
-    frame sent on time and answered; the echo runs at the count kept."""
+    """Two rungs of real-time streams (40 ms frames), the first after an unscored warm-up
+    rung: the first is kept up with, every frame sent on time and answered; the echo runs at
+    the count kept."""
     path = tmp_path / "m.npz"
     save(path, dataclasses.replace(small_model(window=64, hop=8), dt=5e-3))
     r = subprocess.run([sys.executable, "-m", "edged.cli", "bench", "streams", "--json",
@@ -52,6 +53,10 @@ def test_bench_streams_ladder(tmp_path):
     assert rows[f"edged client latency p99 @{kept:g}"]["baseline"] == f"echo client latency p99 @{kept:g}"
     assert any(n.startswith("4 streams: ") and "0 sent late, 0 decisions missing" in n
                for n in out["notes"]), out["notes"]
+    rungs = [n.split(":")[0] + (" warm-up" if n.endswith("(warm-up, not scored)") else "")
+             for n in out["notes"] if " streams: " in n and not n.startswith("echo")]
+    assert rungs[:2] == ["4 streams warm-up", "4 streams"], out["notes"]  # the first count only
+    assert "8 streams warm-up" not in rungs, out["notes"]
     steal = [float(m) for n in out["notes"] for m in re.findall(r"CPU steal ([\d.]+) %", n)]
     assert len(steal) >= 1 and all(0 <= x <= 100 for x in steal), out["notes"]
     for when in ("before", "after"):  # the engine timed in the benchmark process
