@@ -288,10 +288,12 @@ def spike_current(w: np.ndarray, spikes: np.ndarray, current: np.ndarray) -> int
     multiple of ``LANES`` (``Net.w_out_lanes``): a row is added as whole vectors. The spikes
     are read 32 at a time as a bit mask and only the set bits visited: a branch per neuron
     mispredicts at sparse, irregular spiking."""
+    width = current.shape[0]
+    if width % LANES or w.shape[1] != width:  # (an add past either's end otherwise)
+        raise ValueError("spike_current: w's rows and current must be as wide, a multiple of LANES")
     current[:] = 0
     n = 0
     size = spikes.shape[0]
-    width = current.shape[0]
     for c in range(0, size, 32):
         if c + 32 <= size:
             fired = nonzero32(spikes, c)

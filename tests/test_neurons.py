@@ -100,6 +100,17 @@ def test_spike_current_adds_the_rows_of_the_spiking_neurons_in_order(n_pre, n_po
     np.testing.assert_array_equal(current, expected)
 
 
+@pytest.mark.parametrize("rows, width", [(6, 6), (8, 16), (16, 8)])
+def test_spike_current_refuses_rows_or_a_current_it_would_add_past(rows, width):
+    """Whole-vector adds need rows and current as wide, a multiple of ``LANES``: anything
+    else is refused before a write (unpadded rows once wrote past a 6-wide current)."""
+    w = np.ones((4, rows), np.float32)
+    current = np.zeros(width, np.float32)
+    with pytest.raises(ValueError, match="multiple of LANES"):
+        neurons.spike_current(w, np.ones(4, np.uint8), current)
+    assert not current.any()
+
+
 def test_the_output_weights_are_padded_to_whole_vectors():
     """``Net.w_out_lanes``: ``w_out`` with zero columns up to a multiple of ``LANES``."""
     for n_out in (1, 6, 8, 9):

@@ -1,10 +1,9 @@
 """Surrogate-gradient BPTT through the exact kernels of ``edged.neurons``.
 
-Forward: ``record`` runs one sample per stream through ``edged.neurons.layer_step`` (the
-one implementation of the neuron maths), its currents from ``edged.neurons.input_current``
-and ``spike_current`` as ``edged.neurons.step`` takes them, and
-records each layer's state before every step, the post-step input trace ``r``, the
-input current and the spikes. Backward (hand-derived, this module): reverse time through
+Forward: ``record`` runs one sample per stream through ``edged.neurons.step_into`` (the
+one step of the neuron maths, the engine's), and records each layer's state before every
+step, the post-step input trace ``r``, the step's input currents (left in its work space)
+and the spikes. Backward (hand-derived, this module): reverse time through
 the step of ``edged.neurons`` with the spike's derivative replaced by the SuperSpike
 surrogate ``ds/du = -ds/dtheta = scale / (1 + gamma*|u - theta|)**2`` (Zenke & Ganguli
 2018); for escape-noise neurons (``edged.neurons``), the spike's derivative is that of its
@@ -75,11 +74,11 @@ def _record(net, st, b, key, x):
     I_o, v_o, a_o, r0_o, r1_o = out[0], out[1], out[2], out[3], out[4]
     s_h = np.empty((T, n_h), np.uint8)
     s_o = np.empty((T, n_o), np.uint8)
-    cur_h = np.zeros(n_h, np.float32)
-    cur_o = np.zeros(n_o, np.float32)
+    w = neurons.workspace(net)
+    cur_h = w.f32[:n_h]  # the step's currents, as ``neurons.step_into`` leaves them
+    cur_o = w.f32[n_h:n_h + n_o]
     spk_h = np.zeros(n_h, np.uint8)
     spk_o = np.zeros(n_o, np.uint8)
-    scratch = np.empty(2 * max(n_h, n_o), np.float32)
     off = np.zeros(T + 1, np.int64)  # the input as channel lists per step (repeats add)
     for t in range(T):
         off[t + 1] = off[t] + np.sum(x[t].astype(np.int64))
@@ -91,22 +90,17 @@ def _record(net, st, b, key, x):
                 chans[k] = i
                 k += 1
     for t in range(T):
-        neurons.input_current(net.w_in, chans[off[t]:off[t + 1]], cur_h)
-        I_h[t] = cur_h
         v_h[t] = st.hidden.v[b]
         a_h[t] = st.hidden.a[b]
         r0_h[t] = st.hidden.r[b]
-        neurons.layer_step(net.hidden, st.hidden, b, cur_h, net.subtract_reset, spk_h, scratch,
-                           net.noisy, net.seed, key, 0, t)
-        r1_h[t] = st.hidden.r[b]
-        s_h[t] = spk_h
-        neurons.spike_current(net.w_out, spk_h, cur_o)
-        I_o[t] = cur_o
         v_o[t] = st.out.v[b]
         a_o[t] = st.out.a[b]
         r0_o[t] = st.out.r[b]
-        neurons.layer_step(net.out, st.out, b, cur_o, net.subtract_reset, spk_o, scratch,
-                           net.noisy, net.seed, key, 1, t)
+        neurons.step_into(net, st, b, key, t, chans[off[t]:off[t + 1]], spk_h, spk_o, w)
+        I_h[t] = cur_h
+        r1_h[t] = st.hidden.r[b]
+        s_h[t] = spk_h
+        I_o[t] = cur_o
         r1_o[t] = st.out.r[b]
         s_o[t] = spk_o
     return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o
