@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import small_model
 
@@ -57,6 +58,8 @@ def test_bench_streams_ladder(tmp_path):
              for n in out["notes"] if " streams: " in n and not n.startswith("echo")]
     assert rungs[:2] == ["4 streams warm-up", "4 streams"], out["notes"]  # the first count only
     assert "8 streams warm-up" not in rungs, out["notes"]
+    inside = [float(m) for n in out["notes"] for m in re.findall(r"receipt to publish: p99 <= ([\d.e+-]+|inf) ms", n)]
+    assert len(inside) == len(rungs) and all(0 < x < 100 for x in inside), out["notes"]  # (the daemon's histogram)
     steal = [float(m) for n in out["notes"] for m in re.findall(r"CPU steal ([\d.]+) %", n)]
     assert len(steal) >= 1 and all(0 <= x <= 100 for x in steal), out["notes"]
     for when in ("before", "after"):  # the engine timed in the benchmark process
@@ -95,3 +98,18 @@ def test_bench_stages(tmp_path):
                   "readout (one call per batch)", "encode + publish", "bare recv + publish"):
         assert rows[stage]["value"] > 0, stage
     assert rows["serve loop total"]["baseline"] == "bare recv + publish"
+
+
+def test_p99_bound_reads_the_daemons_latency_histogram():
+    """The least bound holding 99 % of the decisions: cumulative counts per bound."""
+    from edged.bench.streams import _latency_bounds, _p99_bound
+
+    bounds = _latency_bounds()
+    within = np.zeros(len(bounds))
+    assert np.isnan(_p99_bound(within))
+    within[bounds.index(1e-3):] = 990  # 990 decisions within 1 ms
+    within[bounds.index(2.5e-2):] = 1000  # 10 more within 25 ms
+    assert _p99_bound(within) == 1e-3
+    within[-1] = 1100  # 100 past the last finite bound
+    assert _p99_bound(within) == float("inf")
+

@@ -123,7 +123,8 @@ def _scrape(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
         if line.startswith(("edged_frames_rejected_total{", "edged_events_total ", "edged_batch_frames_count",
-                            "edged_batch_frames_sum", "edged_decisions_total")):
+                            "edged_batch_frames_sum", "edged_decisions_total",
+                            "edged_decision_latency_seconds_bucket")):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out

@@ -17,8 +17,11 @@ stime`` of the ``edged serve`` process and its children, from ``/proc``, over ea
 and the busiest serving thread's (the main thread of the daemon, or of each worker: one
 core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the
 daemon's ``edged_batch_frames``, and the decisions it made and the frames it rejected (so
-a missing decision can be told apart from one lost on the way), from its ``/metrics``
-(every worker's) before and after, and the CPU time the hypervisor stole from the
+a missing decision can be told apart from one lost on the way) and its own p99 from a
+frame's receipt to its decision's publish (the least bound of its
+``edged_decision_latency_seconds`` holding 99 %: the rest of a client p99 is queueing
+before the serve loop reads a frame, or transport), from its ``/metrics`` (every
+worker's) before and after, and the CPU time the hypervisor stole from the
 machine's CPUs over the rung (``/proc/stat``: other guests' load, which can fail a rung on
 p99 whatever edged does). Client CPU: the receiver (this process) and the sender,
 each over the rung with its ZeroMQ I/O thread; their loops are compiled
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -247,7 +251,7 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
         if clock() > send_end + SETTLE_S and not proc.is_alive():
             break
     time.sleep(FLUSH_WAIT_S)  # the daemon's counters reach /metrics
-    cpu, router_cpu, batches, batched, decided, rejected = (b - a for a, b in zip(before, usage()))
+    cpu, router_cpu, batches, batched, decided, rejected, within = (b - a for a, b in zip(before, usage()))
     busiest = max((c - threads[p] for p, c in serving().items() if p in threads), default=float("nan"))
     client = time.process_time() - client0
     steal = (_steal() - steal0) / ((time.perf_counter() - wall0) * (os.cpu_count() or 1))
@@ -268,20 +272,47 @@ def _rung(ctx, ingest: str, publish: str, frames: list[bytes], n: int, hop_s: fl
             "cpu": cpu, "router_cpu": router_cpu, "client_cpu": client,
             "seconds": len(frames) * hop_s / n, "checked": checked, "mismatched": mismatched,
             "batch": batched / batches if batches else float("nan"), "serving_cpu": busiest,
-            "decided": int(decided), "rejected": int(rejected), "steal": steal}
+            "decided": int(decided), "rejected": int(rejected), "steal": steal,
+            "daemon_p99": _p99_bound(within)}
 
 
-def _daemon_counts(metrics: str) -> tuple[float, float, float, float]:
-    """The daemon's serve-loop batches so far, the frames in them, its decisions and its
-    rejected frames (every worker's)."""
+def _daemon_counts(metrics: str) -> tuple:
+    """The daemon's serve-loop batches so far, the frames in them, its decisions, its
+    rejected frames and its decisions within each bound of ``_latency_bounds()`` (receipt
+    to publish; every worker's)."""
+    import numpy as np
+
     from edged.bench.e2e import _scrape
 
     m = _scrape(metrics)
 
     def total(name: str) -> float:
         return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))
+    bounds = _latency_bounds()
+    within = np.zeros(len(bounds))
+    for k, v in m.items():
+        le = re.search(r'le="([^"]+)"', k)
+        if k.startswith("edged_decision_latency_seconds_bucket") and le:
+            within[bounds.index(float(le.group(1)))] += v
     return (total("edged_batch_frames_count"), total("edged_batch_frames_sum"),
-            total("edged_decisions_total"), total("edged_frames_rejected_total"))
+            total("edged_decisions_total"), total("edged_frames_rejected_total"), within)
+
+
+def _latency_bounds() -> tuple[float, ...]:
+    """The bounds of the daemon's latency histogram (``edged_decision_latency_seconds``)."""
+    from edged.metrics import LATENCY_BUCKETS
+
+    return (*LATENCY_BUCKETS, float("inf"))
+
+
+def _p99_bound(within) -> float:
+    """The least bound of ``_latency_bounds()`` that 99 % of the decisions counted in
+    ``within`` (per bound, cumulative) fall within; nan for none."""
+    import numpy as np
+
+    if not len(within) or within[-1] <= 0:
+        return float("nan")
+    return _latency_bounds()[int(np.searchsorted(within, 0.99 * within[-1]))]
 
 
 def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int = 1) -> None:
@@ -316,6 +347,7 @@ def _wait_ready(ctx, ingest: str, publish: str, probe: str, model, workers: int 
 
 
 def run(args: argparse.Namespace) -> dict:
+    import numpy as np
     import zmq
 
     from edged.bench.e2e import _proc_cpu, _proc_rss, _start_echo, _start_serve
@@ -360,7 +392,7 @@ def run(args: argparse.Namespace) -> dict:
             echo_traffic = Traffic(model, args.rate, args.seed)
             echo_traffic.prime(kept)
             ref = _rung(ctx, e_in, e_out, echo_traffic.hops(kept, hops), kept, hop_s, True,
-                        lambda: (_tree_cpu(echo.pid), 0.0, 0.0, 0.0, 0.0, 0.0))
+                        lambda: (_tree_cpu(echo.pid), 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros(0)))
     finally:
         for proc in (serve, echo):
             proc.terminate()
@@ -375,7 +407,8 @@ def _rung_note(out: dict, n: int, workers: int) -> str:
     return (f"{n} streams: {out['frames']} frames over {out['seconds']:.1f}s, "
             f"{out['late']} sent late, {out['missing']} decisions missing (the daemon "
             f"made {out['decided']}, rejected {out['rejected']} frames), client p50 "
-            f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms, daemon "
+            f"{out['p50'] * 1e3:.2f} ms p99 {out['p99'] * 1e3:.2f} ms (in the daemon, receipt to "
+            f"publish: p99 <= {out['daemon_p99'] * 1e3:g} ms), daemon "
             f"{out['cpu'] / out['seconds']:.2f} cores = {out['cpu'] / out['frames'] * 1e6:.1f} us "
             f"per frame-and-decision, busiest serving thread "
             f"{out['serving_cpu'] / out['seconds']:.2f} cores (client "
