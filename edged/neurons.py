@@ -256,10 +256,8 @@ def step_into(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
               hidden_spikes: np.ndarray, out_spikes: np.ndarray, w: Work) -> int:
     """``step_layers`` in the work space ``w`` (``workspace``) of a stepping loop."""
     n_hidden, n_out = n.w_out.shape
-    lanes = n.w_out_lanes.shape[1]
-    current = w.f32[:n_hidden]
-    out_current = w.f32[n_hidden:n_hidden + lanes]  # (its first n_out drive the output layer)
-    scratch = w.f32[n_hidden + lanes:]
+    current, out_current = currents(n, w)  # (out_current's first n_out drive the output layer)
+    scratch = w.f32[n_hidden + out_current.shape[0]:]
     ops = input_current(n.w_in, channels, current)
     layer_step(n.hidden, st.hidden, s, current, n.subtract_reset, hidden_spikes, scratch,
                n.noisy, n.seed, key, 0, t)
@@ -267,6 +265,14 @@ def step_into(n: Net, st: State, s: int, key, t: int, channels: np.ndarray,
     layer_step(n.out, st.out, s, out_current, n.subtract_reset, out_spikes, scratch,
                n.noisy, n.seed, key, 1, t)
     return ops
+
+
+@inline_kernel
+def currents(n: Net, w: Work):
+    """The hidden layer's input current and the output layer's (padded as ``w_out_lanes``)
+    in the work space ``w``: a step (``step_into``) leaves its own there."""
+    n_hidden = n.w_out.shape[0]
+    return w.f32[:n_hidden], w.f32[n_hidden:n_hidden + n.w_out_lanes.shape[1]]
 
 
 @inline_kernel

@@ -112,4 +112,3 @@ def test_p99_bound_reads_the_daemons_latency_histogram():
     assert _p99_bound(within) == 1e-3
     within[-1] = 1100  # 100 past the last finite bound
     assert _p99_bound(within) == float("inf")
-

@@ -75,8 +75,7 @@ def _record(net, st, b, key, x):
     s_h = np.empty((T, n_h), np.uint8)
     s_o = np.empty((T, n_o), np.uint8)
     w = neurons.workspace(net)
-    cur_h = w.f32[:n_h]  # the step's currents, as ``neurons.step_into`` leaves them
-    cur_o = w.f32[n_h:n_h + n_o]
+    cur_h, cur_o = neurons.currents(net, w)
     spk_h = np.zeros(n_h, np.uint8)
     spk_o = np.zeros(n_o, np.uint8)
     off = np.zeros(T + 1, np.int64)  # the input as channel lists per step (repeats add)
@@ -100,7 +99,7 @@ def _record(net, st, b, key, x):
         I_h[t] = cur_h
         r1_h[t] = st.hidden.r[b]
         s_h[t] = spk_h
-        I_o[t] = cur_o
+        I_o[t] = cur_o[:n_o]
         r1_o[t] = st.out.r[b]
         s_o[t] = spk_o
     return I_h, v_h, a_h, r0_h, r1_h, s_h, I_o, v_o, a_o, r0_o, r1_o, s_o

@@ -8,11 +8,12 @@ decision (streams are primed to ``window - hop`` steps first). A sender process 
 the frames (PUSH) while this process receives the decisions (SUB) and matches them per
 stream: the k-th decision on stream s answers its k-th frame.
 
-Before the ladder, the first count runs a window's worth of hops unscored (the warm-up
-rung: its LZ windows fill with traffic instead of the primer's zeros, and a daemon just
-started settles; first rungs had failed at loads later rungs kept). A ladder of N: a count is kept up with when no frame was sent more than one hop after its
+A ladder of N: a count is kept up with when no frame was sent more than one hop after its
 due time, every decision came back, and client p99 (decision arrival - frame send) is
-below one hop. The first count not kept up with ends the ladder. Daemon CPU is ``utime +
+below one hop. The first count not kept up with ends the ladder. Before it, the first
+count runs a window's worth of hops unscored (the warm-up rung: its LZ windows fill with
+traffic instead of the primer's zeros, and a daemon just started settles; first rungs had
+failed at loads later rungs kept). Daemon CPU is ``utime +
 stime`` of the ``edged serve`` process and its children, from ``/proc``, over each rung,
 and the busiest serving thread's (the main thread of the daemon, or of each worker: one
 core is its limit, so near 1.0 it is saturated); frames per serve-loop batch from the
