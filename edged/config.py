@@ -98,6 +98,11 @@ SETTINGS: tuple[Setting, ...] = (
             "serving processes behind the same ingest and publish endpoints, streams sharded by "
             "crc32 of their id (each worker has --max-streams slots; 1 = no router)", "--workers",
             check=_positive),
+    Setting("service", "cpus", str, "",
+            "CPUs the serving thread runs on, e.g. '0' or '2-3': worker i of --workers takes the "
+            "i-th, round robin ('' = wherever the OS schedules it). ZeroMQ's I/O threads and the "
+            "--workers router stay unpinned, so other work moves to the other CPUs", "--serve-cpus",
+            check=lambda x: parse_cpus(x) is not None),
     Setting("service", "drain_timeout", float, 2.0,
             "at most this many seconds to finish the frames queued or arriving after SIGTERM/SIGINT",
             "--drain-timeout",
@@ -174,7 +179,11 @@ def _parse(s: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a valid {s.type.__name__}") from None
     if s.choices is not None and value not in s.choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, s.choices))}")
-    if s.check is not None and not s.check(value):
+    try:
+        ok = s.check is None or s.check(value)
+    except ValueError as e:  # (a check that says what is wrong)
+        raise ConfigError(f"{where}: {value!r}: {e}") from None
+    if not ok:
         raise ConfigError(f"{where}: {value!r} is out of range")
     return value
 
@@ -317,19 +326,40 @@ def dedup_rule(window: float, input_max_age: float, cfg: Config,
     return "ok", ""
 
 
-def parse_partitions(text: str, count: int) -> tuple[int, ...]:
-    """``--partitions``: ``"0-3,6"`` -> (0, 1, 2, 3, 6); ``""`` -> all ``count``. Raises
-    ``ValueError``."""
-    if not text.strip():
-        return tuple(range(count))
+def _ranges(text: str, count: int, what: str) -> tuple[int, ...]:
+    """``"0-3,6"`` -> (0, 1, 2, 3, 6), each in ``[0, count)``. Raises ``ValueError``."""
     out: set[int] = set()
     for part in text.split(","):
         lo, _, hi = part.strip().partition("-")
-        a, b = int(lo), int(hi or lo)
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"{what} range {part.strip()!r} is not N or N-M") from None
         if not 0 <= a <= b < count:
-            raise ValueError(f"partition range {part.strip()!r} outside 0-{count - 1}")
+            raise ValueError(f"{what} range {part.strip()!r} outside 0-{count - 1}")
         out.update(range(a, b + 1))
     return tuple(sorted(out))
+
+
+def parse_partitions(text: str, count: int) -> tuple[int, ...]:
+    """``--partitions``: ``"0-3,6"`` -> (0, 1, 2, 3, 6); ``""`` -> all ``count``. Raises
+    ``ValueError``."""
+    return _ranges(text, count, "partition") if text.strip() else tuple(range(count))
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``--serve-cpus``: ``"2-3"`` -> (2, 3), each a CPU this process may run on; ``""`` ->
+    (). Raises ``ValueError``."""
+    if not text.strip():
+        return ()
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("pinning a thread to a CPU needs Linux")
+    cpus = _ranges(text, os.cpu_count() or 1, "CPU")
+    allowed = os.sched_getaffinity(0)
+    if not set(cpus) <= allowed:
+        raise ValueError(f"CPU {min(set(cpus) - allowed)} is not one this process may run on "
+                         f"({','.join(map(str, sorted(allowed)))})")
+    return cpus
 
 
 def metrics_address(cfg: Config) -> tuple[str, int] | None:

@@ -24,7 +24,8 @@ a second signal cuts the drain short), publishes their decisions and returns.
 ``Service.close`` lingers on PUB so they leave. A checkpoint step slots in between.
 
 systemd (``edged.sdnotify``, injected as ``notify`` and ``watchdog``): ``READY=1`` once the
-model is verified, sockets bound, kernels and readout warmed and any checkpoint restored;
+model is verified, sockets bound, kernels and readout warmed, any checkpoint restored and
+the serving thread pinned (``--serve-cpus``: ``pin_serving_thread``);
 ``WATCHDOG=1`` from ``tick`` (the loop) and the drain only; ``STOPPING=1`` when a stop
 request is noticed.
 
@@ -440,6 +441,18 @@ class Service:
         return n
 
 
+def pin_serving_thread(cpus: tuple[int, ...], worker: int) -> int | None:
+    """Run the calling thread (the serve loop's) on CPU ``cpus[worker % len(cpus)]`` only
+    (``--serve-cpus``); return it, or None for no ``cpus``. The thread keeps its caches,
+    and the scheduler moves the threads left unpinned (ZeroMQ's I/O, clients) to the
+    other CPUs."""
+    if not cpus:
+        return None
+    cpu = cpus[worker % len(cpus)]
+    os.sched_setaffinity(0, {cpu})  # (0: the calling thread)
+    return cpu
+
+
 def settle_heap() -> None:
     """Move every object alive after start-up (modules, compiled kernels, the model) out of
     the garbage collector's scans, once, before serving: a full collection over them
@@ -461,7 +474,7 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from edged import sdnotify
-    from edged.config import metrics_address
+    from edged.config import metrics_address, parse_cpus
     from edged.metrics import exposed
     from edged.model import load
     from edged.security import server_keys
@@ -481,8 +494,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
     ctx = context or zmq.Context()
     watchdog = sdnotify.Watchdog(env) if link is None else link.watchdog
     make = Service if link is None else link.service_class
+    shard = (0, 1) if link is None else link.shard
     svc = make(model, cfg, context=ctx, registry=registry, log=log, notify=notify, watchdog=watchdog,
-               curve=curve, shard=(0, 1) if link is None else link.shard)
+               curve=curve, shard=shard)
     per_stream = svc.engine.state_bytes()
     log.info("stream state: %d bytes per stream, %.1f MiB reserved for %d streams", per_stream,
              per_stream * cfg.streams_max / 2**20, cfg.streams_max)
@@ -497,6 +511,9 @@ def main(cfg: Config, *, log: logging.Logger, registry=None, context: zmq.Contex
             restored = svc.state.restore()
             svc.sockets.start(svc.state.resume)
             settle_heap()
+            cpu = pin_serving_thread(parse_cpus(cfg.service_cpus), shard[0])
+            if cpu is not None:
+                log.info("serving thread pinned to CPU %d", cpu)
             if link is not None:
                 link.ready(svc, endpoints, seconds, restored)
             log.info("ready in %.2fs warm-up: epoch %d ingest %s (%s) publish %s metrics %s%s",

@@ -51,6 +51,15 @@ def test_bad_files_name_the_problem(tmp_path, toml, needle):
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize("value, needle", [("x", "'x' is not N or N-M"), ("0-100000", "outside 0-"),
+                                           ("1-0", "outside 0-")])
+def test_bad_serve_cpus_name_the_problem(value, needle):
+    with pytest.raises(ConfigError, match="--serve-cpus") as e:
+        resolve({"service_cpus": value}, {})
+    assert needle in str(e.value)
+    assert resolve({"service_cpus": ""}, {}).service_cpus == ""
+
+
 def test_bad_env_value_names_the_variable():
     with pytest.raises(ConfigError, match="EDGED_INGEST_BIND"):
         resolve({}, {"EDGED_INGEST_BIND": "perhaps"})

@@ -544,3 +544,35 @@ def test_sigterm_while_a_worker_waits_to_restart_serves_the_frames_queued_for_it
     finally:
         kill(proc)
         ctx.term()
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2,
+                    reason="needs Linux and two CPUs this process may run on")
+def test_serve_cpus_pins_each_serving_thread_and_leaves_the_other_threads_free(model_path):
+    """``--serve-cpus``: the serving thread of one process runs on the CPU named, that of
+    worker i of ``--workers 2`` on the i-th; the router's and every other thread (ZeroMQ's
+    I/O) keep all the CPUs they had."""
+    every = os.sched_getaffinity(0)
+    a, b = sorted(every)[:2]
+
+    def others(pid: int) -> list[set[int]]:
+        return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+
+    proc, _, lines = start_serve(model_path, "--serve-cpus", str(b))
+    try:
+        assert os.sched_getaffinity(proc.pid) == {b}  # (the main thread's tid is the pid)
+        assert others(proc.pid) and all(cpus == every for cpus in others(proc.pid))
+        assert f"serving thread pinned to CPU {b}" in "".join(lines)
+        stop(proc)
+    finally:
+        kill(proc)
+    proc, _, lines = start_serve(model_path, "--workers", "2", "--serve-cpus", f"{a},{b}")
+    try:
+        workers = started_pids(lines)
+        assert [os.sched_getaffinity(workers[i]) for i in (0, 1)] == [{a}, {b}]
+        assert all(cpus == every for cpus in others(workers[0]))
+        assert os.sched_getaffinity(proc.pid) == every
+        stop(proc)
+    finally:
+        kill(proc)
+

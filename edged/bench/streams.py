@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short run for tests (~30 s)")
     p.add_argument("--workers", type=int, default=1,
                    help="edged serve --workers N (default 1: one process, no router)")
+    p.add_argument("--serve-cpus", default="",
+                   help="edged serve --serve-cpus (default '': the serving threads unpinned)")
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -368,7 +370,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--workers must be >= 1")
     speed = [host_speed(model, args.rate, args.seed)]  # (compiles the kernels if the cache is cold)
     capacity = ladder[-1] + (len(ladder) + 8) * args.workers  # + the probes (each worker may hold all)
-    serve, s_in, s_out, metrics = _start_serve(args.model, capacity, "--workers", str(args.workers))
+    serve, s_in, s_out, metrics = _start_serve(args.model, capacity, "--workers", str(args.workers),
+                                               "--serve-cpus", args.serve_cpus)
     echo, e_in, e_out = _start_echo()
     notes = [f"load average {os.getloadavg()[0]:.1f} at the start"]
     kept, at_kept, ref, rss = 0, None, None, 0
