@@ -244,6 +244,34 @@ def test_unit_security_exposure_at_most_2(tmp_path):
     assert float(m.group(1)) <= 2.0, r.stdout
 
 
+@needs_analyze
+def test_unit_lets_the_serving_thread_be_pinned_and_nothing_else_of_resources():
+    """``--serve-cpus`` calls ``sched_setaffinity``: the unit's ``SystemCallFilter`` lines,
+    applied as systemd applies them (the first an allow list, later ``~`` lines take calls
+    out, later plain ones put them back), allow it and still deny the rest of @resources."""
+    def calls(names: list[str]) -> set[str]:
+        out = set()
+        for name in names:
+            if not name.startswith("@"):
+                out.add(name)
+                continue
+            listing = subprocess.run([ANALYZE, "syscall-filter", name], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout.splitlines()[1:]
+            out |= calls([x.strip() for x in listing if x.strip() and not x.strip().startswith("#")])
+        return out
+
+    lines = re.findall(r"^SystemCallFilter=(.*)$", UNIT.read_text(), flags=re.M)
+    allowed = calls(lines[0].split())
+    for line in lines[1:]:
+        if line.startswith("~"):
+            allowed -= calls(line[1:].split())
+        else:
+            allowed |= calls(line.split())
+    assert "sched_setaffinity" in allowed and "read" in allowed
+    assert not allowed & (calls(["@resources"]) - {"sched_setaffinity"})
+    assert not allowed & calls(["@privileged"])
+
+
 def test_example_settings_files_parse():
     from edged.config import load_toml
 
