@@ -47,6 +47,12 @@ def _positive(x) -> bool:
     return x > 0
 
 
+def _said(parse: Callable[[str], Any], x: str) -> bool:
+    """True once ``parse(x)`` passes (its ValueError names what is wrong)."""
+    parse(x)
+    return True
+
+
 def _host_port(x: str) -> bool:
     if x in ("", "off"):
         return True
@@ -102,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
             "CPUs the serving thread runs on, e.g. '0' or '2-3': worker i of --workers takes the "
             "i-th, round robin ('' = wherever the OS schedules it). ZeroMQ's I/O threads and the "
             "--workers router stay unpinned, so other work moves to the other CPUs", "--serve-cpus",
-            check=lambda x: parse_cpus(x) is not None),
+            check=lambda x: _said(parse_cpus, x)),
     Setting("service", "drain_timeout", float, 2.0,
             "at most this many seconds to finish the frames queued or arriving after SIGTERM/SIGINT",
             "--drain-timeout",
