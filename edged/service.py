@@ -449,7 +449,11 @@ def pin_serving_thread(cpus: tuple[int, ...], worker: int) -> int | None:
     if not cpus:
         return None
     cpu = cpus[worker % len(cpus)]
-    os.sched_setaffinity(0, {cpu})  # (0: the calling thread)
+    try:
+        os.sched_setaffinity(0, {cpu})  # (0: the calling thread)
+    except OSError as e:  # (the CPUs allowed changed since the settings were read)
+        raise OSError(e.errno, f"--serve-cpus: cannot pin the serving thread to CPU {cpu}: "
+                               f"{e.strerror}") from None
     return cpu
 
 

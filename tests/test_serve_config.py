@@ -60,6 +60,26 @@ def test_bad_serve_cpus_name_the_problem(value, needle):
     assert resolve({"service_cpus": ""}, {}).service_cpus == ""
 
 
+def test_a_cpu_that_cannot_be_pinned_names_the_setting():
+    """``pin_serving_thread`` (in a thread of its own here) says which CPU it could not pin."""
+    import threading
+
+    from edged.service import pin_serving_thread
+
+    said = []
+
+    def pin():
+        try:
+            pin_serving_thread((1 << 20,), 0)
+        except OSError as e:
+            said.append(str(e))
+    thread = threading.Thread(target=pin)
+    thread.start()
+    thread.join()
+    assert said and "--serve-cpus: cannot pin the serving thread to CPU 1048576" in said[0]
+    assert pin_serving_thread((), 3) is None
+
+
 def test_bad_env_value_names_the_variable():
     with pytest.raises(ConfigError, match="EDGED_INGEST_BIND"):
         resolve({}, {"EDGED_INGEST_BIND": "perhaps"})
