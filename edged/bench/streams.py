@@ -380,7 +380,8 @@ def run(args: argparse.Namespace) -> dict:
             prime = traffic.prime(n)
             _send_all(ctx, s_in, prime)
             _wait_ready(ctx, s_in, s_out, f"~probe{n}", model, args.workers)
-            for k, scored in ((traffic.window_hops, False), (hops, True))[n != ladder[0]:]:
+            warm_up = [(traffic.window_hops, False)] if n == ladder[0] else []
+            for k, scored in warm_up + [(hops, True)]:
                 out = _rung(ctx, s_in, s_out, traffic.hops(n, k), n, hop_s, False,
                             lambda: (_tree_cpu(serve.pid), _proc_cpu(serve.pid),
                                      *_daemon_counts(metrics)),
